@@ -1,0 +1,226 @@
+//! Command line. The sweep flags keep nccl-tests' letters and meanings (-b -e -f -i -n -w -c
+//! -d -o -r -G -a), so an nccl-tests command line carries over unchanged.
+
+use crate::sweep::collective::Collective;
+use crate::sweep::dtype::DType;
+use crate::sweep::redop::RedOp;
+use crate::sweep::runner::{Aggregate, SweepSettings};
+use crate::sweep::schedule::{parse_size, sizes, Step};
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "h200-mpibench",
+    version,
+    about = "What a GPU cluster really delivers for LLM fine-tuning: NCCL collective sweeps \
+             with exact verification, one MPI rank per GPU, results in one HDF5 file."
+)]
+pub struct Cli {
+    /// Which benchmark to run.
+    #[arg(long, value_enum, default_value_t = Suite::Nccl)]
+    pub suite: Suite,
+
+    /// Results file (HDF5). Default: results/<UTC time>_<suite>.h5
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// nccl: NCCL on GPUs; mpi: MPI on host memory; auto: NCCL where every rank has a GPU and
+    /// the NCCL library, MPI otherwise.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+
+    /// Seconds any single phase (NCCL start-up, one sweep row) may take before every rank is
+    /// stopped with the cause.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+
+    /// Seed of the verification data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// Collective bandwidth sweeps (nccl-tests semantics).
+    Nccl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Auto,
+    Nccl,
+    Mpi,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    /// Collectives to sweep, comma-separated: all_reduce, reduce_scatter, all_gather,
+    /// broadcast, alltoall, sendrecv, or all.
+    #[arg(long, default_value = "all")]
+    pub collectives: String,
+
+    /// Minimum size in bytes (K, M, G suffixes: 1024-based).
+    #[arg(short = 'b', long = "minbytes", default_value = "8")]
+    pub min_bytes: String,
+
+    /// Maximum size in bytes.
+    #[arg(short = 'e', long = "maxbytes", default_value = "128M")]
+    pub max_bytes: String,
+
+    /// Multiplication factor between sizes (default 2 unless -i is given).
+    #[arg(short = 'f', long = "stepfactor", conflicts_with = "step_bytes")]
+    pub step_factor: Option<usize>,
+
+    /// Fixed increment between sizes, in bytes.
+    #[arg(short = 'i', long = "stepbytes")]
+    pub step_bytes: Option<String>,
+
+    /// Timed iterations per size.
+    #[arg(short = 'n', long = "iters", default_value_t = 20)]
+    pub iters: usize,
+
+    /// Untimed warm-up iterations per size.
+    #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
+    pub warmup_iters: usize,
+
+    /// Check iterations per size (fresh data, exact comparison); 0 skips checking.
+    #[arg(short = 'c', long = "check", default_value_t = 1)]
+    pub check: usize,
+
+    /// Data types, comma-separated (NCCL's: int8 uint8 int32 uint32 int64 uint64 half float
+    /// double bfloat16 f8e4m3 f8e5m2), or all.
+    #[arg(short = 'd', long = "datatype", default_value = "float")]
+    pub datatype: String,
+
+    /// Reduction ops, comma-separated (sum prod min max avg), or all.
+    #[arg(short = 'o', long = "op", default_value = "sum")]
+    pub op: String,
+
+    /// Root rank of broadcast.
+    #[arg(short = 'r', long = "root", default_value_t = 0)]
+    pub root: usize,
+
+    /// Capture the -n iterations as a CUDA graph and replay it this many times (0: no graphs).
+    #[arg(short = 'G', long = "cudagraph", default_value_t = 0)]
+    pub graph_launches: usize,
+
+    /// Reported time over ranks: 0 rank 0, 1 average, 2 minimum, 3 maximum.
+    #[arg(short = 'a', long = "average", default_value_t = 1)]
+    pub average: u8,
+}
+
+/// Everything a sweep run needs, validated.
+pub struct SweepPlan {
+    pub collectives: Vec<Collective>,
+    pub dtypes: Vec<DType>,
+    pub ops: Vec<RedOp>,
+    pub settings: SweepSettings,
+}
+
+fn parse_list<T: std::str::FromStr<Err = String> + Copy>(text: &str, all: &[T]) -> Result<Vec<T>, String> {
+    if text.trim().eq_ignore_ascii_case("all") {
+        return Ok(all.to_vec());
+    }
+    let items: Vec<T> = text.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
+    if items.is_empty() {
+        return Err(format!("empty list '{text}'"));
+    }
+    Ok(items)
+}
+
+impl Cli {
+    /// Checks every flag against the world size; the same answer on every rank.
+    pub fn sweep_plan(&self, ranks: usize) -> Result<SweepPlan, String> {
+        let a = &self.sweep;
+        let min = parse_size(&a.min_bytes).map_err(|e| format!("-b: {e}"))?;
+        let max = parse_size(&a.max_bytes).map_err(|e| format!("-e: {e}"))?;
+        let step = match (&a.step_bytes, a.step_factor) {
+            (Some(b), _) => Step::Bytes(parse_size(b).map_err(|e| format!("-i: {e}"))?),
+            (None, f) => Step::Factor(f.unwrap_or(2)),
+        };
+        if a.iters == 0 {
+            return Err("-n must be at least 1".into());
+        }
+        if a.root >= ranks {
+            return Err(format!("-r {} is not a rank (the job has {ranks} ranks)", a.root));
+        }
+        let aggregate = match a.average {
+            0 => Aggregate::Rank0,
+            1 => Aggregate::Avg,
+            2 => Aggregate::Min,
+            3 => Aggregate::Max,
+            x => return Err(format!("-a {x}: must be 0 (rank 0), 1 (avg), 2 (min) or 3 (max)")),
+        };
+        if self.timeout == 0 {
+            return Err("--timeout must be at least 1 second".into());
+        }
+        Ok(SweepPlan {
+            collectives: parse_list(&a.collectives, &Collective::ALL)?,
+            dtypes: parse_list(&a.datatype, &DType::ALL)?,
+            ops: parse_list(&a.op, &RedOp::ALL)?,
+            settings: SweepSettings {
+                sizes: sizes(min, max, step)?,
+                iters: a.iters,
+                warmup_iters: a.warmup_iters,
+                check_iters: a.check,
+                graph_launches: a.graph_launches,
+                aggregate,
+                root: a.root,
+                seed: self.seed,
+                timeout: Duration::from_secs(self.timeout),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str], ranks: usize) -> Result<SweepPlan, String> {
+        let mut argv = vec!["h200-mpibench"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.sweep_plan(ranks)
+    }
+
+    #[test]
+    fn defaults_and_nccl_tests_flags() {
+        let p = plan(&[], 2).unwrap();
+        assert_eq!(p.collectives.len(), 6);
+        assert_eq!(p.dtypes, vec![DType::Float32]);
+        assert_eq!(p.settings.sizes.first(), Some(&8));
+        assert_eq!(p.settings.sizes.last(), Some(&(128 << 20)));
+        let p = plan(&["-b", "8", "-e", "8G", "-f", "4", "-w", "5", "-n", "20", "-c", "1", "-d", "bf16,half", "-o", "all"], 2).unwrap();
+        assert_eq!(p.settings.sizes.len(), 16);
+        assert_eq!(p.dtypes, vec![DType::Bfloat16, DType::Float16]);
+        assert_eq!(p.ops.len(), 5);
+        let p = plan(&["-b", "1K", "-e", "4K", "-i", "1K", "--collectives", "alltoall,sendrecv"], 2).unwrap();
+        assert_eq!(p.settings.sizes, vec![1024, 2048, 3072, 4096]);
+        assert_eq!(p.collectives, vec![Collective::AllToAll, Collective::SendRecv]);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        for args in [
+            vec!["-b", "1M", "-e", "1K"],
+            vec!["-b", "0"],
+            vec!["-e", "-5"],
+            vec!["-b", "lots"],
+            vec!["--collectives", "gather"],
+            vec!["-d", "float128"],
+            vec!["-o", "xor"],
+            vec!["-a", "7"],
+            vec!["-r", "2"],
+            vec!["-n", "0"],
+            vec!["-f", "1"],
+            vec!["-f", "2", "-i", "4"],
+        ] {
+            assert!(plan(&args, 2).is_err(), "{args:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The GPU of this rank: driver context and stream, raw device buffers, and our kernels
+//! compiled at start-up with NVRTC for the device's own architecture.
+
+pub mod kernels;
+
+use anyhow::{anyhow, Context, Result};
+use cudarc::driver::{result, sys, CudaContext, CudaStream};
+use std::sync::Arc;
+
+/// Why this host cannot run the GPU path, or the number of visible GPUs. Never panics:
+/// uses cudarc's non-panicking library checks before touching any CUDA library.
+pub fn probe() -> Result<usize, String> {
+    if !unsafe { sys::is_culib_present() } {
+        return Err("no CUDA driver (libcuda.so) on this host".into());
+    }
+    if !unsafe { cudarc::nccl::sys::is_culib_present() } {
+        return Err("no NCCL library (libnccl.so) on this host".into());
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err("no NVRTC library (libnvrtc.so) on this host".into());
+    }
+    result::init().map_err(|e| format!("CUDA driver failed to initialise: {e}"))?;
+    let count = result::device::get_count().map_err(|e| format!("cannot count GPUs: {e}"))?;
+    if count <= 0 {
+        return Err("the CUDA driver sees no GPU (check CUDA_VISIBLE_DEVICES)".into());
+    }
+    Ok(count as usize)
+}
+
+/// One rank per GPU: local rank i uses visible GPU i.
+pub fn gpu_for_local_rank(local_rank: usize, local_size: usize, visible: usize) -> Result<usize, String> {
+    if local_size > visible {
+        let cvd = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into());
+        return Err(format!(
+            "{local_size} ranks on this host but only {visible} visible GPU(s) (CUDA_VISIBLE_DEVICES={cvd}): \
+             start at most {visible} ranks per host, one per GPU"
+        ));
+    }
+    Ok(local_rank)
+}
+
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub ordinal: usize,
+}
+
+impl Gpu {
+    pub fn open(ordinal: usize) -> Result<Gpu> {
+        let ctx = CudaContext::new(ordinal).with_context(|| format!("cannot open GPU {ordinal}"))?;
+        // One stream, ordered by us: cudarc's per-buffer event tracking would only add launches.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        Ok(Gpu { ctx, stream, ordinal })
+    }
+
+    pub fn name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    pub fn compute_capability(&self) -> Result<(i32, i32)> {
+        Ok(self.ctx.compute_capability()?)
+    }
+
+    /// PCI bus id as nvidia-smi prints it, e.g. 00000000:1B:00.0.
+    pub fn pci_bus_id(&self) -> String {
+        use sys::CUdevice_attribute::*;
+        let get = |a| self.ctx.attribute(a).unwrap_or(-1);
+        format!(
+            "{:08X}:{:02X}:{:02X}.0",
+            get(CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID),
+            get(CU_DEVICE_ATTRIBUTE_PCI_BUS_ID),
+            get(CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID)
+        )
+    }
+
+    pub fn uuid(&self) -> String {
+        match self.ctx.uuid() {
+            Ok(u) => {
+                let b: Vec<String> = u.bytes.iter().map(|x| format!("{:02x}", *x as u8)).collect();
+                format!("GPU-{}-{}-{}-{}-{}", b[..4].concat(), b[4..6].concat(), b[6..8].concat(), b[8..10].concat(), b[10..].concat())
+            }
+            Err(_) => "unknown".into(),
+        }
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().context("CUDA stream synchronisation failed")
+    }
+
+    pub fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+        self.ctx.bind_to_thread()?;
+        let ptr = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(|e| {
+            let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
+            anyhow!("cannot allocate {bytes} B on GPU {} ({free} of {total} B free): {e}", self.ordinal)
+        })?;
+        Ok(DeviceBuffer { ptr, bytes, ctx: self.ctx.clone() })
+    }
+
+    pub fn memset(&self, ptr: sys::CUdeviceptr, byte: u8, bytes: usize) -> Result<()> {
+        unsafe { result::memset_d8_async(ptr, byte, bytes, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
+    pub fn copy_to_device(&self, src: &[u8], dst: sys::CUdeviceptr) -> Result<()> {
+        self.synchronize()?;
+        unsafe { result::memcpy_htod_sync(dst, src) }?;
+        Ok(())
+    }
+
+    pub fn copy_to_host(&self, src: sys::CUdeviceptr, dst: &mut [u8]) -> Result<()> {
+        self.synchronize()?;
+        unsafe { result::memcpy_dtoh_sync(dst, src) }?;
+        Ok(())
+    }
+}
+
+/// Device memory we own, freed on drop.
+pub struct DeviceBuffer {
+    pub ptr: sys::CUdeviceptr,
+    pub bytes: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            unsafe {
+                let _ = result::free_sync(self.ptr);
+            }
+        }
+    }
+}
+
+/// "13.0" from the driver's CUDA version number.
+pub fn driver_cuda_version() -> String {
+    let mut v = 0;
+    match unsafe { sys::cuDriverGetVersion(&mut v) } {
+        sys::CUresult::CUDA_SUCCESS => format!("{}.{}", v / 1000, v % 1000 / 10),
+        _ => "unknown".into(),
+    }
+}

@@ -1,0 +1,93 @@
+//! Never hang: a thread that ends the whole job when the main thread overstays a deadline
+//! (a stuck NCCL call or a dead peer) or when a registered health check reports an error
+//! (NCCL's asynchronous errors). It prints one line naming the rank, host, phase and cause.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type Check = Box<dyn Fn() -> Option<String> + Send>;
+type OnFire = Box<dyn Fn() + Send>;
+
+struct Shared {
+    /// Milliseconds since `start` after which the job is ended; 0 = disarmed.
+    deadline_ms: AtomicU64,
+    phase: Mutex<String>,
+    checks: Mutex<Vec<Check>>,
+    /// Run before aborting (NCCL communicator abort), so peers see the failure quickly.
+    on_fire: Mutex<Vec<OnFire>>,
+    start: Instant,
+    who: String,
+}
+
+#[derive(Clone)]
+pub struct Watchdog {
+    shared: Arc<Shared>,
+}
+
+const POLL: Duration = Duration::from_millis(50);
+
+impl Watchdog {
+    pub fn start(who: String) -> Watchdog {
+        let shared = Arc::new(Shared {
+            deadline_ms: AtomicU64::new(0),
+            phase: Mutex::new(String::new()),
+            checks: Mutex::new(Vec::new()),
+            on_fire: Mutex::new(Vec::new()),
+            start: Instant::now(),
+            who,
+        });
+        let watched = shared.clone();
+        std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(POLL);
+                if let Some(cause) = watched.failure() {
+                    watched.fire(&cause);
+                }
+            })
+            .expect("cannot start the watchdog thread");
+        Watchdog { shared }
+    }
+
+    /// From now on, `phase` must finish within `timeout` or the job is ended.
+    pub fn arm(&self, phase: &str, timeout: Duration) {
+        *self.shared.phase.lock().unwrap() = phase.to_string();
+        let deadline = self.shared.start.elapsed() + timeout;
+        self.shared.deadline_ms.store(deadline.as_millis().max(1) as u64, Ordering::SeqCst);
+    }
+
+    pub fn disarm(&self) {
+        self.shared.deadline_ms.store(0, Ordering::SeqCst);
+    }
+
+    pub fn add_check(&self, check: Check) {
+        self.shared.checks.lock().unwrap().push(check);
+    }
+
+    pub fn on_fire(&self, action: OnFire) {
+        self.shared.on_fire.lock().unwrap().push(action);
+    }
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        if let Some(cause) = self.checks.lock().unwrap().iter().find_map(|check| check()) {
+            return Some(cause);
+        }
+        let deadline = self.deadline_ms.load(Ordering::SeqCst);
+        if deadline != 0 && self.start.elapsed().as_millis() as u64 > deadline {
+            let phase = self.phase.lock().unwrap().clone();
+            return Some(format!("timed out in {phase} (see --timeout)"));
+        }
+        None
+    }
+
+    fn fire(&self, cause: &str) -> ! {
+        eprintln!("h200-mpibench: error: {}: {cause}", self.who);
+        for action in self.on_fire.lock().unwrap().iter() {
+            action();
+        }
+        super::world::abort_world(1)
+    }
+}

@@ -1,0 +1,132 @@
+//! The MPI world as every rank sees it: global and node-local rank, host name, and the
+//! collective helpers the rest of the program needs (agreeing on errors, gathering numbers).
+
+use mpi::collective::SystemOperation;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+
+pub struct World {
+    _universe: mpi::environment::Universe,
+    comm: SimpleCommunicator,
+    pub rank: usize,
+    pub size: usize,
+    /// Rank among the ranks of this host (MPI shared-memory split): picks the GPU.
+    pub local_rank: usize,
+    pub local_size: usize,
+    pub host: String,
+}
+
+impl World {
+    /// Starts MPI (also as a singleton without mpirun). Threads may call MPI_Abort (watchdog).
+    pub fn init() -> World {
+        let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+            .unwrap_or_else(|| {
+                eprintln!("h200-mpibench: error: MPI was already initialised");
+                std::process::exit(1)
+            });
+        let comm = universe.world();
+        let rank = comm.rank() as usize;
+        let local = comm.split_shared(rank as i32);
+        let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown-host".into());
+        World {
+            rank,
+            size: comm.size() as usize,
+            local_rank: local.rank() as usize,
+            local_size: local.size() as usize,
+            host,
+            comm,
+            _universe: universe,
+        }
+    }
+
+    pub fn comm(&self) -> &SimpleCommunicator {
+        &self.comm
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// "rank 3/8 (node-a)": the prefix of every line a rank prints about itself.
+    pub fn who(&self) -> String {
+        format!("rank {}/{} ({})", self.rank, self.size, self.host)
+    }
+
+    pub fn barrier(&self) {
+        self.comm.barrier();
+    }
+
+    /// Collective: every rank passes its own outcome and gets Ok only if all ranks succeeded,
+    /// otherwise the lowest failing rank's message (naming that rank) on every rank.
+    pub fn agree<T>(&self, outcome: Result<T, String>) -> Result<T, String> {
+        let mine = if outcome.is_err() { self.rank as u64 } else { u64::MAX };
+        let mut first = u64::MAX;
+        self.comm.all_reduce_into(&mine, &mut first, SystemOperation::min());
+        if first == u64::MAX {
+            return outcome;
+        }
+        let mut message = match &outcome {
+            Err(e) if first == self.rank as u64 => format!("{}: {e}", self.who()).into_bytes(),
+            _ => Vec::new(),
+        };
+        let mut len = message.len() as u64;
+        let root = self.comm.process_at_rank(first as i32);
+        root.broadcast_into(&mut len);
+        message.resize(len as usize, 0);
+        root.broadcast_into(&mut message[..]);
+        Err(String::from_utf8_lossy(&message).into_owned())
+    }
+
+    /// Every rank's value of `x`, on every rank, in rank order.
+    pub fn all_gather_f64(&self, x: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; x.len() * self.size];
+        self.comm.all_gather_into(x, &mut out[..]);
+        out
+    }
+
+    pub fn all_gather_string(&self, s: &str) -> Vec<String> {
+        let bytes = s.as_bytes();
+        let mut lens = vec![0u64; self.size];
+        self.comm.all_gather_into(&(bytes.len() as u64), &mut lens[..]);
+        let width = *lens.iter().max().unwrap_or(&0) as usize;
+        let mut padded = bytes.to_vec();
+        padded.resize(width, 0);
+        let mut all = vec![0u8; width * self.size];
+        self.comm.all_gather_into(&padded[..], &mut all[..]);
+        all.chunks(width.max(1))
+            .zip(&lens)
+            .map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned())
+            .take(self.size)
+            .collect()
+    }
+
+    pub fn sum_u64(&self, x: u64) -> u64 {
+        let mut out = 0u64;
+        self.comm.all_reduce_into(&x, &mut out, SystemOperation::sum());
+        out
+    }
+
+    /// Broadcasts rank 0's bytes (e.g. the NCCL unique id) into `buf` on every rank.
+    pub fn broadcast_from_root(&self, buf: &mut [u8]) {
+        self.comm.process_at_rank(0).broadcast_into(buf);
+    }
+
+    /// Ends every rank of the job: the one-line cause is printed by the caller first.
+    pub fn abort(&self, code: i32) -> ! {
+        abort_world(code)
+    }
+
+    pub fn mpi_library_version() -> String {
+        mpi::environment::library_version()
+            .map(|v| v.split('\0').next().unwrap_or("").lines().next().unwrap_or("").trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// MPI_Abort on MPI_COMM_WORLD, callable from any thread (the watchdog's).
+pub fn abort_world(code: i32) -> ! {
+    unsafe {
+        mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, code);
+    }
+    std::process::exit(code)
+}

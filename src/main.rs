@@ -1,0 +1,213 @@
+//! h200-mpibench: one rank per GPU under mpirun/srun (or alone), every number to one HDF5 file.
+//! Exit codes: 0 success, 1 runtime failure (every rank is stopped), 2 bad input or
+//! environment (every rank says why), 3 wrong elements found by verification.
+
+mod cli;
+mod cuda;
+mod dist;
+mod results;
+mod sweep;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{Backend, Cli};
+use dist::nccl::NcclComm;
+use dist::watchdog::Watchdog;
+use dist::world::World;
+use results::hdf5_file::ResultsFile;
+use results::metadata::{self, GpuIdentity, RunMetadata};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why the run stopped early.
+enum Stop {
+    /// Every rank knows the same cause: each prints it and exits 2 after MPI_Finalize.
+    Agreed(String),
+    /// This rank failed mid-run: it prints the cause and MPI_Abort ends every rank.
+    Fatal(anyhow::Error),
+    /// --help / --version: printed by rank 0, exit 0.
+    Info(String),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Fatal(e)
+    }
+}
+
+fn main() {
+    let code = {
+        let world = World::init();
+        match run(&world) {
+            Ok(code) => code,
+            Err(Stop::Info(text)) => {
+                if world.is_root() {
+                    print!("{text}");
+                }
+                0
+            }
+            Err(Stop::Agreed(cause)) => {
+                eprintln!("h200-mpibench: error: {}", one_line(&cause));
+                2
+            }
+            Err(Stop::Fatal(e)) => {
+                eprintln!("h200-mpibench: error: {}: {}", world.who(), one_line(&format!("{e:#}")));
+                world.abort(1)
+            }
+        }
+    };
+    std::process::exit(code)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn parse_cli() -> Result<Cli, Stop> {
+    Cli::try_parse().map_err(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Stop::Info(e.to_string()),
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            Stop::Agreed(format!("{} (see --help)", first.trim_start_matches("error: ")))
+        }
+    })
+}
+
+/// What carries the bytes on this run.
+enum Path {
+    Gpu { ordinal: usize },
+    Host { reason: String },
+}
+
+/// Collective: the same backend on every rank, or an error every rank reports.
+fn choose_path(world: &World, backend: Backend) -> Result<Path, Stop> {
+    let probe = match backend {
+        Backend::Mpi => Err("--backend mpi".to_string()),
+        _ => cuda::probe(),
+    };
+    if let (Backend::Nccl, Err(reason)) = (backend, &probe) {
+        world.agree(Err::<(), _>(format!("--backend nccl: {reason}"))).map_err(Stop::Agreed)?;
+    }
+    let gpu_ranks = world.sum_u64(probe.is_ok() as u64) as usize;
+    let mixed = gpu_ranks != 0 && gpu_ranks != world.size;
+    let mine = match &probe {
+        Err(reason) if mixed => Err(format!("{reason}, while {gpu_ranks} other rank(s) have GPUs and NCCL")),
+        Err(reason) => Ok(Path::Host { reason: reason.clone() }),
+        Ok(visible) => cuda::gpu_for_local_rank(world.local_rank, world.local_size, *visible)
+            .map(|ordinal| Path::Gpu { ordinal }),
+    };
+    world.agree(mine).map_err(Stop::Agreed)
+}
+
+fn default_out(suite: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all("results").map_err(|e| format!("cannot create results/: {e}"))?;
+    Ok(PathBuf::from(format!("results/{}_{suite}.h5", metadata::utc_now(true))))
+}
+
+fn run(world: &World) -> Result<i32, Stop> {
+    let cli = parse_cli()?;
+    let plan = cli.sweep_plan(world.size).map_err(Stop::Agreed)?;
+    let start_utc = metadata::utc_now(false);
+    let suite = "nccl";
+
+    // The results file exists, writable, before any GPU work.
+    let file = if world.is_root() {
+        let path = cli.out.clone().map_or_else(|| default_out(suite), Ok);
+        path.and_then(|p| ResultsFile::create(&p).map_err(|e| format!("{e:#}"))).map(Some)
+    } else {
+        Ok(None)
+    };
+    let file = world.agree(file).map_err(Stop::Agreed)?;
+
+    let watchdog = Watchdog::start(world.who());
+    let timeout = Duration::from_secs(cli.timeout);
+    let mut meta = RunMetadata {
+        version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: metadata::git_commit().into(),
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        suite: suite.into(),
+        engine: String::new(),
+        start_utc,
+        driver_version: "none".into(),
+        cuda_version: "none".into(),
+        nccl_version: "none".into(),
+        mpi_version: World::mpi_library_version(),
+        nccl_env_json: metadata::nccl_env_json(),
+        ranks: Vec::new(),
+    };
+    let wrong = match choose_path(world, cli.backend)? {
+        Path::Gpu { ordinal } => {
+            let gpu = world.agree(cuda::Gpu::open(ordinal).map_err(|e| format!("{e:#}"))).map_err(Stop::Agreed)?;
+            let comm = NcclComm::bootstrap(world, &watchdog, timeout)?;
+            let mut engine = sweep::device_nccl::NcclEngine::new(world, &gpu, &comm)?;
+            engine.check_kernels_against_cpu(cli.seed)?;
+            let identity = GpuIdentity { index: Some(ordinal), name: gpu.name(), pci_bus_id: gpu.pci_bus_id(), uuid: gpu.uuid() };
+            meta.driver_version = nvml_wrapper::Nvml::init()
+                .and_then(|n| n.sys_driver_version())
+                .unwrap_or_else(|_| "unknown".into());
+            meta.cuda_version = cuda::driver_cuda_version();
+            meta.nccl_version = dist::nccl::version();
+            sweep_and_record(world, &plan, &watchdog, file.as_ref(), &mut engine, &identity, &mut meta, None)?
+        }
+        Path::Host { reason } => {
+            let mut engine = sweep::host_mpi::HostMpiEngine::new(world);
+            sweep_and_record(world, &plan, &watchdog, file.as_ref(), &mut engine, &GpuIdentity::default(), &mut meta, Some(&reason))?
+        }
+    };
+    let code = if wrong == 0 { 0 } else { 3 };
+    if let Some(file) = file {
+        let path = file.finish(&metadata::utc_now(false), code).context("cannot complete the results file")?;
+        println!("# results: {}", path.display());
+    }
+    Ok(code)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep_and_record(
+    world: &World,
+    plan: &cli::SweepPlan,
+    watchdog: &Watchdog,
+    file: Option<&ResultsFile>,
+    engine: &mut dyn sweep::engine::Engine,
+    gpu: &GpuIdentity,
+    meta: &mut RunMetadata,
+    host_reason: Option<&str>,
+) -> Result<u64, Stop> {
+    meta.engine = engine.name().into();
+    let identity = GpuIdentity {
+        name: if gpu.name.is_empty() { "none".into() } else { gpu.name.clone() },
+        pci_bus_id: if gpu.pci_bus_id.is_empty() { "none".into() } else { gpu.pci_bus_id.clone() },
+        uuid: if gpu.uuid.is_empty() { "none".into() } else { gpu.uuid.clone() },
+        index: gpu.index,
+    };
+    meta.ranks = metadata::gather_ranks(world, &identity);
+    if let Some(file) = file {
+        file.write_metadata(meta)?;
+    }
+    if world.is_root() {
+        print_banner(meta, host_reason);
+    }
+    Ok(sweep::run_all(world, engine, plan, watchdog, file)?)
+}
+
+fn print_banner(meta: &RunMetadata, host_reason: Option<&str>) {
+    let mut hosts: Vec<&str> = meta.ranks.iter().map(|r| r.host.as_str()).collect();
+    hosts.dedup();
+    println!("# h200-mpibench {} ({}): collective sweeps over {}", meta.version, meta.git_commit, meta.engine);
+    println!(
+        "# {} ranks on {} host(s); NCCL {}; CUDA driver {} ({}); {}",
+        meta.ranks.len(),
+        hosts.len(),
+        meta.nccl_version,
+        meta.cuda_version,
+        meta.driver_version,
+        meta.mpi_version
+    );
+    if let Some(reason) = host_reason {
+        println!("# no GPU path ({reason}): sweeping with MPI on host memory; these figures measure MPI, not NCCL");
+    }
+    for (rank, r) in meta.ranks.iter().enumerate() {
+        println!("#  rank {rank:3} on {} local {} GPU {} {} [{}]", r.host, r.local_rank, r.gpu_index, r.gpu_name, r.gpu_pci_bus_id);
+    }
+}

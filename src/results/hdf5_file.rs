@@ -1,0 +1,148 @@
+//! Rank 0's HDF5 results file. It is written as `<out>.partial` and renamed to `<out>` when the
+//! run completes; it is flushed after every series, so a run that dies leaves a readable
+//! `.partial` file holding every series it finished. Schema: README.md, "Results file".
+
+use super::metadata::RunMetadata;
+use crate::sweep::runner::Series;
+use anyhow::{Context, Result};
+use hdf5::types::VarLenUnicode;
+use hdf5::{Group, H5Type, Location};
+use std::path::{Path, PathBuf};
+
+pub struct ResultsFile {
+    file: hdf5::File,
+    partial: PathBuf,
+    target: PathBuf,
+}
+
+impl ResultsFile {
+    /// Creates `<target>.partial`: fails now, before any benchmark, if the path is unwritable.
+    pub fn create(target: &Path) -> Result<ResultsFile> {
+        let partial = PathBuf::from(format!("{}.partial", target.display()));
+        hdf5::silence_errors(true);
+        let file = hdf5::File::create(&partial)
+            .with_context(|| format!("cannot write the results file {}", partial.display()))?;
+        Ok(ResultsFile { file, partial, target: target.to_path_buf() })
+    }
+
+    pub fn write_metadata(&self, meta: &RunMetadata) -> Result<()> {
+        let root: &Location = &self.file;
+        put_str(root, "program", "h200-mpibench")?;
+        put_str(root, "version", &meta.version)?;
+        put_str(root, "git_commit", &meta.git_commit)?;
+        put_str(root, "command_line", &meta.command_line)?;
+        put_str(root, "suite", &meta.suite)?;
+        put_str(root, "engine", &meta.engine)?;
+        put_str(root, "start_utc", &meta.start_utc)?;
+        put_num(root, "world_size", meta.ranks.len() as u64)?;
+        put_str(root, "driver_version", &meta.driver_version)?;
+        put_str(root, "cuda_driver_version", &meta.cuda_version)?;
+        put_str(root, "nccl_version", &meta.nccl_version)?;
+        put_str(root, "mpi_version", &meta.mpi_version)?;
+        put_str(root, "nccl_env", &meta.nccl_env_json)?;
+        let ranks = self.file.create_group("ranks")?;
+        let column = |f: &dyn Fn(&super::metadata::RankInfo) -> String| -> Result<Vec<VarLenUnicode>> {
+            meta.ranks.iter().map(|r| Ok(f(r).parse::<VarLenUnicode>()?)).collect()
+        };
+        put_column(&ranks, "host", &column(&|r| r.host.clone())?)?;
+        put_column(&ranks, "gpu_name", &column(&|r| r.gpu_name.clone())?)?;
+        put_column(&ranks, "gpu_pci_bus_id", &column(&|r| r.gpu_pci_bus_id.clone())?)?;
+        put_column(&ranks, "gpu_uuid", &column(&|r| r.gpu_uuid.clone())?)?;
+        let local: Vec<u32> = meta.ranks.iter().map(|r| r.local_rank as u32).collect();
+        put_column(&ranks, "local_rank", &local)?;
+        let gpu: Vec<i32> = meta.ranks.iter().map(|r| r.gpu_index).collect();
+        put_column(&ranks, "gpu_index", &gpu)?;
+        self.file.flush()?;
+        Ok(())
+    }
+
+    /// Writes one series under /nccl/<collective>/<dtype>[_<op>][_root<r>] and flushes.
+    pub fn write_series(&self, s: &Series, settings: &SeriesSettings) -> Result<()> {
+        let parent = match self.file.group("nccl") {
+            Ok(g) => g,
+            Err(_) => self.file.create_group("nccl")?,
+        };
+        let collective = match parent.group(s.collective.name()) {
+            Ok(g) => g,
+            Err(_) => parent.create_group(s.collective.name())?,
+        };
+        let mut name = s.dtype.name().to_string();
+        if let Some(op) = s.op {
+            name += &format!("_{op}");
+        }
+        if let Some(root) = s.root {
+            name += &format!("_root{root}");
+        }
+        let g = collective.create_group(&name)?;
+        put_str(&g, "collective", s.collective.name())?;
+        put_str(&g, "dtype", s.dtype.name())?;
+        put_str(&g, "op", &s.op.map_or("none".into(), |o| o.to_string()))?;
+        put_num(&g, "root", s.root.map_or(-1, |r| r as i64))?;
+        put_num(&g, "ranks", s.ranks as u64)?;
+        put_num(&g, "busbw_factor", s.collective.busbw_factor(s.ranks))?;
+        put_num(&g, "iters", settings.iters as u64)?;
+        put_num(&g, "warmup_iters", settings.warmup_iters as u64)?;
+        put_num(&g, "check_iters", settings.check_iters as u64)?;
+        put_num(&g, "graph_launches", settings.graph_launches as u64)?;
+        put_str(&g, "aggregate", settings.aggregate)?;
+        put_str(&g, "engine", settings.engine)?;
+
+        let col = |f: &dyn Fn(&crate::sweep::runner::Measurement) -> f64| -> Vec<f64> {
+            s.rows.iter().map(f).collect()
+        };
+        put_column(&g, "bytes", &s.rows.iter().map(|r| r.bytes as u64).collect::<Vec<_>>())?;
+        put_column(&g, "count", &s.rows.iter().map(|r| r.count as u64).collect::<Vec<_>>())?;
+        put_column(&g, "in_place", &s.rows.iter().map(|r| r.in_place as u8).collect::<Vec<_>>())?;
+        put_column(&g, "time_us", &col(&|r| r.time_us))?;
+        put_column(&g, "time_us_min", &col(&|r| r.time_us_min))?;
+        put_column(&g, "time_us_avg", &col(&|r| r.time_us_avg))?;
+        put_column(&g, "time_us_max", &col(&|r| r.time_us_max))?;
+        put_column(&g, "algbw_gbs", &col(&|r| r.algbw_gbs))?;
+        put_column(&g, "busbw_gbs", &col(&|r| r.busbw_gbs))?;
+        // -1: not checked (in-place alltoall)
+        put_column(&g, "wrong", &s.rows.iter().map(|r| r.wrong.map_or(-1, |w| w as i64)).collect::<Vec<_>>())?;
+        let launches = s.launches_per_row();
+        let raw: Vec<f64> = s.rows.iter().flat_map(|r| r.iteration_us.iter().copied()).collect();
+        let raw = ndarray::Array3::from_shape_vec((s.rows.len(), s.ranks, launches), raw)
+            .context("per-iteration times have uneven lengths")?;
+        g.new_dataset_builder().with_data(&raw).create("iteration_time_us")?;
+        self.file.flush()?;
+        Ok(())
+    }
+
+    /// Records the end time and moves the file to its final name.
+    pub fn finish(self, end_utc: &str, exit_code: i32) -> Result<PathBuf> {
+        put_str(&self.file, "end_utc", end_utc)?;
+        put_num(&self.file, "exit_code", exit_code as i64)?;
+        self.file.close()?;
+        std::fs::rename(&self.partial, &self.target)
+            .with_context(|| format!("cannot rename {} to {}", self.partial.display(), self.target.display()))?;
+        Ok(self.target)
+    }
+}
+
+/// The run-wide settings recorded with each series.
+pub struct SeriesSettings {
+    pub iters: usize,
+    pub warmup_iters: usize,
+    pub check_iters: usize,
+    pub graph_launches: usize,
+    pub aggregate: &'static str,
+    pub engine: &'static str,
+}
+
+fn put_str(loc: &Location, name: &str, value: &str) -> Result<()> {
+    let v: VarLenUnicode = value.parse().with_context(|| format!("attribute {name} is not valid text"))?;
+    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)?;
+    Ok(())
+}
+
+fn put_num<T: H5Type>(loc: &Location, name: &str, value: T) -> Result<()> {
+    loc.new_attr::<T>().create(name)?.write_scalar(&value)?;
+    Ok(())
+}
+
+fn put_column<T: H5Type>(g: &Group, name: &str, values: &[T]) -> Result<()> {
+    g.new_dataset_builder().with_data(values).create(name)?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The collective sweeps (`--suite nccl`): every chosen collective × dtype × op over the size
+//! schedule, printed as nccl-tests prints them and written series by series to the results file.
+
+pub mod collective;
+pub mod device_nccl;
+pub mod dtype;
+pub mod engine;
+pub mod host_mpi;
+pub mod minifloat;
+pub mod pattern;
+pub mod redop;
+pub mod runner;
+pub mod schedule;
+pub mod table;
+
+use crate::cli::SweepPlan;
+use crate::dist::watchdog::Watchdog;
+use crate::dist::world::World;
+use crate::results::hdf5_file::{ResultsFile, SeriesSettings};
+use anyhow::Result;
+use engine::Engine;
+use redop::RedOp;
+use runner::{Measurement, Sweep};
+use std::io::Write;
+
+/// Runs the whole plan; returns the wrong elements found over all series and ranks.
+pub fn run_all(
+    world: &World,
+    engine: &mut dyn Engine,
+    plan: &SweepPlan,
+    watchdog: &Watchdog,
+    results: Option<&ResultsFile>,
+) -> Result<u64> {
+    let s = &plan.settings;
+    let engine_name = engine.name();
+    let recorded = SeriesSettings {
+        iters: s.iters,
+        warmup_iters: s.warmup_iters,
+        check_iters: s.check_iters,
+        graph_launches: s.graph_launches,
+        aggregate: ["rank0", "avg", "min", "max"][s.aggregate as usize],
+        engine: engine_name,
+    };
+    let mut sweep = Sweep { world, engine, settings: s, watchdog };
+    let (mut wrong, mut busbw_sum, mut halves) = (0u64, 0f64, 0usize);
+    for &collective in &plan.collectives {
+        if world.is_root() {
+            println!("#\n# {collective}\n{}", table::header());
+        }
+        for &dtype in &plan.dtypes {
+            // Ops matter only where the collective reduces.
+            let ops: &[RedOp] = if collective.reduces() { &plan.ops } else { &[RedOp::Sum] };
+            for &op in ops {
+                let op_name = collective.reduces().then(|| op.name());
+                let root = collective.has_root().then_some(s.root);
+                let mut pending: Option<Measurement> = None;
+                let mut print_row = |m: &Measurement| {
+                    if !world.is_root() {
+                        return;
+                    }
+                    match pending.take() {
+                        None => pending = Some(m.clone()),
+                        Some(first) => {
+                            println!("{}{}{}", table::row_start(&first, dtype.name(), op_name, root), table::row_half(&first), table::row_half(m));
+                            let _ = std::io::stdout().flush();
+                        }
+                    }
+                };
+                let series = sweep.run_series(collective, dtype, op, &mut print_row)?;
+                for row in &series.rows {
+                    wrong += row.wrong.unwrap_or(0);
+                    busbw_sum += row.busbw_gbs;
+                    halves += 1;
+                }
+                if let Some(file) = results {
+                    file.write_series(&series, &recorded)?;
+                }
+            }
+        }
+    }
+    if world.is_root() {
+        println!("{}", table::footer(wrong, busbw_sum, halves));
+    }
+    Ok(wrong)
+}
