@@ -101,6 +101,9 @@ impl ResultsFile {
         put_column(&g, "busbw_gbs", &col(&|r| r.busbw_gbs))?;
         // -1: not checked (in-place alltoall)
         put_column(&g, "wrong", &s.rows.iter().map(|r| r.wrong.map_or(-1, |w| w as i64)).collect::<Vec<_>>())?;
+        let per_rank: Vec<f64> = s.rows.iter().flat_map(|r| r.rank_time_us.iter().copied()).collect();
+        let per_rank = ndarray::Array2::from_shape_vec((s.rows.len(), s.ranks), per_rank)?;
+        g.new_dataset_builder().with_data(&per_rank).create("rank_time_us")?;
         let launches = s.launches_per_row();
         let raw: Vec<f64> = s.rows.iter().flat_map(|r| r.iteration_us.iter().copied()).collect();
         let raw = ndarray::Array3::from_shape_vec((s.rows.len(), s.ranks, launches), raw)

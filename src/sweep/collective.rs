@@ -61,6 +61,12 @@ impl Collective {
         matches!(self, Collective::AllReduce | Collective::ReduceScatter)
     }
 
+    /// nccl-tests does not check in-place alltoall and sendrecv: the peer may read the buffer
+    /// this rank is receiving into.
+    pub fn in_place_is_checked(self) -> bool {
+        !matches!(self, Collective::AllToAll | Collective::SendRecv)
+    }
+
     pub fn has_root(self) -> bool {
         self == Collective::Broadcast
     }

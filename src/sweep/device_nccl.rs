@@ -214,19 +214,18 @@ impl Engine for NcclEngine<'_> {
         Ok(())
     }
 
-    fn run(&mut self, launch: &Launch, shifts: &[usize], graph_launches: usize) -> Result<Timing> {
-        let ctx = &self.gpu.ctx;
+    fn run(&mut self, launch: &Launch, shifts: &[usize], graph_launches: usize, per_launch: bool) -> Result<Timing> {
         let stream = &self.gpu.stream;
-        let marks = if graph_launches > 0 { graph_launches } else { shifts.len() };
-        let events = (0..=marks).map(|_| ctx.new_event(None)).collect::<Result<Vec<_>, _>>()?;
-        let start;
-        if graph_launches == 0 {
-            start = Instant::now();
-            for (i, &shift) in shifts.iter().enumerate() {
-                events[i].record(stream)?;
-                self.enqueue(launch, shift)?;
-            }
+        // Without graphs a mark is one launch; with graphs one replay of `shifts.len()` launches.
+        let (marks, launches_per_mark) =
+            if graph_launches > 0 { (graph_launches, shifts.len().max(1)) } else { (shifts.len(), 1) };
+        let events = if per_launch {
+            let timing = Some(cu::CUevent_flags::CU_EVENT_DEFAULT);
+            (0..=marks).map(|_| self.gpu.ctx.new_event(timing)).collect::<Result<Vec<_>, _>>()?
         } else {
+            Vec::new()
+        };
+        let graph = if graph_launches > 0 {
             stream.begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
             for &shift in shifts {
                 self.enqueue(launch, shift)?;
@@ -235,22 +234,32 @@ impl Engine for NcclEngine<'_> {
                 bail!("CUDA graph capture of {} produced no graph", launch.collective);
             };
             graph.upload()?;
+            self.gpu.synchronize()?;
             self.world.barrier();
-            start = Instant::now();
-            for event in &events[..marks] {
+            Some(graph)
+        } else {
+            None
+        };
+        let start = Instant::now();
+        for mark in 0..marks {
+            if let Some(event) = events.get(mark) {
                 event.record(stream)?;
-                graph.launch()?;
+            }
+            match &graph {
+                Some(g) => g.launch()?,
+                None => self.enqueue(launch, shifts[mark])?,
             }
         }
-        events[marks].record(stream)?;
+        if let Some(last) = events.last() {
+            last.record(stream)?;
+        }
         self.gpu.synchronize()?;
-        let wall = start.elapsed().as_secs_f64();
-        let per_mark = if graph_launches > 0 { shifts.len().max(1) } else { 1 };
-        let per_iteration = events
+        let mean = start.elapsed().as_secs_f64() / (marks * launches_per_mark).max(1) as f64;
+        let per_launch = events
             .windows(2)
-            .map(|w| Ok(w[0].elapsed_ms(&w[1])? as f64 / 1e3 / per_mark as f64))
+            .map(|w| Ok(w[0].elapsed_ms(&w[1])? as f64 / 1e3 / launches_per_mark as f64))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Timing { per_iteration, mean: wall / (marks * per_mark).max(1) as f64 })
+        Ok(Timing { mean, per_launch })
     }
 
     fn fill(&mut self, launch: &Launch, pattern: &Pattern) -> Result<()> {

@@ -62,10 +62,12 @@ impl Launch {
 
 /// Times of one timed batch, in seconds.
 pub struct Timing {
-    /// Each launch's own time (CUDA events between launches, or host clock).
-    pub per_iteration: Vec<f64>,
     /// Wall time of the whole batch divided by the launch count (nccl-tests' figure).
     pub mean: f64,
+    /// Each launch's own time, when asked for (an event between launches on the GPU, which
+    /// costs a few microseconds per launch at mid sizes, so never in the batch whose mean is
+    /// reported); with graphs, each replay's time divided by the launches it holds.
+    pub per_launch: Vec<f64>,
 }
 
 pub trait Engine {
@@ -77,8 +79,9 @@ pub trait Engine {
 
     /// Launches `shifts.len()` calls, the i-th with both regions moved `shifts[i]` bytes, and
     /// waits for all of them. With `graph_launches` > 0 the calls are captured once and the
-    /// capture replayed that many times (CUDA graphs; the host engine refuses).
-    fn run(&mut self, launch: &Launch, shifts: &[usize], graph_launches: usize) -> Result<Timing>;
+    /// capture replayed that many times (CUDA graphs; the host engine refuses). `per_launch`
+    /// asks for each launch's time too.
+    fn run(&mut self, launch: &Launch, shifts: &[usize], graph_launches: usize, per_launch: bool) -> Result<Timing>;
 
     /// Poisons the output region, then writes `pattern`'s values into the input region.
     fn fill(&mut self, launch: &Launch, pattern: &Pattern) -> Result<()>;

@@ -151,19 +151,21 @@ impl Engine for HostMpiEngine<'_> {
         Ok(())
     }
 
-    fn run(&mut self, launch: &Launch, shifts: &[usize], graph_launches: usize) -> Result<Timing> {
+    fn run(&mut self, launch: &Launch, shifts: &[usize], graph_launches: usize, per_launch: bool) -> Result<Timing> {
         if graph_launches > 0 {
             bail!("-G (CUDA graphs) needs the NCCL engine; the MPI host path has no graphs");
         }
-        let mut per_iteration = Vec::with_capacity(shifts.len());
+        let mut times = Vec::with_capacity(shifts.len());
         let start = Instant::now();
         for &shift in shifts {
             let t = Instant::now();
             self.call(launch, shift)?;
-            per_iteration.push(t.elapsed().as_secs_f64());
+            if per_launch {
+                times.push(t.elapsed().as_secs_f64());
+            }
         }
         let mean = start.elapsed().as_secs_f64() / shifts.len().max(1) as f64;
-        Ok(Timing { per_iteration, mean })
+        Ok(Timing { mean, per_launch: times })
     }
 
     fn fill(&mut self, launch: &Launch, pattern: &Pattern) -> Result<()> {

@@ -10,7 +10,7 @@ use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
 use crate::dist::watchdog::Watchdog;
 use crate::dist::world::World;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::time::Duration;
 
 /// How the reported time is taken over ranks (nccl-tests' `-a`).
@@ -47,12 +47,15 @@ pub struct Measurement {
     pub time_us_avg: f64,
     pub time_us_max: f64,
     pub time_us: f64,
+    /// Each rank's mean launch time (what min/avg/max and the `-a` pick are taken over).
+    pub rank_time_us: Vec<f64>,
     pub algbw_gbs: f64,
     pub busbw_gbs: f64,
     /// Wrong elements over all ranks and checks; None where the result is not checked
-    /// (in-place alltoall, as nccl-tests).
+    /// (in-place alltoall and sendrecv, as nccl-tests).
     pub wrong: Option<u64>,
-    /// Every rank's per-launch times (rank-major: ranks × launches), microseconds.
+    /// Every rank's per-launch times from a second batch with a timer per launch
+    /// (rank-major: ranks × launches), microseconds.
     pub iteration_us: Vec<f64>,
 }
 
@@ -107,7 +110,9 @@ impl Sweep<'_> {
         for &bytes in &s.sizes {
             for in_place in [false, true] {
                 let launch = launch_at(bytes, in_place);
-                self.engine.run(&launch, &shifts(&launch, capacity, s.warmup_iters), 0)?;
+                self.engine
+                    .run(&launch, &shifts(&launch, capacity, s.warmup_iters), 0, false)
+                    .with_context(|| format!("{collective} {dtype} warm-up at {bytes} B"))?;
             }
         }
         let mut rows = Vec::new();
@@ -115,7 +120,10 @@ impl Sweep<'_> {
             for in_place in [false, true] {
                 let launch = launch_at(bytes, in_place);
                 self.watch(&format!("{collective} {dtype} {bytes} B"));
-                let row = self.measure(&launch, capacity)?;
+                let place = if in_place { "in-place" } else { "out-of-place" };
+                let row = self
+                    .measure(&launch, capacity)
+                    .with_context(|| format!("{collective} {dtype} {op} {place} at {bytes} B"))?;
                 on_row(&row);
                 rows.push(row);
             }
@@ -139,11 +147,15 @@ impl Sweep<'_> {
         let s = self.settings;
         let world = self.world;
         let size = launch.dtype.size();
+        let batch = shifts(launch, capacity, s.iters);
         world.barrier();
-        let timing = self.engine.run(launch, &shifts(launch, capacity, s.iters), s.graph_launches)?;
+        let timing = self.engine.run(launch, &batch, s.graph_launches, false)?;
         let means = world.all_gather_f64(&[timing.mean]);
+        // A second batch with a timer per launch, for the distribution (p50, p99).
+        world.barrier();
+        let sampled = self.engine.run(launch, &batch, s.graph_launches, true)?;
         let iteration_us: Vec<f64> =
-            world.all_gather_f64(&timing.per_iteration).iter().map(|t| t * 1e6).collect();
+            world.all_gather_f64(&sampled.per_launch).iter().map(|t| t * 1e6).collect();
         let (min, max) = means.iter().fold((f64::MAX, 0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
         let avg = means.iter().sum::<f64>() / means.len() as f64;
         let reported = match s.aggregate {
@@ -153,7 +165,7 @@ impl Sweep<'_> {
             Aggregate::Max => max,
         };
         let algbw = launch.collective.algbw_gbs(launch.counts.param, size, world.size, reported);
-        let checked = !(launch.in_place && launch.collective == Collective::AllToAll);
+        let checked = !launch.in_place || launch.collective.in_place_is_checked();
         let wrong = if checked { Some(self.check(launch)?) } else { None };
         Ok(Measurement {
             bytes: launch.footprint(),
@@ -163,6 +175,7 @@ impl Sweep<'_> {
             time_us_avg: avg * 1e6,
             time_us_max: max * 1e6,
             time_us: reported * 1e6,
+            rank_time_us: means.iter().map(|t| t * 1e6).collect(),
             algbw_gbs: algbw,
             busbw_gbs: algbw * launch.collective.busbw_factor(world.size),
             wrong,
@@ -184,7 +197,7 @@ impl Sweep<'_> {
             let mapping = Mapping::of(launch.collective, &launch.counts, world.rank, world.size, launch.root);
             self.engine.fill(launch, &pattern)?;
             world.barrier();
-            self.engine.run(launch, &[0], 0)?;
+            self.engine.run(launch, &[0], 0, false)?;
             wrong += world.sum_u64(self.engine.count_wrong(launch, &pattern, mapping)?);
         }
         Ok(wrong)

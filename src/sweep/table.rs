@@ -59,6 +59,7 @@ mod tests {
             time_us_avg: time_us,
             time_us_max: time_us,
             time_us,
+            rank_time_us: vec![time_us],
             algbw_gbs: 1.5,
             busbw_gbs: 2.25,
             wrong,
