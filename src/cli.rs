@@ -3,6 +3,7 @@
 
 use crate::sweep::collective::Collective;
 use crate::sweep::dtype::DType;
+use crate::sweep::fault::Fault;
 use crate::sweep::redop::RedOp;
 use crate::sweep::runner::{Aggregate, SweepSettings};
 use crate::sweep::schedule::{parse_size, sizes, Step};
@@ -120,6 +121,7 @@ pub struct SweepPlan {
     pub dtypes: Vec<DType>,
     pub ops: Vec<RedOp>,
     pub settings: SweepSettings,
+    pub fault: Fault,
 }
 
 fn parse_list<T: std::str::FromStr<Err = String> + Copy>(text: &str, all: &[T]) -> Result<Vec<T>, String> {
@@ -160,6 +162,7 @@ impl Cli {
             return Err("--timeout must be at least 1 second".into());
         }
         Ok(SweepPlan {
+            fault: Fault::from_env()?,
             collectives: parse_list(&a.collectives, &Collective::ALL)?,
             dtypes: parse_list(&a.datatype, &DType::ALL)?,
             ops: parse_list(&a.op, &RedOp::ALL)?,

@@ -2,20 +2,15 @@
 //! Exit codes: 0 success, 1 runtime failure (every rank is stopped), 2 bad input or
 //! environment (every rank says why), 3 wrong elements found by verification.
 
-mod cli;
-mod cuda;
-mod dist;
-mod results;
-mod sweep;
-
 use anyhow::Context;
 use clap::Parser;
-use cli::{Backend, Cli};
-use dist::nccl::NcclComm;
-use dist::watchdog::Watchdog;
-use dist::world::World;
-use results::hdf5_file::ResultsFile;
-use results::metadata::{self, GpuIdentity, RunMetadata};
+use h200_mpibench::cli::{self, Backend, Cli};
+use h200_mpibench::dist::nccl::NcclComm;
+use h200_mpibench::dist::watchdog::Watchdog;
+use h200_mpibench::dist::world::{print_line, World};
+use h200_mpibench::results::hdf5_file::ResultsFile;
+use h200_mpibench::results::metadata::{self, GpuIdentity, RunMetadata};
+use h200_mpibench::{cuda, dist, sweep};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,20 +42,16 @@ fn main() {
                 0
             }
             Err(Stop::Agreed(cause)) => {
-                eprintln!("h200-mpibench: error: {}", one_line(&cause));
+                print_line(&format!("h200-mpibench: error: {cause}"));
                 2
             }
             Err(Stop::Fatal(e)) => {
-                eprintln!("h200-mpibench: error: {}: {}", world.who(), one_line(&format!("{e:#}")));
+                print_line(&format!("h200-mpibench: error: {}: {e:#}", world.who()));
                 world.abort(1)
             }
         }
     };
     std::process::exit(code)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn parse_cli() -> Result<Cli, Stop> {

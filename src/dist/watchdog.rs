@@ -84,7 +84,7 @@ impl Shared {
     }
 
     fn fire(&self, cause: &str) -> ! {
-        eprintln!("h200-mpibench: error: {}: {cause}", self.who);
+        super::world::print_line(&format!("h200-mpibench: error: {}: {cause}", self.who));
         for action in self.on_fire.lock().unwrap().iter() {
             action();
         }

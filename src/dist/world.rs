@@ -21,7 +21,7 @@ impl World {
     pub fn init() -> World {
         let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .unwrap_or_else(|| {
-                eprintln!("h200-mpibench: error: MPI was already initialised");
+                print_line("h200-mpibench: error: MPI was already initialised");
                 std::process::exit(1)
             });
         let comm = universe.world();
@@ -121,6 +121,14 @@ impl World {
             .map(|v| v.split('\0').next().unwrap_or("").lines().next().unwrap_or("").trim().to_string())
             .unwrap_or_default()
     }
+}
+
+/// Prints one line to stderr in a single write, so lines of ranks sharing a terminal or
+/// pipe never interleave.
+pub fn print_line(text: &str) {
+    use std::io::Write;
+    let line = format!("{}\n", text.split_whitespace().collect::<Vec<_>>().join(" "));
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// MPI_Abort on MPI_COMM_WORLD, callable from any thread (the watchdog's).

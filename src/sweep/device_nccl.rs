@@ -241,6 +241,7 @@ impl Engine for NcclEngine<'_> {
             None
         };
         let start = Instant::now();
+        #[allow(clippy::needless_range_loop)] // a mark is one launch or one graph replay
         for mark in 0..marks {
             if let Some(event) = events.get(mark) {
                 event.record(stream)?;
@@ -268,6 +269,17 @@ impl Engine for NcclEngine<'_> {
         self.gpu.memset(self.ptr(output, 0), 0xFF, output.bytes)?;
         let input = launch.input(rank);
         self.launch_fill(self.ptr(input, 0), (input.bytes / launch.dtype.size()) as u64, pattern)
+    }
+
+    fn corrupt_output(&mut self, launch: &Launch) -> Result<()> {
+        let output = launch.output(self.world.rank);
+        if output.bytes > 0 {
+            let mut byte = [0u8];
+            self.gpu.copy_to_host(self.ptr(output, 0), &mut byte)?;
+            byte[0] ^= 1;
+            self.gpu.copy_to_device(&byte, self.ptr(output, 0))?;
+        }
+        Ok(())
     }
 
     fn count_wrong(&mut self, launch: &Launch, pattern: &Pattern, mapping: Mapping) -> Result<u64> {

@@ -86,6 +86,9 @@ pub trait Engine {
     /// Poisons the output region, then writes `pattern`'s values into the input region.
     fn fill(&mut self, launch: &Launch, pattern: &Pattern) -> Result<()>;
 
+    /// Flips the lowest bit of the first output element (the corrupt fault hook).
+    fn corrupt_output(&mut self, launch: &Launch) -> Result<()>;
+
     /// Output elements that differ (bitwise) from `pattern`'s expectation under `mapping`.
     fn count_wrong(&mut self, launch: &Launch, pattern: &Pattern, mapping: Mapping) -> Result<u64>;
 }

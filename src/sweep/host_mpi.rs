@@ -175,6 +175,13 @@ impl Engine for HostMpiEngine<'_> {
         Ok(())
     }
 
+    fn corrupt_output(&mut self, launch: &Launch) -> Result<()> {
+        if let Some(byte) = self.region_mut(launch.output(self.world.rank), 0).first_mut() {
+            *byte ^= 1;
+        }
+        Ok(())
+    }
+
     fn count_wrong(&mut self, launch: &Launch, pattern: &Pattern, mapping: Mapping) -> Result<u64> {
         let output = launch.output(self.world.rank);
         Ok(pattern.count_mismatches(mapping, self.region_mut(output, 0)))
@@ -203,8 +210,10 @@ fn mpi_type(dtype: DType) -> ffi::MPI_Datatype {
     }
 }
 
-/// Decoder and rounding encoder of the float types MPI lacks.
-fn small_float(dtype: DType) -> Option<(fn(u16) -> f64, fn(f64) -> u16)> {
+/// Exact decoder and rounding encoder of one of the float types MPI lacks.
+type SmallFloatCodec = (fn(u16) -> f64, fn(f64) -> u16);
+
+fn small_float(dtype: DType) -> Option<SmallFloatCodec> {
     match dtype {
         DType::Float16 => Some((|b| half::f16::from_bits(b).to_f64(), |x| half::f16::from_f64(x).to_bits())),
         DType::Bfloat16 => Some((|b| half::bf16::from_bits(b).to_f64(), |x| half::bf16::from_f64(x).to_bits())),

@@ -5,6 +5,7 @@ pub mod collective;
 pub mod device_nccl;
 pub mod dtype;
 pub mod engine;
+pub mod fault;
 pub mod host_mpi;
 pub mod minifloat;
 pub mod pattern;
@@ -41,7 +42,7 @@ pub fn run_all(
         aggregate: ["rank0", "avg", "min", "max"][s.aggregate as usize],
         engine: engine_name,
     };
-    let mut sweep = Sweep { world, engine, settings: s, watchdog };
+    let mut sweep = Sweep { world, engine, settings: s, watchdog, fault: plan.fault };
     let (mut wrong, mut busbw_sum, mut halves) = (0u64, 0f64, 0usize);
     for &collective in &plan.collectives {
         if world.is_root() {

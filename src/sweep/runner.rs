@@ -6,6 +6,7 @@
 use super::collective::Collective;
 use super::dtype::DType;
 use super::engine::{Engine, Launch};
+use super::fault::Fault;
 use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
 use crate::dist::watchdog::Watchdog;
@@ -82,6 +83,7 @@ pub struct Sweep<'a> {
     pub engine: &'a mut dyn Engine,
     pub settings: &'a SweepSettings,
     pub watchdog: &'a Watchdog,
+    pub fault: Fault,
 }
 
 impl Sweep<'_> {
@@ -148,6 +150,11 @@ impl Sweep<'_> {
         let world = self.world;
         let size = launch.dtype.size();
         let batch = shifts(launch, capacity, s.iters);
+        if self.fault == Fault::Stall(world.rank) {
+            loop {
+                std::thread::park();
+            }
+        }
         world.barrier();
         let timing = self.engine.run(launch, &batch, s.graph_launches, false)?;
         let means = world.all_gather_f64(&[timing.mean]);
@@ -198,6 +205,9 @@ impl Sweep<'_> {
             self.engine.fill(launch, &pattern)?;
             world.barrier();
             self.engine.run(launch, &[0], 0, false)?;
+            if self.fault == Fault::Corrupt(world.rank) {
+                self.engine.corrupt_output(launch)?;
+            }
             wrong += world.sum_u64(self.engine.count_wrong(launch, &pattern, mapping)?);
         }
         Ok(wrong)
@@ -208,7 +218,7 @@ impl Sweep<'_> {
 /// the row's footprint so consecutive launches touch different memory.
 fn shifts(launch: &Launch, capacity: usize, iters: usize) -> Vec<usize> {
     let footprint = launch.footprint();
-    let steps = if footprint == 0 { 1 } else { (capacity / footprint).max(1) };
+    let steps = capacity.checked_div(footprint).unwrap_or(1).max(1);
     (0..iters).map(|i| footprint * (i % steps)).collect()
 }
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Reads an h200-mpibench HDF5 results file (also a `.partial` one from a run that died) and
+prints, per series, the out-of-place busbw by size plus p50/p99 launch times recomputed from
+the raw per-launch times. `--json` prints the same as JSON (the integration tests use it).
+
+    python3 scripts/results_summary.py results/20261121T120000Z_nccl.h5
+"""
+import argparse
+import json
+import sys
+
+import h5py
+import numpy as np
+
+
+def text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def summarize(path):
+    with h5py.File(path, "r") as f:
+        run = {k: (text(v) if isinstance(v, (bytes, str)) else v.item()) for k, v in f.attrs.items()}
+        ranks = {k: [text(x) for x in f["ranks"][k][:]] for k in f["ranks"]} if "ranks" in f else {}
+        series = []
+        for coll in f.get("nccl", {}):
+            for name, g in f["nccl"][coll].items():
+                raw = g["iteration_time_us"][:]
+                rows = []
+                for i in range(len(g["bytes"])):
+                    launches = raw[i].ravel()
+                    rows.append({
+                        "bytes": int(g["bytes"][i]),
+                        "count": int(g["count"][i]),
+                        "in_place": bool(g["in_place"][i]),
+                        "time_us": float(g["time_us"][i]),
+                        "busbw_gbs": float(g["busbw_gbs"][i]),
+                        "wrong": int(g["wrong"][i]),
+                        "p50_us": float(np.percentile(launches, 50)) if launches.size else None,
+                        "p99_us": float(np.percentile(launches, 99)) if launches.size else None,
+                    })
+                series.append({
+                    "collective": text(g.attrs["collective"]),
+                    "dtype": text(g.attrs["dtype"]),
+                    "op": text(g.attrs["op"]),
+                    "ranks": int(g.attrs["ranks"]),
+                    "raw_shape": list(raw.shape),
+                    "rows": rows,
+                })
+    return {"run": run, "ranks": ranks, "series": series}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args()
+    summary = summarize(args.file)
+    if args.json:
+        json.dump(summary, sys.stdout, default=float)
+        print()
+        return
+    run = summary["run"]
+    print(f"# {args.file}: {run.get('suite')} over {run.get('engine')}, {run.get('world_size')} ranks, "
+          f"NCCL {run.get('nccl_version')}, started {run.get('start_utc')}, exit code {run.get('exit_code', 'unfinished')}")
+    for s in summary["series"]:
+        print(f"\n## {s['collective']} {s['dtype']} {s['op']} ({s['ranks']} ranks)")
+        print(f"{'bytes':>12} {'busbw GB/s':>11} {'time us':>9} {'p50 us':>9} {'p99 us':>9} {'wrong':>6}")
+        for r in s["rows"]:
+            if not r["in_place"]:
+                print(f"{r['bytes']:>12} {r['busbw_gbs']:>11.2f} {r['time_us']:>9.2f} {r['p50_us'] or 0:>9.2f} "
+                      f"{r['p99_us'] or 0:>9.2f} {r['wrong']:>6}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+//! h200-mpibench as a library: the binary (src/main.rs) and the integration tests share it.
+
+pub mod cli;
+pub mod cuda;
+pub mod dist;
+pub mod results;
+pub mod sweep;
