@@ -5,4 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
-cargo test --release --locked -- --test-threads=1
+log=$(mktemp)
+set -o pipefail
+cargo test --release --locked -- --test-threads=1 2>&1 | tee "$log"
+# One closing line for all test binaries together.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
