@@ -140,3 +140,16 @@ pub fn driver_cuda_version() -> String {
         _ => "unknown".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rank_per_visible_gpu() {
+        assert_eq!(gpu_for_local_rank(3, 4, 4), Ok(3));
+        assert_eq!(gpu_for_local_rank(0, 1, 8), Ok(0));
+        let e = gpu_for_local_rank(0, 5, 4).unwrap_err();
+        assert!(e.contains("5 ranks on this host but only 4 visible GPU(s)"), "{e}");
+    }
+}
