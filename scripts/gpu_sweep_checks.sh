@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The collective-sweep checks on one GPU host, as run for the issue notes: builds nothing,
 # runs the binary already at target/release/h200-mpibench. Usage:
-#   scripts/gpu_sweep_checks.sh LOGDIR [quick|full|network|errors]...
+#   scripts/gpu_sweep_checks.sh LOGDIR [quick|full|full4G|bf16|network|errors]...
 # Every mpirun gets NCCL_NVLS_ENABLE=0 (NVLink multicast stays off on shared hosts).
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
@@ -26,6 +26,8 @@ for step in "$@"; do
       run graphs mpi -np "$gpus" $bin -b 8 -e 64M -f 8 -G 2 --out "$logs/graphs.h5" ;;
     full)
       run full mpi -np "$gpus" $bin --suite nccl -b 8 -e 8G -f 4 -w 5 -n 20 -c 1 --out "$logs/full.h5" ;;
+    bf16)
+      run bf16 mpi -np "$gpus" $bin --collectives all_reduce,reduce_scatter,all_gather -d bfloat16 -b 1M -e 8G -f 4 --out "$logs/bf16.h5" ;;
     full4G)
       run full4G mpi -np "$gpus" $bin --suite nccl -b 8 -e 4G -f 4 --out "$logs/full4G.h5" ;;
     network)
