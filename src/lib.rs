@@ -1,5 +1,6 @@
 //! h200-mpibench as a library: the binary (src/main.rs) and the integration tests share it.
 
+pub mod backend;
 pub mod cli;
 pub mod cuda;
 pub mod dist;

@@ -1,0 +1,34 @@
+//! Finite-difference gradient checks for the op tests (f64, central differences).
+
+use crate::sweep::pattern::mix;
+
+/// Fresh pseudo-random values in [-1, 1): seeded from the clock, different on every run.
+pub fn random(n: usize, salt: u64) -> Vec<f64> {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    (0..n as u64).map(|i| (mix(seed, salt, i) >> 11) as f64 / (1u64 << 52) as f64 - 1.0).collect()
+}
+
+/// Numeric gradient of `f` at `x` (central differences, step h).
+pub fn numeric_grad(x: &[f64], f: &mut dyn FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    let mut probe = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            probe[i] = x[i] + h;
+            let up = f(&probe);
+            probe[i] = x[i] - h;
+            let down = f(&probe);
+            probe[i] = x[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Largest |a-b| / max(1, |b|) over the elements.
+pub fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max)
+}
+
+/// The scalar loss Σ out·weights, whose gradient with respect to out is `weights`.
+pub use super::dot;
