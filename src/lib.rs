@@ -4,5 +4,6 @@ pub mod backend;
 pub mod cli;
 pub mod cuda;
 pub mod dist;
+pub mod model;
 pub mod results;
 pub mod sweep;
