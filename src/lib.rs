@@ -7,3 +7,4 @@ pub mod dist;
 pub mod model;
 pub mod results;
 pub mod sweep;
+pub mod train;

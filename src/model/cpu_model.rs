@@ -33,6 +33,16 @@ struct Saved<T> {
     h: Vec<T>,
 }
 
+/// The forward's saved state: every layer's activations, the final norm's input and output,
+/// and the logits' gradient.
+pub struct Tape<T> {
+    layers: Vec<Saved<T>>,
+    x: Vec<T>,
+    xf: Vec<T>,
+    invf: Vec<T>,
+    dlogits: Vec<T>,
+}
+
 pub struct CpuModel<'a> {
     pub config: &'a LlamaConfig,
     pub layout: &'a Layout,
@@ -111,33 +121,46 @@ impl CpuModel<'_> {
         dx
     }
 
-    /// Mean loss of the micro-batch; its gradient × `grad_scale` is added into `grads`.
-    pub fn forward_backward<T: Real>(&self, params: &[T], grads: &mut [T], b: &Batch, grad_scale: f64) -> f64 {
+    /// Runs the micro-batch forward to the loss (its mean over counted labels) and keeps
+    /// what the backward needs, with d(loss)·`grad_scale`/d(logits) already computed.
+    pub fn forward<T: Real>(&self, params: &[T], b: &Batch, grad_scale: f64) -> (f64, Tape<T>) {
         let (c, l) = (self.config, self.layout);
         let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
         assert_eq!((b.tokens.len(), b.labels.len()), (n, n));
         let mut x = zeros(n * d);
         embedding::forward(&mut x, &params[l.embedding.range()], b.tokens, d);
-        let mut saved = Vec::with_capacity(l.layers.len());
+        let mut layers = Vec::with_capacity(l.layers.len());
         for lt in &l.layers {
             let (out, s) = self.layer_forward(params, lt, x, b);
-            saved.push(s);
+            layers.push(s);
             x = out;
         }
         let (mut xf, mut invf) = (zeros(n * d), zeros(n));
         rmsnorm::forward(&mut xf, &mut invf, &x, &params[l.final_norm.range()], d, c.norm_eps);
-        let mut logits = zeros(n * v);
-        matmul::forward(&mut logits, &xf, &params[l.lm_head.range()], n, d, v);
-        let loss = cross_entropy::forward_backward(&mut logits, b.labels, v, grad_scale);
+        let mut dlogits = zeros(n * v);
+        matmul::forward(&mut dlogits, &xf, &params[l.lm_head.range()], n, d, v);
+        let loss = cross_entropy::forward_backward(&mut dlogits, b.labels, v, grad_scale);
+        (loss, Tape { layers, x, xf, invf, dlogits })
+    }
 
+    /// Adds the micro-batch's gradient (scaled as in `forward`) into `grads`.
+    pub fn backward<T: Real>(&self, params: &[T], grads: &mut [T], tape: Tape<T>, b: &Batch) {
+        let (c, l) = (self.config, self.layout);
+        let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
         let mut dxf = zeros(n * d);
-        matmul::backward(&mut dxf, &mut grads[l.lm_head.range()], &logits, &xf, &params[l.lm_head.range()], n, d, v);
+        matmul::backward(&mut dxf, &mut grads[l.lm_head.range()], &tape.dlogits, &tape.xf, &params[l.lm_head.range()], n, d, v);
         let mut dx = zeros(n * d);
-        rmsnorm::backward(&mut dx, &mut grads[l.final_norm.range()], &dxf, &x, &params[l.final_norm.range()], &invf, d);
-        for (lt, s) in l.layers.iter().zip(&saved).rev() {
+        rmsnorm::backward(&mut dx, &mut grads[l.final_norm.range()], &dxf, &tape.x, &params[l.final_norm.range()], &tape.invf, d);
+        for (lt, s) in l.layers.iter().zip(&tape.layers).rev() {
             dx = self.layer_backward(params, grads, lt, s, dx, b);
         }
         embedding::backward(&mut grads[l.embedding.range()], &dx, b.tokens, d);
+    }
+
+    /// forward then backward: the mean loss, its gradient × `grad_scale` added into `grads`.
+    pub fn forward_backward<T: Real>(&self, params: &[T], grads: &mut [T], b: &Batch, grad_scale: f64) -> f64 {
+        let (loss, tape) = self.forward(params, b, grad_scale);
+        self.backward(params, grads, tape, b);
         loss
     }
 }

@@ -1,0 +1,92 @@
+//! The SFT loop on the CPU (one rank): gradient accumulation over micro-batches, global-norm
+//! clipping, AdamW on fp32 weights, the learning-rate schedule, and per-step timing.
+
+use super::data::synthetic_batch;
+use super::metrics::StepRecord;
+use super::run_config::RunConfig;
+use crate::backend::cpu::adamw::{clip_factor, global_norm, AdamW};
+use crate::model::config::LlamaConfig;
+use crate::model::cpu_model::{Batch, CpuModel};
+use crate::model::init::initialise;
+use crate::model::layout::Layout;
+use std::time::Instant;
+
+/// Trains `steps` steps from the seeded initialisation; `on_step` sees each record as it lands.
+pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, on_step: &mut dyn FnMut(&StepRecord)) -> Vec<StepRecord> {
+    let layout = Layout::new(config);
+    let model = CpuModel { config, layout: &layout };
+    let mut params = vec![0f32; layout.total];
+    initialise(&mut params, &layout, seed);
+    let (mut m, mut v) = (vec![0f32; layout.total], vec![0f32; layout.total]);
+    let mut grads = vec![0f32; layout.total];
+    let decay = layout.decay_mask();
+    let per_step = run.micro_batch * run.grad_accum;
+    let mut records = Vec::with_capacity(run.steps);
+    for step in 1..=run.steps {
+        let start = Instant::now();
+        grads.iter_mut().for_each(|g| *g = 0.0);
+        let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
+        for micro in 0..run.grad_accum {
+            let first = ((step - 1) * per_step + micro * run.micro_batch) as u64;
+            let (tokens, labels) = synthetic_batch(first, run.micro_batch, run.seq, config.vocab_size, seed);
+            let batch = Batch { tokens: &tokens, labels: &labels, batch: run.micro_batch, seq: run.seq };
+            let t = Instant::now();
+            let (l, tape) = model.forward(&params, &batch, 1.0 / run.grad_accum as f64);
+            forward_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            model.backward(&params, &mut grads, tape, &batch);
+            backward_s += t.elapsed().as_secs_f64();
+            loss += l / run.grad_accum as f64;
+        }
+        let t = Instant::now();
+        let norm = global_norm(&grads);
+        let lr = run.lr_at(step);
+        let opt = AdamW { lr, beta1: run.beta1, beta2: run.beta2, eps: run.adam_eps, weight_decay: run.weight_decay };
+        opt.step(&mut params, &grads, &mut m, &mut v, &decay, step as u64, clip_factor(norm, run.max_grad_norm));
+        let optimizer_s = t.elapsed().as_secs_f64();
+        let record = StepRecord {
+            step,
+            loss,
+            lr,
+            grad_norm: norm,
+            step_s: start.elapsed().as_secs_f64(),
+            forward_s,
+            backward_s,
+            optimizer_s,
+            tokens: per_step * run.seq,
+            samples: per_step,
+            peak_memory_bytes: peak_rss_bytes(),
+        };
+        on_step(&record);
+        records.push(record);
+    }
+    records
+}
+
+/// The process's peak resident memory (the CPU path's "peak memory").
+fn peak_rss_bytes() -> u64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+        usage.ru_maxrss as u64 * 1024
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_model_learns_the_synthetic_task() {
+        let config = LlamaConfig::load("tiny").unwrap();
+        let run = RunConfig { steps: 40, ..RunConfig::defaults_for("tiny") };
+        let records = train(&config, &run, 1, &mut |_| {});
+        let (first, last) = (records[0].loss, records[39].loss);
+        assert!(last < 0.5 * first, "loss {first} -> {last}");
+        assert!(records.iter().all(|r| r.grad_norm.is_finite() && r.step_s > 0.0 && r.tokens == 8 * 64));
+        // same seed, same run
+        let again = train(&config, &RunConfig { steps: 2, ..run }, 1, &mut |_| {});
+        assert_eq!(again[1].loss, records[1].loss);
+    }
+}

@@ -1,0 +1,91 @@
+//! Training run settings: defaults per model from configs/runs (embedded), overridden by flags.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Sequences per micro-batch on each rank.
+    pub micro_batch: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Optimizer steps to run.
+    pub steps: usize,
+    /// First steps left out of the summaries (start-up effects).
+    pub warmup_steps: usize,
+    pub lr: f64,
+    /// Steps of linear learning-rate warm-up before the cosine decay.
+    pub lr_warmup_steps: usize,
+    /// The cosine decays to lr × this at the last step.
+    pub min_lr_ratio: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+    /// Gradients are scaled down to this global norm (0: no clipping).
+    pub max_grad_norm: f64,
+}
+
+const DEFAULTS: [(&str, &str); 4] = [
+    ("llama2-7b", include_str!("../../configs/runs/llama2-7b.json")),
+    ("llama2-13b", include_str!("../../configs/runs/llama2-13b.json")),
+    ("llama2-70b", include_str!("../../configs/runs/llama2-70b.json")),
+    ("tiny", include_str!("../../configs/runs/tiny.json")),
+];
+
+impl RunConfig {
+    /// The defaults of the model called `model_name` (7B's for models without their own).
+    pub fn defaults_for(model_name: &str) -> RunConfig {
+        let json = DEFAULTS.iter().find(|(n, _)| *n == model_name).unwrap_or(&DEFAULTS[0]).1;
+        serde_json::from_str(json).expect("configs/runs files are valid")
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [("--seq", self.seq), ("--micro-batch", self.micro_batch), ("--grad-accum", self.grad_accum), ("--steps", self.steps)] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.warmup_steps >= self.steps {
+            return Err(format!("--warmup-steps {} leaves no measured step of --steps {}", self.warmup_steps, self.steps));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(format!("--lr {} must be positive", self.lr));
+        }
+        Ok(())
+    }
+
+    /// Learning rate at optimizer step `t` (from 1): linear warm-up, then cosine down to
+    /// lr × min_lr_ratio at the last step.
+    pub fn lr_at(&self, t: usize) -> f64 {
+        let w = self.lr_warmup_steps;
+        if t <= w {
+            return self.lr * t as f64 / w as f64;
+        }
+        let span = self.steps.saturating_sub(w).max(1) as f64;
+        let progress = ((t - w) as f64 / span).min(1.0);
+        let floor = self.lr * self.min_lr_ratio;
+        floor + 0.5 * (self.lr - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_schedule() {
+        let r = RunConfig::defaults_for("llama2-7b");
+        assert_eq!((r.seq, r.micro_batch), (2048, 1));
+        assert!((r.lr_at(5) - r.lr * 0.5).abs() < 1e-15);
+        assert!((r.lr_at(10) - r.lr).abs() < 1e-15);
+        assert!((r.lr_at(r.steps) - r.lr * r.min_lr_ratio).abs() < 1e-12);
+        assert!(r.lr_at(15) < r.lr && r.lr_at(15) > r.lr * r.min_lr_ratio);
+        assert_eq!(RunConfig::defaults_for("custom").seq, 2048);
+        assert!(RunConfig { warmup_steps: 20, ..r.clone() }.validate().is_err());
+        assert!(RunConfig { micro_batch: 0, ..r.clone() }.validate().is_err());
+        assert!(RunConfig { lr: -1.0, ..r }.validate().is_err());
+    }
+}
