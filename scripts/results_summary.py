@@ -17,9 +17,17 @@ def text(value):
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def scalar(value):
+    """An attribute as plain Python; NaN (not applicable, e.g. MFU on the CPU) as None."""
+    if isinstance(value, (bytes, str)):
+        return text(value)
+    value = value.item()
+    return None if isinstance(value, float) and value != value else value
+
+
 def summarize(path):
     with h5py.File(path, "r") as f:
-        run = {k: (text(v) if isinstance(v, (bytes, str)) else v.item()) for k, v in f.attrs.items()}
+        run = {k: scalar(v) for k, v in f.attrs.items()}
         ranks = {k: [text(x) for x in f["ranks"][k][:]] for k in f["ranks"]} if "ranks" in f else {}
         series = []
         for coll in f.get("nccl", {}):
@@ -46,7 +54,12 @@ def summarize(path):
                     "raw_shape": list(raw.shape),
                     "rows": rows,
                 })
-    return {"run": run, "ranks": ranks, "series": series}
+        sft = None
+        if "sft" in f:
+            g = f["sft"]
+            sft = {k: scalar(v) for k, v in g.attrs.items()}
+            sft.update({k: g[k][:].tolist() for k in g})
+    return {"run": run, "ranks": ranks, "series": series, "sft": sft}
 
 
 def main():
@@ -62,6 +75,14 @@ def main():
     run = summary["run"]
     print(f"# {args.file}: {run.get('suite')} over {run.get('engine')}, {run.get('world_size')} ranks, "
           f"NCCL {run.get('nccl_version')}, started {run.get('start_utc')}, exit code {run.get('exit_code', 'unfinished')}")
+    sft = summary["sft"]
+    if sft:
+        print(f"\n## sft {sft['model']} on {sft['engine']}: {sft['summary_tokens_per_s']:.0f} tokens/s, "
+              f"{sft['summary_model_tflops']:.4f} model TFLOP/s, MFU {sft['summary_mfu'] if sft['summary_mfu'] is not None else 'n/a (CPU)'} over {sft['summary_measured_steps']} steps")
+        print(f"{'step':>5} {'loss':>8} {'lr':>9} {'grad norm':>9} {'step s':>8} {'tokens/s':>10}")
+        for i, step in enumerate(sft["step"]):
+            print(f"{step:>5} {sft['loss'][i]:>8.4f} {sft['lr'][i]:>9.2e} {sft['grad_norm'][i]:>9.3f} "
+                  f"{sft['step_s'][i]:>8.3f} {sft['tokens_per_s'][i]:>10.0f}")
     for s in summary["series"]:
         print(f"\n## {s['collective']} {s['dtype']} {s['op']} ({s['ranks']} ranks)")
         print(f"{'bytes':>12} {'busbw GB/s':>11} {'time us':>9} {'p50 us':>9} {'p99 us':>9} {'wrong':>6}")

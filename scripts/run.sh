@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on this machine: the collective sweeps on every local GPU (one rank each), or,
-# with no GPU or no NCCL, the same sweeps over MPI on host memory with two ranks.
-# Extra arguments go to h200-mpibench (e.g. -b 8 -e 8G -f 4).
+# with no GPU or no NCCL, the same sweeps over MPI on host memory with two ranks followed by
+# the tiny Llama SFT run on the CPU. Extra arguments go to the sweep (e.g. -b 8 -e 8G -f 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,5 +11,6 @@ if [ "$gpus" -gt 0 ]; then
   exec mpirun -np "$gpus" --bind-to none -x NCCL_NVLS_ENABLE=0 target/release/h200-mpibench \
     --suite nccl -b 8 -e 8G -f 4 -w 5 -n 20 -c 1 "$@"
 else
-  exec mpirun -np 2 --oversubscribe target/release/h200-mpibench --suite nccl -b 8 -e 16M -f 4 "$@"
+  mpirun -np 2 --oversubscribe target/release/h200-mpibench --suite nccl -b 8 -e 16M -f 4 "$@"
+  exec target/release/h200-mpibench --suite sft --model tiny
 fi

@@ -1,7 +1,9 @@
 //! Command line. The sweep flags keep nccl-tests' letters and meanings (-b -e -f -i -n -w -c
 //! -d -o -r -G -a), so an nccl-tests command line carries over unchanged.
 
+use crate::model::config::LlamaConfig;
 use crate::sweep::collective::Collective;
+use crate::train::run_config::RunConfig;
 use crate::sweep::dtype::DType;
 use crate::sweep::fault::Fault;
 use crate::sweep::redop::RedOp;
@@ -43,18 +45,92 @@ pub struct Cli {
 
     #[command(flatten)]
     pub sweep: SweepArgs,
+
+    #[command(flatten)]
+    pub sft: SftArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SftArgs {
+    /// Model: 7b, 13b, 70b, tiny, or a JSON config path (default: 7b on GPUs, tiny on the CPU).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Override the model's layer count (e.g. a 70B-shaped layer on one GPU).
+    #[arg(long)]
+    pub layers: Option<usize>,
+
+    /// Optimizer steps (default from configs/runs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+
+    /// First steps left out of the summaries.
+    #[arg(long = "warmup-steps")]
+    pub warmup_steps: Option<usize>,
+
+    /// Tokens per sequence.
+    #[arg(long)]
+    pub seq: Option<usize>,
+
+    /// Sequences per micro-batch.
+    #[arg(long = "micro-batch")]
+    pub micro_batch: Option<usize>,
+
+    /// Micro-batches per optimizer step.
+    #[arg(long = "grad-accum")]
+    pub grad_accum: Option<usize>,
+
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+}
+
+/// The model and run settings of an sft run, validated.
+pub struct SftPlan {
+    pub model: LlamaConfig,
+    pub run: RunConfig,
+}
+
+impl SftArgs {
+    /// `default_model` applies when --model is not given.
+    pub fn plan(&self, default_model: &str) -> Result<SftPlan, String> {
+        let mut model = LlamaConfig::load(self.model.as_deref().unwrap_or(default_model))?;
+        if let Some(layers) = self.layers {
+            model = model.with_layers(layers)?;
+        }
+        let mut run = RunConfig::defaults_for(&model.name);
+        let set = |slot: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut run.steps, self.steps);
+        set(&mut run.warmup_steps, self.warmup_steps);
+        set(&mut run.seq, self.seq);
+        set(&mut run.micro_batch, self.micro_batch);
+        set(&mut run.grad_accum, self.grad_accum);
+        if let Some(lr) = self.lr {
+            run.lr = lr;
+        }
+        run.validate()?;
+        Ok(SftPlan { model, run })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
     /// Collective bandwidth sweeps (nccl-tests semantics).
     Nccl,
+    /// Llama-2 supervised fine-tuning steps (CPU path in this version).
+    Sft,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
     Auto,
     Nccl,
+    /// Host memory and CPUs: MPI for the sweeps, the CPU model for sft.
+    #[value(alias = "cpu")]
     Mpi,
 }
 
@@ -205,6 +281,20 @@ mod tests {
         let p = plan(&["-b", "1K", "-e", "4K", "-i", "1K", "--collectives", "alltoall,sendrecv"], 2).unwrap();
         assert_eq!(p.settings.sizes, vec![1024, 2048, 3072, 4096]);
         assert_eq!(p.collectives, vec![Collective::AllToAll, Collective::SendRecv]);
+    }
+
+    #[test]
+    fn sft_flags_override_the_run_defaults() {
+        let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft", "--model", "70b", "--layers", "2", "--micro-batch", "2", "--seq", "4096"]).unwrap();
+        let p = cli.sft.plan("tiny").unwrap();
+        assert_eq!((p.model.n_layers, p.model.n_kv_heads, p.run.micro_batch, p.run.seq), (2, 8, 2, 4096));
+        let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft"]).unwrap();
+        assert_eq!(cli.sft.plan("tiny").unwrap().model.name, "tiny");
+        for bad in [vec!["--layers", "0"], vec!["--seq", "0"], vec!["--model", "/no/such.json"], vec!["--steps", "3", "--warmup-steps", "3"]] {
+            let mut argv = vec!["h200-mpibench", "--suite", "sft"];
+            argv.extend(bad.iter().copied());
+            assert!(Cli::try_parse_from(argv).unwrap().sft.plan("tiny").is_err(), "{bad:?}");
+        }
     }
 
     #[test]

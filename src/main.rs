@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use h200_mpibench::cli::{self, Backend, Cli};
+use h200_mpibench::cli::{self, Backend, Cli, Suite};
 use h200_mpibench::dist::nccl::NcclComm;
 use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::{print_line, World};
@@ -96,11 +96,24 @@ fn default_out(suite: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(format!("results/{}_{suite}.h5", metadata::utc_now(true))))
 }
 
+/// A validated request: what the run will do.
+enum Work {
+    Sweeps(cli::SweepPlan),
+    Sft(cli::SftPlan),
+}
+
 fn run(world: &World) -> Result<i32, Stop> {
     let cli = parse_cli()?;
-    let plan = cli.sweep_plan(world.size).map_err(Stop::Agreed)?;
+    // Everything is validated before anything is created.
+    let work = match cli.suite {
+        Suite::Nccl => Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?),
+        Suite::Sft => Work::Sft(sft_plan(world, &cli)?),
+    };
+    let suite = match cli.suite {
+        Suite::Nccl => "nccl",
+        Suite::Sft => "sft",
+    };
     let start_utc = metadata::utc_now(false);
-    let suite = "nccl";
 
     // The results file exists, writable, before any GPU work.
     let file = if world.is_root() {
@@ -111,8 +124,6 @@ fn run(world: &World) -> Result<i32, Stop> {
     };
     let file = world.agree(file).map_err(Stop::Agreed)?;
 
-    let watchdog = Watchdog::start(world.who());
-    let timeout = Duration::from_secs(cli.timeout);
     let mut meta = RunMetadata {
         version: env!("CARGO_PKG_VERSION").into(),
         git_commit: metadata::git_commit().into(),
@@ -127,6 +138,74 @@ fn run(world: &World) -> Result<i32, Stop> {
         nccl_env_json: metadata::nccl_env_json(),
         ranks: Vec::new(),
     };
+    let code = match work {
+        Work::Sweeps(plan) => run_sweeps(world, &cli, &plan, file.as_ref(), &mut meta)?,
+        Work::Sft(plan) => run_sft(world, &cli, &plan, file.as_ref(), &mut meta)?,
+    };
+    if let Some(file) = file {
+        let path = file.finish(&metadata::utc_now(false), code).context("cannot complete the results file")?;
+        println!("# results: {}", path.display());
+    }
+    Ok(code)
+}
+
+/// The sft plan, or why this run cannot do it (the same answer on every rank).
+fn sft_plan(world: &World, cli: &Cli) -> Result<cli::SftPlan, Stop> {
+    if world.size > 1 {
+        return Err(Stop::Agreed(format!(
+            "--suite sft runs on one rank in this version ({} started): multi-rank data parallel is not built yet",
+            world.size
+        )));
+    }
+    if cli.backend == Backend::Nccl {
+        return Err(Stop::Agreed("--suite sft: the GPU training step is not built yet; --backend cpu runs the CPU path".into()));
+    }
+    cli.sft.plan("tiny").map_err(Stop::Agreed)
+}
+
+fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+    use h200_mpibench::train::{cpu_trainer, metrics};
+    meta.engine = "cpu".into();
+    let none = GpuIdentity { name: "none".into(), pci_bus_id: "none".into(), uuid: "none".into(), index: None };
+    meta.ranks = metadata::gather_ranks(world, &none);
+    if let Some(file) = file {
+        file.write_metadata(meta)?;
+    }
+    let (m, r) = (&plan.model, &plan.run);
+    let flops_per_token = m.flops_per_token(r.seq);
+    print_banner(meta, "Llama SFT on the CPU (the GPU step is not built yet)", None);
+    println!(
+        "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
+        m.name, m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.vocab_size, m.matmul_params() as f64 / 1e9
+    );
+    println!("# seq {}, micro-batch {}, accumulation {}, {} steps ({} warm-up), lr {:.1e}", r.seq, r.micro_batch, r.grad_accum, r.steps, r.warmup_steps, r.lr);
+    let mut diverged = None;
+    let records = cpu_trainer::train(m, r, cli.seed, &mut |s| {
+        println!(
+            "step {:>4}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.3} s  {:.0} tokens/s  {:.4} TFLOP/s",
+            s.step, r.steps, s.loss, s.lr, s.grad_norm, s.step_s, s.tokens_per_s(), s.model_flops(flops_per_token) / 1e12
+        );
+        if !s.loss.is_finite() && diverged.is_none() {
+            diverged = Some(s.step);
+        }
+    });
+    let summary = metrics::summarize(&records, r.warmup_steps, flops_per_token, false);
+    println!(
+        "# {} measured steps: {:.3} s/step, {:.0} tokens/s, {:.4} model TFLOP/s",
+        summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
+    );
+    if let Some(file) = file {
+        file.write_sft(m, r, "cpu", &records, &summary)?;
+    }
+    match diverged {
+        Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),
+        None => Ok(0),
+    }
+}
+
+fn run_sweeps(world: &World, cli: &Cli, plan: &cli::SweepPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+    let watchdog = Watchdog::start(world.who());
+    let timeout = Duration::from_secs(cli.timeout);
     let wrong = match choose_path(world, cli.backend)? {
         Path::Gpu { ordinal } => {
             let gpu = world.agree(cuda::Gpu::open(ordinal).map_err(|e| format!("{e:#}"))).map_err(Stop::Agreed)?;
@@ -139,19 +218,14 @@ fn run(world: &World) -> Result<i32, Stop> {
                 .unwrap_or_else(|_| "unknown".into());
             meta.cuda_version = cuda::driver_cuda_version();
             meta.nccl_version = dist::nccl::version();
-            sweep_and_record(world, &plan, &watchdog, file.as_ref(), &mut engine, &identity, &mut meta, None)?
+            sweep_and_record(world, plan, &watchdog, file, &mut engine, &identity, meta, None)?
         }
         Path::Host { reason } => {
             let mut engine = sweep::host_mpi::HostMpiEngine::new(world);
-            sweep_and_record(world, &plan, &watchdog, file.as_ref(), &mut engine, &GpuIdentity::default(), &mut meta, Some(&reason))?
+            sweep_and_record(world, plan, &watchdog, file, &mut engine, &GpuIdentity::default(), meta, Some(&reason))?
         }
     };
-    let code = if wrong == 0 { 0 } else { 3 };
-    if let Some(file) = file {
-        let path = file.finish(&metadata::utc_now(false), code).context("cannot complete the results file")?;
-        println!("# results: {}", path.display());
-    }
-    Ok(code)
+    Ok(if wrong == 0 { 0 } else { 3 })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -177,15 +251,16 @@ fn sweep_and_record(
         file.write_metadata(meta)?;
     }
     if world.is_root() {
-        print_banner(meta, host_reason);
+        let title = format!("collective sweeps over {}", meta.engine);
+        print_banner(meta, &title, host_reason);
     }
     Ok(sweep::run_all(world, engine, plan, watchdog, file)?)
 }
 
-fn print_banner(meta: &RunMetadata, host_reason: Option<&str>) {
+fn print_banner(meta: &RunMetadata, title: &str, host_reason: Option<&str>) {
     let mut hosts: Vec<&str> = meta.ranks.iter().map(|r| r.host.as_str()).collect();
     hosts.dedup();
-    println!("# h200-mpibench {} ({}): collective sweeps over {}", meta.version, meta.git_commit, meta.engine);
+    println!("# h200-mpibench {} ({}): {title}", meta.version, meta.git_commit);
     println!(
         "# {} ranks on {} host(s); NCCL {}; CUDA driver {} ({}); {}",
         meta.ranks.len(),

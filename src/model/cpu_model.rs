@@ -5,6 +5,7 @@
 use super::config::LlamaConfig;
 use super::layout::{LayerTensors, Layout};
 use crate::backend::cpu::attention::Shape;
+use crate::backend::cpu::matmul::Dims;
 use crate::backend::cpu::{attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu, Real};
 
 /// One micro-batch: `batch` sequences of `seq` tokens; labels use cross_entropy::IGNORE.
@@ -64,24 +65,24 @@ impl CpuModel<'_> {
         let (mut xn, mut inv1) = (zeros(n * d), zeros(n));
         rmsnorm::forward(&mut xn, &mut inv1, &x, &p[lt.attn_norm.range()], d, c.norm_eps);
         let (mut q, mut k, mut v) = (zeros(n * d), zeros(n * kv), zeros(n * kv));
-        matmul::forward(&mut q, &xn, &p[lt.wq.range()], n, d, d);
-        matmul::forward(&mut k, &xn, &p[lt.wk.range()], n, d, kv);
-        matmul::forward(&mut v, &xn, &p[lt.wv.range()], n, d, kv);
+        matmul::forward(&mut q, &xn, &p[lt.wq.range()], Dims { m: n, k: d, n: d });
+        matmul::forward(&mut k, &xn, &p[lt.wk.range()], Dims { m: n, k: d, n: kv });
+        matmul::forward(&mut v, &xn, &p[lt.wv.range()], Dims { m: n, k: d, n: kv });
         rope::forward(&mut q, b.seq, c.n_heads, c.head_dim(), c.rope_theta);
         rope::forward(&mut k, b.seq, c.n_kv_heads, c.head_dim(), c.rope_theta);
         let (mut o, mut lse) = (zeros(n * d), zeros(b.batch * c.n_heads * b.seq));
         attention::forward(&mut o, &mut lse, &q, &k, &v, self.shape(b));
         let mut x2 = zeros(n * d);
-        matmul::forward(&mut x2, &o, &p[lt.wo.range()], n, d, d);
+        matmul::forward(&mut x2, &o, &p[lt.wo.range()], Dims { m: n, k: d, n: d });
         x2.iter_mut().zip(&x).for_each(|(a, &r)| *a = *a + r);
         let (mut xn2, mut inv2) = (zeros(n * d), zeros(n));
         rmsnorm::forward(&mut xn2, &mut inv2, &x2, &p[lt.mlp_norm.range()], d, c.norm_eps);
         let (mut gate, mut up, mut h) = (zeros(n * f), zeros(n * f), zeros(n * f));
-        matmul::forward(&mut gate, &xn2, &p[lt.w_gate.range()], n, d, f);
-        matmul::forward(&mut up, &xn2, &p[lt.w_up.range()], n, d, f);
+        matmul::forward(&mut gate, &xn2, &p[lt.w_gate.range()], Dims { m: n, k: d, n: f });
+        matmul::forward(&mut up, &xn2, &p[lt.w_up.range()], Dims { m: n, k: d, n: f });
         swiglu::forward(&mut h, &gate, &up);
         let mut out = zeros(n * d);
-        matmul::forward(&mut out, &h, &p[lt.w_down.range()], n, f, d);
+        matmul::forward(&mut out, &h, &p[lt.w_down.range()], Dims { m: n, k: f, n: d });
         out.iter_mut().zip(&x2).for_each(|(a, &r)| *a = *a + r);
         (out, Saved { x, xn, inv1, q, k, v, o, lse, x2, xn2, inv2, gate, up, h })
     }
@@ -92,27 +93,27 @@ impl CpuModel<'_> {
         let (n, d, kv, f) = (b.batch * b.seq, c.dim, c.kv_dim(), c.ffn_dim);
         // MLP: out = x2 + Wdown·h
         let mut dh = zeros(n * f);
-        matmul::backward(&mut dh, &mut g[lt.w_down.range()], &dout, &s.h, &p[lt.w_down.range()], n, f, d);
+        matmul::backward(&mut dh, &mut g[lt.w_down.range()], &dout, &s.h, &p[lt.w_down.range()], Dims { m: n, k: f, n: d });
         let (mut dgate, mut dup) = (zeros(n * f), zeros(n * f));
         swiglu::backward(&mut dgate, &mut dup, &dh, &s.gate, &s.up);
         let (mut dxn2, mut part) = (zeros(n * d), zeros(n * d));
-        matmul::backward(&mut dxn2, &mut g[lt.w_gate.range()], &dgate, &s.xn2, &p[lt.w_gate.range()], n, d, f);
-        matmul::backward(&mut part, &mut g[lt.w_up.range()], &dup, &s.xn2, &p[lt.w_up.range()], n, d, f);
+        matmul::backward(&mut dxn2, &mut g[lt.w_gate.range()], &dgate, &s.xn2, &p[lt.w_gate.range()], Dims { m: n, k: d, n: f });
+        matmul::backward(&mut part, &mut g[lt.w_up.range()], &dup, &s.xn2, &p[lt.w_up.range()], Dims { m: n, k: d, n: f });
         dxn2.iter_mut().zip(&part).for_each(|(a, &r)| *a = *a + r);
         let mut dx2 = zeros(n * d);
         rmsnorm::backward(&mut dx2, &mut g[lt.mlp_norm.range()], &dxn2, &s.x2, &p[lt.mlp_norm.range()], &s.inv2, d);
         dx2.iter_mut().zip(&dout).for_each(|(a, &r)| *a = *a + r);
         // Attention: x2 = x + Wo·attn
         let mut d_o = zeros(n * d);
-        matmul::backward(&mut d_o, &mut g[lt.wo.range()], &dx2, &s.o, &p[lt.wo.range()], n, d, d);
+        matmul::backward(&mut d_o, &mut g[lt.wo.range()], &dx2, &s.o, &p[lt.wo.range()], Dims { m: n, k: d, n: d });
         let (mut dq, mut dk, mut dv) = (zeros(n * d), zeros(n * kv), zeros(n * kv));
         attention::backward(&mut dq, &mut dk, &mut dv, &d_o, &s.q, &s.k, &s.v, &s.o, &s.lse, self.shape(b));
         rope::backward(&mut dq, b.seq, c.n_heads, c.head_dim(), c.rope_theta);
         rope::backward(&mut dk, b.seq, c.n_kv_heads, c.head_dim(), c.rope_theta);
         let mut dxn = zeros(n * d);
-        matmul::backward(&mut dxn, &mut g[lt.wq.range()], &dq, &s.xn, &p[lt.wq.range()], n, d, d);
+        matmul::backward(&mut dxn, &mut g[lt.wq.range()], &dq, &s.xn, &p[lt.wq.range()], Dims { m: n, k: d, n: d });
         for (dproj, w) in [(&dk, &lt.wk), (&dv, &lt.wv)] {
-            matmul::backward(&mut part, &mut g[w.range()], dproj, &s.xn, &p[w.range()], n, d, kv);
+            matmul::backward(&mut part, &mut g[w.range()], dproj, &s.xn, &p[w.range()], Dims { m: n, k: d, n: kv });
             dxn.iter_mut().zip(&part).for_each(|(a, &r)| *a = *a + r);
         }
         let mut dx = zeros(n * d);
@@ -138,7 +139,7 @@ impl CpuModel<'_> {
         let (mut xf, mut invf) = (zeros(n * d), zeros(n));
         rmsnorm::forward(&mut xf, &mut invf, &x, &params[l.final_norm.range()], d, c.norm_eps);
         let mut dlogits = zeros(n * v);
-        matmul::forward(&mut dlogits, &xf, &params[l.lm_head.range()], n, d, v);
+        matmul::forward(&mut dlogits, &xf, &params[l.lm_head.range()], Dims { m: n, k: d, n: v });
         let loss = cross_entropy::forward_backward(&mut dlogits, b.labels, v, grad_scale);
         (loss, Tape { layers, x, xf, invf, dlogits })
     }
@@ -148,7 +149,7 @@ impl CpuModel<'_> {
         let (c, l) = (self.config, self.layout);
         let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
         let mut dxf = zeros(n * d);
-        matmul::backward(&mut dxf, &mut grads[l.lm_head.range()], &tape.dlogits, &tape.xf, &params[l.lm_head.range()], n, d, v);
+        matmul::backward(&mut dxf, &mut grads[l.lm_head.range()], &tape.dlogits, &tape.xf, &params[l.lm_head.range()], Dims { m: n, k: d, n: v });
         let mut dx = zeros(n * d);
         rmsnorm::backward(&mut dx, &mut grads[l.final_norm.range()], &dxf, &tape.x, &params[l.final_norm.range()], &tape.invf, d);
         for (lt, s) in l.layers.iter().zip(&tape.layers).rev() {

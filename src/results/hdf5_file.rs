@@ -10,7 +10,7 @@ use hdf5::{Group, H5Type, Location};
 use std::path::{Path, PathBuf};
 
 pub struct ResultsFile {
-    file: hdf5::File,
+    pub(super) file: hdf5::File,
     partial: PathBuf,
     target: PathBuf,
 }
@@ -134,18 +134,18 @@ pub struct SeriesSettings {
     pub engine: &'static str,
 }
 
-fn put_str(loc: &Location, name: &str, value: &str) -> Result<()> {
+pub(super) fn put_str(loc: &Location, name: &str, value: &str) -> Result<()> {
     let v: VarLenUnicode = value.parse().with_context(|| format!("attribute {name} is not valid text"))?;
     loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)?;
     Ok(())
 }
 
-fn put_num<T: H5Type>(loc: &Location, name: &str, value: T) -> Result<()> {
+pub(super) fn put_num<T: H5Type>(loc: &Location, name: &str, value: T) -> Result<()> {
     loc.new_attr::<T>().create(name)?.write_scalar(&value)?;
     Ok(())
 }
 
-fn put_column<T: H5Type>(g: &Group, name: &str, values: &[T]) -> Result<()> {
+pub(super) fn put_column<T: H5Type>(g: &Group, name: &str, values: &[T]) -> Result<()> {
     g.new_dataset_builder().with_data(values).create(name)?;
     Ok(())
 }

@@ -2,3 +2,4 @@
 
 pub mod hdf5_file;
 pub mod metadata;
+pub mod sft;

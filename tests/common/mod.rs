@@ -1,4 +1,6 @@
 //! Starting the binary under mpirun (MPI host path) with a time limit, for the integration tests.
+// Each test crate uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

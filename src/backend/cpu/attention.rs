@@ -69,13 +69,23 @@ pub fn forward<T: Real>(o: &mut [T], lse: &mut [T], q: &[T], k: &[T], v: &[T], s
     }
 }
 
+/// The gradients one (batch, kv head) task produces: dK and dV rows of the head, and the dQ
+/// row (position, query head) of each query head in its group.
+struct KvHeadGrads {
+    b: usize,
+    kvh: usize,
+    dk: Vec<f64>,
+    dv: Vec<f64>,
+    dq: Vec<(usize, usize, Vec<f64>)>,
+}
+
 /// dq, dk, dv are overwritten.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Real>(dq: &mut [T], dk: &mut [T], dv: &mut [T], d_o: &[T], q: &[T], k: &[T], v: &[T], o: &[T], lse: &[T], s: Shape) {
     let hd = s.head_dim;
     dq.iter_mut().chain(dk.iter_mut()).chain(dv.iter_mut()).for_each(|x| *x = T::zero());
     // One task per (batch, kv head): owns dK, dV of that head and dQ of its query heads.
-    let parts: Vec<(usize, usize, Vec<f64>, Vec<f64>, Vec<(usize, usize, Vec<f64>)>)> = (0..s.batch * s.kv_heads)
+    let parts: Vec<KvHeadGrads> = (0..s.batch * s.kv_heads)
         .into_par_iter()
         .map(|bk| {
             let (b, kvh) = (bk / s.kv_heads, bk % s.kv_heads);
@@ -101,10 +111,10 @@ pub fn backward<T: Real>(dq: &mut [T], dk: &mut [T], dv: &mut [T], d_o: &[T], q:
                     dqs.push((i, h, dqi));
                 }
             }
-            (b, kvh, dkh, dvh, dqs)
+            KvHeadGrads { b, kvh, dk: dkh, dv: dvh, dq: dqs }
         })
         .collect();
-    for (b, kvh, dkh, dvh, dqs) in parts {
+    for KvHeadGrads { b, kvh, dk: dkh, dv: dvh, dq: dqs } in parts {
         for j in 0..s.seq {
             for c in 0..hd {
                 dk[s.kv_at(b, j, kvh) + c] = T::of(dkh[j * hd + c]);

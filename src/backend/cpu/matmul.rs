@@ -3,7 +3,15 @@
 use super::{dot, Real};
 use rayon::prelude::*;
 
-pub fn forward<T: Real>(y: &mut [T], x: &[T], w: &[T], m: usize, k: usize, n: usize) {
+/// x is [m, k], W is [n, k], y is [m, n].
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+pub fn forward<T: Real>(y: &mut [T], x: &[T], w: &[T], Dims { m, k, n }: Dims) {
     assert_eq!((x.len(), w.len(), y.len()), (m * k, n * k, m * n));
     y.par_chunks_mut(n).zip(x.par_chunks(k)).for_each(|(yr, xr)| {
         for (j, out) in yr.iter_mut().enumerate() {
@@ -14,7 +22,7 @@ pub fn forward<T: Real>(y: &mut [T], x: &[T], w: &[T], m: usize, k: usize, n: us
 }
 
 /// dx = dy · W (overwritten); dW += dyᵀ · x (accumulated, for gradient accumulation).
-pub fn backward<T: Real>(dx: &mut [T], dw: &mut [T], dy: &[T], x: &[T], w: &[T], m: usize, k: usize, n: usize) {
+pub fn backward<T: Real>(dx: &mut [T], dw: &mut [T], dy: &[T], x: &[T], w: &[T], Dims { m, k, n }: Dims) {
     assert_eq!((dx.len(), dw.len(), dy.len()), (m * k, n * k, m * n));
     dx.par_chunks_mut(k).zip(dy.par_chunks(n)).for_each(|(dxr, dyr)| {
         for (c, out) in dxr.iter_mut().enumerate() {
@@ -37,12 +45,13 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let (m, k, n) = (3, 5, 4);
+        let dims = Dims { m, k, n };
         let (x, w, g) = (random(m * k, 1), random(n * k, 2), random(m * n, 3));
         let mut y = vec![0.0; m * n];
         let (mut dx, mut dw) = (vec![0.0; m * k], vec![0.0; n * k]);
-        backward(&mut dx, &mut dw, &g, &x, &w, m, k, n);
+        backward(&mut dx, &mut dw, &g, &x, &w, dims);
         let loss = |x: &[f64], w: &[f64], y: &mut Vec<f64>| {
-            forward(y, x, w, m, k, n);
+            forward(y, x, w, dims);
             dot(y, &g)
         };
         let num_dx = numeric_grad(&x, &mut |p| loss(p, &w, &mut y.clone()));
@@ -50,9 +59,9 @@ mod tests {
         assert!(max_rel_err(&dx, &num_dx) < 1e-7);
         assert!(max_rel_err(&dw, &num_dw) < 1e-7);
         // dW accumulates
-        backward(&mut dx, &mut dw, &g, &x, &w, m, k, n);
+        backward(&mut dx, &mut dw, &g, &x, &w, dims);
         assert!(max_rel_err(&dw, &num_dw.iter().map(|v| 2.0 * v).collect::<Vec<_>>()) < 1e-7);
-        forward(&mut y, &x, &w, m, k, n);
+        forward(&mut y, &x, &w, dims);
         let direct: f64 = (0..k).map(|c| x[k + c] * w[2 * k + c]).sum();
         assert!((y[n + 2] - direct).abs() < 1e-12);
     }
