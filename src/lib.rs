@@ -2,7 +2,6 @@
 
 pub mod backend;
 pub mod cli;
-pub mod cuda;
 pub mod dist;
 pub mod model;
 pub mod results;

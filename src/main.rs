@@ -10,7 +10,8 @@ use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::{print_line, World};
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{self, GpuIdentity, RunMetadata};
-use h200_mpibench::{cuda, dist, sweep};
+use h200_mpibench::backend::cuda;
+use h200_mpibench::{dist, sweep};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Every CUDA source in kernels/ compiles with NVRTC for Hopper (sm_90), without a GPU.
 //! NVRTC comes from the pip wheel nvidia-cuda-nvrtc (scripts/setup.sh, scripts/env.sh).
 
-use h200_mpibench::cuda::kernels::{compile, FILL_VERIFY_SOURCE};
+use h200_mpibench::backend::cuda::kernels::{compile, FILL_VERIFY_SOURCE};
 
 #[test]
 fn kernels_compile_for_sm90() {

@@ -1,4 +1,6 @@
-//! The op set the Llama model needs. `cpu/` is the reference (generic over f32/f64, f64
-//! accumulation) and the no-GPU path; the GPU kernels are tested against it.
+//! The machines the work runs on. `cpu/` holds the model's reference ops (generic over
+//! f32/f64, f64 accumulation: the oracle and the no-GPU path); `cuda/` the GPU context,
+//! buffers, our NVRTC-compiled kernels and cuBLAS, tested against `cpu/`.
 
 pub mod cpu;
+pub mod cuda;

@@ -7,7 +7,7 @@ use cudarc::driver::{CudaFunction, CudaModule};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use std::sync::Arc;
 
-pub const FILL_VERIFY_SOURCE: &str = include_str!("../../kernels/fill_verify.cu");
+pub const FILL_VERIFY_SOURCE: &str = include_str!("../../../kernels/fill_verify.cu");
 
 /// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.
 pub fn compile(source: &str, name: &str, major: i32, minor: i32) -> Result<Ptx> {
