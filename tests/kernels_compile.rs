@@ -1,18 +1,27 @@
 //! Every CUDA source in kernels/ compiles with NVRTC for Hopper (sm_90), without a GPU.
 //! NVRTC comes from the pip wheel nvidia-cuda-nvrtc (scripts/setup.sh, scripts/env.sh).
 
-use h200_mpibench::backend::cuda::kernels::{compile, FILL_VERIFY_SOURCE};
+use h200_mpibench::backend::cuda::kernels::{compile, model_source, FILL_VERIFY_SOURCE, MODEL_KERNELS};
 
-#[test]
-fn kernels_compile_for_sm90() {
+fn compiles_with(source: &str, name: &str, kernels: &[&str]) {
     assert!(
         unsafe { cudarc::nvrtc::sys::is_culib_present() },
         "libnvrtc not found: run scripts/setup.sh and `. scripts/env.sh` (puts the nvidia-cuda-nvrtc wheel on LD_LIBRARY_PATH)"
     );
-    let ptx = compile(FILL_VERIFY_SOURCE, "fill_verify.cu", 9, 0).unwrap_or_else(|e| panic!("{e:#}"));
+    let ptx = compile(source, name, 9, 0).unwrap_or_else(|e| panic!("{e:#}"));
     let text = ptx.to_src();
-    for kernel in ["fill_pattern", "count_wrong"] {
-        assert!(text.contains(&format!(".entry {kernel}")), "{kernel} missing from the PTX");
+    for kernel in kernels {
+        assert!(text.contains(&format!(".entry {kernel}(")), "{kernel} missing from the PTX of {name}");
     }
-    assert!(text.contains(".target sm_90"), "PTX not built for sm_90");
+    assert!(text.contains(".target sm_90"), "{name}: PTX not built for sm_90");
+}
+
+#[test]
+fn sweep_kernels_compile_for_sm90() {
+    compiles_with(FILL_VERIFY_SOURCE, "fill_verify.cu", &["fill_pattern", "count_wrong"]);
+}
+
+#[test]
+fn model_kernels_compile_for_sm90() {
+    compiles_with(&model_source(), "model.cu", &MODEL_KERNELS);
 }

@@ -9,6 +9,35 @@ use std::sync::Arc;
 
 pub const FILL_VERIFY_SOURCE: &str = include_str!("../../../kernels/fill_verify.cu");
 
+/// The model's kernels, one file per op family, after the shared bf16 helpers.
+pub fn model_source() -> String {
+    [
+        include_str!("../../../kernels/bf16.cuh"),
+        include_str!("../../../kernels/rmsnorm.cu"),
+        include_str!("../../../kernels/rope.cu"),
+        include_str!("../../../kernels/swiglu.cu"),
+        include_str!("../../../kernels/embedding.cu"),
+        include_str!("../../../kernels/cross_entropy.cu"),
+        include_str!("../../../kernels/adamw.cu"),
+    ]
+    .join("\n")
+}
+
+/// Every kernel the model source defines (the compile check looks for each).
+pub const MODEL_KERNELS: [&str; 11] = [
+    "rmsnorm_forward",
+    "rmsnorm_backward",
+    "rope",
+    "swiglu_forward",
+    "swiglu_backward",
+    "embedding_forward",
+    "embedding_backward",
+    "cross_entropy",
+    "adamw",
+    "sum_squares",
+    "f32_to_bf16",
+];
+
 /// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.
 pub fn compile(source: &str, name: &str, major: i32, minor: i32) -> Result<Ptx> {
     let opts = CompileOptions {
