@@ -21,6 +21,9 @@ use std::time::Duration;
              with exact verification, one MPI rank per GPU, results in one HDF5 file."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Which benchmark to run.
     #[arg(long, value_enum, default_value_t = Suite::Nccl)]
     pub suite: Suite,
@@ -115,6 +118,13 @@ impl SftArgs {
         run.validate()?;
         Ok(SftPlan { model, run })
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Every GPU op of the model against the CPU reference on fresh random inputs (one rank
+    /// per GPU); exit code 3 if any check fails.
+    Selftest,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -5,5 +5,6 @@ pub mod cli;
 pub mod dist;
 pub mod model;
 pub mod results;
+pub mod selftest;
 pub mod sweep;
 pub mod train;

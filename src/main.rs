@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use h200_mpibench::cli::{self, Backend, Cli, Suite};
+use h200_mpibench::cli::{self, Backend, Cli, Command, Suite};
 use h200_mpibench::dist::nccl::NcclComm;
 use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::{print_line, World};
@@ -101,18 +101,16 @@ fn default_out(suite: &str) -> Result<PathBuf, String> {
 enum Work {
     Sweeps(cli::SweepPlan),
     Sft(cli::SftPlan),
+    Selftest,
 }
 
 fn run(world: &World) -> Result<i32, Stop> {
     let cli = parse_cli()?;
     // Everything is validated before anything is created.
-    let work = match cli.suite {
-        Suite::Nccl => Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?),
-        Suite::Sft => Work::Sft(sft_plan(world, &cli)?),
-    };
-    let suite = match cli.suite {
-        Suite::Nccl => "nccl",
-        Suite::Sft => "sft",
+    let (work, suite) = match (cli.command, cli.suite) {
+        (Some(Command::Selftest), _) => (Work::Selftest, "selftest"),
+        (None, Suite::Nccl) => (Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?), "nccl"),
+        (None, Suite::Sft) => (Work::Sft(sft_plan(world, &cli)?), "sft"),
     };
     let start_utc = metadata::utc_now(false);
 
@@ -139,9 +137,18 @@ fn run(world: &World) -> Result<i32, Stop> {
         nccl_env_json: metadata::nccl_env_json(),
         ranks: Vec::new(),
     };
-    let code = match work {
-        Work::Sweeps(plan) => run_sweeps(world, &cli, &plan, file.as_ref(), &mut meta)?,
-        Work::Sft(plan) => run_sft(world, &cli, &plan, file.as_ref(), &mut meta)?,
+    let outcome = match work {
+        Work::Sweeps(plan) => run_sweeps(world, &cli, &plan, file.as_ref(), &mut meta),
+        Work::Sft(plan) => run_sft(world, &cli, &plan, file.as_ref(), &mut meta),
+        Work::Selftest => run_selftest(world, file.as_ref(), &mut meta),
+    };
+    let code = match (outcome, file.as_ref()) {
+        // A run refused for its environment (no GPU, too many ranks) leaves no file behind.
+        (Err(Stop::Agreed(cause)), Some(f)) => {
+            f.discard();
+            return Err(Stop::Agreed(cause));
+        }
+        (outcome, _) => outcome?,
     };
     if let Some(file) = file {
         let path = file.finish(&metadata::utc_now(false), code).context("cannot complete the results file")?;
@@ -202,6 +209,42 @@ fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsF
         Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),
         None => Ok(0),
     }
+}
+
+fn run_selftest(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+    let ordinal = match choose_path(world, Backend::Auto)? {
+        Path::Gpu { ordinal } => ordinal,
+        Path::Host { reason } => return Err(Stop::Agreed(format!("selftest checks GPU kernels, and {reason}"))),
+    };
+    let gpu = world.agree(cuda::Gpu::open(ordinal).map_err(|e| format!("{e:#}"))).map_err(Stop::Agreed)?;
+    meta.engine = "cuda".into();
+    let identity = GpuIdentity { index: Some(ordinal), name: gpu.name(), pci_bus_id: gpu.pci_bus_id(), uuid: gpu.uuid() };
+    meta.cuda_version = cuda::driver_cuda_version();
+    meta.ranks = metadata::gather_ranks(world, &identity);
+    if let Some(file) = file {
+        file.write_metadata(meta)?;
+    }
+    if world.is_root() {
+        print_banner(meta, "selftest: GPU ops against the CPU reference", None);
+    }
+    let checks = h200_mpibench::selftest::run(&gpu)?;
+    let failed: Vec<&h200_mpibench::selftest::Check> = checks.iter().filter(|c| !c.passed()).collect();
+    let failed_per_rank: Vec<u64> =
+        world.all_gather_f64(&[failed.len() as f64]).iter().map(|&f| f as u64).collect();
+    if world.is_root() {
+        print!("{}", h200_mpibench::selftest::table(&checks));
+    } else if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|c| c.op.as_str()).collect();
+        print_line(&format!("h200-mpibench: {}: selftest failed: {}", world.who(), names.join(", ")));
+    }
+    if let Some(file) = file {
+        file.write_selftest(&checks, &failed_per_rank)?;
+    }
+    let total: u64 = failed_per_rank.iter().sum();
+    if world.is_root() {
+        println!("# selftest: {} checks on each of {} GPU(s), {total} failed", checks.len(), world.size);
+    }
+    Ok(if total == 0 { 0 } else { 3 })
 }
 
 fn run_sweeps(world: &World, cli: &Cli, plan: &cli::SweepPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {

@@ -113,6 +113,11 @@ impl ResultsFile {
         Ok(())
     }
 
+    /// Removes the unfinished file (a run refused before it measured anything).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.partial);
+    }
+
     /// Records the end time and moves the file to its final name.
     pub fn finish(self, end_utc: &str, exit_code: i32) -> Result<PathBuf> {
         put_str(&self.file, "end_utc", end_utc)?;

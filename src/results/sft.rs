@@ -1,5 +1,5 @@
-//! The /sft group of the results file: model and run settings, one column per step figure,
-//! and the summary over the measured steps (formulas in train/metrics.rs).
+//! The /sft group of the results file (model and run settings, one column per step figure,
+//! the summary over the measured steps: formulas in train/metrics.rs) and the /selftest group.
 
 use super::hdf5_file::{put_column, put_num, put_str, ResultsFile};
 use crate::model::config::LlamaConfig;
@@ -42,6 +42,25 @@ impl ResultsFile {
         put_column(&g, "samples_per_s", &col(&|r| r.samples_per_s()))?;
         put_column(&g, "model_tflops", &col(&|r| r.model_flops(flops_per_token) / 1e12))?;
         put_column(&g, "peak_memory_bytes", &records.iter().map(|r| r.peak_memory_bytes).collect::<Vec<_>>())?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+impl ResultsFile {
+    /// /selftest: rank 0's checks, one entry each, and every rank's failed-check count.
+    pub fn write_selftest(&self, checks: &[crate::selftest::Check], failed_per_rank: &[u64]) -> Result<()> {
+        let g = self.file.create_group("selftest")?;
+        let text = |f: &dyn Fn(&crate::selftest::Check) -> String| -> Result<Vec<hdf5::types::VarLenUnicode>> {
+            checks.iter().map(|c| Ok(f(c).parse()?)).collect()
+        };
+        put_column(&g, "op", &text(&|c| c.op.clone())?)?;
+        put_column(&g, "shape", &text(&|c| c.shape.clone())?)?;
+        put_column(&g, "rel_err", &checks.iter().map(|c| c.rel_err).collect::<Vec<_>>())?;
+        put_column(&g, "max_abs_err", &checks.iter().map(|c| c.max_abs_err).collect::<Vec<_>>())?;
+        put_column(&g, "tolerance", &checks.iter().map(|c| c.tolerance).collect::<Vec<_>>())?;
+        put_column(&g, "passed", &checks.iter().map(|c| c.passed() as u8).collect::<Vec<_>>())?;
+        put_column(&g, "failed_per_rank", failed_per_rank)?;
         self.file.flush()?;
         Ok(())
     }

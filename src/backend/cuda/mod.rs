@@ -1,7 +1,9 @@
 //! The GPU of this rank: driver context and stream, raw device buffers, and our kernels
 //! compiled at start-up with NVRTC for the device's own architecture.
 
+pub mod gemm;
 pub mod kernels;
+pub mod model_ops;
 
 use anyhow::{anyhow, Context, Result};
 use cudarc::driver::{result, sys, CudaContext, CudaStream};
@@ -95,6 +97,20 @@ impl Gpu {
             anyhow!("cannot allocate {bytes} B on GPU {} ({free} of {total} B free): {e}", self.ordinal)
         })?;
         Ok(DeviceBuffer { ptr, bytes, ctx: self.ctx.clone() })
+    }
+
+    /// A new device buffer holding `data`.
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DeviceBuffer> {
+        let buffer = self.alloc(std::mem::size_of_val(data))?;
+        self.copy_to_device(bytemuck::cast_slice(data), buffer.ptr)?;
+        Ok(buffer)
+    }
+
+    /// The whole of `buffer` read back as `T`s.
+    pub fn download<T: bytemuck::Pod>(&self, buffer: &DeviceBuffer) -> Result<Vec<T>> {
+        let mut out = vec![T::zeroed(); buffer.bytes / std::mem::size_of::<T>()];
+        self.copy_to_host(buffer.ptr, bytemuck::cast_slice_mut(&mut out))?;
+        Ok(out)
     }
 
     pub fn memset(&self, ptr: sys::CUdeviceptr, byte: u8, bytes: usize) -> Result<()> {

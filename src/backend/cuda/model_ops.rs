@@ -1,0 +1,129 @@
+//! The model's GPU op set: launch wrappers of kernels/*.cu (bf16 activations, fp32 gradients
+//! of parameters) and cuBLAS matrix multiplies. Arguments are device addresses; each op's
+//! CPU twin in backend/cpu/ is its reference (selftest.rs compares them).
+
+use super::gemm::Gemm;
+use super::kernels::{compile, model_source};
+use super::Gpu;
+use crate::backend::cpu::adamw::AdamW;
+use anyhow::{ensure, Context, Result};
+use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+/// Launches kernel `name` with the given arguments (named locals: they must outlive the launch).
+macro_rules! launch {
+    ($ops:expr, $name:expr, $cfg:expr, $($arg:ident),+) => {{
+        let mut b = $ops.gpu.stream.launch_builder($ops.function($name));
+        $( b.arg(&$arg); )+
+        unsafe { b.launch($cfg) }.map(|_| ()).with_context(|| format!("launching {}", $name))
+    }};
+}
+
+pub struct ModelOps<'g> {
+    gpu: &'g Gpu,
+    _module: Arc<CudaModule>,
+    functions: Vec<(&'static str, CudaFunction)>,
+    pub gemm: Gemm,
+}
+
+/// Threads per block of the row kernels (RMSNorm, cross-entropy) and the element-wise ones.
+const THREADS: u32 = 256;
+/// Rows each RMSNorm-backward block reduces before adding its gain gradient.
+const RMS_ROWS_PER_BLOCK: usize = 64;
+
+fn elementwise(n: u64) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as u64).clamp(1, 132 * 32) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn per_row(rows: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl<'g> ModelOps<'g> {
+    pub fn load(gpu: &'g Gpu) -> Result<ModelOps<'g>> {
+        let (major, minor) = gpu.compute_capability()?;
+        let ptx = compile(&model_source(), "model.cu", major, minor)?;
+        let module = gpu.ctx.load_module(ptx).context("cannot load the model kernels")?;
+        let functions = super::kernels::MODEL_KERNELS
+            .iter()
+            .map(|&name| Ok((name, module.load_function(name)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu)? })
+    }
+
+    fn function(&self, name: &str) -> &CudaFunction {
+        &self.functions.iter().find(|(n, _)| *n == name).expect("kernel listed in MODEL_KERNELS").1
+    }
+
+    pub fn rmsnorm_forward(&self, y: u64, inv_rms: u64, x: u64, w: u64, rows: usize, d: usize, eps: f64) -> Result<()> {
+        let (d, eps) = (d as i32, eps as f32);
+        launch!(self, "rmsnorm_forward", per_row(rows, THREADS), y, inv_rms, x, w, d, eps)
+    }
+
+    /// dw (fp32) is accumulated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsnorm_backward(&self, dx: u64, dw: u64, dy: u64, x: u64, w: u64, inv_rms: u64, rows: usize, d: usize) -> Result<()> {
+        let threads = if d <= 32 * THREADS as usize { THREADS } else { 1024 };
+        ensure!(d <= 32 * threads as usize, "RMSNorm width {d} above the kernel's 32768");
+        let blocks = rows.div_ceil(RMS_ROWS_PER_BLOCK);
+        let (d, rows, per) = (d as i32, rows as i32, RMS_ROWS_PER_BLOCK as i32);
+        launch!(self, "rmsnorm_backward", per_row(blocks, threads), dx, dw, dy, x, w, inv_rms, d, rows, per)
+    }
+
+    /// In place on [rows, heads, head_dim]; `backward` applies the inverse rotation.
+    pub fn rope(&self, x: u64, rows: usize, seq: usize, heads: usize, head_dim: usize, theta: f64, backward: bool) -> Result<()> {
+        let (rows, seq, heads, hd, theta) = (rows as u64, seq as i32, heads as i32, head_dim as i32, theta as f32);
+        let sign = if backward { -1f32 } else { 1f32 };
+        launch!(self, "rope", elementwise(rows * (heads * hd / 2) as u64), x, rows, seq, heads, hd, theta, sign)
+    }
+
+    pub fn swiglu_forward(&self, h: u64, gate: u64, up: u64, n: usize) -> Result<()> {
+        let n = n as u64;
+        launch!(self, "swiglu_forward", elementwise(n), h, gate, up, n)
+    }
+
+    pub fn swiglu_backward(&self, dgate: u64, dup: u64, dh: u64, gate: u64, up: u64, n: usize) -> Result<()> {
+        let n = n as u64;
+        launch!(self, "swiglu_backward", elementwise(n), dgate, dup, dh, gate, up, n)
+    }
+
+    pub fn embedding_forward(&self, x: u64, table: u64, tokens: u64, rows: usize, d: usize) -> Result<()> {
+        let (rows, d) = (rows as u64, d as i32);
+        launch!(self, "embedding_forward", elementwise(rows * d as u64), x, table, tokens, rows, d)
+    }
+
+    /// dtable (fp32) is accumulated.
+    pub fn embedding_backward(&self, dtable: u64, dx: u64, tokens: u64, rows: usize, d: usize) -> Result<()> {
+        let (rows, d) = (rows as u64, d as i32);
+        launch!(self, "embedding_backward", elementwise(rows * d as u64), dtable, dx, tokens, rows, d)
+    }
+
+    /// Per-row losses to `losses` (fp32); logits become d(loss)/d(logits) × `scale`.
+    pub fn cross_entropy(&self, logits: u64, losses: u64, labels: u64, rows: usize, vocab: usize, scale: f64) -> Result<()> {
+        let (vocab, scale) = (vocab as i32, scale as f32);
+        launch!(self, "cross_entropy", per_row(rows, 1024), logits, losses, labels, vocab, scale)
+    }
+
+    /// One AdamW step (t from 1) over `n` fp32 parameters, refreshing their bf16 copy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adamw(&self, opt: &AdamW, params: u64, params_bf16: u64, grads: u64, m: u64, v: u64, n: usize, t: u64, decay: bool, grad_scale: f64) -> Result<()> {
+        let n = n as u64;
+        let (lr, b1, b2, eps) = (opt.lr as f32, opt.beta1 as f32, opt.beta2 as f32, opt.eps as f32);
+        let wd = if decay { opt.weight_decay as f32 } else { 0.0 };
+        let (c1, c2) = ((1.0 - opt.beta1.powi(t as i32)) as f32, (1.0 - opt.beta2.powi(t as i32)) as f32);
+        let scale = grad_scale as f32;
+        launch!(self, "adamw", elementwise(n), params, params_bf16, grads, m, v, n, lr, b1, b2, eps, wd, c1, c2, scale)
+    }
+
+    /// Adds Σx² of `n` fp32 values into the fp64 at `total`.
+    pub fn sum_squares(&self, total: u64, x: u64, n: usize) -> Result<()> {
+        let n = n as u64;
+        launch!(self, "sum_squares", elementwise(n), total, x, n)
+    }
+
+    pub fn f32_to_bf16(&self, out: u64, input: u64, n: usize) -> Result<()> {
+        let n = n as u64;
+        launch!(self, "f32_to_bf16", elementwise(n), out, input, n)
+    }
+}
