@@ -29,7 +29,7 @@ pub struct Cli {
     pub suite: Suite,
 
     /// Results file (HDF5). Default: results/<UTC time>_<suite>.h5
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub out: Option<PathBuf>,
 
     /// nccl: NCCL on GPUs; mpi: MPI on host memory; auto: NCCL where every rank has a GPU and

@@ -22,6 +22,8 @@ pub struct Check {
     pub shape: String,
     pub rel_err: f64,
     pub max_abs_err: f64,
+    /// Where the largest error is, with both values there: a lead when a check fails.
+    pub worst: (usize, f64, f64),
     pub tolerance: f64,
 }
 
@@ -35,9 +37,14 @@ fn compare(op: &str, shape: &str, got: &[f64], want: &[f64], tolerance: f64) -> 
     assert_eq!(got.len(), want.len(), "{op}");
     let diff: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum::<f64>().sqrt();
     let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
-    let max_abs = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, |m: f64, x| if x.is_nan() { f64::NAN } else { m.max(x) });
+    let worst = (0..got.len()).max_by(|&a, &b| {
+        let (ea, eb) = ((got[a] - want[a]).abs(), (got[b] - want[b]).abs());
+        ea.partial_cmp(&eb).unwrap_or(if ea.is_nan() { std::cmp::Ordering::Greater } else { std::cmp::Ordering::Less })
+    });
+    let worst = worst.map_or((0, 0.0, 0.0), |i| (i, got[i], want[i]));
+    let max_abs = (worst.1 - worst.2).abs();
     let rel_err = if got.iter().any(|g| !g.is_finite()) { f64::NAN } else { diff / norm.max(f64::MIN_POSITIVE) };
-    Check { op: op.into(), shape: shape.into(), rel_err, max_abs_err: max_abs, tolerance }
+    Check { op: op.into(), shape: shape.into(), rel_err, max_abs_err: max_abs, worst, tolerance }
 }
 
 /// Random values in [-scale, scale), rounded to bf16; returned as the bf16 bits and as f64.
@@ -210,7 +217,11 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
 pub fn table(checks: &[Check]) -> String {
     let mut out = format!("# {:<32} {:<30} {:>10} {:>10} {:>9}  result\n", "op", "shape", "rel err", "max |err|", "limit");
     for c in checks {
-        let verdict = if c.passed() { "PASS" } else { "FAIL" };
+        let verdict = if c.passed() {
+            "PASS".to_string()
+        } else {
+            format!("FAIL (element {}: got {:e}, want {:e})", c.worst.0, c.worst.1, c.worst.2)
+        };
         out += &format!("  {:<32} {:<30} {:>10.2e} {:>10.2e} {:>9.0e}  {verdict}\n", c.op, c.shape, c.rel_err, c.max_abs_err, c.tolerance);
     }
     out
@@ -225,7 +236,9 @@ mod tests {
         assert!(compare("x", "", &[1.0, 2.0], &[1.0, 2.0], 1e-5).passed());
         assert!(!compare("x", "", &[1.1, 2.0], &[1.0, 2.0], 1e-2).passed());
         assert!(!compare("x", "", &[f64::NAN, 2.0], &[1.0, 2.0], 1.0).passed());
-        assert!((compare("x", "", &[3.0, 4.0], &[0.0, 4.0], 1.0).rel_err - 0.75).abs() < 1e-12);
+        let c = compare("x", "", &[3.0, 4.0], &[0.0, 4.0], 1.0);
+        assert!((c.rel_err - 0.75).abs() < 1e-12);
+        assert_eq!(c.worst, (0, 3.0, 0.0));
         assert!(table(&[compare("op", "s", &[1.0], &[1.0], 1e-5)]).contains("PASS"));
     }
 }

@@ -118,16 +118,17 @@ impl Gpu {
         Ok(())
     }
 
+    /// Copies on our stream and waits. (The synchronous cuMemcpy runs on the legacy stream,
+    /// which our non-blocking stream does not wait for, and from pageable memory it may return
+    /// before the data lands: kernels queued next could read stale memory.)
     pub fn copy_to_device(&self, src: &[u8], dst: sys::CUdeviceptr) -> Result<()> {
-        self.synchronize()?;
-        unsafe { result::memcpy_htod_sync(dst, src) }?;
-        Ok(())
+        unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }?;
+        self.synchronize()
     }
 
     pub fn copy_to_host(&self, src: sys::CUdeviceptr, dst: &mut [u8]) -> Result<()> {
-        self.synchronize()?;
-        unsafe { result::memcpy_dtoh_sync(dst, src) }?;
-        Ok(())
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }?;
+        self.synchronize()
     }
 }
 
