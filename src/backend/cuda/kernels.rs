@@ -19,12 +19,13 @@ pub fn model_source() -> String {
         include_str!("../../../kernels/embedding.cu"),
         include_str!("../../../kernels/cross_entropy.cu"),
         include_str!("../../../kernels/adamw.cu"),
+        include_str!("../../../kernels/attention.cu"),
     ]
     .join("\n")
 }
 
 /// Every kernel the model source defines (the compile check looks for each).
-pub const MODEL_KERNELS: [&str; 11] = [
+pub const MODEL_KERNELS: [&str; 13] = [
     "rmsnorm_forward",
     "rmsnorm_backward",
     "rope",
@@ -36,6 +37,8 @@ pub const MODEL_KERNELS: [&str; 11] = [
     "adamw",
     "sum_squares",
     "f32_to_bf16",
+    "causal_softmax_forward",
+    "causal_softmax_backward",
 ];
 
 /// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.

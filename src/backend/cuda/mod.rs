@@ -1,6 +1,7 @@
 //! The GPU of this rank: driver context and stream, raw device buffers, and our kernels
 //! compiled at start-up with NVRTC for the device's own architecture.
 
+pub mod attention;
 pub mod gemm;
 pub mod kernels;
 pub mod model_ops;

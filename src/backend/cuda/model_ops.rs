@@ -122,6 +122,18 @@ impl<'g> ModelOps<'g> {
         launch!(self, "sum_squares", elementwise(n), total, x, n)
     }
 
+    /// P (bf16) = causal softmax of scale·S (fp32) over `rows` rows of length `seq`.
+    pub fn causal_softmax_forward(&self, p: u64, s: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
+        let (seq, scale) = (seq as i32, scale as f32);
+        launch!(self, "causal_softmax_forward", per_row(rows, THREADS), p, s, seq, scale)
+    }
+
+    /// dS (bf16) = scale · P ⊙ (dP − rowsum(P ⊙ dP)), causal.
+    pub fn causal_softmax_backward(&self, ds: u64, p: u64, dp: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
+        let (seq, scale) = (seq as i32, scale as f32);
+        launch!(self, "causal_softmax_backward", per_row(rows, THREADS), ds, p, dp, seq, scale)
+    }
+
     pub fn f32_to_bf16(&self, out: u64, input: u64, n: usize) -> Result<()> {
         let n = n as u64;
         launch!(self, "f32_to_bf16", elementwise(n), out, input, n)
