@@ -1,5 +1,5 @@
 // AdamW on fp32 master weights (decoupled weight decay), refreshing the bf16 working copy;
-// the sum of squares behind the global gradient norm; fp32 <-> bf16 copies.
+// the sum of squares behind the global gradient norm; fp32 -> bf16 copies; bf16 adds.
 
 extern "C" __global__ void adamw(float* params, bf16* params_bf16, const float* grads, float* m, float* v, u64 n,
                                  float lr, float beta1, float beta2, float eps, float weight_decay,
@@ -27,4 +27,9 @@ extern "C" __global__ void sum_squares(double* total, const float* x, u64 n) {
 
 extern "C" __global__ void f32_to_bf16(bf16* out, const float* in, u64 n) {
   GRID_STRIDE(i, n) out[i] = float_to_bf16(in[i]);
+}
+
+// y += x (bf16), the residual adds of the backward.
+extern "C" __global__ void add_bf16(bf16* y, const bf16* x, u64 n) {
+  GRID_STRIDE(i, n) y[i] = float_to_bf16(bf16_to_float(y[i]) + bf16_to_float(x[i]));
 }

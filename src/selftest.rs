@@ -96,14 +96,14 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     let dw0 = r.take(dims.n * dims.k, 1.0);
     let (gx, gw, gdy) = (gpu.upload(&x.bits)?, gpu.upload(&w.bits)?, gpu.upload(&dy.bits)?);
     let gy = gpu.alloc(dims.m * dims.n * 2)?;
-    ops.gemm.forward(gy.ptr, gx.ptr, gw.ptr, dims)?;
+    ops.gemm.forward(gy.ptr, gx.ptr, gw.ptr, dims, false)?;
     let mut want = vec![0.0; dims.m * dims.n];
     matmul::forward(&mut want, &x.values, &w.values, dims);
     checks.push(compare("matmul forward (bf16 y)", &shape, &bf16s(gpu, &gy)?, &want, BF16_TOLERANCE));
     let gdx = gpu.alloc(dims.m * dims.k * 2)?;
     let dw0_f32: Vec<f32> = dw0.values.iter().map(|&v| v as f32).collect();
     let gdw = gpu.upload(&dw0_f32)?;
-    ops.gemm.backward_input(gdx.ptr, gdy.ptr, gw.ptr, dims)?;
+    ops.gemm.backward_input(gdx.ptr, gdy.ptr, gw.ptr, dims, false)?;
     ops.gemm.backward_weight(gdw.ptr, gdy.ptr, gx.ptr, dims)?;
     let (mut want_dx, mut want_dw) = (vec![0.0; dims.m * dims.k], dw0_f32.iter().map(|&v| v as f64).collect::<Vec<_>>());
     matmul::backward(&mut want_dx, &mut want_dw, &dy.values, &x.values, &w.values, dims);
@@ -232,6 +232,56 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     ops.sum_squares(total.ptr, gg.ptr, n)?;
     let want = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>();
     checks.push(compare("sum of squares (fp64)", &shape, &gpu.download::<f64>(&total)?, &[want], F32_TOLERANCE));
+    drop(ops);
+    checks.extend(model_checks(gpu)?);
+    Ok(checks)
+}
+
+/// Bound on a whole step's relative error: bf16 rounding compounds through every layer.
+pub const STEP_TOLERANCE: f64 = 5e-2;
+
+/// One tiny-model step (loss and every parameter's gradient) against the CPU model in f64 on
+/// the same bf16 weights, then 50 training steps' losses against the CPU trainer's.
+fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
+    use crate::model::config::LlamaConfig;
+    use crate::model::cpu_model::{Batch, CpuModel};
+    use crate::train::{cpu_trainer, data::synthetic_batch, gpu_trainer, run_config::RunConfig};
+    let config = LlamaConfig::load("tiny").map_err(anyhow::Error::msg)?;
+    let run = RunConfig { steps: 50, ..RunConfig::defaults_for("tiny") };
+    let seed = Inputs::fresh().seed;
+    let mut checks = Vec::new();
+    let model = gpu_trainer::build(gpu, &config, &run, seed)?;
+    let shape = format!("tiny, batch {} seq {}", run.micro_batch, run.seq);
+
+    let (tokens, labels) = synthetic_batch(0, run.micro_batch, run.seq, config.vocab_size, seed);
+    model.zero_grads()?;
+    let gpu_loss = model.forward(&tokens, &labels, 1.0)?;
+    model.backward()?;
+    let gpu_grads = model.grads()?;
+    let weights: Vec<f64> = model.weights_f32()?.iter().map(|&w| w as f64).collect();
+    let cpu = CpuModel { config: &config, layout: &model.layout };
+    let mut cpu_grads = vec![0.0; model.layout.total];
+    let batch = Batch { tokens: &tokens, labels: &labels, batch: run.micro_batch, seq: run.seq };
+    let cpu_loss = cpu.forward_backward(&weights, &mut cpu_grads, &batch, 1.0);
+    checks.push(compare("model step loss", &shape, &[gpu_loss], &[cpu_loss], STEP_TOLERANCE));
+    // Each tensor's gradient on its own: the worst one is the check.
+    let worst = model
+        .layout
+        .tensors()
+        .into_iter()
+        .map(|t| {
+            let got: Vec<f64> = gpu_grads[t.range()].iter().map(|&g| g as f64).collect();
+            compare(&format!("model step grad {}", t.name), &shape, &got, &cpu_grads[t.range()], STEP_TOLERANCE)
+        })
+        .max_by(|a, b| a.rel_err.partial_cmp(&b.rel_err).unwrap_or(std::cmp::Ordering::Greater))
+        .expect("a model has tensors");
+    checks.push(worst);
+    drop(model);
+
+    let model = gpu_trainer::build(gpu, &config, &run, seed)?;
+    let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, seed, &mut |_| {})?.iter().map(|r| r.loss).collect();
+    let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &mut |_| {}).iter().map(|r| r.loss).collect();
+    checks.push(compare("50-step loss curve vs CPU trainer", &shape, &gpu_losses, &cpu_losses, STEP_TOLERANCE));
     Ok(checks)
 }
 

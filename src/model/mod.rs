@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod cpu_model;
+pub mod gpu_model;
 pub mod init;
 pub mod layout;

@@ -2,5 +2,6 @@
 
 pub mod cpu_trainer;
 pub mod data;
+pub mod gpu_trainer;
 pub mod metrics;
 pub mod run_config;

@@ -78,18 +78,21 @@ impl Gemm {
         self.batched(mnk, a, b, c, 1, 1.0)
     }
 
-    /// y [m, n] (bf16) = x [m, k] · W [n, k]ᵀ
-    pub fn forward(&self, y: u64, x: u64, w: u64, d: Dims) -> Result<()> {
+    /// y [m, n] (bf16) = x [m, k] · W [n, k]ᵀ, added to y's contents when `accumulate`
+    /// (the residual add, fused into the product).
+    pub fn forward(&self, y: u64, x: u64, w: u64, d: Dims, accumulate: bool) -> Result<()> {
         let a = Operand { ptr: w, ld: d.k, stride: 0, transposed: true };
         let b = Operand { ptr: x, ld: d.k, stride: 0, transposed: false };
-        self.single((d.n, d.m, d.k), a, b, Output { ptr: y, ld: d.n, stride: 0, fp32: false, beta: 0.0 })
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        self.single((d.n, d.m, d.k), a, b, Output { ptr: y, ld: d.n, stride: 0, fp32: false, beta })
     }
 
-    /// dx [m, k] (bf16) = dy [m, n] · W [n, k]
-    pub fn backward_input(&self, dx: u64, dy: u64, w: u64, d: Dims) -> Result<()> {
+    /// dx [m, k] (bf16) = dy [m, n] · W [n, k], added to dx's contents when `accumulate`.
+    pub fn backward_input(&self, dx: u64, dy: u64, w: u64, d: Dims, accumulate: bool) -> Result<()> {
         let a = Operand { ptr: w, ld: d.k, stride: 0, transposed: false };
         let b = Operand { ptr: dy, ld: d.n, stride: 0, transposed: false };
-        self.single((d.k, d.m, d.n), a, b, Output { ptr: dx, ld: d.k, stride: 0, fp32: false, beta: 0.0 })
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        self.single((d.k, d.m, d.n), a, b, Output { ptr: dx, ld: d.k, stride: 0, fp32: false, beta })
     }
 
     /// dW [n, k] (fp32) += dy [m, n]ᵀ · x [m, k]

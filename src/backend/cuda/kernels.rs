@@ -25,7 +25,7 @@ pub fn model_source() -> String {
 }
 
 /// Every kernel the model source defines (the compile check looks for each).
-pub const MODEL_KERNELS: [&str; 13] = [
+pub const MODEL_KERNELS: [&str; 14] = [
     "rmsnorm_forward",
     "rmsnorm_backward",
     "rope",
@@ -39,6 +39,7 @@ pub const MODEL_KERNELS: [&str; 13] = [
     "f32_to_bf16",
     "causal_softmax_forward",
     "causal_softmax_backward",
+    "add_bf16",
 ];
 
 /// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.

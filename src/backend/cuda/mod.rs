@@ -114,6 +114,12 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Device-to-device copy, queued on our stream.
+    pub fn copy_device(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> Result<()> {
+        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
     pub fn memset(&self, ptr: sys::CUdeviceptr, byte: u8, bytes: usize) -> Result<()> {
         unsafe { result::memset_d8_async(ptr, byte, bytes, self.stream.cu_stream()) }?;
         Ok(())

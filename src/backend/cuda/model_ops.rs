@@ -134,6 +134,12 @@ impl<'g> ModelOps<'g> {
         launch!(self, "causal_softmax_backward", per_row(rows, THREADS), ds, p, dp, seq, scale)
     }
 
+    /// y += x over `n` bf16 values.
+    pub fn add(&self, y: u64, x: u64, n: usize) -> Result<()> {
+        let n = n as u64;
+        launch!(self, "add_bf16", elementwise(n), y, x, n)
+    }
+
     pub fn f32_to_bf16(&self, out: u64, input: u64, n: usize) -> Result<()> {
         let n = n as u64;
         launch!(self, "f32_to_bf16", elementwise(n), out, input, n)

@@ -1,0 +1,284 @@
+//! The Llama-2 step on one GPU: the same pre-norm blocks as cpu_model.rs, on bf16 weights and
+//! activations (fp32 master weights, gradients and Adam moments), our kernels and cuBLAS.
+//! Every parameter buffer is flat in the layout's order, so a tensor is an offset.
+
+use super::config::LlamaConfig;
+use super::layout::{Kind, LayerTensors, Layout, Tensor};
+use crate::backend::cpu::adamw::{clip_factor, AdamW};
+use crate::backend::cpu::attention::Shape;
+use crate::backend::cpu::matmul::Dims;
+use crate::backend::cuda::attention::{self as attn, Buffers};
+use crate::backend::cuda::model_ops::ModelOps;
+use crate::backend::cuda::{DeviceBuffer, Gpu};
+use anyhow::Result;
+
+/// One layer's saved forward activations (bf16 unless noted).
+struct LayerActs {
+    x: DeviceBuffer,
+    xn: DeviceBuffer,
+    inv1: DeviceBuffer, // fp32
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    p: DeviceBuffer, // attention probabilities [batch, heads, seq, seq]
+    o: DeviceBuffer,
+    x2: DeviceBuffer,
+    xn2: DeviceBuffer,
+    inv2: DeviceBuffer, // fp32
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    h: DeviceBuffer,
+}
+
+/// Gradients of activations and other scratch, reused by every layer.
+struct Scratch {
+    scores: DeviceBuffer, // fp32 [batch, heads, seq, seq]; also dP
+    ds: DeviceBuffer,
+    dx: DeviceBuffer,
+    dx2: DeviceBuffer,
+    dxn: DeviceBuffer,
+    dq: DeviceBuffer,
+    dk: DeviceBuffer,
+    dv: DeviceBuffer,
+    d_o: DeviceBuffer,
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dh: DeviceBuffer,
+}
+
+pub struct GpuModel<'g> {
+    pub config: LlamaConfig,
+    pub layout: Layout,
+    gpu: &'g Gpu,
+    pub ops: ModelOps<'g>,
+    pub batch: usize,
+    pub seq: usize,
+    master: DeviceBuffer,  // fp32
+    weights: DeviceBuffer, // bf16 working copy
+    grads: DeviceBuffer,   // fp32
+    m: DeviceBuffer,
+    v: DeviceBuffer,
+    layers: Vec<LayerActs>,
+    x_last: DeviceBuffer,
+    xf: DeviceBuffer,
+    invf: DeviceBuffer,
+    logits: DeviceBuffer,
+    losses: DeviceBuffer,
+    tokens: DeviceBuffer,
+    labels: DeviceBuffer,
+    norm: DeviceBuffer, // fp64 sum of squares
+    s: Scratch,
+}
+
+impl<'g> GpuModel<'g> {
+    /// Allocates everything for micro-batches of `batch` × `seq` and uploads `master` (fp32).
+    pub fn new(gpu: &'g Gpu, config: &LlamaConfig, master: &[f32], batch: usize, seq: usize) -> Result<GpuModel<'g>> {
+        let c = config;
+        let layout = Layout::new(c);
+        let n = batch * seq;
+        let (d, kv, f, total) = (c.dim, c.kv_dim(), c.ffn_dim, layout.total);
+        let scores = batch * c.n_heads * seq * seq;
+        let bf = |elems: usize| gpu.alloc(2 * elems);
+        let f32s = |elems: usize| gpu.alloc(4 * elems);
+        let layers = (0..c.n_layers)
+            .map(|_| {
+                Ok(LayerActs {
+                    x: bf(n * d)?,
+                    xn: bf(n * d)?,
+                    inv1: f32s(n)?,
+                    q: bf(n * d)?,
+                    k: bf(n * kv)?,
+                    v: bf(n * kv)?,
+                    p: bf(scores)?,
+                    o: bf(n * d)?,
+                    x2: bf(n * d)?,
+                    xn2: bf(n * d)?,
+                    inv2: f32s(n)?,
+                    gate: bf(n * f)?,
+                    up: bf(n * f)?,
+                    h: bf(n * f)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let s = Scratch {
+            scores: f32s(scores)?,
+            ds: bf(scores)?,
+            dx: bf(n * d)?,
+            dx2: bf(n * d)?,
+            dxn: bf(n * d)?,
+            dq: bf(n * d)?,
+            dk: bf(n * kv)?,
+            dv: bf(n * kv)?,
+            d_o: bf(n * d)?,
+            dgate: bf(n * f)?,
+            dup: bf(n * f)?,
+            dh: bf(n * f)?,
+        };
+        let model = GpuModel {
+            ops: ModelOps::load(gpu)?,
+            master: gpu.upload(master)?,
+            weights: bf(total)?,
+            grads: f32s(total)?,
+            m: gpu.upload(&vec![0f32; total])?,
+            v: gpu.upload(&vec![0f32; total])?,
+            layers,
+            x_last: bf(n * d)?,
+            xf: bf(n * d)?,
+            invf: f32s(n)?,
+            logits: bf(n * c.vocab_size)?,
+            losses: f32s(n)?,
+            tokens: gpu.alloc(4 * n)?,
+            labels: gpu.alloc(4 * n)?,
+            norm: gpu.alloc(8)?,
+            s,
+            config: c.clone(),
+            layout,
+            gpu,
+            batch,
+            seq,
+        };
+        model.ops.f32_to_bf16(model.weights.ptr, model.master.ptr, total)?;
+        Ok(model)
+    }
+
+    fn w(&self, t: &Tensor) -> u64 {
+        self.weights.ptr + 2 * t.offset as u64
+    }
+
+    fn g(&self, t: &Tensor) -> u64 {
+        self.grads.ptr + 4 * t.offset as u64
+    }
+
+    fn shape(&self) -> Shape {
+        let c = &self.config;
+        Shape { batch: self.batch, seq: self.seq, heads: c.n_heads, kv_heads: c.n_kv_heads, head_dim: c.head_dim() }
+    }
+
+    fn dims(&self, k: usize, n: usize) -> Dims {
+        Dims { m: self.batch * self.seq, k, n }
+    }
+
+    pub fn zero_grads(&self) -> Result<()> {
+        self.gpu.memset(self.grads.ptr, 0, self.grads.bytes)
+    }
+
+    fn layer_forward(&self, lt: &LayerTensors, a: &LayerActs, out: u64) -> Result<()> {
+        let (c, ops, n) = (&self.config, &self.ops, self.batch * self.seq);
+        let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
+        ops.rmsnorm_forward(a.xn.ptr, a.inv1.ptr, a.x.ptr, self.w(&lt.attn_norm), n, d, c.norm_eps)?;
+        ops.gemm.forward(a.q.ptr, a.xn.ptr, self.w(&lt.wq), self.dims(d, d), false)?;
+        ops.gemm.forward(a.k.ptr, a.xn.ptr, self.w(&lt.wk), self.dims(d, kv), false)?;
+        ops.gemm.forward(a.v.ptr, a.xn.ptr, self.w(&lt.wv), self.dims(d, kv), false)?;
+        ops.rope(a.q.ptr, n, self.seq, c.n_heads, c.head_dim(), c.rope_theta, false)?;
+        ops.rope(a.k.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, false)?;
+        let buf = Buffers { scores: self.s.scores.ptr, p: a.p.ptr, ds: self.s.ds.ptr };
+        attn::forward(ops, a.o.ptr, a.q.ptr, a.k.ptr, a.v.ptr, &buf, self.shape())?;
+        self.gpu.copy_device(a.x2.ptr, a.x.ptr, 2 * n * d)?;
+        ops.gemm.forward(a.x2.ptr, a.o.ptr, self.w(&lt.wo), self.dims(d, d), true)?;
+        ops.rmsnorm_forward(a.xn2.ptr, a.inv2.ptr, a.x2.ptr, self.w(&lt.mlp_norm), n, d, c.norm_eps)?;
+        ops.gemm.forward(a.gate.ptr, a.xn2.ptr, self.w(&lt.w_gate), self.dims(d, f), false)?;
+        ops.gemm.forward(a.up.ptr, a.xn2.ptr, self.w(&lt.w_up), self.dims(d, f), false)?;
+        ops.swiglu_forward(a.h.ptr, a.gate.ptr, a.up.ptr, n * f)?;
+        self.gpu.copy_device(out, a.x2.ptr, 2 * n * d)?;
+        ops.gemm.forward(out, a.h.ptr, self.w(&lt.w_down), self.dims(f, d), true)
+    }
+
+    /// `dx` holds d(loss)/d(layer output) and becomes d(loss)/d(layer input).
+    fn layer_backward(&self, lt: &LayerTensors, a: &LayerActs) -> Result<()> {
+        let (c, ops, s, n) = (&self.config, &self.ops, &self.s, self.batch * self.seq);
+        let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
+        let dout = s.dx.ptr;
+        // MLP: out = x2 + Wdown·h
+        ops.gemm.backward_input(s.dh.ptr, dout, self.w(&lt.w_down), self.dims(f, d), false)?;
+        ops.gemm.backward_weight(self.g(&lt.w_down), dout, a.h.ptr, self.dims(f, d))?;
+        ops.swiglu_backward(s.dgate.ptr, s.dup.ptr, s.dh.ptr, a.gate.ptr, a.up.ptr, n * f)?;
+        ops.gemm.backward_input(s.dxn.ptr, s.dgate.ptr, self.w(&lt.w_gate), self.dims(d, f), false)?;
+        ops.gemm.backward_input(s.dxn.ptr, s.dup.ptr, self.w(&lt.w_up), self.dims(d, f), true)?;
+        ops.gemm.backward_weight(self.g(&lt.w_gate), s.dgate.ptr, a.xn2.ptr, self.dims(d, f))?;
+        ops.gemm.backward_weight(self.g(&lt.w_up), s.dup.ptr, a.xn2.ptr, self.dims(d, f))?;
+        ops.rmsnorm_backward(s.dx2.ptr, self.g(&lt.mlp_norm), s.dxn.ptr, a.x2.ptr, self.w(&lt.mlp_norm), a.inv2.ptr, n, d)?;
+        ops.add(s.dx2.ptr, dout, n * d)?;
+        // Attention: x2 = x + Wo·attn
+        ops.gemm.backward_input(s.d_o.ptr, s.dx2.ptr, self.w(&lt.wo), self.dims(d, d), false)?;
+        ops.gemm.backward_weight(self.g(&lt.wo), s.dx2.ptr, a.o.ptr, self.dims(d, d))?;
+        let buf = Buffers { scores: s.scores.ptr, p: a.p.ptr, ds: s.ds.ptr };
+        attn::backward(ops, s.dq.ptr, s.dk.ptr, s.dv.ptr, s.d_o.ptr, a.q.ptr, a.k.ptr, a.v.ptr, &buf, self.shape())?;
+        ops.rope(s.dq.ptr, n, self.seq, c.n_heads, c.head_dim(), c.rope_theta, true)?;
+        ops.rope(s.dk.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, true)?;
+        ops.gemm.backward_input(s.dxn.ptr, s.dq.ptr, self.w(&lt.wq), self.dims(d, d), false)?;
+        ops.gemm.backward_input(s.dxn.ptr, s.dk.ptr, self.w(&lt.wk), self.dims(d, kv), true)?;
+        ops.gemm.backward_input(s.dxn.ptr, s.dv.ptr, self.w(&lt.wv), self.dims(d, kv), true)?;
+        ops.gemm.backward_weight(self.g(&lt.wq), s.dq.ptr, a.xn.ptr, self.dims(d, d))?;
+        ops.gemm.backward_weight(self.g(&lt.wk), s.dk.ptr, a.xn.ptr, self.dims(d, kv))?;
+        ops.gemm.backward_weight(self.g(&lt.wv), s.dv.ptr, a.xn.ptr, self.dims(d, kv))?;
+        ops.rmsnorm_backward(s.dx.ptr, self.g(&lt.attn_norm), s.dxn.ptr, a.x.ptr, self.w(&lt.attn_norm), a.inv1.ptr, n, d)?;
+        ops.add(s.dx.ptr, s.dx2.ptr, n * d)
+    }
+
+    /// Forward of one micro-batch to the per-position losses; the logits become their gradient
+    /// × `grad_scale` / counted positions. Returns the mean loss (waits for the GPU).
+    pub fn forward(&self, tokens: &[u32], labels: &[i32], grad_scale: f64) -> Result<f64> {
+        let (c, ops, n) = (&self.config, &self.ops, self.batch * self.seq);
+        let l = &self.layout;
+        self.gpu.copy_to_device(bytemuck::cast_slice(tokens), self.tokens.ptr)?;
+        self.gpu.copy_to_device(bytemuck::cast_slice(labels), self.labels.ptr)?;
+        ops.embedding_forward(self.layers[0].x.ptr, self.w(&l.embedding), self.tokens.ptr, n, c.dim)?;
+        for (i, (lt, a)) in l.layers.iter().zip(&self.layers).enumerate() {
+            let out = self.layers.get(i + 1).map_or(self.x_last.ptr, |next| next.x.ptr);
+            self.layer_forward(lt, a, out)?;
+        }
+        ops.rmsnorm_forward(self.xf.ptr, self.invf.ptr, self.x_last.ptr, self.w(&l.final_norm), n, c.dim, c.norm_eps)?;
+        ops.gemm.forward(self.logits.ptr, self.xf.ptr, self.w(&l.lm_head), self.dims(c.dim, c.vocab_size), false)?;
+        let counted = labels.iter().filter(|&&x| x >= 0).count().max(1);
+        ops.cross_entropy(self.logits.ptr, self.losses.ptr, self.labels.ptr, n, c.vocab_size, grad_scale / counted as f64)?;
+        let losses: Vec<f32> = self.gpu.download(&self.losses)?;
+        Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64)
+    }
+
+    /// Adds the micro-batch's gradient into the fp32 gradient buffer.
+    pub fn backward(&self) -> Result<()> {
+        let (c, ops, s, n) = (&self.config, &self.ops, &self.s, self.batch * self.seq);
+        let l = &self.layout;
+        let (d, v) = (c.dim, c.vocab_size);
+        ops.gemm.backward_input(s.dxn.ptr, self.logits.ptr, self.w(&l.lm_head), self.dims(d, v), false)?;
+        ops.gemm.backward_weight(self.g(&l.lm_head), self.logits.ptr, self.xf.ptr, self.dims(d, v))?;
+        ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, self.x_last.ptr, self.w(&l.final_norm), self.invf.ptr, n, d)?;
+        for (lt, a) in l.layers.iter().zip(&self.layers).rev() {
+            self.layer_backward(lt, a)?;
+        }
+        ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)
+    }
+
+    /// Global gradient norm, clipping and one AdamW step (t from 1); returns the norm.
+    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64) -> Result<f64> {
+        self.gpu.memset(self.norm.ptr, 0, 8)?;
+        self.ops.sum_squares(self.norm.ptr, self.grads.ptr, self.layout.total)?;
+        let norm = self.gpu.download::<f64>(&self.norm)?[0].sqrt();
+        let scale = clip_factor(norm, max_norm);
+        for tensor in self.layout.tensors() {
+            let (off, len) = (tensor.offset as u64, tensor.rows * tensor.cols);
+            self.ops.adamw(
+                opt,
+                self.master.ptr + 4 * off,
+                self.weights.ptr + 2 * off,
+                self.grads.ptr + 4 * off,
+                self.m.ptr + 4 * off,
+                self.v.ptr + 4 * off,
+                len,
+                t,
+                tensor.kind != Kind::Gain,
+                scale,
+            )?;
+        }
+        Ok(norm)
+    }
+
+    pub fn grads(&self) -> Result<Vec<f32>> {
+        self.gpu.download(&self.grads)
+    }
+
+    /// The bf16 weights the GPU computes with, widened to f32.
+    pub fn weights_f32(&self) -> Result<Vec<f32>> {
+        Ok(self.gpu.download::<half::bf16>(&self.weights)?.iter().map(|w| w.to_f32()).collect())
+    }
+}

@@ -1,0 +1,67 @@
+//! The SFT loop on one GPU: the same schedule, data and accumulation as cpu_trainer.rs, on
+//! GpuModel. Phase times are host clocks around phases that end in a GPU synchronisation.
+
+use super::data::synthetic_batch;
+use super::metrics::StepRecord;
+use super::run_config::RunConfig;
+use crate::backend::cpu::adamw::AdamW;
+use crate::backend::cuda::Gpu;
+use crate::model::config::LlamaConfig;
+use crate::model::gpu_model::GpuModel;
+use crate::model::init::initialise;
+use crate::model::layout::Layout;
+use anyhow::Result;
+use std::time::Instant;
+
+/// The model on `gpu` initialised from `seed`, sized for the run's micro-batches.
+pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64) -> Result<GpuModel<'g>> {
+    let layout = Layout::new(config);
+    let mut master = vec![0f32; layout.total];
+    initialise(&mut master, &layout, seed);
+    GpuModel::new(gpu, config, &master, run.micro_batch, run.seq)
+}
+
+pub fn train(gpu: &Gpu, model: &GpuModel, run: &RunConfig, seed: u64, on_step: &mut dyn FnMut(&StepRecord)) -> Result<Vec<StepRecord>> {
+    let per_step = run.micro_batch * run.grad_accum;
+    let vocab = model.config.vocab_size;
+    let mut records = Vec::with_capacity(run.steps);
+    for step in 1..=run.steps {
+        let start = Instant::now();
+        model.zero_grads()?;
+        let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
+        for micro in 0..run.grad_accum {
+            let first = ((step - 1) * per_step + micro * run.micro_batch) as u64;
+            let (tokens, labels) = synthetic_batch(first, run.micro_batch, run.seq, vocab, seed);
+            let t = Instant::now();
+            loss += model.forward(&tokens, &labels, 1.0 / run.grad_accum as f64)? / run.grad_accum as f64;
+            forward_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            model.backward()?;
+            gpu.synchronize()?;
+            backward_s += t.elapsed().as_secs_f64();
+        }
+        let t = Instant::now();
+        let lr = run.lr_at(step);
+        let opt = AdamW { lr, beta1: run.beta1, beta2: run.beta2, eps: run.adam_eps, weight_decay: run.weight_decay };
+        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm)?;
+        gpu.synchronize()?;
+        let optimizer_s = t.elapsed().as_secs_f64();
+        let (free, total) = gpu.ctx.mem_get_info()?;
+        let record = StepRecord {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            step_s: start.elapsed().as_secs_f64(),
+            forward_s,
+            backward_s,
+            optimizer_s,
+            tokens: per_step * run.seq,
+            samples: per_step,
+            peak_memory_bytes: (total - free) as u64,
+        };
+        on_step(&record);
+        records.push(record);
+    }
+    Ok(records)
+}
