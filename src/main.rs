@@ -165,45 +165,87 @@ fn sft_plan(world: &World, cli: &Cli) -> Result<cli::SftPlan, Stop> {
             world.size
         )));
     }
-    if cli.backend == Backend::Nccl {
-        return Err(Stop::Agreed("--suite sft: the GPU training step is not built yet; --backend cpu runs the CPU path".into()));
+    let on_gpu = cli.backend != Backend::Mpi && cuda::probe().is_ok();
+    if cli.backend == Backend::Nccl && !on_gpu {
+        let reason = cuda::probe().err().unwrap_or_default();
+        return Err(Stop::Agreed(format!("--suite sft --backend nccl: {reason}")));
     }
-    cli.sft.plan("tiny").map_err(Stop::Agreed)
+    cli.sft.plan(if on_gpu { "7b" } else { "tiny" }).map_err(Stop::Agreed)
 }
 
 fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
-    use h200_mpibench::train::{cpu_trainer, metrics};
-    meta.engine = "cpu".into();
-    let none = GpuIdentity { name: "none".into(), pci_bus_id: "none".into(), uuid: "none".into(), index: None };
-    meta.ranks = metadata::gather_ranks(world, &none);
+    use h200_mpibench::model::gpu_model::device_bytes;
+    use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
+    let (m, r) = (&plan.model, &plan.run);
+    let gpu = match cli.backend {
+        Backend::Mpi => None,
+        _ => match choose_path(world, cli.backend)? {
+            Path::Gpu { ordinal } => Some(world.agree(cuda::Gpu::open(ordinal).map_err(|e| format!("{e:#}"))).map_err(Stop::Agreed)?),
+            Path::Host { .. } => None,
+        },
+    };
+    // Validate the fit before allocating anything on the GPU.
+    if let Some(gpu) = &gpu {
+        let need = device_bytes(m, r.micro_batch, r.seq);
+        let (free, _) = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?;
+        if need > free as u64 {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            return Err(Stop::Agreed(format!(
+                "{} with {} layers, micro-batch {} × seq {} needs {:.1} GiB on the GPU, {:.1} GiB free: \
+                 use fewer --layers or a smaller --micro-batch (sharding across GPUs is not built yet)",
+                m.name, m.n_layers, r.micro_batch, r.seq, gib(need), gib(free as u64)
+            )));
+        }
+    }
+    meta.engine = if gpu.is_some() { "cuda" } else { "cpu" }.into();
+    let identity = match &gpu {
+        Some(g) => GpuIdentity { index: Some(g.ordinal), name: g.name(), pci_bus_id: g.pci_bus_id(), uuid: g.uuid() },
+        None => GpuIdentity { name: "none".into(), pci_bus_id: "none".into(), uuid: "none".into(), index: None },
+    };
+    if gpu.is_some() {
+        meta.cuda_version = cuda::driver_cuda_version();
+    }
+    meta.ranks = metadata::gather_ranks(world, &identity);
     if let Some(file) = file {
         file.write_metadata(meta)?;
     }
-    let (m, r) = (&plan.model, &plan.run);
     let flops_per_token = m.flops_per_token(r.seq);
-    print_banner(meta, "Llama SFT on the CPU (the GPU step is not built yet)", None);
+    let title = match &gpu {
+        Some(_) => "Llama SFT on one GPU".to_string(),
+        None => "Llama SFT on the CPU".to_string(),
+    };
+    print_banner(meta, &title, None);
     println!(
         "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
         m.name, m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.vocab_size, m.matmul_params() as f64 / 1e9
     );
     println!("# seq {}, micro-batch {}, accumulation {}, {} steps ({} warm-up), lr {:.1e}", r.seq, r.micro_batch, r.grad_accum, r.steps, r.warmup_steps, r.lr);
     let mut diverged = None;
-    let records = cpu_trainer::train(m, r, cli.seed, &mut |s| {
+    let mut report = |s: &metrics::StepRecord| {
+        let mfu = if gpu.is_some() { format!("  MFU {:.1}%", 100.0 * s.model_flops(flops_per_token) / metrics::PEAK_FLOPS) } else { String::new() };
         println!(
-            "step {:>4}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.3} s  {:.0} tokens/s  {:.4} TFLOP/s",
+            "step {:>4}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.3} s  {:.0} tokens/s  {:.2} TFLOP/s{mfu}",
             s.step, r.steps, s.loss, s.lr, s.grad_norm, s.step_s, s.tokens_per_s(), s.model_flops(flops_per_token) / 1e12
         );
         if !s.loss.is_finite() && diverged.is_none() {
             diverged = Some(s.step);
         }
-    });
-    let summary = metrics::summarize(&records, r.warmup_steps, flops_per_token, false);
+    };
+    let records = match &gpu {
+        Some(g) => {
+            let model = gpu_trainer::build(g, m, r, cli.seed)?;
+            gpu_trainer::train(g, &model, r, cli.seed, &mut report)?
+        }
+        None => cpu_trainer::train(m, r, cli.seed, &mut report),
+    };
+    let summary = metrics::summarize(&records, r.warmup_steps, flops_per_token, gpu.is_some());
+    let mfu = summary.mfu.map_or(String::new(), |u| format!(", MFU {:.1}%", 100.0 * u));
     println!(
-        "# {} measured steps: {:.3} s/step, {:.0} tokens/s, {:.4} model TFLOP/s",
+        "# {} measured steps: {:.3} s/step, {:.0} tokens/s, {:.2} model TFLOP/s{mfu}",
         summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
     );
     if let Some(file) = file {
-        file.write_sft(m, r, "cpu", &records, &summary)?;
+        file.write_sft(m, r, &meta.engine, &records, &summary)?;
     }
     match diverged {
         Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),

@@ -237,8 +237,8 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
-/// Bound on a whole step's relative error: bf16 rounding compounds through every layer.
-pub const STEP_TOLERANCE: f64 = 5e-2;
+/// Bound on a whole step's relative error: the bf16 bound of the single ops (measured: 5e-3).
+pub const STEP_TOLERANCE: f64 = 1e-2;
 
 /// One tiny-model step (loss and every parameter's gradient) against the CPU model in f64 on
 /// the same bf16 weights, then 50 training steps' losses against the CPU trainer's.

@@ -70,6 +70,21 @@ pub struct GpuModel<'g> {
     s: Scratch,
 }
 
+/// Device bytes GpuModel::new allocates for `config` and micro-batches of `batch` × `seq`
+/// (cuBLAS workspace and the CUDA context come on top).
+pub fn device_bytes(config: &LlamaConfig, batch: usize, seq: usize) -> u64 {
+    let c = config;
+    let (n, d, kv, f) = ((batch * seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
+    let scores = (batch * c.n_heads * seq * seq) as u64;
+    let params = Layout::new(c).total as u64;
+    // master, grads, m, v in fp32; the working copy in bf16
+    let parameters = params * (4 * 4 + 2);
+    let per_layer = 2 * (7 * n * d + 2 * n * kv + 3 * n * f + scores) + 4 * 2 * n;
+    let scratch = 4 * scores + 2 * (scores + 6 * n * d + 2 * n * kv + 3 * n * f);
+    let head = 2 * (2 * n * d + n * c.vocab_size as u64) + 4 * 2 * n + 8 * n + 8;
+    parameters + c.n_layers as u64 * per_layer + scratch + head
+}
+
 impl<'g> GpuModel<'g> {
     /// Allocates everything for micro-batches of `batch` × `seq` and uploads `master` (fp32).
     pub fn new(gpu: &'g Gpu, config: &LlamaConfig, master: &[f32], batch: usize, seq: usize) -> Result<GpuModel<'g>> {
