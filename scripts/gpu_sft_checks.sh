@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
+# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b]...
+set -u
+logs=${1:?usage: $0 LOGDIR steps...}; shift
+mkdir -p "$logs"
+bin=target/release/h200-mpibench
+export NCCL_NVLS_ENABLE=0
+run() { # name, then the arguments
+  local name=$1; shift
+  echo "== $name: $bin $*" | tee -a "$logs/summary.txt"
+  local t0=$SECONDS
+  $bin "$@" --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
+  echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
+  grep -E "^# .*measured steps|selftest:|FAIL|error" "$logs/$name.log" | head -5 | sed 's/^/   /' | tee -a "$logs/summary.txt"
+}
+for step in "$@"; do
+  case $step in
+    selftest) for i in 1 2 3; do run "selftest$i" selftest; done ;;
+    7b) for mbs in 1 2 4; do
+          run "7b_l8_mbs$mbs" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 12 --warmup-steps 3
+        done ;;
+    70b) run 70b_l2 --suite sft --model 70b --layers 2 --seq 2048 --micro-batch 1 --steps 10 --warmup-steps 3 ;;
+  esac
+done
