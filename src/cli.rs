@@ -86,6 +86,10 @@ pub struct SftArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+
+    /// Time every GPU op of the last step (CUDA events) and print where the time goes.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// The model and run settings of an sft run, validated.

@@ -231,13 +231,16 @@ fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsF
             diverged = Some(s.step);
         }
     };
-    let records = match &gpu {
+    let (records, profile) = match &gpu {
         Some(g) => {
             let model = gpu_trainer::build(g, m, r, cli.seed)?;
-            gpu_trainer::train(g, &model, r, cli.seed, &mut report)?
+            gpu_trainer::train(g, &model, r, cli.seed, cli.sft.profile, &mut report)?
         }
-        None => cpu_trainer::train(m, r, cli.seed, &mut report),
+        None => (cpu_trainer::train(m, r, cli.seed, &mut report), None),
     };
+    if let Some(p) = &profile {
+        print!("# GPU time of step {} by op (CUDA events around each op)\n{}", r.steps, p.table());
+    }
     let summary = metrics::summarize(&records, r.warmup_steps, flops_per_token, gpu.is_some());
     let mfu = summary.mfu.map_or(String::new(), |u| format!(", MFU {:.1}%", 100.0 * u));
     println!(
@@ -245,7 +248,7 @@ fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsF
         summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
     );
     if let Some(file) = file {
-        file.write_sft(m, r, &meta.engine, &records, &summary)?;
+        file.write_sft(m, r, &meta.engine, &records, &summary, profile.as_ref())?;
     }
     match diverged {
         Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),

@@ -279,7 +279,7 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     drop(model);
 
     let model = gpu_trainer::build(gpu, &config, &run, seed)?;
-    let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, seed, &mut |_| {})?.iter().map(|r| r.loss).collect();
+    let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, seed, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
     let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &mut |_| {}).iter().map(|r| r.loss).collect();
     checks.push(compare("50-step loss curve vs CPU trainer", &shape, &gpu_losses, &cpu_losses, STEP_TOLERANCE));
     Ok(checks)

@@ -173,6 +173,11 @@ impl<'g> GpuModel<'g> {
         Dims { m: self.batch * self.seq, k, n }
     }
 
+    /// The residual stream copied into the buffer its next product accumulates onto.
+    fn copy_residual(&self, dst: u64, src: u64, elems: usize) -> Result<()> {
+        self.ops.gemm.timer.time("copy residual", || self.gpu.copy_device(dst, src, 2 * elems))
+    }
+
     pub fn zero_grads(&self) -> Result<()> {
         self.gpu.memset(self.grads.ptr, 0, self.grads.bytes)
     }
@@ -188,13 +193,13 @@ impl<'g> GpuModel<'g> {
         ops.rope(a.k.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, false)?;
         let buf = Buffers { scores: self.s.scores.ptr, p: a.p.ptr, ds: self.s.ds.ptr };
         attn::forward(ops, a.o.ptr, a.q.ptr, a.k.ptr, a.v.ptr, &buf, self.shape())?;
-        self.gpu.copy_device(a.x2.ptr, a.x.ptr, 2 * n * d)?;
+        self.copy_residual(a.x2.ptr, a.x.ptr, n * d)?;
         ops.gemm.forward(a.x2.ptr, a.o.ptr, self.w(&lt.wo), self.dims(d, d), true)?;
         ops.rmsnorm_forward(a.xn2.ptr, a.inv2.ptr, a.x2.ptr, self.w(&lt.mlp_norm), n, d, c.norm_eps)?;
         ops.gemm.forward(a.gate.ptr, a.xn2.ptr, self.w(&lt.w_gate), self.dims(d, f), false)?;
         ops.gemm.forward(a.up.ptr, a.xn2.ptr, self.w(&lt.w_up), self.dims(d, f), false)?;
         ops.swiglu_forward(a.h.ptr, a.gate.ptr, a.up.ptr, n * f)?;
-        self.gpu.copy_device(out, a.x2.ptr, 2 * n * d)?;
+        self.copy_residual(out, a.x2.ptr, n * d)?;
         ops.gemm.forward(out, a.h.ptr, self.w(&lt.w_down), self.dims(f, d), true)
     }
 

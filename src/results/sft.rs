@@ -2,13 +2,22 @@
 //! the summary over the measured steps: formulas in train/metrics.rs) and the /selftest group.
 
 use super::hdf5_file::{put_column, put_num, put_str, ResultsFile};
+use crate::backend::cuda::op_timer::StepProfile;
 use crate::model::config::LlamaConfig;
 use crate::train::metrics::{StepRecord, Summary, PEAK_FLOPS};
 use crate::train::run_config::RunConfig;
 use anyhow::Result;
 
 impl ResultsFile {
-    pub fn write_sft(&self, model: &LlamaConfig, run: &RunConfig, engine: &str, records: &[StepRecord], summary: &Summary) -> Result<()> {
+    pub fn write_sft(
+        &self,
+        model: &LlamaConfig,
+        run: &RunConfig,
+        engine: &str,
+        records: &[StepRecord],
+        summary: &Summary,
+        profile: Option<&StepProfile>,
+    ) -> Result<()> {
         let g = self.file.create_group("sft")?;
         put_str(&g, "engine", engine)?;
         put_str(&g, "model", &model.name)?;
@@ -42,6 +51,14 @@ impl ResultsFile {
         put_column(&g, "samples_per_s", &col(&|r| r.samples_per_s()))?;
         put_column(&g, "model_tflops", &col(&|r| r.model_flops(flops_per_token) / 1e12))?;
         put_column(&g, "peak_memory_bytes", &records.iter().map(|r| r.peak_memory_bytes).collect::<Vec<_>>())?;
+        if let Some(p) = profile {
+            let pg = g.create_group("profile")?;
+            put_num(&pg, "step_ms", p.step_ms)?;
+            let names: Vec<hdf5::types::VarLenUnicode> = p.ops.iter().map(|o| o.name.parse()).collect::<Result<_, _>>()?;
+            put_column(&pg, "op", &names)?;
+            put_column(&pg, "calls", &p.ops.iter().map(|o| o.calls as u64).collect::<Vec<_>>())?;
+            put_column(&pg, "ms", &p.ops.iter().map(|o| o.ms).collect::<Vec<_>>())?;
+        }
         self.file.flush()?;
         Ok(())
     }

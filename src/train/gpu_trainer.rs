@@ -5,6 +5,7 @@ use super::data::synthetic_batch;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::AdamW;
+use crate::backend::cuda::op_timer::StepProfile;
 use crate::backend::cuda::Gpu;
 use crate::model::config::LlamaConfig;
 use crate::model::gpu_model::GpuModel;
@@ -21,11 +22,22 @@ pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64)
     GpuModel::new(gpu, config, &master, run.micro_batch, run.seq)
 }
 
-pub fn train(gpu: &Gpu, model: &GpuModel, run: &RunConfig, seed: u64, on_step: &mut dyn FnMut(&StepRecord)) -> Result<Vec<StepRecord>> {
+/// Runs the steps; with `profile`, the last step records a CUDA event pair around every op.
+pub fn train(
+    gpu: &Gpu,
+    model: &GpuModel,
+    run: &RunConfig,
+    seed: u64,
+    profile: bool,
+    on_step: &mut dyn FnMut(&StepRecord),
+) -> Result<(Vec<StepRecord>, Option<StepProfile>)> {
     let per_step = run.micro_batch * run.grad_accum;
     let vocab = model.config.vocab_size;
+    let timer = &model.ops.gemm.timer;
     let mut records = Vec::with_capacity(run.steps);
+    let mut profiled = None;
     for step in 1..=run.steps {
+        timer.enable(profile && step == run.steps);
         let start = Instant::now();
         model.zero_grads()?;
         let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
@@ -60,8 +72,12 @@ pub fn train(gpu: &Gpu, model: &GpuModel, run: &RunConfig, seed: u64, on_step: &
             samples: per_step,
             peak_memory_bytes: (total - free) as u64,
         };
+        if profile && step == run.steps {
+            profiled = Some(StepProfile { step_ms: record.step_s * 1e3, ops: timer.totals()? });
+            timer.enable(false);
+        }
         on_step(&record);
         records.push(record);
     }
-    Ok(records)
+    Ok((records, profiled))
 }

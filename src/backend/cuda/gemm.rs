@@ -2,10 +2,12 @@
 //! backend/cpu/matmul.rs: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x (fp32). cuBLAS is column-major: a
 //! row-major [r, c] matrix is its column-major transpose, so each call computes Cᵀ = Bᵀ·Aᵀ.
 
+use super::op_timer::OpTimer;
 use super::Gpu;
 use anyhow::{Context, Result};
 use cudarc::cublas::{result, sys, CudaBlas};
 use std::ffi::c_void;
+use std::rc::Rc;
 
 pub use crate::backend::cpu::matmul::Dims;
 
@@ -30,6 +32,7 @@ pub struct Output {
 
 pub struct Gemm {
     blas: CudaBlas,
+    pub timer: Rc<OpTimer>,
 }
 
 const BF16: sys::cudaDataType = sys::cudaDataType::CUDA_R_16BF;
@@ -37,12 +40,17 @@ const F32: sys::cudaDataType = sys::cudaDataType::CUDA_R_32F;
 
 
 impl Gemm {
-    pub fn new(gpu: &Gpu) -> Result<Gemm> {
-        Ok(Gemm { blas: CudaBlas::new(gpu.stream.clone()).context("cannot create a cuBLAS handle")? })
+    pub fn new(gpu: &Gpu, timer: Rc<OpTimer>) -> Result<Gemm> {
+        Ok(Gemm { blas: CudaBlas::new(gpu.stream.clone()).context("cannot create a cuBLAS handle")?, timer })
     }
 
     /// `batch` products C (m×n) = alpha·op(A)·op(B) + beta·C, fp32 compute.
     pub fn batched(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, c: Output, batch: usize, alpha: f32) -> Result<()> {
+        let name = if batch > 1 { format!("cuBLAS batched {m}x{n}x{k} x{batch}") } else { format!("cuBLAS {m}x{n}x{k}") };
+        self.timer.time(&name, || self.queue((m, n, k), a, b, c, batch, alpha))
+    }
+
+    fn queue(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, c: Output, batch: usize, alpha: f32) -> Result<()> {
         let t = |x: Operand| if x.transposed { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
         unsafe {
             result::gemm_strided_batched_ex(

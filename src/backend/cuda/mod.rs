@@ -5,6 +5,7 @@ pub mod attention;
 pub mod gemm;
 pub mod kernels;
 pub mod model_ops;
+pub mod op_timer;
 
 use anyhow::{anyhow, Context, Result};
 use cudarc::driver::{result, sys, CudaContext, CudaStream};

@@ -3,19 +3,23 @@
 //! CPU twin in backend/cpu/ is its reference (selftest.rs compares them).
 
 use super::gemm::Gemm;
+use super::op_timer::OpTimer;
 use super::kernels::{compile, model_source};
 use super::Gpu;
 use crate::backend::cpu::adamw::AdamW;
 use anyhow::{ensure, Context, Result};
 use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Launches kernel `name` with the given arguments (named locals: they must outlive the launch).
 macro_rules! launch {
     ($ops:expr, $name:expr, $cfg:expr, $($arg:ident),+) => {{
-        let mut b = $ops.gpu.stream.launch_builder($ops.function($name));
-        $( b.arg(&$arg); )+
-        unsafe { b.launch($cfg) }.map(|_| ()).with_context(|| format!("launching {}", $name))
+        $ops.gemm.timer.time($name, || {
+            let mut b = $ops.gpu.stream.launch_builder($ops.function($name));
+            $( b.arg(&$arg); )+
+            unsafe { b.launch($cfg) }.map(|_| ()).with_context(|| format!("launching {}", $name))
+        })
     }};
 }
 
@@ -49,7 +53,8 @@ impl<'g> ModelOps<'g> {
             .iter()
             .map(|&name| Ok((name, module.load_function(name)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu)? })
+        let timer = Rc::new(OpTimer::new(gpu.ctx.clone(), gpu.stream.clone()));
+        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, timer)? })
     }
 
     fn function(&self, name: &str) -> &CudaFunction {
