@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
-# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b]...
+# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute]...
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -21,5 +21,11 @@ for step in "$@"; do
           run "7b_l8_mbs$mbs" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 12 --warmup-steps 3
         done ;;
     70b) run 70b_l2 --suite sft --model 70b --layers 2 --seq 2048 --micro-batch 1 --steps 10 --warmup-steps 3 ;;
+    profile)
+      run 7b_l1_profile --suite sft --model 7b --layers 1 --seq 2048 --micro-batch 2 --steps 6 --warmup-steps 2 --profile
+      run 7b_l8_mbs4_profile --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 6 --warmup-steps 2 --profile ;;
+    recompute)
+      run 7b_l8_mbs4_recompute --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --recompute
+      run 7b_l8_mbs2_accum2 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 2 --grad-accum 2 --steps 12 --warmup-steps 3 ;;
   esac
 done

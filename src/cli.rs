@@ -87,6 +87,11 @@ pub struct SftArgs {
     #[arg(long)]
     pub lr: Option<f64>,
 
+    /// Activation recompute: keep each layer's input only and redo the layer's forward in
+    /// its backward (less memory, about a third more compute).
+    #[arg(long)]
+    pub recompute: bool,
+
     /// Time every GPU op of the last step (CUDA events) and print where the time goes.
     #[arg(long)]
     pub profile: bool,
@@ -119,6 +124,7 @@ impl SftArgs {
         if let Some(lr) = self.lr {
             run.lr = lr;
         }
+        run.recompute |= self.recompute;
         run.validate()?;
         Ok(SftPlan { model, run })
     }

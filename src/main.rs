@@ -170,7 +170,11 @@ fn sft_plan(world: &World, cli: &Cli) -> Result<cli::SftPlan, Stop> {
         let reason = cuda::probe().err().unwrap_or_default();
         return Err(Stop::Agreed(format!("--suite sft --backend nccl: {reason}")));
     }
-    cli.sft.plan(if on_gpu { "7b" } else { "tiny" }).map_err(Stop::Agreed)
+    let plan = cli.sft.plan(if on_gpu { "7b" } else { "tiny" }).map_err(Stop::Agreed)?;
+    if plan.run.recompute && !on_gpu {
+        return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
+    }
+    Ok(plan)
 }
 
 fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
@@ -186,13 +190,13 @@ fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsF
     };
     // Validate the fit before allocating anything on the GPU.
     if let Some(gpu) = &gpu {
-        let need = device_bytes(m, r.micro_batch, r.seq);
+        let need = device_bytes(m, r.micro_batch, r.seq, r.recompute);
         let (free, _) = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?;
         if need > free as u64 {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
             return Err(Stop::Agreed(format!(
                 "{} with {} layers, micro-batch {} × seq {} needs {:.1} GiB on the GPU, {:.1} GiB free: \
-                 use fewer --layers or a smaller --micro-batch (sharding across GPUs is not built yet)",
+                 use --recompute, fewer --layers or a smaller --micro-batch (sharding across GPUs is not built yet)",
                 m.name, m.n_layers, r.micro_batch, r.seq, gib(need), gib(free as u64)
             )));
         }
@@ -219,7 +223,11 @@ fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsF
         "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
         m.name, m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.vocab_size, m.matmul_params() as f64 / 1e9
     );
-    println!("# seq {}, micro-batch {}, accumulation {}, {} steps ({} warm-up), lr {:.1e}", r.seq, r.micro_batch, r.grad_accum, r.steps, r.warmup_steps, r.lr);
+    let recompute = if r.recompute { ", activation recompute" } else { "" };
+    println!(
+        "# seq {}, micro-batch {}, accumulation {}, {} steps ({} warm-up), lr {:.1e}{recompute}",
+        r.seq, r.micro_batch, r.grad_accum, r.steps, r.warmup_steps, r.lr
+    );
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
         let mfu = if gpu.is_some() { format!("  MFU {:.1}%", 100.0 * s.model_flops(flops_per_token) / metrics::PEAK_FLOPS) } else { String::new() };

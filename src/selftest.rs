@@ -278,6 +278,17 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     checks.push(worst);
     drop(model);
 
+    // Recompute redoes the same forward: the gradients agree to fp32 summation order.
+    let recomputing = gpu_trainer::build(gpu, &config, &RunConfig { recompute: true, ..run.clone() }, seed)?;
+    recomputing.zero_grads()?;
+    let loss = recomputing.forward(&tokens, &labels, 1.0)?;
+    recomputing.backward()?;
+    let again: Vec<f64> = recomputing.grads()?.iter().map(|&g| g as f64).collect();
+    let first: Vec<f64> = gpu_grads.iter().map(|&g| g as f64).collect();
+    checks.push(compare("model step with --recompute: grads", &shape, &again, &first, F32_TOLERANCE));
+    checks.push(compare("model step with --recompute: loss", &shape, &[loss], &[gpu_loss], F32_TOLERANCE));
+    drop(recomputing);
+
     let model = gpu_trainer::build(gpu, &config, &run, seed)?;
     let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, seed, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
     let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &mut |_| {}).iter().map(|r| r.loss).collect();

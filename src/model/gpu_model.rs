@@ -12,9 +12,9 @@ use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use anyhow::Result;
 
-/// One layer's saved forward activations (bf16 unless noted).
+/// One layer's forward activations that its backward reads (bf16 unless noted); the layer's
+/// input lives apart, in `GpuModel::inputs`.
 struct LayerActs {
-    x: DeviceBuffer,
     xn: DeviceBuffer,
     inv1: DeviceBuffer, // fp32
     q: DeviceBuffer,
@@ -58,8 +58,12 @@ pub struct GpuModel<'g> {
     grads: DeviceBuffer,   // fp32
     m: DeviceBuffer,
     v: DeviceBuffer,
-    layers: Vec<LayerActs>,
-    x_last: DeviceBuffer,
+    /// Each layer's input, then the last layer's output.
+    inputs: Vec<DeviceBuffer>,
+    /// Every layer's activations, or with recompute one set that each layer refills in its
+    /// backward (activation checkpointing at layer boundaries).
+    acts: Vec<LayerActs>,
+    recompute: bool,
     xf: DeviceBuffer,
     invf: DeviceBuffer,
     logits: DeviceBuffer,
@@ -72,22 +76,24 @@ pub struct GpuModel<'g> {
 
 /// Device bytes GpuModel::new allocates for `config` and micro-batches of `batch` × `seq`
 /// (cuBLAS workspace and the CUDA context come on top).
-pub fn device_bytes(config: &LlamaConfig, batch: usize, seq: usize) -> u64 {
+pub fn device_bytes(config: &LlamaConfig, batch: usize, seq: usize, recompute: bool) -> u64 {
     let c = config;
     let (n, d, kv, f) = ((batch * seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
     let scores = (batch * c.n_heads * seq * seq) as u64;
     let params = Layout::new(c).total as u64;
     // master, grads, m, v in fp32; the working copy in bf16
     let parameters = params * (4 * 4 + 2);
-    let per_layer = 2 * (7 * n * d + 2 * n * kv + 3 * n * f + scores) + 4 * 2 * n;
+    let acts = 2 * (6 * n * d + 2 * n * kv + 3 * n * f + scores) + 4 * 2 * n;
+    let kept = if recompute { 1 } else { c.n_layers as u64 };
+    let inputs = (c.n_layers as u64 + 1) * 2 * n * d;
     let scratch = 4 * scores + 2 * (scores + 6 * n * d + 2 * n * kv + 3 * n * f);
-    let head = 2 * (2 * n * d + n * c.vocab_size as u64) + 4 * 2 * n + 8 * n + 8;
-    parameters + c.n_layers as u64 * per_layer + scratch + head
+    let head = 2 * (n * d + n * c.vocab_size as u64) + 4 * 2 * n + 8 * n + 8;
+    parameters + kept * acts + inputs + scratch + head
 }
 
 impl<'g> GpuModel<'g> {
     /// Allocates everything for micro-batches of `batch` × `seq` and uploads `master` (fp32).
-    pub fn new(gpu: &'g Gpu, config: &LlamaConfig, master: &[f32], batch: usize, seq: usize) -> Result<GpuModel<'g>> {
+    pub fn new(gpu: &'g Gpu, config: &LlamaConfig, master: &[f32], batch: usize, seq: usize, recompute: bool) -> Result<GpuModel<'g>> {
         let c = config;
         let layout = Layout::new(c);
         let n = batch * seq;
@@ -95,10 +101,10 @@ impl<'g> GpuModel<'g> {
         let scores = batch * c.n_heads * seq * seq;
         let bf = |elems: usize| gpu.alloc(2 * elems);
         let f32s = |elems: usize| gpu.alloc(4 * elems);
-        let layers = (0..c.n_layers)
+        let kept = if recompute { 1 } else { c.n_layers };
+        let acts = (0..kept)
             .map(|_| {
                 Ok(LayerActs {
-                    x: bf(n * d)?,
                     xn: bf(n * d)?,
                     inv1: f32s(n)?,
                     q: bf(n * d)?,
@@ -136,8 +142,9 @@ impl<'g> GpuModel<'g> {
             grads: f32s(total)?,
             m: gpu.upload(&vec![0f32; total])?,
             v: gpu.upload(&vec![0f32; total])?,
-            layers,
-            x_last: bf(n * d)?,
+            inputs: (0..=c.n_layers).map(|_| bf(n * d)).collect::<Result<Vec<_>>>()?,
+            acts,
+            recompute,
             xf: bf(n * d)?,
             invf: f32s(n)?,
             logits: bf(n * c.vocab_size)?,
@@ -154,6 +161,10 @@ impl<'g> GpuModel<'g> {
         };
         model.ops.f32_to_bf16(model.weights.ptr, model.master.ptr, total)?;
         Ok(model)
+    }
+
+    fn acts_of(&self, layer: usize) -> &LayerActs {
+        &self.acts[if self.recompute { 0 } else { layer }]
     }
 
     fn w(&self, t: &Tensor) -> u64 {
@@ -182,10 +193,12 @@ impl<'g> GpuModel<'g> {
         self.gpu.memset(self.grads.ptr, 0, self.grads.bytes)
     }
 
-    fn layer_forward(&self, lt: &LayerTensors, a: &LayerActs, out: u64) -> Result<()> {
+    /// The layer's forward from input `x`; `out` None (a recompute) skips the last product,
+    /// whose result the backward does not read.
+    fn layer_forward(&self, lt: &LayerTensors, x: u64, a: &LayerActs, out: Option<u64>) -> Result<()> {
         let (c, ops, n) = (&self.config, &self.ops, self.batch * self.seq);
         let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
-        ops.rmsnorm_forward(a.xn.ptr, a.inv1.ptr, a.x.ptr, self.w(&lt.attn_norm), n, d, c.norm_eps)?;
+        ops.rmsnorm_forward(a.xn.ptr, a.inv1.ptr, x, self.w(&lt.attn_norm), n, d, c.norm_eps)?;
         ops.gemm.forward(a.q.ptr, a.xn.ptr, self.w(&lt.wq), self.dims(d, d), false)?;
         ops.gemm.forward(a.k.ptr, a.xn.ptr, self.w(&lt.wk), self.dims(d, kv), false)?;
         ops.gemm.forward(a.v.ptr, a.xn.ptr, self.w(&lt.wv), self.dims(d, kv), false)?;
@@ -193,18 +206,23 @@ impl<'g> GpuModel<'g> {
         ops.rope(a.k.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, false)?;
         let buf = Buffers { scores: self.s.scores.ptr, p: a.p.ptr, ds: self.s.ds.ptr };
         attn::forward(ops, a.o.ptr, a.q.ptr, a.k.ptr, a.v.ptr, &buf, self.shape())?;
-        self.copy_residual(a.x2.ptr, a.x.ptr, n * d)?;
+        self.copy_residual(a.x2.ptr, x, n * d)?;
         ops.gemm.forward(a.x2.ptr, a.o.ptr, self.w(&lt.wo), self.dims(d, d), true)?;
         ops.rmsnorm_forward(a.xn2.ptr, a.inv2.ptr, a.x2.ptr, self.w(&lt.mlp_norm), n, d, c.norm_eps)?;
         ops.gemm.forward(a.gate.ptr, a.xn2.ptr, self.w(&lt.w_gate), self.dims(d, f), false)?;
         ops.gemm.forward(a.up.ptr, a.xn2.ptr, self.w(&lt.w_up), self.dims(d, f), false)?;
         ops.swiglu_forward(a.h.ptr, a.gate.ptr, a.up.ptr, n * f)?;
-        self.copy_residual(out, a.x2.ptr, n * d)?;
-        ops.gemm.forward(out, a.h.ptr, self.w(&lt.w_down), self.dims(f, d), true)
+        match out {
+            Some(out) => {
+                self.copy_residual(out, a.x2.ptr, n * d)?;
+                ops.gemm.forward(out, a.h.ptr, self.w(&lt.w_down), self.dims(f, d), true)
+            }
+            None => Ok(()),
+        }
     }
 
     /// `dx` holds d(loss)/d(layer output) and becomes d(loss)/d(layer input).
-    fn layer_backward(&self, lt: &LayerTensors, a: &LayerActs) -> Result<()> {
+    fn layer_backward(&self, lt: &LayerTensors, x: u64, a: &LayerActs) -> Result<()> {
         let (c, ops, s, n) = (&self.config, &self.ops, &self.s, self.batch * self.seq);
         let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
         let dout = s.dx.ptr;
@@ -231,7 +249,7 @@ impl<'g> GpuModel<'g> {
         ops.gemm.backward_weight(self.g(&lt.wq), s.dq.ptr, a.xn.ptr, self.dims(d, d))?;
         ops.gemm.backward_weight(self.g(&lt.wk), s.dk.ptr, a.xn.ptr, self.dims(d, kv))?;
         ops.gemm.backward_weight(self.g(&lt.wv), s.dv.ptr, a.xn.ptr, self.dims(d, kv))?;
-        ops.rmsnorm_backward(s.dx.ptr, self.g(&lt.attn_norm), s.dxn.ptr, a.x.ptr, self.w(&lt.attn_norm), a.inv1.ptr, n, d)?;
+        ops.rmsnorm_backward(s.dx.ptr, self.g(&lt.attn_norm), s.dxn.ptr, x, self.w(&lt.attn_norm), a.inv1.ptr, n, d)?;
         ops.add(s.dx.ptr, s.dx2.ptr, n * d)
     }
 
@@ -242,12 +260,12 @@ impl<'g> GpuModel<'g> {
         let l = &self.layout;
         self.gpu.copy_to_device(bytemuck::cast_slice(tokens), self.tokens.ptr)?;
         self.gpu.copy_to_device(bytemuck::cast_slice(labels), self.labels.ptr)?;
-        ops.embedding_forward(self.layers[0].x.ptr, self.w(&l.embedding), self.tokens.ptr, n, c.dim)?;
-        for (i, (lt, a)) in l.layers.iter().zip(&self.layers).enumerate() {
-            let out = self.layers.get(i + 1).map_or(self.x_last.ptr, |next| next.x.ptr);
-            self.layer_forward(lt, a, out)?;
+        ops.embedding_forward(self.inputs[0].ptr, self.w(&l.embedding), self.tokens.ptr, n, c.dim)?;
+        for (i, lt) in l.layers.iter().enumerate() {
+            self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), Some(self.inputs[i + 1].ptr))?;
         }
-        ops.rmsnorm_forward(self.xf.ptr, self.invf.ptr, self.x_last.ptr, self.w(&l.final_norm), n, c.dim, c.norm_eps)?;
+        let last = self.inputs[l.layers.len()].ptr;
+        ops.rmsnorm_forward(self.xf.ptr, self.invf.ptr, last, self.w(&l.final_norm), n, c.dim, c.norm_eps)?;
         ops.gemm.forward(self.logits.ptr, self.xf.ptr, self.w(&l.lm_head), self.dims(c.dim, c.vocab_size), false)?;
         let counted = labels.iter().filter(|&&x| x >= 0).count().max(1);
         ops.cross_entropy(self.logits.ptr, self.losses.ptr, self.labels.ptr, n, c.vocab_size, grad_scale / counted as f64)?;
@@ -262,9 +280,13 @@ impl<'g> GpuModel<'g> {
         let (d, v) = (c.dim, c.vocab_size);
         ops.gemm.backward_input(s.dxn.ptr, self.logits.ptr, self.w(&l.lm_head), self.dims(d, v), false)?;
         ops.gemm.backward_weight(self.g(&l.lm_head), self.logits.ptr, self.xf.ptr, self.dims(d, v))?;
-        ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, self.x_last.ptr, self.w(&l.final_norm), self.invf.ptr, n, d)?;
-        for (lt, a) in l.layers.iter().zip(&self.layers).rev() {
-            self.layer_backward(lt, a)?;
+        let last = self.inputs[l.layers.len()].ptr;
+        ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, last, self.w(&l.final_norm), self.invf.ptr, n, d)?;
+        for (i, lt) in l.layers.iter().enumerate().rev() {
+            if self.recompute {
+                self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), None)?;
+            }
+            self.layer_backward(lt, self.inputs[i].ptr, self.acts_of(i))?;
         }
         ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)
     }

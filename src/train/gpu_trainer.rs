@@ -19,7 +19,7 @@ pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64)
     let layout = Layout::new(config);
     let mut master = vec![0f32; layout.total];
     initialise(&mut master, &layout, seed);
-    GpuModel::new(gpu, config, &master, run.micro_batch, run.seq)
+    GpuModel::new(gpu, config, &master, run.micro_batch, run.seq, run.recompute)
 }
 
 /// Runs the steps; with `profile`, the last step records a CUDA event pair around every op.

@@ -26,6 +26,9 @@ pub struct RunConfig {
     pub adam_eps: f64,
     /// Gradients are scaled down to this global norm (0: no clipping).
     pub max_grad_norm: f64,
+    /// Keep only each layer's input and recompute the layer's forward in its backward.
+    #[serde(default)]
+    pub recompute: bool,
 }
 
 const DEFAULTS: [(&str, &str); 4] = [
