@@ -14,12 +14,14 @@ extern "C" __global__ void rmsnorm_forward(bf16* y, float* inv_rms, const bf16* 
 }
 
 // dx = inv*dy*w - inv^3 * x * mean(dy*w*x) per row; dw += sum over rows of dy*x*inv.
-// Block b handles rows [b*rows_per_block, ...), keeping its columns' dw partials in registers
-// (d <= 32 * blockDim.x) and adding them once: few atomics instead of one per element.
+// Block b handles rows [b*rows_per_block, ...), each row read once into registers, keeping its
+// columns' dw partials in registers (d <= RMS_MAX_COLS_PER_THREAD * blockDim.x) and adding them
+// once: few atomics instead of one per element.
 #define RMS_MAX_COLS_PER_THREAD 32
 extern "C" __global__ void rmsnorm_backward(bf16* dx, float* dw, const bf16* dy, const bf16* x, const bf16* w,
                                             const float* inv_rms, int d, int rows, int rows_per_block) {
-  float acc[RMS_MAX_COLS_PER_THREAD];
+  float acc[RMS_MAX_COLS_PER_THREAD], xv[RMS_MAX_COLS_PER_THREAD], gv[RMS_MAX_COLS_PER_THREAD];
+#pragma unroll
   for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) acc[c] = 0.f;
   int first = blockIdx.x * rows_per_block;
   int last = min(rows, first + rows_per_block);
@@ -28,13 +30,26 @@ extern "C" __global__ void rmsnorm_backward(bf16* dx, float* dw, const bf16* dy,
     const bf16* dyr = dy + (u64)row * d;
     float inv = inv_rms[row];
     float dot = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) dot += bf16_to_float(dyr[i]) * bf16_to_float(w[i]) * bf16_to_float(xr[i]);
+#pragma unroll
+    for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) {
+      int i = threadIdx.x + c * blockDim.x;
+      xv[c] = i < d ? bf16_to_float(xr[i]) : 0.f;
+      gv[c] = i < d ? bf16_to_float(dyr[i]) * bf16_to_float(w[i]) : 0.f;  // dy * w
+      dot += gv[c] * xv[c];
+    }
     dot = block_sum(dot) / d;
-    for (int i = threadIdx.x, c = 0; i < d; i += blockDim.x, c++) {
-      float xv = bf16_to_float(xr[i]), dyv = bf16_to_float(dyr[i]);
-      dx[(u64)row * d + i] = float_to_bf16(inv * dyv * bf16_to_float(w[i]) - inv * inv * inv * xv * dot);
-      acc[c] += dyv * xv * inv;
+#pragma unroll
+    for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) {
+      int i = threadIdx.x + c * blockDim.x;
+      if (i < d) {
+        dx[(u64)row * d + i] = float_to_bf16(inv * gv[c] - inv * inv * inv * xv[c] * dot);
+        acc[c] += bf16_to_float(dyr[i]) * xv[c] * inv;
+      }
     }
   }
-  for (int i = threadIdx.x, c = 0; i < d; i += blockDim.x, c++) atomicAdd(&dw[i], acc[c]);
+#pragma unroll
+  for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) {
+    int i = threadIdx.x + c * blockDim.x;
+    if (i < d) atomicAdd(&dw[i], acc[c]);
+  }
 }

@@ -35,6 +35,13 @@ const THREADS: u32 = 256;
 /// Rows each RMSNorm-backward block reduces before adding its gain gradient.
 const RMS_ROWS_PER_BLOCK: usize = 64;
 
+/// Threads for a kernel holding a row of `width` in registers, 32 values per thread at most.
+fn row_threads(width: usize) -> Result<u32> {
+    let threads = width.div_ceil(32).next_multiple_of(32).clamp(THREADS as usize, 1024);
+    ensure!(width <= 32 * threads, "row width {width} above the kernels' 32768");
+    Ok(threads as u32)
+}
+
 fn elementwise(n: u64) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as u64).clamp(1, 132 * 32) as u32;
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
@@ -69,8 +76,7 @@ impl<'g> ModelOps<'g> {
     /// dw (fp32) is accumulated.
     #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm_backward(&self, dx: u64, dw: u64, dy: u64, x: u64, w: u64, inv_rms: u64, rows: usize, d: usize) -> Result<()> {
-        let threads = if d <= 32 * THREADS as usize { THREADS } else { 1024 };
-        ensure!(d <= 32 * threads as usize, "RMSNorm width {d} above the kernel's 32768");
+        let threads = row_threads(d)?;
         let blocks = rows.div_ceil(RMS_ROWS_PER_BLOCK);
         let (d, rows, per) = (d as i32, rows as i32, RMS_ROWS_PER_BLOCK as i32);
         launch!(self, "rmsnorm_backward", per_row(blocks, threads), dx, dw, dy, x, w, inv_rms, d, rows, per)
@@ -129,14 +135,16 @@ impl<'g> ModelOps<'g> {
 
     /// P (bf16) = causal softmax of scale·S (fp32) over `rows` rows of length `seq`.
     pub fn causal_softmax_forward(&self, p: u64, s: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
+        let threads = row_threads(seq)?;
         let (seq, scale) = (seq as i32, scale as f32);
-        launch!(self, "causal_softmax_forward", per_row(rows, THREADS), p, s, seq, scale)
+        launch!(self, "causal_softmax_forward", per_row(rows, threads), p, s, seq, scale)
     }
 
     /// dS (bf16) = scale · P ⊙ (dP − rowsum(P ⊙ dP)), causal.
     pub fn causal_softmax_backward(&self, ds: u64, p: u64, dp: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
+        let threads = row_threads(seq)?;
         let (seq, scale) = (seq as i32, scale as f32);
-        launch!(self, "causal_softmax_backward", per_row(rows, THREADS), ds, p, dp, seq, scale)
+        launch!(self, "causal_softmax_backward", per_row(rows, threads), ds, p, dp, seq, scale)
     }
 
     /// y += x over `n` bf16 values.
