@@ -135,16 +135,14 @@ impl<'g> ModelOps<'g> {
 
     /// P (bf16) = causal softmax of scale·S (fp32) over `rows` rows of length `seq`.
     pub fn causal_softmax_forward(&self, p: u64, s: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
-        let threads = row_threads(seq)?;
         let (seq, scale) = (seq as i32, scale as f32);
-        launch!(self, "causal_softmax_forward", per_row(rows, threads), p, s, seq, scale)
+        launch!(self, "causal_softmax_forward", per_row(rows, THREADS), p, s, seq, scale)
     }
 
     /// dS (bf16) = scale · P ⊙ (dP − rowsum(P ⊙ dP)), causal.
     pub fn causal_softmax_backward(&self, ds: u64, p: u64, dp: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
-        let threads = row_threads(seq)?;
         let (seq, scale) = (seq as i32, scale as f32);
-        launch!(self, "causal_softmax_backward", per_row(rows, threads), ds, p, dp, seq, scale)
+        launch!(self, "causal_softmax_backward", per_row(rows, THREADS), ds, p, dp, seq, scale)
     }
 
     /// y += x over `n` bf16 values.
