@@ -110,7 +110,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     let (work, suite) = match (cli.command, cli.suite) {
         (Some(Command::Selftest), _) => (Work::Selftest, "selftest"),
         (None, Suite::Nccl) => (Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?), "nccl"),
-        (None, Suite::Sft) => (Work::Sft(sft_plan(world, &cli)?), "sft"),
+        (None, Suite::Sft) => (Work::Sft(sft_plan(&cli)?), "sft"),
     };
     let start_utc = metadata::utc_now(false);
 
@@ -158,13 +158,7 @@ fn run(world: &World) -> Result<i32, Stop> {
 }
 
 /// The sft plan, or why this run cannot do it (the same answer on every rank).
-fn sft_plan(world: &World, cli: &Cli) -> Result<cli::SftPlan, Stop> {
-    if world.size > 1 {
-        return Err(Stop::Agreed(format!(
-            "--suite sft runs on one rank in this version ({} started): multi-rank data parallel is not built yet",
-            world.size
-        )));
-    }
+fn sft_plan(cli: &Cli) -> Result<cli::SftPlan, Stop> {
     let on_gpu = cli.backend != Backend::Mpi && cuda::probe().is_ok();
     if cli.backend == Backend::Nccl && !on_gpu {
         let reason = cuda::probe().err().unwrap_or_default();
@@ -214,47 +208,62 @@ fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsF
         file.write_metadata(meta)?;
     }
     let flops_per_token = m.flops_per_token(r.seq);
-    let title = match &gpu {
-        Some(_) => "Llama SFT on one GPU".to_string(),
-        None => "Llama SFT on the CPU".to_string(),
+    let title = match (&gpu, world.size) {
+        (Some(_), 1) => "Llama SFT on one GPU".to_string(),
+        (Some(_), n) => format!("Llama SFT, data parallel over {n} GPUs (every rank holds the whole model)"),
+        (None, 1) => "Llama SFT on the CPU".to_string(),
+        (None, n) => format!("Llama SFT on the CPU, data parallel over {n} ranks"),
     };
-    print_banner(meta, &title, None);
-    println!(
-        "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
-        m.name, m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.vocab_size, m.matmul_params() as f64 / 1e9
-    );
-    let recompute = if r.recompute { ", activation recompute" } else { "" };
-    println!(
-        "# seq {}, micro-batch {}, accumulation {}, {} steps ({} warm-up), lr {:.1e}{recompute}",
-        r.seq, r.micro_batch, r.grad_accum, r.steps, r.warmup_steps, r.lr
-    );
+    if world.is_root() {
+        print_banner(meta, &title, None);
+    }
+    if world.is_root() {
+        println!(
+            "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
+            m.name, m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.vocab_size, m.matmul_params() as f64 / 1e9
+        );
+        let recompute = if r.recompute { ", activation recompute" } else { "" };
+        println!(
+            "# seq {}, micro-batch {} × accumulation {} per rank, global batch {} sequences, {} steps ({} warm-up), lr {:.1e}{recompute}",
+            r.seq, r.micro_batch, r.grad_accum, r.micro_batch * r.grad_accum * world.size, r.steps, r.warmup_steps, r.lr
+        );
+    }
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
         let mfu = if gpu.is_some() { format!("  MFU {:.1}%", 100.0 * s.model_flops(flops_per_token) / metrics::PEAK_FLOPS) } else { String::new() };
-        println!(
-            "step {:>4}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.3} s  {:.0} tokens/s  {:.2} TFLOP/s{mfu}",
-            s.step, r.steps, s.loss, s.lr, s.grad_norm, s.step_s, s.tokens_per_s(), s.model_flops(flops_per_token) / 1e12
-        );
+        if world.is_root() {
+            println!(
+                "step {:>4}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.3} s  {:.0} tokens/s/rank  {:.2} TFLOP/s{mfu}",
+                s.step, r.steps, s.loss, s.lr, s.grad_norm, s.step_s, s.tokens_per_s(), s.model_flops(flops_per_token) / 1e12
+            );
+        }
         if !s.loss.is_finite() && diverged.is_none() {
             diverged = Some(s.step);
         }
     };
     let (records, profile) = match &gpu {
         Some(g) => {
+            let watchdog = Watchdog::start(world.who());
+            let comm = match world.size {
+                1 => None,
+                _ => Some(NcclComm::bootstrap(world, &watchdog, Duration::from_secs(cli.timeout))?),
+            };
             let model = gpu_trainer::build(g, m, r, cli.seed)?;
-            gpu_trainer::train(g, &model, r, cli.seed, cli.sft.profile, &mut report)?
+            gpu_trainer::train(g, &model, r, cli.seed, world, comm.as_ref(), cli.sft.profile, &mut report)?
         }
-        None => (cpu_trainer::train(m, r, cli.seed, &mut report), None),
+        None => (cpu_trainer::train(m, r, cli.seed, world, &mut report), None),
     };
-    if let Some(p) = &profile {
+    if let (Some(p), true) = (&profile, world.is_root()) {
         print!("# GPU time of step {} by op (CUDA events around each op)\n{}", r.steps, p.table());
     }
     let summary = metrics::summarize(&records, r.warmup_steps, flops_per_token, gpu.is_some());
     let mfu = summary.mfu.map_or(String::new(), |u| format!(", MFU {:.1}%", 100.0 * u));
-    println!(
-        "# {} measured steps: {:.3} s/step, {:.0} tokens/s, {:.2} model TFLOP/s{mfu}",
-        summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
-    );
+    if world.is_root() {
+        println!(
+            "# {} measured steps (rank 0): {:.3} s/step, {:.0} tokens/s per rank, {:.2} model TFLOP/s per rank{mfu}",
+            summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
+        );
+    }
     if let Some(file) = file {
         file.write_sft(m, r, &meta.engine, &records, &summary, profile.as_ref())?;
     }

@@ -138,3 +138,24 @@ pub fn abort_world(code: i32) -> ! {
     }
     std::process::exit(code)
 }
+
+/// Data-parallel training sums over the MPI world.
+impl crate::train::data_parallel::Ranks for World {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn count(&self) -> usize {
+        self.size
+    }
+    fn sum_f64(&self, x: f64) -> f64 {
+        let mut out = 0.0;
+        self.comm.all_reduce_into(&x, &mut out, SystemOperation::sum());
+        out
+    }
+    fn sum_f32(&self, values: &mut [f32]) {
+        if self.size > 1 {
+            let mine = values.to_vec();
+            self.comm.all_reduce_into(&mine[..], values, SystemOperation::sum());
+        }
+    }
+}

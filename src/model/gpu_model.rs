@@ -10,6 +10,7 @@ use crate::backend::cpu::matmul::Dims;
 use crate::backend::cuda::attention::{self as attn, Buffers};
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
+use crate::dist::nccl::NcclComm;
 use anyhow::Result;
 
 /// One layer's forward activations that its backward reads (bf16 unless noted); the layer's
@@ -291,12 +292,24 @@ impl<'g> GpuModel<'g> {
         ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)
     }
 
-    /// Global gradient norm, clipping and one AdamW step (t from 1); returns the norm.
-    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64) -> Result<f64> {
+    /// Sums the gradient buffer over the communicator's ranks, in place (data parallel).
+    pub fn sum_grads(&self, comm: &NcclComm) -> Result<()> {
+        use cudarc::nccl::sys as nccl;
+        let p = self.grads.ptr as *mut std::ffi::c_void;
+        let stream = self.gpu.stream.cu_stream() as nccl::cudaStream_t;
+        let (f32_, sum) = (nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum);
+        let r = unsafe { nccl::ncclAllReduce(p, p, self.layout.total, f32_, sum, comm.raw(), stream) };
+        crate::dist::nccl::check(r, "ncclAllReduce of the gradients", Some(comm.raw()))
+    }
+
+    /// Global gradient norm, clipping and one AdamW step (t from 1) on gradients that are the
+    /// sum over `ranks` ranks (their mean is what counts); returns the mean's norm.
+    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64, ranks: usize) -> Result<f64> {
         self.gpu.memset(self.norm.ptr, 0, 8)?;
         self.ops.sum_squares(self.norm.ptr, self.grads.ptr, self.layout.total)?;
-        let norm = self.gpu.download::<f64>(&self.norm)?[0].sqrt();
-        let scale = clip_factor(norm, max_norm);
+        let n = ranks as f64;
+        let norm = self.gpu.download::<f64>(&self.norm)?[0].sqrt() / n;
+        let scale = clip_factor(norm, max_norm) / n;
         for tensor in self.layout.tensors() {
             let (off, len) = (tensor.offset as u64, tensor.rows * tensor.cols);
             self.ops.adamw(

@@ -2,6 +2,7 @@
 //! clipping, AdamW on fp32 weights, the learning-rate schedule, and per-step timing.
 
 use super::data::synthetic_batch;
+use super::data_parallel::{first_sample, Ranks};
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::{clip_factor, global_norm, AdamW};
@@ -11,8 +12,9 @@ use crate::model::init::initialise;
 use crate::model::layout::Layout;
 use std::time::Instant;
 
-/// Trains `steps` steps from the seeded initialisation; `on_step` sees each record as it lands.
-pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, on_step: &mut dyn FnMut(&StepRecord)) -> Vec<StepRecord> {
+/// Trains `steps` steps from the seeded initialisation on this rank's share of each global
+/// batch; `on_step` sees each record (loss: mean over ranks) as it lands.
+pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks, on_step: &mut dyn FnMut(&StepRecord)) -> Vec<StepRecord> {
     let layout = Layout::new(config);
     let model = CpuModel { config, layout: &layout };
     let mut params = vec![0f32; layout.total];
@@ -27,7 +29,7 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, on_step: &mut dyn
         grads.iter_mut().for_each(|g| *g = 0.0);
         let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
         for micro in 0..run.grad_accum {
-            let first = ((step - 1) * per_step + micro * run.micro_batch) as u64;
+            let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
             let (tokens, labels) = synthetic_batch(first, run.micro_batch, run.seq, config.vocab_size, seed);
             let batch = Batch { tokens: &tokens, labels: &labels, batch: run.micro_batch, seq: run.seq };
             let t = Instant::now();
@@ -39,10 +41,14 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, on_step: &mut dyn
             loss += l / run.grad_accum as f64;
         }
         let t = Instant::now();
-        let norm = global_norm(&grads);
+        // Average over ranks: sum, then fold 1/ranks into the norm and the update's scale.
+        let n = ranks.count() as f64;
+        ranks.sum_f32(&mut grads);
+        let loss = ranks.sum_f64(loss) / n;
+        let norm = global_norm(&grads) / n;
         let lr = run.lr_at(step);
         let opt = AdamW { lr, beta1: run.beta1, beta2: run.beta2, eps: run.adam_eps, weight_decay: run.weight_decay };
-        opt.step(&mut params, &grads, &mut m, &mut v, &decay, step as u64, clip_factor(norm, run.max_grad_norm));
+        opt.step(&mut params, &grads, &mut m, &mut v, &decay, step as u64, clip_factor(norm, run.max_grad_norm) / n);
         let optimizer_s = t.elapsed().as_secs_f64();
         let record = StepRecord {
             step,
@@ -76,17 +82,18 @@ fn peak_rss_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::data_parallel::Alone;
 
     #[test]
     fn tiny_model_learns_the_synthetic_task() {
         let config = LlamaConfig::load("tiny").unwrap();
         let run = RunConfig::defaults_for("tiny");
-        let records = train(&config, &run, 1, &mut |_| {});
+        let records = train(&config, &run, 1, &Alone, &mut |_| {});
         let (first, last) = (records[0].loss, records[run.steps - 1].loss);
         assert!(last < 0.5 * first, "loss {first} -> {last}");
         assert!(records.iter().all(|r| r.grad_norm.is_finite() && r.step_s > 0.0 && r.tokens == 8 * 64));
         // same seed, same run
-        let again = train(&config, &RunConfig { steps: 2, ..run }, 1, &mut |_| {});
+        let again = train(&config, &RunConfig { steps: 2, ..run }, 1, &Alone, &mut |_| {});
         assert_eq!(again[1].loss, records[1].loss);
     }
 }

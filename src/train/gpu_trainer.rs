@@ -2,11 +2,13 @@
 //! GpuModel. Phase times are host clocks around phases that end in a GPU synchronisation.
 
 use super::data::synthetic_batch;
+use super::data_parallel::{first_sample, Ranks};
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::backend::cuda::Gpu;
+use crate::dist::nccl::NcclComm;
 use crate::model::config::LlamaConfig;
 use crate::model::gpu_model::GpuModel;
 use crate::model::init::initialise;
@@ -22,12 +24,17 @@ pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64)
     GpuModel::new(gpu, config, &master, run.micro_batch, run.seq, run.recompute)
 }
 
-/// Runs the steps; with `profile`, the last step records a CUDA event pair around every op.
+/// Runs the steps on this rank's share of each global batch, gradients summed over `comm`
+/// (several ranks) or not (one); with `profile`, the last step records a CUDA event pair
+/// around every op.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     gpu: &Gpu,
     model: &GpuModel,
     run: &RunConfig,
     seed: u64,
+    ranks: &dyn Ranks,
+    comm: Option<&NcclComm>,
     profile: bool,
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<(Vec<StepRecord>, Option<StepProfile>)> {
@@ -42,7 +49,7 @@ pub fn train(
         model.zero_grads()?;
         let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
         for micro in 0..run.grad_accum {
-            let first = ((step - 1) * per_step + micro * run.micro_batch) as u64;
+            let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
             let (tokens, labels) = synthetic_batch(first, run.micro_batch, run.seq, vocab, seed);
             let t = Instant::now();
             loss += model.forward(&tokens, &labels, 1.0 / run.grad_accum as f64)? / run.grad_accum as f64;
@@ -53,9 +60,13 @@ pub fn train(
             backward_s += t.elapsed().as_secs_f64();
         }
         let t = Instant::now();
+        if let Some(comm) = comm {
+            timer.time("ncclAllReduce gradients", || model.sum_grads(comm))?;
+        }
+        let loss = ranks.sum_f64(loss) / ranks.count() as f64;
         let lr = run.lr_at(step);
         let opt = AdamW { lr, beta1: run.beta1, beta2: run.beta2, eps: run.adam_eps, weight_decay: run.weight_decay };
-        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm)?;
+        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks.count())?;
         gpu.synchronize()?;
         let optimizer_s = t.elapsed().as_secs_f64();
         let (free, total) = gpu.ctx.mem_get_info()?;

@@ -2,6 +2,7 @@
 
 pub mod cpu_trainer;
 pub mod data;
+pub mod data_parallel;
 pub mod gpu_trainer;
 pub mod metrics;
 pub mod run_config;
