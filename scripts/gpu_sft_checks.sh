@@ -1,31 +1,36 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
-# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute]...
+# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute|dp|scaling]...
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
 bin=target/release/h200-mpibench
 export NCCL_NVLS_ENABLE=0
-run() { # name, then the arguments
-  local name=$1; shift
-  echo "== $name: $bin $*" | tee -a "$logs/summary.txt"
+gpus=$(nvidia-smi -L | wc -l)
+run() { # name, ranks, then the arguments
+  local name=$1 ranks=$2; shift 2
+  echo "== $name: mpirun -np $ranks $bin $*" | tee -a "$logs/summary.txt"
   local t0=$SECONDS
-  $bin "$@" --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
+  mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np "$ranks" $bin "$@" --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
   echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
   grep -E "^# .*measured steps|selftest:|FAIL|error" "$logs/$name.log" | head -5 | sed 's/^/   /' | tee -a "$logs/summary.txt"
 }
 for step in "$@"; do
   case $step in
-    selftest) for i in 1 2 3; do run "selftest$i" selftest; done ;;
+    selftest) for i in 1 2 3; do run "selftest$i" "$gpus" selftest; done ;;
     7b) for mbs in 1 2 4; do
-          run "7b_l8_mbs$mbs" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 12 --warmup-steps 3
+          run "7b_l8_mbs$mbs" 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 12 --warmup-steps 3
         done ;;
-    70b) run 70b_l2 --suite sft --model 70b --layers 2 --seq 2048 --micro-batch 1 --steps 10 --warmup-steps 3 ;;
+    70b) run 70b_l2 1 --suite sft --model 70b --layers 2 --seq 2048 --micro-batch 1 --steps 10 --warmup-steps 3 ;;
     profile)
-      run 7b_l1_profile --suite sft --model 7b --layers 1 --seq 2048 --micro-batch 2 --steps 6 --warmup-steps 2 --profile
-      run 7b_l8_mbs4_profile --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 6 --warmup-steps 2 --profile ;;
+      run 7b_l1_profile 1 --suite sft --model 7b --layers 1 --seq 2048 --micro-batch 2 --steps 6 --warmup-steps 2 --profile
+      run 7b_l8_mbs4_profile 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 6 --warmup-steps 2 --profile ;;
     recompute)
-      run 7b_l8_mbs4_recompute --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --recompute
-      run 7b_l8_mbs2_accum2 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 2 --grad-accum 2 --steps 12 --warmup-steps 3 ;;
+      run 7b_l8_mbs4_recompute 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --recompute
+      run 7b_l8_mbs2_accum2 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 2 --grad-accum 2 --steps 12 --warmup-steps 3 ;;
+    dp) # the same global batch of 8 sequences on 1, 2, 4 GPUs: loss curves to compare
+      for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "tiny_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2; done ;;
+    scaling) # weak scaling: the same per-GPU batch on 1, 2, 4 GPUs
+      for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "7b_l8_mbs4_np$n" "$n" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --profile; done ;;
   esac
 done
