@@ -3,6 +3,7 @@
 
 use crate::model::config::LlamaConfig;
 use crate::sweep::collective::Collective;
+use crate::train::data::Source;
 use crate::train::run_config::RunConfig;
 use crate::sweep::dtype::DType;
 use crate::sweep::fault::Fault;
@@ -95,17 +96,23 @@ pub struct SftArgs {
     /// Time every GPU op of the last step (CUDA events) and print where the time goes.
     #[arg(long)]
     pub profile: bool,
+
+    /// Train on this file of token ids (little-endian u32) instead of synthetic data.
+    #[arg(long)]
+    pub data: Option<String>,
 }
 
-/// The model and run settings of an sft run, validated.
+/// The model, run settings and data of an sft run, validated.
 pub struct SftPlan {
     pub model: LlamaConfig,
     pub run: RunConfig,
+    pub data: Source,
 }
 
 impl SftArgs {
     /// `default_model` applies when --model is not given.
-    pub fn plan(&self, default_model: &str) -> Result<SftPlan, String> {
+    /// `seed` seeds the synthetic data.
+    pub fn plan(&self, default_model: &str, seed: u64) -> Result<SftPlan, String> {
         let mut model = LlamaConfig::load(self.model.as_deref().unwrap_or(default_model))?;
         if let Some(layers) = self.layers {
             model = model.with_layers(layers)?;
@@ -126,7 +133,11 @@ impl SftArgs {
         }
         run.recompute |= self.recompute;
         run.validate()?;
-        Ok(SftPlan { model, run })
+        let data = match &self.data {
+            Some(path) => Source::from_file(path, model.vocab_size, run.seq)?,
+            None => Source::Synthetic { seed },
+        };
+        Ok(SftPlan { model, run, data })
     }
 }
 
@@ -306,14 +317,14 @@ mod tests {
     #[test]
     fn sft_flags_override_the_run_defaults() {
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft", "--model", "70b", "--layers", "2", "--micro-batch", "2", "--seq", "4096"]).unwrap();
-        let p = cli.sft.plan("tiny").unwrap();
+        let p = cli.sft.plan("tiny", 1).unwrap();
         assert_eq!((p.model.n_layers, p.model.n_kv_heads, p.run.micro_batch, p.run.seq), (2, 8, 2, 4096));
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft"]).unwrap();
-        assert_eq!(cli.sft.plan("tiny").unwrap().model.name, "tiny");
-        for bad in [vec!["--layers", "0"], vec!["--seq", "0"], vec!["--model", "/no/such.json"], vec!["--steps", "3", "--warmup-steps", "3"]] {
+        assert_eq!(cli.sft.plan("tiny", 1).unwrap().model.name, "tiny");
+        for bad in [vec!["--layers", "0"], vec!["--seq", "0"], vec!["--model", "/no/such.json"], vec!["--steps", "3", "--warmup-steps", "3"], vec!["--data", "/no/such/tokens.bin"]] {
             let mut argv = vec!["h200-mpibench", "--suite", "sft"];
             argv.extend(bad.iter().copied());
-            assert!(Cli::try_parse_from(argv).unwrap().sft.plan("tiny").is_err(), "{bad:?}");
+            assert!(Cli::try_parse_from(argv).unwrap().sft.plan("tiny", 1).is_err(), "{bad:?}");
         }
     }
 

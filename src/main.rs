@@ -164,7 +164,7 @@ fn sft_plan(cli: &Cli) -> Result<cli::SftPlan, Stop> {
         let reason = cuda::probe().err().unwrap_or_default();
         return Err(Stop::Agreed(format!("--suite sft --backend nccl: {reason}")));
     }
-    let plan = cli.sft.plan(if on_gpu { "7b" } else { "tiny" }).map_err(Stop::Agreed)?;
+    let plan = cli.sft.plan(if on_gpu { "7b" } else { "tiny" }, cli.seed).map_err(Stop::Agreed)?;
     if plan.run.recompute && !on_gpu {
         return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
     }
@@ -249,9 +249,9 @@ fn run_sft(world: &World, cli: &Cli, plan: &cli::SftPlan, file: Option<&ResultsF
                 _ => Some(NcclComm::bootstrap(world, &watchdog, Duration::from_secs(cli.timeout))?),
             };
             let model = gpu_trainer::build(g, m, r, cli.seed)?;
-            gpu_trainer::train(g, &model, r, cli.seed, world, comm.as_ref(), cli.sft.profile, &mut report)?
+            gpu_trainer::train(g, &model, r, &plan.data, world, comm.as_ref(), cli.sft.profile, &mut report)?
         }
-        None => (cpu_trainer::train(m, r, cli.seed, world, &mut report), None),
+        None => (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report), None),
     };
     if let (Some(p), true) = (&profile, world.is_root()) {
         print!("# GPU time of step {} by op (CUDA events around each op)\n{}", r.steps, p.table());

@@ -245,7 +245,8 @@ pub const STEP_TOLERANCE: f64 = 1e-2;
 fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     use crate::model::config::LlamaConfig;
     use crate::model::cpu_model::{Batch, CpuModel};
-    use crate::train::{cpu_trainer, data::synthetic_batch, data_parallel::Alone, gpu_trainer, run_config::RunConfig};
+    use crate::train::data::{synthetic_batch, Source};
+    use crate::train::{cpu_trainer, data_parallel::Alone, gpu_trainer, run_config::RunConfig};
     let config = LlamaConfig::load("tiny").map_err(anyhow::Error::msg)?;
     let run = RunConfig { steps: 50, ..RunConfig::defaults_for("tiny") };
     let seed = Inputs::fresh().seed;
@@ -290,8 +291,8 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     drop(recomputing);
 
     let model = gpu_trainer::build(gpu, &config, &run, seed)?;
-    let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, seed, &Alone, None, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
-    let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &Alone, &mut |_| {}).iter().map(|r| r.loss).collect();
+    let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, None, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
+    let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &Source::Synthetic { seed }, &Alone, &mut |_| {}).iter().map(|r| r.loss).collect();
     checks.push(compare("50-step loss curve vs CPU trainer", &shape, &gpu_losses, &cpu_losses, STEP_TOLERANCE));
     Ok(checks)
 }

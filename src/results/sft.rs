@@ -44,6 +44,7 @@ impl ResultsFile {
         put_column(&g, "step_s", &col(&|r| r.step_s))?;
         put_column(&g, "forward_s", &col(&|r| r.forward_s))?;
         put_column(&g, "backward_s", &col(&|r| r.backward_s))?;
+        put_column(&g, "comm_s", &col(&|r| r.comm_s))?;
         put_column(&g, "optimizer_s", &col(&|r| r.optimizer_s))?;
         put_column(&g, "tokens", &records.iter().map(|r| r.tokens as u64).collect::<Vec<_>>())?;
         put_column(&g, "samples", &records.iter().map(|r| r.samples as u64).collect::<Vec<_>>())?;

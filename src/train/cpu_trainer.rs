@@ -1,7 +1,7 @@
 //! The SFT loop on the CPU (one rank): gradient accumulation over micro-batches, global-norm
 //! clipping, AdamW on fp32 weights, the learning-rate schedule, and per-step timing.
 
-use super::data::synthetic_batch;
+use super::data::Source;
 use super::data_parallel::{first_sample, Ranks};
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
@@ -14,7 +14,8 @@ use std::time::Instant;
 
 /// Trains `steps` steps from the seeded initialisation on this rank's share of each global
 /// batch; `on_step` sees each record (loss: mean over ranks) as it lands.
-pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks, on_step: &mut dyn FnMut(&StepRecord)) -> Vec<StepRecord> {
+/// `seed` drives the initialisation.
+pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ranks: &dyn Ranks, on_step: &mut dyn FnMut(&StepRecord)) -> Vec<StepRecord> {
     let layout = Layout::new(config);
     let model = CpuModel { config, layout: &layout };
     let mut params = vec![0f32; layout.total];
@@ -30,7 +31,7 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks
         let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
         for micro in 0..run.grad_accum {
             let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
-            let (tokens, labels) = synthetic_batch(first, run.micro_batch, run.seq, config.vocab_size, seed);
+            let (tokens, labels) = data.batch(first, run.micro_batch, run.seq, config.vocab_size);
             let batch = Batch { tokens: &tokens, labels: &labels, batch: run.micro_batch, seq: run.seq };
             let t = Instant::now();
             let (l, tape) = model.forward(&params, &batch, 1.0 / run.grad_accum as f64);
@@ -40,10 +41,12 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks
             backward_s += t.elapsed().as_secs_f64();
             loss += l / run.grad_accum as f64;
         }
-        let t = Instant::now();
         // Average over ranks: sum, then fold 1/ranks into the norm and the update's scale.
+        let t = Instant::now();
         let n = ranks.count() as f64;
         ranks.sum_f32(&mut grads);
+        let comm_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let loss = ranks.sum_f64(loss) / n;
         let norm = global_norm(&grads) / n;
         let lr = run.lr_at(step);
@@ -58,6 +61,7 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks
             step_s: start.elapsed().as_secs_f64(),
             forward_s,
             backward_s,
+            comm_s,
             optimizer_s,
             tokens: per_step * run.seq,
             samples: per_step,
@@ -88,12 +92,12 @@ mod tests {
     fn tiny_model_learns_the_synthetic_task() {
         let config = LlamaConfig::load("tiny").unwrap();
         let run = RunConfig::defaults_for("tiny");
-        let records = train(&config, &run, 1, &Alone, &mut |_| {});
+        let records = train(&config, &run, 1, &Source::Synthetic { seed: 1 }, &Alone, &mut |_| {});
         let (first, last) = (records[0].loss, records[run.steps - 1].loss);
         assert!(last < 0.5 * first, "loss {first} -> {last}");
         assert!(records.iter().all(|r| r.grad_norm.is_finite() && r.step_s > 0.0 && r.tokens == 8 * 64));
         // same seed, same run
-        let again = train(&config, &RunConfig { steps: 2, ..run }, 1, &Alone, &mut |_| {});
+        let again = train(&config, &RunConfig { steps: 2, ..run }, 1, &Source::Synthetic { seed: 1 }, &Alone, &mut |_| {});
         assert_eq!(again[1].loss, records[1].loss);
     }
 }

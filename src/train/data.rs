@@ -1,4 +1,6 @@
-//! Synthetic SFT data. Sample i of the run (a global index, so every world size sees the same
+//! Training data: a file of token ids, or synthetic SFT data.
+//!
+//! Synthetic: Sample i of the run (a global index, so every world size sees the same
 //! global batch) is a phrase of PHRASE consecutive token ids from a random start, repeated to
 //! fill the sequence: the first phrase is the prompt (not in the loss), the rest the response,
 //! learnable from the previous token and from copying. For throughput the content does not
@@ -8,6 +10,50 @@ use crate::backend::cpu::cross_entropy::IGNORE;
 use crate::sweep::pattern::mix;
 
 pub const PHRASE: usize = 8;
+
+/// Where micro-batches come from.
+pub enum Source {
+    Synthetic { seed: u64 },
+    /// Token ids (little-endian u32, as written by any tokenizer script): sample i is the
+    /// `seq` + 1 tokens from position i·seq (wrapping), every next-token label counted.
+    Tokens(Vec<u32>),
+}
+
+impl Source {
+    /// Reads a token file and checks it against the model's vocabulary and the sequence length.
+    pub fn from_file(path: &str, vocab: usize, seq: usize) -> Result<Source, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("--data {path}: cannot read: {e}"))?;
+        if bytes.len() % 4 != 0 {
+            return Err(format!("--data {path}: {} bytes is not a whole number of u32 token ids", bytes.len()));
+        }
+        let tokens: Vec<u32> = bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if tokens.len() <= seq {
+            return Err(format!("--data {path}: {} tokens, fewer than one sequence of {seq} + 1", tokens.len()));
+        }
+        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+            return Err(format!("--data {path}: token {t} at position {i} is outside the vocabulary of {vocab}"));
+        }
+        Ok(Source::Tokens(tokens))
+    }
+
+    /// Tokens and next-token labels of `count` sequences starting at global sample `first`.
+    pub fn batch(&self, first: u64, count: usize, seq: usize, vocab: usize) -> (Vec<u32>, Vec<i32>) {
+        match self {
+            Source::Synthetic { seed } => synthetic_batch(first, count, seq, vocab, *seed),
+            Source::Tokens(all) => {
+                let span = (all.len() - seq) as u64; // starting positions with seq + 1 tokens ahead
+                let mut tokens = Vec::with_capacity(count * seq);
+                let mut labels = Vec::with_capacity(count * seq);
+                for s in 0..count as u64 {
+                    let start = (((first + s) * seq as u64) % span) as usize;
+                    tokens.extend_from_slice(&all[start..start + seq]);
+                    labels.extend(all[start + 1..start + seq + 1].iter().map(|&t| t as i32));
+                }
+                (tokens, labels)
+            }
+        }
+    }
+}
 
 /// Tokens and next-token labels of `count` sequences starting at global sample `first`.
 pub fn synthetic_batch(first: u64, count: usize, seq: usize, vocab: usize, seed: u64) -> (Vec<u32>, Vec<i32>) {
@@ -31,6 +77,26 @@ pub fn synthetic_batch(first: u64, count: usize, seq: usize, vocab: usize, seed:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_files_are_checked_and_sampled() {
+        let dir = std::env::temp_dir().join(format!("data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens.bin");
+        let ids: Vec<u32> = (0..100).map(|i| i % 50).collect();
+        std::fs::write(&path, ids.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        let p = path.to_str().unwrap();
+        let src = Source::from_file(p, 50, 10).ok().unwrap();
+        let (tokens, labels) = src.batch(3, 2, 10, 50);
+        assert_eq!(&tokens[..3], &[30, 31, 32]);
+        assert_eq!(labels[0], 31);
+        assert_eq!(tokens.len(), 20);
+        assert!(Source::from_file(p, 40, 10).err().unwrap().contains("outside the vocabulary"));
+        assert!(Source::from_file(p, 50, 100).err().unwrap().contains("fewer than one sequence"));
+        assert!(Source::from_file("/no/such/file", 50, 10).err().unwrap().contains("cannot read"));
+        std::fs::write(&path, [1u8, 2, 3]).unwrap();
+        assert!(Source::from_file(p, 50, 10).err().unwrap().contains("whole number"));
+    }
 
     #[test]
     fn repeated_phrases_with_a_masked_prompt() {

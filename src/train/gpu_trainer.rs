@@ -1,13 +1,14 @@
-//! The SFT loop on one GPU: the same schedule, data and accumulation as cpu_trainer.rs, on
-//! GpuModel. Phase times are host clocks around phases that end in a GPU synchronisation.
+//! The SFT loop on a GPU: the same schedule, data and accumulation as cpu_trainer.rs, on
+//! GpuModel; gradients summed over ranks through NCCL. Phase times come from CUDA events.
 
-use super::data::synthetic_batch;
+use super::data::Source;
 use super::data_parallel::{first_sample, Ranks};
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::backend::cuda::Gpu;
+use cudarc::driver::{sys::CUevent_flags, CudaEvent};
 use crate::dist::nccl::NcclComm;
 use crate::model::config::LlamaConfig;
 use crate::model::gpu_model::GpuModel;
@@ -32,7 +33,7 @@ pub fn train(
     gpu: &Gpu,
     model: &GpuModel,
     run: &RunConfig,
-    seed: u64,
+    data: &Source,
     ranks: &dyn Ranks,
     comm: Option<&NcclComm>,
     profile: bool,
@@ -46,29 +47,43 @@ pub fn train(
     for step in 1..=run.steps {
         timer.enable(profile && step == run.steps);
         let start = Instant::now();
+        // CUDA events at the phase boundaries: the split is GPU time, not host time.
+        let mark = || -> Result<CudaEvent> {
+            let e = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+            e.record(&gpu.stream)?;
+            Ok(e)
+        };
         model.zero_grads()?;
-        let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
+        let mut loss = 0.0;
+        let mut micro_marks = Vec::with_capacity(run.grad_accum);
         for micro in 0..run.grad_accum {
             let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
-            let (tokens, labels) = synthetic_batch(first, run.micro_batch, run.seq, vocab, seed);
-            let t = Instant::now();
+            let (tokens, labels) = data.batch(first, run.micro_batch, run.seq, vocab);
+            let before = mark()?;
             loss += model.forward(&tokens, &labels, 1.0 / run.grad_accum as f64)? / run.grad_accum as f64;
-            forward_s += t.elapsed().as_secs_f64();
-            let t = Instant::now();
+            let forwarded = mark()?;
             model.backward()?;
-            gpu.synchronize()?;
-            backward_s += t.elapsed().as_secs_f64();
+            micro_marks.push((before, forwarded, mark()?));
         }
-        let t = Instant::now();
+        let reduce_start = mark()?;
         if let Some(comm) = comm {
             timer.time("ncclAllReduce gradients", || model.sum_grads(comm))?;
         }
+        let optimizer_start = mark()?;
         let loss = ranks.sum_f64(loss) / ranks.count() as f64;
         let lr = run.lr_at(step);
         let opt = AdamW { lr, beta1: run.beta1, beta2: run.beta2, eps: run.adam_eps, weight_decay: run.weight_decay };
         let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks.count())?;
+        let optimizer_end = mark()?;
         gpu.synchronize()?;
-        let optimizer_s = t.elapsed().as_secs_f64();
+        let seconds = |a: &CudaEvent, b: &CudaEvent| -> Result<f64> { Ok(a.elapsed_ms(b)? as f64 / 1e3) };
+        let (mut forward_s, mut backward_s) = (0.0, 0.0);
+        for (a, b, c) in &micro_marks {
+            forward_s += seconds(a, b)?;
+            backward_s += seconds(b, c)?;
+        }
+        let comm_s = seconds(&reduce_start, &optimizer_start)?;
+        let optimizer_s = seconds(&optimizer_start, &optimizer_end)?;
         let (free, total) = gpu.ctx.mem_get_info()?;
         let record = StepRecord {
             step,
@@ -78,6 +93,7 @@ pub fn train(
             step_s: start.elapsed().as_secs_f64(),
             forward_s,
             backward_s,
+            comm_s,
             optimizer_s,
             tokens: per_step * run.seq,
             samples: per_step,

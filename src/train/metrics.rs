@@ -13,6 +13,8 @@ pub struct StepRecord {
     pub step_s: f64,
     pub forward_s: f64,
     pub backward_s: f64,
+    /// Gradient communication not hidden behind compute (data parallel; 0 on one rank).
+    pub comm_s: f64,
     pub optimizer_s: f64,
     /// Tokens this rank processed in the step (micro-batch × seq × accumulation).
     pub tokens: usize,

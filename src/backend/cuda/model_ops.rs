@@ -68,6 +68,7 @@ impl<'g> ModelOps<'g> {
         &self.functions.iter().find(|(n, _)| *n == name).expect("kernel listed in MODEL_KERNELS").1
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm_forward(&self, y: u64, inv_rms: u64, x: u64, w: u64, rows: usize, d: usize, eps: f64) -> Result<()> {
         let (d, eps) = (d as i32, eps as f32);
         launch!(self, "rmsnorm_forward", per_row(rows, THREADS), y, inv_rms, x, w, d, eps)
@@ -83,6 +84,7 @@ impl<'g> ModelOps<'g> {
     }
 
     /// In place on [rows, heads, head_dim]; `backward` applies the inverse rotation.
+    #[allow(clippy::too_many_arguments)]
     pub fn rope(&self, x: u64, rows: usize, seq: usize, heads: usize, head_dim: usize, theta: f64, backward: bool) -> Result<()> {
         let (rows, seq, heads, hd, theta) = (rows as u64, seq as i32, heads as i32, head_dim as i32, theta as f32);
         let sign = if backward { -1f32 } else { 1f32 };
