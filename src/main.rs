@@ -31,9 +31,23 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
+/// Diagnostics on stderr for operators: `H200_MPIBENCH_LOG=debug` (any tracing filter) shows
+/// each rank's phases; every line carries the rank and host.
+fn start_logging(world: &World) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("H200_MPIBENCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
+    // The span stays entered for the whole run, so every event names its rank and host.
+    let span = tracing::info_span!("rank", rank = world.rank, host = %world.host);
+    std::mem::forget(span.entered());
+}
+
 fn main() {
     let code = {
         let world = World::init();
+        start_logging(&world);
+        tracing::debug!(ranks = world.size, local_rank = world.local_rank, "MPI started");
         match run(&world) {
             Ok(code) => code,
             Err(Stop::Info(text)) => {
@@ -78,6 +92,7 @@ fn choose_path(world: &World, backend: Backend) -> Result<Path, Stop> {
         Backend::Mpi => Err("--backend mpi".to_string()),
         _ => cuda::probe(),
     };
+    tracing::debug!(?probe, "GPU probe");
     if let (Backend::Nccl, Err(reason)) = (backend, &probe) {
         world.agree(Err::<(), _>(format!("--backend nccl: {reason}"))).map_err(Stop::Agreed)?;
     }

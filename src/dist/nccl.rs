@@ -62,11 +62,13 @@ impl NcclComm {
         world.broadcast_from_root(bytes);
         world.barrier();
 
+        tracing::debug!("NCCL unique id received; joining the communicator");
         watchdog.arm("ncclCommInitRank", timeout);
         let mut comm: sys::ncclComm_t = std::ptr::null_mut();
         let r = unsafe { sys::ncclCommInitRank(&mut comm, world.size as i32, id, world.rank as i32) };
         watchdog.disarm();
         check(r, "ncclCommInitRank", None)?;
+        tracing::debug!(version = %version(), "NCCL communicator ready");
 
         let raw = RawComm(comm);
         watchdog.add_check(Box::new(move || {

@@ -106,6 +106,7 @@ impl Sweep<'_> {
             in_place,
         };
         let capacity = s.sizes.iter().map(|&b| launch_at(b, false).footprint()).max().unwrap_or(0);
+        tracing::debug!(%collective, %dtype, %op, capacity, "series start");
         self.engine.allocate(capacity.max(1))?;
 
         self.watch(&format!("{collective} {dtype} warm-up"));
