@@ -14,13 +14,20 @@ pub struct RankInfo {
     pub gpu_uuid: String,
 }
 
-/// This rank's GPU as the run uses it (all "none" on the host path).
-#[derive(Clone, Default)]
+/// This rank's GPU as the run uses it.
+#[derive(Clone)]
 pub struct GpuIdentity {
     pub index: Option<usize>,
     pub name: String,
     pub pci_bus_id: String,
     pub uuid: String,
+}
+
+impl GpuIdentity {
+    /// A rank on the host path.
+    pub fn none() -> GpuIdentity {
+        GpuIdentity { index: None, name: "none".into(), pci_bus_id: "none".into(), uuid: "none".into() }
+    }
 }
 
 pub struct RunMetadata {

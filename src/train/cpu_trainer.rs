@@ -5,7 +5,7 @@ use super::data::Source;
 use super::data_parallel::{first_sample, Ranks};
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
-use crate::backend::cpu::adamw::{clip_factor, global_norm, AdamW};
+use crate::backend::cpu::adamw::{clip_factor, global_norm};
 use crate::model::config::LlamaConfig;
 use crate::model::cpu_model::{Batch, CpuModel};
 use crate::model::init::initialise;
@@ -49,14 +49,13 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
         let t = Instant::now();
         let loss = ranks.sum_f64(loss) / n;
         let norm = global_norm(&grads) / n;
-        let lr = run.lr_at(step);
-        let opt = AdamW { lr, beta1: run.beta1, beta2: run.beta2, eps: run.adam_eps, weight_decay: run.weight_decay };
+        let opt = run.optimizer_at(step);
         opt.step(&mut params, &grads, &mut m, &mut v, &decay, step as u64, clip_factor(norm, run.max_grad_norm) / n);
         let optimizer_s = t.elapsed().as_secs_f64();
         let record = StepRecord {
             step,
             loss,
-            lr,
+            lr: opt.lr,
             grad_norm: norm,
             step_s: start.elapsed().as_secs_f64(),
             forward_s,

@@ -5,7 +5,6 @@ use super::data::Source;
 use super::data_parallel::{first_sample, Ranks};
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
-use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::backend::cuda::Gpu;
 use cudarc::driver::{sys::CUevent_flags, CudaEvent};
@@ -71,8 +70,7 @@ pub fn train(
         }
         let optimizer_start = mark()?;
         let loss = ranks.sum_f64(loss) / ranks.count() as f64;
-        let lr = run.lr_at(step);
-        let opt = AdamW { lr, beta1: run.beta1, beta2: run.beta2, eps: run.adam_eps, weight_decay: run.weight_decay };
+        let opt = run.optimizer_at(step);
         let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks.count())?;
         let optimizer_end = mark()?;
         gpu.synchronize()?;
@@ -88,7 +86,7 @@ pub fn train(
         let record = StepRecord {
             step,
             loss,
-            lr,
+            lr: opt.lr,
             grad_norm,
             step_s: start.elapsed().as_secs_f64(),
             forward_s,

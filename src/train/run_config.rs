@@ -1,5 +1,6 @@
 //! Training run settings: defaults per model from configs/runs (embedded), overridden by flags.
 
+use crate::backend::cpu::adamw::AdamW;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -58,6 +59,11 @@ impl RunConfig {
             return Err(format!("--lr {} must be positive", self.lr));
         }
         Ok(())
+    }
+
+    /// The AdamW settings of optimizer step `t` (from 1).
+    pub fn optimizer_at(&self, t: usize) -> AdamW {
+        AdamW { lr: self.lr_at(t), beta1: self.beta1, beta2: self.beta2, eps: self.adam_eps, weight_decay: self.weight_decay }
     }
 
     /// Learning rate at optimizer step `t` (from 1): linear warm-up, then cosine down to

@@ -88,6 +88,11 @@ impl Gpu {
         }
     }
 
+    /// What the results file records of this GPU.
+    pub fn identity(&self) -> crate::results::metadata::GpuIdentity {
+        crate::results::metadata::GpuIdentity { index: Some(self.ordinal), name: self.name(), pci_bus_id: self.pci_bus_id(), uuid: self.uuid() }
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().context("CUDA stream synchronisation failed")
     }

@@ -1,0 +1,102 @@
+//! What the binary does with a validated request: the three kinds of run and what they share
+//! (choosing the GPU or host path on every rank alike, opening the GPU, announcing the run).
+
+pub mod selftest;
+pub mod sft;
+pub mod sweeps;
+
+use h200_mpibench::backend::cuda::{self, Gpu};
+use h200_mpibench::cli::Backend;
+use h200_mpibench::dist::world::World;
+use h200_mpibench::results::hdf5_file::ResultsFile;
+use h200_mpibench::results::metadata::{self, GpuIdentity, RunMetadata};
+
+/// Why the run stopped early.
+pub enum Stop {
+    /// Every rank knows the same cause: each prints it and exits 2 after MPI_Finalize.
+    Agreed(String),
+    /// This rank failed mid-run: it prints the cause and MPI_Abort ends every rank.
+    Fatal(anyhow::Error),
+    /// --help / --version: printed by rank 0, exit 0.
+    Info(String),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Fatal(e)
+    }
+}
+
+/// What carries the bytes on this run.
+pub enum Path {
+    Gpu { ordinal: usize },
+    Host { reason: String },
+}
+
+/// Collective: the same backend on every rank, or an error every rank reports.
+pub fn choose_path(world: &World, backend: Backend) -> Result<Path, Stop> {
+    let probe = match backend {
+        Backend::Mpi => Err("--backend mpi".to_string()),
+        _ => cuda::probe(),
+    };
+    tracing::debug!(?probe, "GPU probe");
+    if let (Backend::Nccl, Err(reason)) = (backend, &probe) {
+        world.agree(Err::<(), _>(format!("--backend nccl: {reason}"))).map_err(Stop::Agreed)?;
+    }
+    let gpu_ranks = world.sum_u64(probe.is_ok() as u64) as usize;
+    let mixed = gpu_ranks != 0 && gpu_ranks != world.size;
+    let mine = match &probe {
+        Err(reason) if mixed => Err(format!("{reason}, while {gpu_ranks} other rank(s) have GPUs and NCCL")),
+        Err(reason) => Ok(Path::Host { reason: reason.clone() }),
+        Ok(visible) => cuda::gpu_for_local_rank(world.local_rank, world.local_size, *visible)
+            .map(|ordinal| Path::Gpu { ordinal }),
+    };
+    world.agree(mine).map_err(Stop::Agreed)
+}
+
+/// Collective: this rank's GPU, or the first rank's failure on every rank.
+pub fn open_gpu(world: &World, ordinal: usize) -> Result<Gpu, Stop> {
+    world.agree(Gpu::open(ordinal).map_err(|e| format!("{e:#}"))).map_err(Stop::Agreed)
+}
+
+/// Records the GPU software versions the run depends on.
+pub fn record_gpu_software(meta: &mut RunMetadata, with_nccl: bool) {
+    meta.driver_version = nvml_wrapper::Nvml::init().and_then(|n| n.sys_driver_version()).unwrap_or_else(|_| "unknown".into());
+    meta.cuda_version = cuda::driver_cuda_version();
+    if with_nccl {
+        meta.nccl_version = h200_mpibench::dist::nccl::version();
+    }
+}
+
+/// Collective: gathers every rank's host and GPU, writes the metadata and prints the banner.
+pub fn announce(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata, gpu: &GpuIdentity, title: &str, note: Option<&str>) -> Result<(), Stop> {
+    meta.ranks = metadata::gather_ranks(world, gpu);
+    if let Some(file) = file {
+        file.write_metadata(meta)?;
+    }
+    if world.is_root() {
+        print_banner(meta, title, note);
+    }
+    Ok(())
+}
+
+fn print_banner(meta: &RunMetadata, title: &str, note: Option<&str>) {
+    let mut hosts: Vec<&str> = meta.ranks.iter().map(|r| r.host.as_str()).collect();
+    hosts.dedup();
+    println!("# h200-mpibench {} ({}): {title}", meta.version, meta.git_commit);
+    println!(
+        "# {} ranks on {} host(s); NCCL {}; CUDA driver {} ({}); {}",
+        meta.ranks.len(),
+        hosts.len(),
+        meta.nccl_version,
+        meta.cuda_version,
+        meta.driver_version,
+        meta.mpi_version
+    );
+    if let Some(note) = note {
+        println!("# {note}");
+    }
+    for (rank, r) in meta.ranks.iter().enumerate() {
+        println!("#  rank {rank:3} on {} local {} GPU {} {} [{}]", r.host, r.local_rank, r.gpu_index, r.gpu_name, r.gpu_pci_bus_id);
+    }
+}

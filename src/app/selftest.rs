@@ -1,0 +1,36 @@
+//! `h200-mpibench selftest`: on every GPU, the model's ops and steps against the CPU reference.
+
+use super::{announce, choose_path, open_gpu, record_gpu_software, Path, Stop};
+use h200_mpibench::cli::Backend;
+use h200_mpibench::dist::world::{print_line, World};
+use h200_mpibench::results::hdf5_file::ResultsFile;
+use h200_mpibench::results::metadata::RunMetadata;
+use h200_mpibench::selftest::{self, Check};
+
+pub fn run(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+    let ordinal = match choose_path(world, Backend::Auto)? {
+        Path::Gpu { ordinal } => ordinal,
+        Path::Host { reason } => return Err(Stop::Agreed(format!("selftest checks GPU kernels, and {reason}"))),
+    };
+    let gpu = open_gpu(world, ordinal)?;
+    meta.engine = "cuda".into();
+    record_gpu_software(meta, false);
+    announce(world, file, meta, &gpu.identity(), "selftest: GPU ops against the CPU reference", None)?;
+    let checks = selftest::run(&gpu)?;
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.passed()).collect();
+    let failed_per_rank: Vec<u64> = world.all_gather_f64(&[failed.len() as f64]).iter().map(|&f| f as u64).collect();
+    if world.is_root() {
+        print!("{}", selftest::table(&checks));
+    } else if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|c| c.op.as_str()).collect();
+        print_line(&format!("h200-mpibench: {}: selftest failed: {}", world.who(), names.join(", ")));
+    }
+    if let Some(file) = file {
+        file.write_selftest(&checks, &failed_per_rank)?;
+    }
+    let total: u64 = failed_per_rank.iter().sum();
+    if world.is_root() {
+        println!("# selftest: {} checks on each of {} GPU(s), {total} failed", checks.len(), world.size);
+    }
+    Ok(if total == 0 { 0 } else { 3 })
+}

@@ -1,0 +1,117 @@
+//! `--suite sft`: Llama supervised fine-tuning steps on the GPU (data parallel over ranks) or
+//! on the CPU, every step's figures printed by rank 0 and written to /sft.
+
+use super::{announce, choose_path, open_gpu, record_gpu_software, Path, Stop};
+use h200_mpibench::backend::cuda;
+use h200_mpibench::cli::{Backend, Cli, SftPlan};
+use h200_mpibench::dist::nccl::NcclComm;
+use h200_mpibench::dist::watchdog::Watchdog;
+use h200_mpibench::dist::world::World;
+use h200_mpibench::model::gpu_model::device_bytes;
+use h200_mpibench::results::hdf5_file::ResultsFile;
+use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
+use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
+use std::time::Duration;
+
+/// The sft plan, or why this run cannot do it (the same answer on every rank).
+pub fn plan(cli: &Cli) -> Result<SftPlan, Stop> {
+    let on_gpu = cli.backend != Backend::Mpi && cuda::probe().is_ok();
+    if cli.backend == Backend::Nccl && !on_gpu {
+        let reason = cuda::probe().err().unwrap_or_default();
+        return Err(Stop::Agreed(format!("--suite sft --backend nccl: {reason}")));
+    }
+    let plan = cli.sft.plan(if on_gpu { "7b" } else { "tiny" }, cli.seed).map_err(Stop::Agreed)?;
+    if plan.run.recompute && !on_gpu {
+        return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
+    }
+    Ok(plan)
+}
+
+pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+    let (m, r) = (&plan.model, &plan.run);
+    let gpu = match choose_path(world, cli.backend)? {
+        Path::Gpu { ordinal } => Some(open_gpu(world, ordinal)?),
+        Path::Host { .. } => None,
+    };
+    // Validate the fit before allocating anything on the GPU.
+    if let Some(gpu) = &gpu {
+        let need = device_bytes(m, r.micro_batch, r.seq, r.recompute);
+        let (free, _) = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?;
+        if need > free as u64 {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            return Err(Stop::Agreed(format!(
+                "{} with {} layers, micro-batch {} × seq {} needs {:.1} GiB on the GPU, {:.1} GiB free: \
+                 use --recompute, fewer --layers or a smaller --micro-batch (sharding across GPUs is not built yet)",
+                m.name, m.n_layers, r.micro_batch, r.seq, gib(need), gib(free as u64)
+            )));
+        }
+    }
+    meta.engine = if gpu.is_some() { "cuda" } else { "cpu" }.into();
+    if gpu.is_some() {
+        record_gpu_software(meta, world.size > 1);
+    }
+    let identity = gpu.as_ref().map_or_else(GpuIdentity::none, |g| g.identity());
+    let flops_per_token = m.flops_per_token(r.seq);
+    let title = match (&gpu, world.size) {
+        (Some(_), 1) => "Llama SFT on one GPU".to_string(),
+        (Some(_), n) => format!("Llama SFT, data parallel over {n} GPUs (every rank holds the whole model)"),
+        (None, 1) => "Llama SFT on the CPU".to_string(),
+        (None, n) => format!("Llama SFT on the CPU, data parallel over {n} ranks"),
+    };
+    announce(world, file, meta, &identity, &title, None)?;
+    if world.is_root() {
+        println!(
+            "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
+            m.name, m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.vocab_size, m.matmul_params() as f64 / 1e9
+        );
+        let recompute = if r.recompute { ", activation recompute" } else { "" };
+        println!(
+            "# seq {}, micro-batch {} × accumulation {} per rank, global batch {} sequences, {} steps ({} warm-up), lr {:.1e}{recompute}",
+            r.seq, r.micro_batch, r.grad_accum, r.micro_batch * r.grad_accum * world.size, r.steps, r.warmup_steps, r.lr
+        );
+    }
+    let mut diverged = None;
+    let mut report = |s: &metrics::StepRecord| {
+        let mfu = if gpu.is_some() { format!("  MFU {:.1}%", 100.0 * s.model_flops(flops_per_token) / metrics::PEAK_FLOPS) } else { String::new() };
+        if world.is_root() {
+            println!(
+                "step {:>4}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.3} s  {:.0} tokens/s/rank  {:.2} TFLOP/s{mfu}",
+                s.step, r.steps, s.loss, s.lr, s.grad_norm, s.step_s, s.tokens_per_s(), s.model_flops(flops_per_token) / 1e12
+            );
+        }
+        if !s.loss.is_finite() && diverged.is_none() {
+            diverged = Some(s.step);
+        }
+    };
+    let (records, profile) = match &gpu {
+        Some(g) => {
+            let watchdog = Watchdog::start(world.who());
+            let comm = match world.size {
+                1 => None,
+                _ => Some(NcclComm::bootstrap(world, &watchdog, Duration::from_secs(cli.timeout))?),
+            };
+            let model = gpu_trainer::build(g, m, r, cli.seed)?;
+            gpu_trainer::train(g, &model, r, &plan.data, world, comm.as_ref(), cli.sft.profile, &mut report)?
+        }
+        None => (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report), None),
+    };
+    if let (Some(p), true) = (&profile, world.is_root()) {
+        print!("# GPU time of step {} by op (CUDA events around each op)\n{}", r.steps, p.table());
+    }
+    let summary = metrics::summarize(&records, r.warmup_steps, flops_per_token, gpu.is_some());
+    let mfu = summary.mfu.map_or(String::new(), |u| format!(", MFU {:.1}%", 100.0 * u));
+    if world.is_root() {
+        println!(
+            "# {} measured steps (rank 0): {:.3} s/step, {:.0} tokens/s per rank, {:.2} model TFLOP/s per rank{mfu}",
+            summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
+        );
+    }
+    if let Some(file) = file {
+        file.write_sft(m, r, &meta.engine, &records, &summary, profile.as_ref())?;
+    }
+    match diverged {
+        Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),
+        None => Ok(0),
+    }
+}
+

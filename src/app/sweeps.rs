@@ -1,0 +1,36 @@
+//! `--suite nccl`: the collective sweeps on the GPU path (NCCL) or the host path (MPI).
+
+use super::{announce, choose_path, open_gpu, record_gpu_software, Path, Stop};
+use h200_mpibench::cli::{Cli, SweepPlan};
+use h200_mpibench::dist::nccl::NcclComm;
+use h200_mpibench::dist::watchdog::Watchdog;
+use h200_mpibench::dist::world::World;
+use h200_mpibench::results::hdf5_file::ResultsFile;
+use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
+use h200_mpibench::sweep;
+use std::time::Duration;
+
+pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+    let watchdog = Watchdog::start(world.who());
+    let timeout = Duration::from_secs(cli.timeout);
+    let wrong = match choose_path(world, cli.backend)? {
+        Path::Gpu { ordinal } => {
+            let gpu = open_gpu(world, ordinal)?;
+            let comm = NcclComm::bootstrap(world, &watchdog, timeout)?;
+            let mut engine = sweep::device_nccl::NcclEngine::new(world, &gpu, &comm)?;
+            engine.check_kernels_against_cpu(cli.seed)?;
+            record_gpu_software(meta, true);
+            meta.engine = "nccl".into();
+            announce(world, file, meta, &gpu.identity(), "collective sweeps over nccl", None)?;
+            sweep::run_all(world, &mut engine, plan, &watchdog, file)?
+        }
+        Path::Host { reason } => {
+            let mut engine = sweep::host_mpi::HostMpiEngine::new(world);
+            meta.engine = "mpi-host".into();
+            let note = format!("no GPU path ({reason}): sweeping with MPI on host memory; these figures measure MPI, not NCCL");
+            announce(world, file, meta, &GpuIdentity::none(), "collective sweeps over mpi-host", Some(&note))?;
+            sweep::run_all(world, &mut engine, plan, &watchdog, file)?
+        }
+    };
+    Ok(if wrong == 0 { 0 } else { 3 })
+}
