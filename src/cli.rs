@@ -54,51 +54,88 @@ pub struct Cli {
     pub sft: SftArgs,
 }
 
+impl Cli {
+    /// The memory plan of `plan`: a table per requested stage, with the verdict for one GPU.
+    pub fn memory_report(&self, ranks: usize, zero: Option<u8>, gpu_memory_gib: f64) -> Result<String, String> {
+        use crate::zero::planner::{plan, suggestions, PlanInput, LIBRARY_RESERVE};
+        if ranks == 0 {
+            return Err("plan --ranks must be at least 1".into());
+        }
+        if zero.is_some_and(|z| z > 3) {
+            return Err("plan --zero must be 0, 1, 2 or 3".into());
+        }
+        let sft = self.sft.plan("7b", self.seed)?;
+        let (m, r) = (&sft.model, &sft.run);
+        let budget = (gpu_memory_gib * (1u64 << 30) as f64) as u64;
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let mut out = format!(
+            "# memory plan: {} ({} layers), micro-batch {} × seq {}{}, {ranks} ranks, per GPU of {gpu_memory_gib:.0} GiB (1 GiB kept for cuBLAS and the context)\n",
+            m.name,
+            m.n_layers,
+            r.micro_batch,
+            r.seq,
+            if r.recompute { ", recompute" } else { "" }
+        );
+        for stage in zero.map_or(0..=3, |z| z..=z) {
+            let input = PlanInput { model: m.clone(), ranks, stage, micro_batch: r.micro_batch, seq: r.seq, recompute: r.recompute };
+            let p = plan(&input);
+            let verdict = if p.total() + LIBRARY_RESERVE <= budget {
+                "fits".to_string()
+            } else {
+                let advice = suggestions(&input, budget);
+                format!("does not fit{}", if advice.is_empty() { String::new() } else { format!("; would with {}", advice.join(", or ")) })
+            };
+            out += &format!("# ZeRO stage {stage}: {:.2} GiB, {verdict}\n{}", gib(p.total()), p.table());
+        }
+        Ok(out)
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct SftArgs {
     /// Model: 7b, 13b, 70b, tiny, or a JSON config path (default: 7b on GPUs, tiny on the CPU).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub model: Option<String>,
 
     /// Override the model's layer count (e.g. a 70B-shaped layer on one GPU).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub layers: Option<usize>,
 
     /// Optimizer steps (default from configs/runs).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub steps: Option<usize>,
 
     /// First steps left out of the summaries.
-    #[arg(long = "warmup-steps")]
+    #[arg(long = "warmup-steps", global = true)]
     pub warmup_steps: Option<usize>,
 
     /// Tokens per sequence.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub seq: Option<usize>,
 
     /// Sequences per micro-batch.
-    #[arg(long = "micro-batch")]
+    #[arg(long = "micro-batch", global = true)]
     pub micro_batch: Option<usize>,
 
     /// Micro-batches per optimizer step.
-    #[arg(long = "grad-accum")]
+    #[arg(long = "grad-accum", global = true)]
     pub grad_accum: Option<usize>,
 
     /// Peak learning rate.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub lr: Option<f64>,
 
     /// Activation recompute: keep each layer's input only and redo the layer's forward in
     /// its backward (less memory, about a third more compute).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub recompute: bool,
 
     /// Time every GPU op of the last step (CUDA events) and print where the time goes.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub profile: bool,
 
     /// Train on this file of token ids (little-endian u32) instead of synthetic data.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub data: Option<String>,
 }
 
@@ -141,11 +178,24 @@ impl SftArgs {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Subcommand)]
+#[derive(Clone, Debug, PartialEq, clap::Subcommand)]
 pub enum Command {
     /// Every GPU op of the model against the CPU reference on fresh random inputs (one rank
     /// per GPU); exit code 3 if any check fails.
     Selftest,
+    /// Per-GPU memory of an SFT run by category, for each ZeRO stage (no GPU needed); model and
+    /// batch flags as for --suite sft.
+    Plan {
+        /// Ranks (GPUs) the run would use.
+        #[arg(long, default_value_t = 8)]
+        ranks: usize,
+        /// Only this ZeRO stage (default: all four).
+        #[arg(long)]
+        zero: Option<u8>,
+        /// Memory of one GPU, GiB (an H200 has 140).
+        #[arg(long = "gpu-memory", default_value_t = 140.0)]
+        gpu_memory_gib: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -326,6 +376,17 @@ mod tests {
             argv.extend(bad.iter().copied());
             assert!(Cli::try_parse_from(argv).unwrap().sft.plan("tiny", 1).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn plan_reports_every_stage_and_the_verdict() {
+        let cli = Cli::try_parse_from(["h200-mpibench", "plan", "--model", "70b", "--ranks", "8"]).unwrap();
+        let Some(Command::Plan { ranks, zero, gpu_memory_gib }) = cli.command.clone() else { panic!("not plan") };
+        let text = cli.memory_report(ranks, zero, gpu_memory_gib).unwrap();
+        assert_eq!(text.matches("# ZeRO stage").count(), 4);
+        assert!(text.contains("# ZeRO stage 0:") && text.contains("does not fit"), "{text}");
+        assert!(cli.memory_report(8, Some(4), 140.0).is_err());
+        assert!(cli.memory_report(0, None, 140.0).is_err());
     }
 
     #[test]

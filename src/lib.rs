@@ -8,3 +8,4 @@ pub mod results;
 pub mod selftest;
 pub mod sweep;
 pub mod train;
+pub mod zero;

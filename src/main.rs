@@ -77,7 +77,14 @@ enum Work {
 fn run(world: &World) -> Result<i32, Stop> {
     let cli = parse_cli()?;
     // Everything is validated before anything is created.
-    let (work, suite) = match (cli.command, cli.suite) {
+    let (work, suite) = match (cli.command.clone(), cli.suite) {
+        (Some(Command::Plan { ranks, zero, gpu_memory_gib }), _) => {
+            let report = cli.memory_report(ranks, zero, gpu_memory_gib).map_err(Stop::Agreed)?;
+            if world.is_root() {
+                print!("{report}");
+            }
+            return Ok(0);
+        }
         (Some(Command::Selftest), _) => (Work::Selftest, "selftest"),
         (None, Suite::Nccl) => (Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?), "nccl"),
         (None, Suite::Sft) => (Work::Sft(app::sft::plan(&cli)?), "sft"),

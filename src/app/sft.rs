@@ -7,7 +7,7 @@ use h200_mpibench::cli::{Backend, Cli, SftPlan};
 use h200_mpibench::dist::nccl::NcclComm;
 use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::World;
-use h200_mpibench::model::gpu_model::device_bytes;
+use h200_mpibench::zero::planner::{self, PlanInput};
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
@@ -34,17 +34,23 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         Path::Host { .. } => None,
     };
     // Validate the fit before allocating anything on the GPU.
+    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: 0, micro_batch: r.micro_batch, seq: r.seq, recompute: r.recompute };
+    let plan_bytes = planner::plan(&planned).total();
     if let Some(gpu) = &gpu {
-        let need = device_bytes(m, r.micro_batch, r.seq, r.recompute);
-        let (free, _) = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?;
-        if need > free as u64 {
+        let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
+        let fit = if plan_bytes + planner::LIBRARY_RESERVE <= free {
+            Ok(())
+        } else {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-            return Err(Stop::Agreed(format!(
-                "{} with {} layers, micro-batch {} × seq {} needs {:.1} GiB on the GPU, {:.1} GiB free: \
-                 use --recompute, fewer --layers or a smaller --micro-batch (sharding across GPUs is not built yet)",
-                m.name, m.n_layers, r.micro_batch, r.seq, gib(need), gib(free as u64)
-            )));
-        }
+            let advice = planner::suggestions(&planned, free);
+            let advice = if advice.is_empty() { "fewer --layers".to_string() } else { advice.join(", or ") };
+            Err(format!(
+                "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLAS and the context), \
+                 {:.1} GiB free: would fit with {advice} (this version runs ZeRO stage 0 only)",
+                m.name, m.n_layers, r.micro_batch, r.seq, gib(plan_bytes), gib(planner::LIBRARY_RESERVE), gib(free)
+            ))
+        };
+        world.agree(fit).map_err(Stop::Agreed)?;
     }
     meta.engine = if gpu.is_some() { "cuda" } else { "cpu" }.into();
     if gpu.is_some() {
@@ -106,8 +112,18 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
         );
     }
+    if let (Some(g), true) = (&gpu, world.is_root()) {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let peak = g.peak_allocated();
+        println!(
+            "# GPU memory: planned {:.2} GiB, our buffers' peak {:.2} GiB ({:+.2}%)",
+            gib(plan_bytes),
+            gib(peak),
+            100.0 * (peak as f64 / plan_bytes as f64 - 1.0)
+        );
+    }
     if let Some(file) = file {
-        file.write_sft(m, r, &meta.engine, &records, &summary, profile.as_ref())?;
+        file.write_sft(m, r, &meta.engine, &records, &summary, profile.as_ref(), plan_bytes)?;
     }
     match diverged {
         Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),

@@ -47,6 +47,7 @@ struct Scratch {
     dh: DeviceBuffer,
 }
 
+/// Allocates exactly zero::planner's stage-0 figures (the sft run compares the two).
 pub struct GpuModel<'g> {
     pub config: LlamaConfig,
     pub layout: Layout,
@@ -73,23 +74,6 @@ pub struct GpuModel<'g> {
     labels: DeviceBuffer,
     norm: DeviceBuffer, // fp64 sum of squares
     s: Scratch,
-}
-
-/// Device bytes GpuModel::new allocates for `config` and micro-batches of `batch` × `seq`
-/// (cuBLAS workspace and the CUDA context come on top).
-pub fn device_bytes(config: &LlamaConfig, batch: usize, seq: usize, recompute: bool) -> u64 {
-    let c = config;
-    let (n, d, kv, f) = ((batch * seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
-    let scores = (batch * c.n_heads * seq * seq) as u64;
-    let params = Layout::new(c).total as u64;
-    // master, grads, m, v in fp32; the working copy in bf16
-    let parameters = params * (4 * 4 + 2);
-    let acts = 2 * (6 * n * d + 2 * n * kv + 3 * n * f + scores) + 4 * 2 * n;
-    let kept = if recompute { 1 } else { c.n_layers as u64 };
-    let inputs = (c.n_layers as u64 + 1) * 2 * n * d;
-    let scratch = 4 * scores + 2 * (scores + 6 * n * d + 2 * n * kv + 3 * n * f);
-    let head = 2 * (n * d + n * c.vocab_size as u64) + 4 * 2 * n + 8 * n + 8;
-    parameters + kept * acts + inputs + scratch + head
 }
 
 impl<'g> GpuModel<'g> {

@@ -17,6 +17,7 @@ impl ResultsFile {
         records: &[StepRecord],
         summary: &Summary,
         profile: Option<&StepProfile>,
+        planned_bytes: u64,
     ) -> Result<()> {
         let g = self.file.create_group("sft")?;
         put_str(&g, "engine", engine)?;
@@ -31,6 +32,7 @@ impl ResultsFile {
         put_num(&g, "flops_per_token", flops_per_token)?;
         put_num(&g, "peak_flops", PEAK_FLOPS)?;
         put_num(&g, "warmup_steps", run.warmup_steps as u64)?;
+        put_num(&g, "planned_memory_bytes", planned_bytes)?;
         put_num(&g, "summary_measured_steps", summary.measured_steps as u64)?;
         put_num(&g, "summary_step_s", summary.step_s)?;
         put_num(&g, "summary_tokens_per_s", summary.tokens_per_s)?;

@@ -82,7 +82,6 @@ pub fn train(
         }
         let comm_s = seconds(&reduce_start, &optimizer_start)?;
         let optimizer_s = seconds(&optimizer_start, &optimizer_end)?;
-        let (free, total) = gpu.ctx.mem_get_info()?;
         let record = StepRecord {
             step,
             loss,
@@ -95,7 +94,7 @@ pub fn train(
             optimizer_s,
             tokens: per_step * run.seq,
             samples: per_step,
-            peak_memory_bytes: (total - free) as u64,
+            peak_memory_bytes: gpu.peak_allocated(),
         };
         if profile && step == run.steps {
             profiled = Some(StepProfile { step_ms: record.step_s * 1e3, ops: timer.totals()? });

@@ -9,6 +9,7 @@ pub mod op_timer;
 
 use anyhow::{anyhow, Context, Result};
 use cudarc::driver::{result, sys, CudaContext, CudaStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Why this host cannot run the GPU path, or the number of visible GPUs. Never panics:
@@ -47,6 +48,9 @@ pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     pub ordinal: usize,
+    /// Bytes of our live buffers, and the most there ever were (cuBLAS and the context aside).
+    allocated: Arc<AtomicU64>,
+    peak: AtomicU64,
 }
 
 impl Gpu {
@@ -55,7 +59,7 @@ impl Gpu {
         // One stream, ordered by us: cudarc's per-buffer event tracking would only add launches.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
-        Ok(Gpu { ctx, stream, ordinal })
+        Ok(Gpu { ctx, stream, ordinal, allocated: Arc::new(AtomicU64::new(0)), peak: AtomicU64::new(0) })
     }
 
     pub fn name(&self) -> String {
@@ -103,7 +107,14 @@ impl Gpu {
             let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
             anyhow!("cannot allocate {bytes} B on GPU {} ({free} of {total} B free): {e}", self.ordinal)
         })?;
-        Ok(DeviceBuffer { ptr, bytes, ctx: self.ctx.clone() })
+        let now = self.allocated.fetch_add(bytes as u64, Ordering::SeqCst) + bytes as u64;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        Ok(DeviceBuffer { ptr, bytes, ctx: self.ctx.clone(), allocated: self.allocated.clone() })
+    }
+
+    /// The most bytes our buffers held at once so far.
+    pub fn peak_allocated(&self) -> u64 {
+        self.peak.load(Ordering::SeqCst)
     }
 
     /// A new device buffer holding `data`.
@@ -150,10 +161,12 @@ pub struct DeviceBuffer {
     pub ptr: sys::CUdeviceptr,
     pub bytes: usize,
     ctx: Arc<CudaContext>,
+    allocated: Arc<AtomicU64>,
 }
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
+        self.allocated.fetch_sub(self.bytes as u64, Ordering::SeqCst);
         if self.ctx.bind_to_thread().is_ok() {
             unsafe {
                 let _ = result::free_sync(self.ptr);

@@ -1,0 +1,164 @@
+//! Per-GPU memory of an SFT run, by category, for a ZeRO stage and rank count: what the GPU
+//! step allocates (model/gpu_model.rs allocates exactly the stage-0 figures; the test below
+//! holds the two together), so a run can be refused before it allocates anything.
+//!
+//! Stage 0 keeps everything on every rank; 1 shards the optimizer state (fp32 master, m, v);
+//! 2 also the fp32 gradients; 3 also the bf16 weights, gathering two layers at a time.
+
+use crate::model::config::LlamaConfig;
+use crate::model::layout::Layout;
+
+/// What is planned.
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    pub model: LlamaConfig,
+    pub ranks: usize,
+    pub stage: u8,
+    pub micro_batch: usize,
+    pub seq: usize,
+    pub recompute: bool,
+}
+
+/// Bytes per GPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    /// bf16 working weights (a shard plus two gathered layers at stage 3).
+    pub parameters: u64,
+    /// fp32 gradients (a shard at stages 2-3).
+    pub gradients: u64,
+    /// fp32 master weights and Adam moments (a shard from stage 1).
+    pub optimizer: u64,
+    /// What the backward reads: saved layer activations (or one set with recompute), every
+    /// layer's input, the head's logits.
+    pub activations: u64,
+    /// Gradient shards received by reduce-scatter (stage 1).
+    pub communication: u64,
+    /// Scratch of one layer's backward and the attention scores.
+    pub workspace: u64,
+}
+
+/// cuBLAS and the CUDA context take memory outside our buffers: a margin the fit check keeps.
+pub const LIBRARY_RESERVE: u64 = 1 << 30;
+
+impl MemoryPlan {
+    pub fn total(&self) -> u64 {
+        self.parameters + self.gradients + self.optimizer + self.activations + self.communication + self.workspace
+    }
+
+    pub fn table(&self) -> String {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let rows = [
+            ("parameters (bf16)", self.parameters),
+            ("gradients (fp32)", self.gradients),
+            ("optimizer state (fp32 master, m, v)", self.optimizer),
+            ("activations", self.activations),
+            ("communication buffers", self.communication),
+            ("workspace", self.workspace),
+            ("total", self.total()),
+        ];
+        rows.iter().map(|(name, b)| format!("  {name:<38} {:>10.2} GiB\n", gib(*b))).collect()
+    }
+}
+
+fn shard(x: u64, ranks: usize) -> u64 {
+    x.div_ceil(ranks as u64)
+}
+
+pub fn plan(p: &PlanInput) -> MemoryPlan {
+    let c = &p.model;
+    let layout = Layout::new(c);
+    let params = layout.total as u64;
+    let layer_params = layout.layers.first().map_or(0, |l| l.w_down.range().end - l.attn_norm.offset) as u64;
+    let (n, d, kv, f) = ((p.micro_batch * p.seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
+    let scores = (p.micro_batch * c.n_heads * p.seq * p.seq) as u64;
+    let layers = c.n_layers as u64;
+    let r = p.ranks;
+
+    let parameters = if p.stage >= 3 { 2 * shard(params, r) + 2 * 2 * layer_params } else { 2 * params };
+    let gradients = if p.stage >= 2 { 4 * shard(params, r) } else { 4 * params };
+    let optimizer = if p.stage >= 1 { 12 * shard(params, r) } else { 12 * params };
+    let communication = if p.stage == 1 { 4 * shard(params, r) } else { 0 };
+    // Per kept layer: xn q o x2 xn2 (bf16 n·d) + k v (n·kv) + gate up h (n·f) + P, and 1/rms ×2.
+    let saved_layer = 2 * (5 * n * d + 2 * n * kv + 3 * n * f + scores) + 4 * 2 * n;
+    let kept = if p.recompute { 1 } else { layers };
+    let inputs = (layers + 1) * 2 * n * d;
+    // Final norm output, logits, per-position losses, 1/rms, tokens, labels.
+    let head = 2 * n * d + 2 * n * c.vocab_size as u64 + 4 * n + 4 * n + 4 * n + 4 * n;
+    let activations = kept * saved_layer + inputs + head;
+    // Scores (fp32, also dP), dS, and the activation gradients dx dx2 dxn dq do (n·d), dk dv, dgate dup dh;
+    // plus the fp64 norm accumulator.
+    let workspace = 4 * scores + 2 * scores + 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 8;
+    MemoryPlan { parameters, gradients, optimizer, activations, communication, workspace }
+}
+
+/// What to change when `plan` does not fit in `budget` bytes per GPU, tried in order of cost.
+pub fn suggestions(p: &PlanInput, budget: u64) -> Vec<String> {
+    let fits = |q: &PlanInput| plan(q).total() + LIBRARY_RESERVE <= budget;
+    let mut out = Vec::new();
+    if !p.recompute && fits(&PlanInput { recompute: true, ..p.clone() }) {
+        out.push("--recompute".to_string());
+    }
+    if let Some(mb) = (1..p.micro_batch).rev().find(|&mb| fits(&PlanInput { micro_batch: mb, ..p.clone() })) {
+        out.push(format!("--micro-batch {mb}"));
+    }
+    if let Some(stage) = (p.stage + 1..=3).find(|&s| fits(&PlanInput { stage: s, ..p.clone() })) {
+        out.push(format!("ZeRO stage {stage} on {} ranks", p.ranks));
+    }
+    // More ranks at stage 3, with recompute where that lowers the count.
+    let more = |recompute: bool| {
+        [8, 16, 32, 64, 128, 256, 512, 1024]
+            .into_iter()
+            .filter(|&n| n > p.ranks)
+            .find(|&n| fits(&PlanInput { ranks: n, stage: 3, recompute, ..p.clone() }))
+    };
+    let plain = more(p.recompute);
+    if let Some(ranks) = plain {
+        out.push(format!("ZeRO stage 3 on {ranks} ranks"));
+    }
+    if !p.recompute {
+        if let Some(ranks) = more(true).filter(|&n| plain.is_none_or(|m| n < m)) {
+            out.push(format!("ZeRO stage 3 and --recompute on {ranks} ranks"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(model: &str, ranks: usize, stage: u8) -> PlanInput {
+        PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 1, seq: 2048, recompute: false }
+    }
+
+    #[test]
+    fn stages_shard_what_they_say() {
+        let p = 6_738_415_616u64; // Llama-2-7B
+        let s0 = plan(&input("7b", 8, 0));
+        assert_eq!((s0.parameters, s0.gradients, s0.optimizer), (2 * p, 4 * p, 12 * p));
+        let s1 = plan(&input("7b", 8, 1));
+        assert_eq!((s1.gradients, s1.optimizer), (4 * p, 12 * p.div_ceil(8)));
+        let s2 = plan(&input("7b", 8, 2));
+        assert_eq!(s2.gradients, 4 * p.div_ceil(8));
+        let s3 = plan(&input("7b", 8, 3));
+        assert!(s3.parameters < s2.parameters / 4 && s3.total() < s2.total());
+        assert_eq!(s0.activations, s3.activations);
+    }
+
+    #[test]
+    fn seventy_b_needs_sharding_and_the_suggestions_say_so() {
+        let h200 = 141_000_000_000;
+        let full = input("70b", 8, 0);
+        assert!(plan(&full).total() > 16 * 68_000_000_000, "70B at 16 bytes/parameter and more");
+        let advice = suggestions(&full, h200);
+        assert!(advice.iter().any(|s| s.starts_with("ZeRO stage 3")), "{advice:?}");
+        assert!(plan(&input("70b", 64, 3)).total() < h200);
+    }
+
+    #[test]
+    fn recompute_keeps_one_layer() {
+        let with = plan(&PlanInput { recompute: true, ..input("7b", 1, 0) });
+        let without = plan(&input("7b", 1, 0));
+        assert!(with.activations * 10 < without.activations);
+    }
+}
