@@ -281,11 +281,17 @@ pub struct SweepPlan {
     pub fault: Fault,
 }
 
-fn parse_list<T: std::str::FromStr<Err = String> + Copy>(text: &str, all: &[T]) -> Result<Vec<T>, String> {
+fn parse_list<T: std::str::FromStr<Err = String> + Copy + PartialEq>(text: &str, all: &[T]) -> Result<Vec<T>, String> {
     if text.trim().eq_ignore_ascii_case("all") {
         return Ok(all.to_vec());
     }
-    let items: Vec<T> = text.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
+    let mut items: Vec<T> = Vec::new();
+    for item in text.split(',') {
+        let parsed: T = item.trim().parse()?;
+        if !items.contains(&parsed) {
+            items.push(parsed); // a repeated name runs once: each series has one place in the file
+        }
+    }
     if items.is_empty() {
         return Err(format!("empty list '{text}'"));
     }
@@ -362,6 +368,8 @@ mod tests {
         let p = plan(&["-b", "1K", "-e", "4K", "-i", "1K", "--collectives", "alltoall,sendrecv"], 2).unwrap();
         assert_eq!(p.settings.sizes, vec![1024, 2048, 3072, 4096]);
         assert_eq!(p.collectives, vec![Collective::AllToAll, Collective::SendRecv]);
+        let p = plan(&["-d", "float,bf16,float"], 2).unwrap();
+        assert_eq!(p.dtypes, vec![DType::Float32, DType::Bfloat16]);
     }
 
     #[test]
