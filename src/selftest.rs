@@ -257,7 +257,7 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let (tokens, labels) = synthetic_batch(0, run.micro_batch, run.seq, config.vocab_size, seed);
     model.zero_grads()?;
     let gpu_loss = model.forward(&tokens, &labels, 1.0)?;
-    model.backward()?;
+    model.backward(&mut |_| Ok(()))?;
     let gpu_grads = model.grads()?;
     let weights: Vec<f64> = model.weights_f32()?.iter().map(|&w| w as f64).collect();
     let cpu = CpuModel { config: &config, layout: &model.layout };
@@ -283,7 +283,7 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let recomputing = gpu_trainer::build(gpu, &config, &RunConfig { recompute: true, ..run.clone() }, seed)?;
     recomputing.zero_grads()?;
     let loss = recomputing.forward(&tokens, &labels, 1.0)?;
-    recomputing.backward()?;
+    recomputing.backward(&mut |_| Ok(()))?;
     let again: Vec<f64> = recomputing.grads()?.iter().map(|&g| g as f64).collect();
     let first: Vec<f64> = gpu_grads.iter().map(|&g| g as f64).collect();
     checks.push(compare("model step with --recompute: grads", &shape, &again, &first, F32_TOLERANCE));

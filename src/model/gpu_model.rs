@@ -12,6 +12,8 @@ use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::dist::nccl::NcclComm;
 use anyhow::Result;
+use cudarc::driver::CudaStream;
+use std::ops::Range;
 
 /// One layer's forward activations that its backward reads (bf16 unless noted); the layer's
 /// input lives apart, in `GpuModel::inputs`.
@@ -258,8 +260,10 @@ impl<'g> GpuModel<'g> {
         Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64)
     }
 
-    /// Adds the micro-batch's gradient into the fp32 gradient buffer.
-    pub fn backward(&self) -> Result<()> {
+    /// Adds the micro-batch's gradient into the fp32 gradient buffer. `done` hears of each
+    /// slice of the buffer (parameter elements) whose gradient this backward has finished
+    /// queueing: the head, then every layer from the last, then the embedding.
+    pub fn backward(&self, done: &mut dyn FnMut(Range<usize>) -> Result<()>) -> Result<()> {
         let (c, ops, s, n) = (&self.config, &self.ops, &self.s, self.batch * self.seq);
         let l = &self.layout;
         let (d, v) = (c.dim, c.vocab_size);
@@ -267,22 +271,26 @@ impl<'g> GpuModel<'g> {
         ops.gemm.backward_weight(self.g(&l.lm_head), self.logits.ptr, self.xf.ptr, self.dims(d, v))?;
         let last = self.inputs[l.layers.len()].ptr;
         ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, last, self.w(&l.final_norm), self.invf.ptr, n, d)?;
+        done(l.final_norm.offset..l.lm_head.range().end)?;
         for (i, lt) in l.layers.iter().enumerate().rev() {
             if self.recompute {
                 self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), None)?;
             }
             self.layer_backward(lt, self.inputs[i].ptr, self.acts_of(i))?;
+            done(lt.attn_norm.offset..lt.w_down.range().end)?;
         }
-        ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)
+        ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)?;
+        done(l.embedding.range())
     }
 
-    /// Sums the gradient buffer over the communicator's ranks, in place (data parallel).
-    pub fn sum_grads(&self, comm: &NcclComm) -> Result<()> {
+    /// Queues on `stream` the in-place sum over the communicator's ranks of the gradient
+    /// elements `range` (data parallel).
+    pub fn sum_grads(&self, comm: &NcclComm, range: Range<usize>, stream: &CudaStream) -> Result<()> {
         use cudarc::nccl::sys as nccl;
-        let p = self.grads.ptr as *mut std::ffi::c_void;
-        let stream = self.gpu.stream.cu_stream() as nccl::cudaStream_t;
+        let p = (self.grads.ptr + 4 * range.start as u64) as *mut std::ffi::c_void;
         let (f32_, sum) = (nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum);
-        let r = unsafe { nccl::ncclAllReduce(p, p, self.layout.total, f32_, sum, comm.raw(), stream) };
+        let s = stream.cu_stream() as nccl::cudaStream_t;
+        let r = unsafe { nccl::ncclAllReduce(p, p, range.len(), f32_, sum, comm.raw(), s) };
         crate::dist::nccl::check(r, "ncclAllReduce of the gradients", Some(comm.raw()))
     }
 

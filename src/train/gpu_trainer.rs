@@ -41,6 +41,9 @@ pub fn train(
     let per_step = run.micro_batch * run.grad_accum;
     let vocab = model.config.vocab_size;
     let timer = &model.ops.gemm.timer;
+    // Gradient sums run on a stream of their own, each slice as soon as the last micro-batch's
+    // backward has queued it, overlapping the rest of the backward.
+    let comm_stream = gpu.ctx.new_stream()?;
     let mut records = Vec::with_capacity(run.steps);
     let mut profiled = None;
     for step in 1..=run.steps {
@@ -61,13 +64,19 @@ pub fn train(
             let before = mark()?;
             loss += model.forward(&tokens, &labels, 1.0 / run.grad_accum as f64)? / run.grad_accum as f64;
             let forwarded = mark()?;
-            model.backward()?;
+            let last_micro = micro + 1 == run.grad_accum;
+            model.backward(&mut |slice| match comm {
+                Some(comm) if last_micro => {
+                    comm_stream.wait(&gpu.stream.record_event(None)?)?;
+                    model.sum_grads(comm, slice, &comm_stream)
+                }
+                _ => Ok(()),
+            })?;
             micro_marks.push((before, forwarded, mark()?));
         }
+        // What the optimizer waits for beyond the backward: communication not hidden.
         let reduce_start = mark()?;
-        if let Some(comm) = comm {
-            timer.time("ncclAllReduce gradients", || model.sum_grads(comm))?;
-        }
+        gpu.stream.wait(&comm_stream.record_event(None)?)?;
         let optimizer_start = mark()?;
         let loss = ranks.sum_f64(loss) / ranks.count() as f64;
         let opt = run.optimizer_at(step);
