@@ -56,7 +56,8 @@ pub struct Cli {
 
 impl Cli {
     /// The memory plan of `plan`: a table per requested stage, with the verdict for one GPU.
-    pub fn memory_report(&self, ranks: usize, zero: Option<u8>, gpu_memory_gib: f64) -> Result<String, String> {
+    pub fn memory_report(&self, ranks: usize, gpu_memory_gib: f64) -> Result<String, String> {
+        let zero = self.sft.zero;
         use crate::zero::planner::{plan, suggestions, PlanInput, LIBRARY_RESERVE};
         if ranks == 0 {
             return Err("plan --ranks must be at least 1".into());
@@ -137,6 +138,11 @@ pub struct SftArgs {
     /// Train on this file of token ids (little-endian u32) instead of synthetic data.
     #[arg(long, global = true)]
     pub data: Option<String>,
+
+    /// ZeRO stage: 0 replicates model and optimizer state on every rank, 1 shards the optimizer
+    /// state (CPU path in this version). With `plan`: only this stage (default: all four).
+    #[arg(long, global = true)]
+    pub zero: Option<u8>,
 }
 
 /// The model, run settings and data of an sft run, validated.
@@ -169,6 +175,7 @@ impl SftArgs {
             run.lr = lr;
         }
         run.recompute |= self.recompute;
+        run.zero = self.zero.unwrap_or(0);
         run.validate()?;
         let data = match &self.data {
             Some(path) => Source::from_file(path, model.vocab_size, run.seq)?,
@@ -189,9 +196,6 @@ pub enum Command {
         /// Ranks (GPUs) the run would use.
         #[arg(long, default_value_t = 8)]
         ranks: usize,
-        /// Only this ZeRO stage (default: all four).
-        #[arg(long)]
-        zero: Option<u8>,
         /// Memory of one GPU, GiB (an H200 has 140).
         #[arg(long = "gpu-memory", default_value_t = 140.0)]
         gpu_memory_gib: f64,
@@ -389,12 +393,15 @@ mod tests {
     #[test]
     fn plan_reports_every_stage_and_the_verdict() {
         let cli = Cli::try_parse_from(["h200-mpibench", "plan", "--model", "70b", "--ranks", "8"]).unwrap();
-        let Some(Command::Plan { ranks, zero, gpu_memory_gib }) = cli.command.clone() else { panic!("not plan") };
-        let text = cli.memory_report(ranks, zero, gpu_memory_gib).unwrap();
+        let Some(Command::Plan { ranks, gpu_memory_gib }) = cli.command.clone() else { panic!("not plan") };
+        let text = cli.memory_report(ranks, gpu_memory_gib).unwrap();
         assert_eq!(text.matches("# ZeRO stage").count(), 4);
         assert!(text.contains("# ZeRO stage 0:") && text.contains("does not fit"), "{text}");
-        assert!(cli.memory_report(8, Some(4), 140.0).is_err());
-        assert!(cli.memory_report(0, None, 140.0).is_err());
+        assert!(cli.memory_report(0, 140.0).is_err());
+        let one = Cli::try_parse_from(["h200-mpibench", "plan", "--model", "7b", "--zero", "3"]).unwrap();
+        assert_eq!(one.memory_report(8, 140.0).unwrap().matches("# ZeRO stage").count(), 1);
+        let bad = Cli::try_parse_from(["h200-mpibench", "plan", "--zero", "4"]).unwrap();
+        assert!(bad.memory_report(8, 140.0).is_err());
     }
 
     #[test]

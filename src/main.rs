@@ -78,8 +78,8 @@ fn run(world: &World) -> Result<i32, Stop> {
     let cli = parse_cli()?;
     // Everything is validated before anything is created.
     let (work, suite) = match (cli.command.clone(), cli.suite) {
-        (Some(Command::Plan { ranks, zero, gpu_memory_gib }), _) => {
-            let report = cli.memory_report(ranks, zero, gpu_memory_gib).map_err(Stop::Agreed)?;
+        (Some(Command::Plan { ranks, gpu_memory_gib }), _) => {
+            let report = cli.memory_report(ranks, gpu_memory_gib).map_err(Stop::Agreed)?;
             if world.is_root() {
                 print!("{report}");
             }

@@ -35,6 +35,7 @@ fn sft_bad_inputs_are_one_line_errors() {
         vec!["--suite", "sft", "--model", heads.to_str().unwrap()],
         vec!["--suite", "sft", "--seq", "0"],
         vec!["--suite", "sft", "--backend", "nccl"],
+        vec!["--suite", "sft", "--zero", "2"],
     ] {
         let r = singleton(&args, Duration::from_secs(30));
         assert_eq!(r.code, Some(2), "{args:?}: {}{}", r.stdout, r.stderr);
@@ -45,24 +46,27 @@ fn sft_bad_inputs_are_one_line_errors() {
     assert_eq!(error_lines(&r.stderr).len(), 2, "{}", r.stderr);
 }
 
-/// The loss curve of a data-parallel run over `ranks` ranks with a global batch of 8 sequences.
-fn data_parallel_losses(ranks: usize) -> Vec<f64> {
+/// The loss curve of a data-parallel run over `ranks` ranks at ZeRO `stage` with a global
+/// batch of 8 sequences.
+fn data_parallel_losses(ranks: usize, stage: u8) -> Vec<f64> {
     let dir = tempdir("dp");
     let out = dir.join("dp.h5");
-    let micro = (8 / ranks / 2).to_string();
-    let args = ["--suite", "sft", "--model", "tiny", "--steps", "12", "--micro-batch", &micro, "--grad-accum", "2", "--out", out.to_str().unwrap()];
+    let (micro, zero) = ((8 / ranks / 2).to_string(), stage.to_string());
+    let args = ["--suite", "sft", "--model", "tiny", "--steps", "12", "--micro-batch", &micro, "--grad-accum", "2", "--zero", &zero, "--out", out.to_str().unwrap()];
     let r = mpirun(ranks, &args, &[], Duration::from_secs(120));
     assert_eq!(r.code, Some(0), "{ranks} ranks: {}{}", r.stdout, r.stderr);
     read_results(&out)["sft"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
 }
 
 #[test]
-fn data_parallel_runs_match_one_rank_with_the_same_global_batch() {
-    let one = data_parallel_losses(1);
-    for ranks in [2, 4] {
-        let many = data_parallel_losses(ranks);
-        for (step, (a, b)) in one.iter().zip(&many).enumerate() {
-            assert!((a - b).abs() <= 1e-5 * a.abs(), "{ranks} ranks, step {}: {b} vs one rank's {a}", step + 1);
+fn zero_stages_0_and_1_at_2_and_4_ranks_match_one_rank_with_the_same_global_batch() {
+    let one = data_parallel_losses(1, 0);
+    for stage in [0, 1] {
+        for ranks in [2, 4] {
+            let many = data_parallel_losses(ranks, stage);
+            for (step, (a, b)) in one.iter().zip(&many).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * a.abs(), "stage {stage}, {ranks} ranks, step {}: {b} vs one rank's {a}", step + 1);
+            }
         }
     }
     assert!(one[11] < one[0], "the loss falls: {one:?}");

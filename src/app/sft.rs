@@ -24,6 +24,11 @@ pub fn plan(cli: &Cli) -> Result<SftPlan, Stop> {
     if plan.run.recompute && !on_gpu {
         return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
     }
+    let most = if on_gpu { 0 } else { 1 };
+    if plan.run.zero > most {
+        let path = if on_gpu { "the GPU step" } else { "the CPU path" };
+        return Err(Stop::Agreed(format!("--zero {}: {path} runs ZeRO stages up to {most} in this version", plan.run.zero)));
+    }
     Ok(plan)
 }
 
@@ -34,7 +39,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         Path::Host { .. } => None,
     };
     // Validate the fit before allocating anything on the GPU.
-    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: 0, micro_batch: r.micro_batch, seq: r.seq, recompute: r.recompute };
+    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: r.zero, micro_batch: r.micro_batch, seq: r.seq, recompute: r.recompute };
     let plan_bytes = planner::plan(&planned).total();
     if let Some(gpu) = &gpu {
         let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;

@@ -158,4 +158,10 @@ impl crate::train::data_parallel::Ranks for World {
             self.comm.all_reduce_into(&mine[..], values, SystemOperation::sum());
         }
     }
+    fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]) {
+        self.comm.reduce_scatter_block_into(all, mine, SystemOperation::sum());
+    }
+    fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) {
+        self.comm.all_gather_into(mine, all);
+    }
 }

@@ -10,6 +10,7 @@ use crate::model::config::LlamaConfig;
 use crate::model::cpu_model::{Batch, CpuModel};
 use crate::model::init::initialise;
 use crate::model::layout::Layout;
+use crate::zero::partition::Partition;
 use std::time::Instant;
 
 /// Trains `steps` steps from the seeded initialisation on this rank's share of each global
@@ -20,7 +21,10 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
     let model = CpuModel { config, layout: &layout };
     let mut params = vec![0f32; layout.total];
     initialise(&mut params, &layout, seed);
-    let (mut m, mut v) = (vec![0f32; layout.total], vec![0f32; layout.total]);
+    // ZeRO-1: this rank keeps Adam moments for its shard only and updates only that shard.
+    let part = Partition::new(layout.total, ranks.count());
+    let mine = if run.zero >= 1 { part.range(ranks.rank()) } else { 0..layout.total };
+    let (mut m, mut v) = (vec![0f32; mine.len()], vec![0f32; mine.len()]);
     let mut grads = vec![0f32; layout.total];
     let decay = layout.decay_mask();
     let per_step = run.micro_batch * run.grad_accum;
@@ -42,15 +46,33 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
             loss += l / run.grad_accum as f64;
         }
         // Average over ranks: sum, then fold 1/ranks into the norm and the update's scale.
+        // Stage 0 sums everything everywhere; stage 1 sums each shard on its owner only.
         let t = Instant::now();
         let n = ranks.count() as f64;
-        ranks.sum_f32(&mut grads);
+        let mut shard_grads = vec![0f32; part.shard];
+        if run.zero >= 1 {
+            let mut padded = grads.clone();
+            padded.resize(part.padded(), 0.0);
+            ranks.reduce_scatter_sum_f32(&padded, &mut shard_grads);
+        } else {
+            ranks.sum_f32(&mut grads);
+        }
+        let my_grads = if run.zero >= 1 { &shard_grads[..mine.len()] } else { &grads[..] };
         let comm_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let loss = ranks.sum_f64(loss) / n;
-        let norm = global_norm(&grads) / n;
+        let sum_squares = global_norm(my_grads).powi(2);
+        let norm = if run.zero >= 1 { ranks.sum_f64(sum_squares) } else { sum_squares }.sqrt() / n;
         let opt = run.optimizer_at(step);
-        opt.step(&mut params, &grads, &mut m, &mut v, &decay, step as u64, clip_factor(norm, run.max_grad_norm) / n);
+        let scale = clip_factor(norm, run.max_grad_norm) / n;
+        opt.step(&mut params[mine.clone()], my_grads, &mut m, &mut v, &decay[mine.clone()], step as u64, scale);
+        if run.zero >= 1 {
+            let mut shard = params[mine.clone()].to_vec();
+            shard.resize(part.shard, 0.0);
+            let mut all = vec![0f32; part.padded()];
+            ranks.all_gather_f32(&shard, &mut all);
+            params.copy_from_slice(&all[..layout.total]);
+        }
         let optimizer_s = t.elapsed().as_secs_f64();
         let record = StepRecord {
             step,

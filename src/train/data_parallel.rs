@@ -11,6 +11,10 @@ pub trait Ranks {
     fn sum_f64(&self, x: f64) -> f64;
     /// In place: every rank ends with the element-wise sum over ranks.
     fn sum_f32(&self, values: &mut [f32]);
+    /// `mine` (len L) gets rank r's block [r·L, (r+1)·L) of the element-wise sum of `all`.
+    fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]);
+    /// `all` gets every rank's `mine` in rank order.
+    fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]);
 }
 
 /// A run on one rank.
@@ -27,6 +31,12 @@ impl Ranks for Alone {
         x
     }
     fn sum_f32(&self, _values: &mut [f32]) {}
+    fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]) {
+        mine.copy_from_slice(&all[..mine.len()]);
+    }
+    fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) {
+        all.copy_from_slice(mine);
+    }
 }
 
 /// Global index of the first sample of micro-batch `micro` of optimizer step `step` (from 1)

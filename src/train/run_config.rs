@@ -30,6 +30,9 @@ pub struct RunConfig {
     /// Keep only each layer's input and recompute the layer's forward in its backward.
     #[serde(default)]
     pub recompute: bool,
+    /// ZeRO stage: 0 replicates everything; 1 shards the optimizer state over the ranks.
+    #[serde(default)]
+    pub zero: u8,
 }
 
 const DEFAULTS: [(&str, &str); 4] = [
@@ -54,6 +57,9 @@ impl RunConfig {
         }
         if self.warmup_steps >= self.steps {
             return Err(format!("--warmup-steps {} leaves no measured step of --steps {}", self.warmup_steps, self.steps));
+        }
+        if self.zero > 3 {
+            return Err(format!("--zero {}: the ZeRO stages are 0, 1, 2 and 3", self.zero));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(format!("--lr {} must be positive", self.lr));

@@ -1,4 +1,6 @@
-//! ZeRO: how model state is split over ranks. So far the memory planner; stage 0 (plain data
-//! parallelism) runs in train/, stages 1-3 are planned here but not yet executed.
+//! ZeRO: how model state is split over ranks: the partition of the flat buffer and the memory
+//! planner. Stage 0 (plain data parallelism) runs on GPUs and CPUs, stage 1 on CPUs; stages
+//! 2-3 are planned here but not yet executed.
 
+pub mod partition;
 pub mod planner;
