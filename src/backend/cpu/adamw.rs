@@ -11,9 +11,11 @@ pub struct AdamW {
     pub weight_decay: f64,
 }
 
-/// sqrt(Σ g²) over all gradient elements (f64 accumulation).
+/// sqrt(Σ g²) over all gradient elements (f64 accumulation). Fixed chunks summed in order:
+/// the same bits on every run, whatever rayon's scheduling.
 pub fn global_norm(grads: &[f32]) -> f64 {
-    grads.par_iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt()
+    let partial: Vec<f64> = grads.par_chunks(1 << 16).map(|c| c.iter().map(|&g| g as f64 * g as f64).sum()).collect();
+    partial.iter().sum::<f64>().sqrt()
 }
 
 /// The factor that brings the gradient norm down to `max_norm` (1 when it is below).

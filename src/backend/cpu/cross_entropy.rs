@@ -16,7 +16,8 @@ pub fn forward_backward<T: Real>(logits: &mut [T], labels: &[i32], vocab: usize,
         return 0.0;
     }
     let scale = grad_scale / counted as f64;
-    let total: f64 = logits
+    // Per-row losses collected in order and summed sequentially: deterministic.
+    let losses: Vec<f64> = logits
         .par_chunks_mut(vocab)
         .zip(labels.par_iter())
         .map(|(row, &label)| {
@@ -34,8 +35,8 @@ pub fn forward_backward<T: Real>(logits: &mut [T], labels: &[i32], vocab: usize,
             }
             loss
         })
-        .sum();
-    total / counted as f64
+        .collect();
+    losses.iter().sum::<f64>() / counted as f64
 }
 
 #[cfg(test)]
