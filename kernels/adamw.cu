@@ -1,5 +1,5 @@
 // AdamW on fp32 master weights (decoupled weight decay), refreshing the bf16 working copy;
-// the sum of squares behind the global gradient norm; fp32 -> bf16 copies; bf16 adds.
+// the sum of squares behind the global gradient norm; bf16 adds.
 
 extern "C" __global__ void adamw(float* params, bf16* params_bf16, const float* grads, float* m, float* v, u64 n,
                                  float lr, float beta1, float beta2, float eps, float weight_decay,
@@ -23,10 +23,6 @@ extern "C" __global__ void sum_squares(double* total, const float* x, u64 n) {
   GRID_STRIDE(i, n) s += x[i] * x[i];
   s = block_sum(s);
   if (threadIdx.x == 0) atomicAdd(total, (double)s);
-}
-
-extern "C" __global__ void f32_to_bf16(bf16* out, const float* in, u64 n) {
-  GRID_STRIDE(i, n) out[i] = float_to_bf16(in[i]);
 }
 
 // y += x (bf16), the residual adds of the backward.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
-# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute|dp|scaling]...
+# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute|dp|scaling|zero1]...
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -28,8 +28,11 @@ for step in "$@"; do
     recompute)
       run 7b_l8_mbs4_recompute 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --recompute
       run 7b_l8_mbs2_accum2 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 2 --grad-accum 2 --steps 12 --warmup-steps 3 ;;
-    dp) # the same global batch of 8 sequences on 1, 2, 4 GPUs: loss curves to compare
-      for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "tiny_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2; done ;;
+    dp) # the same global batch of 8 sequences on 1, 2, 4 GPUs, ZeRO 0 and 1: loss curves to compare
+      for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "tiny_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2; done
+      for n in 2 4; do [ "$n" -le "$gpus" ] && run "tiny_z1_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2 --zero 1; done ;;
+    zero1) # ZeRO-1 on every GPU, 7B-shaped
+      run "7b_l8_mbs4_z1_np$gpus" "$gpus" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --zero 1 --profile ;;
     scaling) # weak scaling: the same per-GPU batch on 1, 2, 4 GPUs
       for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "7b_l8_mbs4_np$n" "$n" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --profile; done ;;
   esac

@@ -251,7 +251,7 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let run = RunConfig { steps: 50, ..RunConfig::defaults_for("tiny") };
     let seed = Inputs::fresh().seed;
     let mut checks = Vec::new();
-    let model = gpu_trainer::build(gpu, &config, &run, seed)?;
+    let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone)?;
     let shape = format!("tiny, batch {} seq {}", run.micro_batch, run.seq);
 
     let (tokens, labels) = synthetic_batch(0, run.micro_batch, run.seq, config.vocab_size, seed);
@@ -280,7 +280,7 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     drop(model);
 
     // Recompute redoes the same forward: the gradients agree to fp32 summation order.
-    let recomputing = gpu_trainer::build(gpu, &config, &RunConfig { recompute: true, ..run.clone() }, seed)?;
+    let recomputing = gpu_trainer::build(gpu, &config, &RunConfig { recompute: true, ..run.clone() }, seed, &Alone)?;
     recomputing.zero_grads()?;
     let loss = recomputing.forward(&tokens, &labels, 1.0)?;
     recomputing.backward(&mut |_| Ok(()))?;
@@ -290,7 +290,7 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     checks.push(compare("model step with --recompute: loss", &shape, &[loss], &[gpu_loss], F32_TOLERANCE));
     drop(recomputing);
 
-    let model = gpu_trainer::build(gpu, &config, &run, seed)?;
+    let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone)?;
     let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, None, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
     let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &Source::Synthetic { seed }, &Alone, &mut |_| {}).iter().map(|r| r.loss).collect();
     checks.push(compare("50-step loss curve vs CPU trainer", &shape, &gpu_losses, &cpu_losses, STEP_TOLERANCE));

@@ -24,10 +24,9 @@ pub fn plan(cli: &Cli) -> Result<SftPlan, Stop> {
     if plan.run.recompute && !on_gpu {
         return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
     }
-    let most = if on_gpu { 0 } else { 1 };
+    let most = 1;
     if plan.run.zero > most {
-        let path = if on_gpu { "the GPU step" } else { "the CPU path" };
-        return Err(Stop::Agreed(format!("--zero {}: {path} runs ZeRO stages up to {most} in this version", plan.run.zero)));
+        return Err(Stop::Agreed(format!("--zero {}: this version runs ZeRO stages 0 and 1", plan.run.zero)));
     }
     Ok(plan)
 }
@@ -101,7 +100,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
                 1 => None,
                 _ => Some(NcclComm::bootstrap(world, &watchdog, Duration::from_secs(cli.timeout))?),
             };
-            let model = gpu_trainer::build(g, m, r, cli.seed)?;
+            let model = gpu_trainer::build(g, m, r, cli.seed, world)?;
             gpu_trainer::train(g, &model, r, &plan.data, world, comm.as_ref(), cli.sft.profile, &mut report)?
         }
         None => (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report), None),

@@ -12,6 +12,9 @@ use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::dist::nccl::NcclComm;
 use anyhow::Result;
+use crate::train::data_parallel::Ranks;
+use crate::zero::partition::Partition;
+use rayon::prelude::*;
 use cudarc::driver::CudaStream;
 use std::ops::Range;
 
@@ -75,16 +78,44 @@ pub struct GpuModel<'g> {
     tokens: DeviceBuffer,
     labels: DeviceBuffer,
     norm: DeviceBuffer, // fp64 sum of squares
+    /// ZeRO-1: this rank's slice of the summed gradients.
+    grad_shard: Option<DeviceBuffer>,
+    shards: Shards,
     s: Scratch,
+}
+
+/// How the flat buffer is split over the ranks and which ZeRO stage the step runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Shards {
+    pub part: Partition,
+    pub rank: usize,
+    pub stage: u8,
+}
+
+impl Shards {
+    pub fn alone(total: usize) -> Shards {
+        Shards { part: Partition::new(total, 1), rank: 0, stage: 0 }
+    }
+
+    /// The elements whose master weights and moments this rank keeps.
+    pub fn own(&self) -> Range<usize> {
+        if self.stage >= 1 {
+            self.part.range(self.rank)
+        } else {
+            0..self.part.total
+        }
+    }
 }
 
 impl<'g> GpuModel<'g> {
     /// Allocates everything for micro-batches of `batch` × `seq` and uploads `master` (fp32).
-    pub fn new(gpu: &'g Gpu, config: &LlamaConfig, master: &[f32], batch: usize, seq: usize, recompute: bool) -> Result<GpuModel<'g>> {
+    /// With `shards.stage` ≥ 1 this rank keeps fp32 master weights and Adam moments for its
+    /// shard of the flat buffer only (ZeRO-1); `master` is always the whole initialisation.
+    pub fn new(gpu: &'g Gpu, config: &LlamaConfig, master: &[f32], batch: usize, seq: usize, recompute: bool, shards: Shards) -> Result<GpuModel<'g>> {
         let c = config;
         let layout = Layout::new(c);
         let n = batch * seq;
-        let (d, kv, f, total) = (c.dim, c.kv_dim(), c.ffn_dim, layout.total);
+        let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
         let scores = batch * c.n_heads * seq * seq;
         let bf = |elems: usize| gpu.alloc(2 * elems);
         let f32s = |elems: usize| gpu.alloc(4 * elems);
@@ -122,13 +153,22 @@ impl<'g> GpuModel<'g> {
             dup: bf(n * f)?,
             dh: bf(n * f)?,
         };
+        // The bf16 working copy of the whole model (rounded on the host, as the kernel would),
+        // and the fp32 master weights this rank updates.
+        let mut weights: Vec<half::bf16> = master.par_iter().map(|&w| half::bf16::from_f32(w)).collect();
+        weights.resize(shards.part.padded(), half::bf16::ZERO);
+        let own = shards.own();
+        let mut own_master = master[own.clone()].to_vec();
+        own_master.resize(if shards.stage >= 1 { shards.part.shard } else { own.len() }, 0.0);
         let model = GpuModel {
             ops: ModelOps::load(gpu)?,
-            master: gpu.upload(master)?,
-            weights: bf(total)?,
-            grads: f32s(total)?,
-            m: gpu.upload(&vec![0f32; total])?,
-            v: gpu.upload(&vec![0f32; total])?,
+            master: gpu.upload(&own_master)?,
+            weights: gpu.upload(&weights)?,
+            grads: f32s(shards.part.padded())?,
+            m: gpu.upload(&vec![0f32; own_master.len()])?,
+            v: gpu.upload(&vec![0f32; own_master.len()])?,
+            grad_shard: if shards.stage >= 1 { Some(f32s(shards.part.shard)?) } else { None },
+            shards,
             inputs: (0..=c.n_layers).map(|_| bf(n * d)).collect::<Result<Vec<_>>>()?,
             acts,
             recompute,
@@ -146,7 +186,6 @@ impl<'g> GpuModel<'g> {
             batch,
             seq,
         };
-        model.ops.f32_to_bf16(model.weights.ptr, model.master.ptr, total)?;
         Ok(model)
     }
 
@@ -294,30 +333,77 @@ impl<'g> GpuModel<'g> {
         crate::dist::nccl::check(r, "ncclAllReduce of the gradients", Some(comm.raw()))
     }
 
-    /// Global gradient norm, clipping and one AdamW step (t from 1) on gradients that are the
-    /// sum over `ranks` ranks (their mean is what counts); returns the mean's norm.
-    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64, ranks: usize) -> Result<f64> {
+    /// Global gradient norm, clipping and one AdamW step (t from 1) on gradients summed over
+    /// the ranks (their mean is what counts); returns the mean's norm. Stage 0: the gradients
+    /// were all-reduced during the backward and every rank updates everything. Stage 1: they
+    /// are reduce-scattered here, each rank updates its shard, the bf16 weights are all-gathered.
+    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64, ranks: &dyn Ranks, comm: Option<&NcclComm>) -> Result<f64> {
+        use cudarc::nccl::sys as nccl;
+        let sh = self.shards;
+        let own = sh.own();
+        let grads = match &self.grad_shard {
+            Some(shard) => {
+                match comm {
+                    Some(c) => self.ops.gemm.timer.time("ncclReduceScatter gradients", || {
+                        let (f32_, sum, stream) = (nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum, self.nccl_stream());
+                        let (src, dst) = (self.grads.ptr as *const std::ffi::c_void, shard.ptr as *mut std::ffi::c_void);
+                        let r = unsafe { nccl::ncclReduceScatter(src, dst, sh.part.shard, f32_, sum, c.raw(), stream) };
+                        crate::dist::nccl::check(r, "ncclReduceScatter of the gradients", Some(c.raw()))
+                    })?,
+                    None => self.gpu.copy_device(shard.ptr, self.grads.ptr, 4 * sh.part.shard)?,
+                }
+                shard.ptr
+            }
+            None => self.grads.ptr,
+        };
         self.gpu.memset(self.norm.ptr, 0, 8)?;
-        self.ops.sum_squares(self.norm.ptr, self.grads.ptr, self.layout.total)?;
-        let n = ranks as f64;
-        let norm = self.gpu.download::<f64>(&self.norm)?[0].sqrt() / n;
+        self.ops.sum_squares(self.norm.ptr, grads, own.len())?;
+        let mut squares = self.gpu.download::<f64>(&self.norm)?[0];
+        if sh.stage >= 1 {
+            squares = ranks.sum_f64(squares);
+        }
+        let n = ranks.count() as f64;
+        let norm = squares.sqrt() / n;
         let scale = clip_factor(norm, max_norm) / n;
         for tensor in self.layout.tensors() {
-            let (off, len) = (tensor.offset as u64, tensor.rows * tensor.cols);
+            let (start, end) = (tensor.offset.max(own.start), tensor.range().end.min(own.end));
+            if start >= end {
+                continue;
+            }
+            let local = (start - own.start) as u64;
             self.ops.adamw(
                 opt,
-                self.master.ptr + 4 * off,
-                self.weights.ptr + 2 * off,
-                self.grads.ptr + 4 * off,
-                self.m.ptr + 4 * off,
-                self.v.ptr + 4 * off,
-                len,
+                self.master.ptr + 4 * local,
+                self.weights.ptr + 2 * start as u64,
+                grads + 4 * local,
+                self.m.ptr + 4 * local,
+                self.v.ptr + 4 * local,
+                end - start,
                 t,
                 tensor.kind != Kind::Gain,
                 scale,
             )?;
         }
+        if let (1.., Some(c)) = (sh.stage, comm) {
+            self.ops.gemm.timer.time("ncclAllGather weights", || {
+                let p = self.weights.ptr + 2 * (sh.rank * sh.part.shard) as u64;
+                let (bf16, stream) = (nccl::ncclDataType_t::ncclBfloat16, self.nccl_stream());
+                let r = unsafe {
+                    nccl::ncclAllGather(p as *const std::ffi::c_void, self.weights.ptr as *mut std::ffi::c_void, sh.part.shard, bf16, c.raw(), stream)
+                };
+                crate::dist::nccl::check(r, "ncclAllGather of the weights", Some(c.raw()))
+            })?;
+        }
         Ok(norm)
+    }
+
+    fn nccl_stream(&self) -> cudarc::nccl::sys::cudaStream_t {
+        self.gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t
+    }
+
+    /// ZeRO-1 leaves the gradient sum to the optimizer step; stage 0 sums during the backward.
+    pub fn sums_during_backward(&self) -> bool {
+        self.shards.stage == 0
     }
 
     pub fn grads(&self) -> Result<Vec<f32>> {

@@ -9,6 +9,7 @@ use crate::train::run_config::RunConfig;
 use anyhow::Result;
 
 impl ResultsFile {
+    #[allow(clippy::too_many_arguments)]
     pub fn write_sft(
         &self,
         model: &LlamaConfig,

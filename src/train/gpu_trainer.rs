@@ -10,18 +10,21 @@ use crate::backend::cuda::Gpu;
 use cudarc::driver::{sys::CUevent_flags, CudaEvent};
 use crate::dist::nccl::NcclComm;
 use crate::model::config::LlamaConfig;
-use crate::model::gpu_model::GpuModel;
+use crate::model::gpu_model::{GpuModel, Shards};
+use crate::zero::partition::Partition;
 use crate::model::init::initialise;
 use crate::model::layout::Layout;
 use anyhow::Result;
 use std::time::Instant;
 
-/// The model on `gpu` initialised from `seed`, sized for the run's micro-batches.
-pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64) -> Result<GpuModel<'g>> {
+/// The model on `gpu` initialised from `seed`, sized for the run's micro-batches and sharded
+/// over `ranks` at the run's ZeRO stage.
+pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks) -> Result<GpuModel<'g>> {
     let layout = Layout::new(config);
     let mut master = vec![0f32; layout.total];
     initialise(&mut master, &layout, seed);
-    GpuModel::new(gpu, config, &master, run.micro_batch, run.seq, run.recompute)
+    let shards = Shards { part: Partition::new(layout.total, ranks.count()), rank: ranks.rank(), stage: run.zero };
+    GpuModel::new(gpu, config, &master, run.micro_batch, run.seq, run.recompute, shards)
 }
 
 /// Runs the steps on this rank's share of each global batch, gradients summed over `comm`
@@ -66,7 +69,7 @@ pub fn train(
             let forwarded = mark()?;
             let last_micro = micro + 1 == run.grad_accum;
             model.backward(&mut |slice| match comm {
-                Some(comm) if last_micro => {
+                Some(comm) if last_micro && model.sums_during_backward() => {
                     comm_stream.wait(&gpu.stream.record_event(None)?)?;
                     model.sum_grads(comm, slice, &comm_stream)
                 }
@@ -80,7 +83,7 @@ pub fn train(
         let optimizer_start = mark()?;
         let loss = ranks.sum_f64(loss) / ranks.count() as f64;
         let opt = run.optimizer_at(step);
-        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks.count())?;
+        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks, comm)?;
         let optimizer_end = mark()?;
         gpu.synchronize()?;
         let seconds = |a: &CudaEvent, b: &CudaEvent| -> Result<f64> { Ok(a.elapsed_ms(b)? as f64 / 1e3) };

@@ -25,7 +25,7 @@ pub fn model_source() -> String {
 }
 
 /// Every kernel the model source defines (the compile check looks for each).
-pub const MODEL_KERNELS: [&str; 14] = [
+pub const MODEL_KERNELS: [&str; 13] = [
     "rmsnorm_forward",
     "rmsnorm_backward",
     "rope",
@@ -36,7 +36,6 @@ pub const MODEL_KERNELS: [&str; 14] = [
     "cross_entropy",
     "adamw",
     "sum_squares",
-    "f32_to_bf16",
     "causal_softmax_forward",
     "causal_softmax_backward",
     "add_bf16",

@@ -152,9 +152,4 @@ impl<'g> ModelOps<'g> {
         let n = n as u64;
         launch!(self, "add_bf16", elementwise(n), y, x, n)
     }
-
-    pub fn f32_to_bf16(&self, out: u64, input: u64, n: usize) -> Result<()> {
-        let n = n as u64;
-        launch!(self, "f32_to_bf16", elementwise(n), out, input, n)
-    }
 }
