@@ -333,33 +333,32 @@ impl<'g> GpuModel<'g> {
         crate::dist::nccl::check(r, "ncclAllReduce of the gradients", Some(comm.raw()))
     }
 
-    /// Global gradient norm, clipping and one AdamW step (t from 1) on gradients summed over
-    /// the ranks (their mean is what counts); returns the mean's norm. Stage 0: the gradients
-    /// were all-reduced during the backward and every rank updates everything. Stage 1: they
-    /// are reduce-scattered here, each rank updates its shard, the bf16 weights are all-gathered.
-    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64, ranks: &dyn Ranks, comm: Option<&NcclComm>) -> Result<f64> {
+    /// ZeRO-1: reduce-scatters the gradients so this rank holds its shard of their sum
+    /// (stage 0 sums during the backward: nothing to do).
+    pub fn reduce_gradients(&self, comm: Option<&NcclComm>) -> Result<()> {
         use cudarc::nccl::sys as nccl;
-        let sh = self.shards;
-        let own = sh.own();
-        let grads = match &self.grad_shard {
-            Some(shard) => {
-                match comm {
-                    Some(c) => self.ops.gemm.timer.time("ncclReduceScatter gradients", || {
-                        let (f32_, sum, stream) = (nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum, self.nccl_stream());
-                        let (src, dst) = (self.grads.ptr as *const std::ffi::c_void, shard.ptr as *mut std::ffi::c_void);
-                        let r = unsafe { nccl::ncclReduceScatter(src, dst, sh.part.shard, f32_, sum, c.raw(), stream) };
-                        crate::dist::nccl::check(r, "ncclReduceScatter of the gradients", Some(c.raw()))
-                    })?,
-                    None => self.gpu.copy_device(shard.ptr, self.grads.ptr, 4 * sh.part.shard)?,
-                }
-                shard.ptr
-            }
-            None => self.grads.ptr,
-        };
+        let Some(shard) = &self.grad_shard else { return Ok(()) };
+        let count = self.shards.part.shard;
+        match comm {
+            Some(c) => self.ops.gemm.timer.time("ncclReduceScatter gradients", || {
+                let (f32_, sum) = (nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum);
+                let (src, dst) = (self.grads.ptr as *const std::ffi::c_void, shard.ptr as *mut std::ffi::c_void);
+                let r = unsafe { nccl::ncclReduceScatter(src, dst, count, f32_, sum, c.raw(), self.nccl_stream()) };
+                crate::dist::nccl::check(r, "ncclReduceScatter of the gradients", Some(c.raw()))
+            }),
+            None => self.gpu.copy_device(shard.ptr, self.grads.ptr, 4 * count),
+        }
+    }
+
+    /// Global gradient norm, clipping and one AdamW step (t from 1) on this rank's part of the
+    /// gradients summed over the ranks (their mean is what counts); returns the mean's norm.
+    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64, ranks: &dyn Ranks) -> Result<f64> {
+        let own = self.shards.own();
+        let grads = self.grad_shard.as_ref().map_or(self.grads.ptr, |g| g.ptr);
         self.gpu.memset(self.norm.ptr, 0, 8)?;
         self.ops.sum_squares(self.norm.ptr, grads, own.len())?;
         let mut squares = self.gpu.download::<f64>(&self.norm)?[0];
-        if sh.stage >= 1 {
+        if self.shards.stage >= 1 {
             squares = ranks.sum_f64(squares);
         }
         let n = ranks.count() as f64;
@@ -384,17 +383,23 @@ impl<'g> GpuModel<'g> {
                 scale,
             )?;
         }
-        if let (1.., Some(c)) = (sh.stage, comm) {
-            self.ops.gemm.timer.time("ncclAllGather weights", || {
-                let p = self.weights.ptr + 2 * (sh.rank * sh.part.shard) as u64;
-                let (bf16, stream) = (nccl::ncclDataType_t::ncclBfloat16, self.nccl_stream());
-                let r = unsafe {
-                    nccl::ncclAllGather(p as *const std::ffi::c_void, self.weights.ptr as *mut std::ffi::c_void, sh.part.shard, bf16, c.raw(), stream)
-                };
-                crate::dist::nccl::check(r, "ncclAllGather of the weights", Some(c.raw()))
-            })?;
-        }
         Ok(norm)
+    }
+
+    /// ZeRO-1: all-gathers the updated bf16 weights from every rank's shard.
+    pub fn gather_weights(&self, comm: Option<&NcclComm>) -> Result<()> {
+        use cudarc::nccl::sys as nccl;
+        let (sh, Some(c)) = (self.shards, comm) else { return Ok(()) };
+        if sh.stage == 0 {
+            return Ok(());
+        }
+        self.ops.gemm.timer.time("ncclAllGather weights", || {
+            let mine = (self.weights.ptr + 2 * (sh.rank * sh.part.shard) as u64) as *const std::ffi::c_void;
+            let all = self.weights.ptr as *mut std::ffi::c_void;
+            let bf16 = nccl::ncclDataType_t::ncclBfloat16;
+            let r = unsafe { nccl::ncclAllGather(mine, all, sh.part.shard, bf16, c.raw(), self.nccl_stream()) };
+            crate::dist::nccl::check(r, "ncclAllGather of the weights", Some(c.raw()))
+        })
     }
 
     fn nccl_stream(&self) -> cudarc::nccl::sys::cudaStream_t {

@@ -77,13 +77,17 @@ pub fn train(
             })?;
             micro_marks.push((before, forwarded, mark()?));
         }
-        // What the optimizer waits for beyond the backward: communication not hidden.
+        // Communication the optimizer waits for: what the backward's overlap did not hide
+        // (stage 0), or the reduce-scatter before and the all-gather after the update (stage 1).
         let reduce_start = mark()?;
         gpu.stream.wait(&comm_stream.record_event(None)?)?;
+        model.reduce_gradients(comm)?;
         let optimizer_start = mark()?;
         let loss = ranks.sum_f64(loss) / ranks.count() as f64;
         let opt = run.optimizer_at(step);
-        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks, comm)?;
+        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks)?;
+        let gather_start = mark()?;
+        model.gather_weights(comm)?;
         let optimizer_end = mark()?;
         gpu.synchronize()?;
         let seconds = |a: &CudaEvent, b: &CudaEvent| -> Result<f64> { Ok(a.elapsed_ms(b)? as f64 / 1e3) };
@@ -92,8 +96,8 @@ pub fn train(
             forward_s += seconds(a, b)?;
             backward_s += seconds(b, c)?;
         }
-        let comm_s = seconds(&reduce_start, &optimizer_start)?;
-        let optimizer_s = seconds(&optimizer_start, &optimizer_end)?;
+        let comm_s = seconds(&reduce_start, &optimizer_start)? + seconds(&gather_start, &optimizer_end)?;
+        let optimizer_s = seconds(&optimizer_start, &gather_start)?;
         let record = StepRecord {
             step,
             loss,
