@@ -140,7 +140,7 @@ pub struct SftArgs {
     pub data: Option<String>,
 
     /// ZeRO stage: 0 replicates model and optimizer state on every rank, 1 shards the optimizer
-    /// state (CPU path in this version). With `plan`: only this stage (default: all four).
+    /// state (fp32 master weights and Adam moments). With `plan`: only this stage (default: all four).
     #[arg(long, global = true)]
     pub zero: Option<u8>,
 }
@@ -206,7 +206,7 @@ pub enum Command {
 pub enum Suite {
     /// Collective bandwidth sweeps (nccl-tests semantics).
     Nccl,
-    /// Llama-2 supervised fine-tuning steps (CPU path in this version).
+    /// Llama-2 supervised fine-tuning steps: on GPUs (data parallel over ranks), or the CPU.
     Sft,
 }
 

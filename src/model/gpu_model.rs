@@ -52,7 +52,7 @@ struct Scratch {
     dh: DeviceBuffer,
 }
 
-/// Allocates exactly zero::planner's stage-0 figures (the sft run compares the two).
+/// Allocates what zero::planner plans for stages 0 and 1 (the sft run prints both).
 pub struct GpuModel<'g> {
     pub config: LlamaConfig,
     pub layout: Layout,
@@ -93,10 +93,6 @@ pub struct Shards {
 }
 
 impl Shards {
-    pub fn alone(total: usize) -> Shards {
-        Shards { part: Partition::new(total, 1), rank: 0, stage: 0 }
-    }
-
     /// The elements whose master weights and moments this rank keeps.
     pub fn own(&self) -> Range<usize> {
         if self.stage >= 1 {

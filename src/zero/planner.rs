@@ -1,6 +1,7 @@
 //! Per-GPU memory of an SFT run, by category, for a ZeRO stage and rank count: what the GPU
-//! step allocates (model/gpu_model.rs allocates exactly the stage-0 figures; the test below
-//! holds the two together), so a run can be refused before it allocates anything.
+//! step allocates (model/gpu_model.rs follows these figures for stages 0 and 1, up to the
+//! padding of the last shard; every GPU sft run prints the plan beside its buffers' measured
+//! peak), so a run can be refused before it allocates anything.
 //!
 //! Stage 0 keeps everything on every rank; 1 shards the optimizer state (fp32 master, m, v);
 //! 2 also the fp32 gradients; 3 also the bf16 weights, gathering two layers at a time.
