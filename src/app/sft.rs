@@ -15,17 +15,16 @@ use std::time::Duration;
 
 /// The sft plan, or why this run cannot do it (the same answer on every rank).
 pub fn plan(cli: &Cli) -> Result<SftPlan, Stop> {
-    let on_gpu = cli.backend != Backend::Mpi && cuda::probe().is_ok();
-    if cli.backend == Backend::Nccl && !on_gpu {
-        let reason = cuda::probe().err().unwrap_or_default();
+    let probe = if cli.backend == Backend::Mpi { Err("--backend cpu".to_string()) } else { cuda::probe().map(|_| ()) };
+    if let (Backend::Nccl, Err(reason)) = (cli.backend, &probe) {
         return Err(Stop::Agreed(format!("--suite sft --backend nccl: {reason}")));
     }
+    let on_gpu = probe.is_ok();
     let plan = cli.sft.plan(if on_gpu { "7b" } else { "tiny" }, cli.seed).map_err(Stop::Agreed)?;
     if plan.run.recompute && !on_gpu {
         return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
     }
-    let most = 1;
-    if plan.run.zero > most {
+    if plan.run.zero > 1 {
         return Err(Stop::Agreed(format!("--zero {}: this version runs ZeRO stages 0 and 1", plan.run.zero)));
     }
     Ok(plan)
@@ -80,8 +79,12 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             r.seq, r.micro_batch, r.grad_accum, r.micro_batch * r.grad_accum * world.size, r.steps, r.warmup_steps, r.lr
         );
     }
+    // Never hang: each step must finish within --timeout, or every rank is stopped.
+    let watchdog = Watchdog::start(world.who());
+    let timeout = Duration::from_secs(cli.timeout);
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
+        watchdog.arm(&format!("sft step {}", s.step + 1), timeout);
         let mfu = if gpu.is_some() { format!("  MFU {:.1}%", 100.0 * s.model_flops(flops_per_token) / metrics::PEAK_FLOPS) } else { String::new() };
         if world.is_root() {
             println!(
@@ -95,16 +98,20 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     };
     let (records, profile) = match &gpu {
         Some(g) => {
-            let watchdog = Watchdog::start(world.who());
             let comm = match world.size {
                 1 => None,
-                _ => Some(NcclComm::bootstrap(world, &watchdog, Duration::from_secs(cli.timeout))?),
+                _ => Some(NcclComm::bootstrap(world, &watchdog, timeout)?),
             };
             let model = gpu_trainer::build(g, m, r, cli.seed, world)?;
+            watchdog.arm("sft step 1", timeout);
             gpu_trainer::train(g, &model, r, &plan.data, world, comm.as_ref(), cli.sft.profile, &mut report)?
         }
-        None => (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report), None),
+        None => {
+            watchdog.arm("sft step 1", timeout);
+            (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report), None)
+        }
     };
+    watchdog.disarm();
     if let (Some(p), true) = (&profile, world.is_root()) {
         print!("# GPU time of step {} by op (CUDA events around each op)\n{}", r.steps, p.table());
     }
