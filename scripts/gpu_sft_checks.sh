@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
-# target/release/h200-mpibench). Usage: scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute|dp|scaling|zero1]...
+# target/release/h200-mpibench). Usage:
+#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute|dp|zero_dp|scaling|zero1|zero7b|zero13b]...
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -13,7 +14,7 @@ run() { # name, ranks, then the arguments
   local t0=$SECONDS
   mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np "$ranks" $bin "$@" --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
   echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
-  grep -E "^# .*measured steps|selftest:|FAIL|error" "$logs/$name.log" | head -5 | sed 's/^/   /' | tee -a "$logs/summary.txt"
+  grep -E "^# .*measured steps|^# GPU memory|^# communication|selftest:|FAIL|error" "$logs/$name.log" | head -6 | sed 's/^/   /' | tee -a "$logs/summary.txt"
 }
 for step in "$@"; do
   case $step in
@@ -31,6 +32,19 @@ for step in "$@"; do
     dp) # the same global batch of 8 sequences on 1, 2, 4 GPUs, ZeRO 0 and 1: loss curves to compare
       for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "tiny_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2; done
       for n in 2 4; do [ "$n" -le "$gpus" ] && run "tiny_z1_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2 --zero 1; done ;;
+    zero_dp) # every stage, with and without accumulation, on every GPU: the loss curve of one
+      # GPU at stage 0 with the same global batch of 8 sequences, compared step by step
+      run tiny_ref 1 --suite sft --model tiny --steps 30 --micro-batch 8
+      for z in 0 1 2 3; do for acc in 1 2; do
+        run "tiny_z${z}_acc${acc}_np$gpus" "$gpus" --suite sft --model tiny --steps 30 --micro-batch $((8 / gpus / acc)) --grad-accum "$acc" --zero "$z"
+      done; done
+      python3 scripts/compare_losses.py "$logs/tiny_ref.h5" "$logs"/tiny_z*_np"$gpus".h5 | tee -a "$logs/summary.txt" ;;
+    zero7b) # whole Llama-2-7B on every GPU at stages 1-3 (micro-batch 2 fits stage 1 on 2 GPUs, 4 needs stage 2)
+      for z in 1 2 3; do run "7b_z${z}_mbs2_np$gpus" "$gpus" --suite sft --model 7b --seq 2048 --micro-batch 2 --steps 10 --warmup-steps 3 --zero "$z"; done
+      for z in 2 3; do run "7b_z${z}_mbs4_np$gpus" "$gpus" --suite sft --model 7b --seq 2048 --micro-batch 4 --steps 10 --warmup-steps 3 --zero "$z"; done ;;
+    zero13b) # whole Llama-2-13B on every GPU at stage 3
+      run "13b_z3_mbs1_np$gpus" "$gpus" --suite sft --model 13b --seq 2048 --micro-batch 1 --steps 8 --warmup-steps 3 --zero 3
+      run "13b_z3_mbs2_np$gpus" "$gpus" --suite sft --model 13b --seq 2048 --micro-batch 2 --steps 8 --warmup-steps 3 --zero 3 ;;
     zero1) # ZeRO-1 on every GPU, 7B-shaped
       run "7b_l8_mbs4_z1_np$gpus" "$gpus" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --zero 1 --profile ;;
     scaling) # weak scaling: the same per-GPU batch on 1, 2, 4 GPUs

@@ -78,7 +78,7 @@ impl Cli {
             if r.recompute { ", recompute" } else { "" }
         );
         for stage in zero.map_or(0..=3, |z| z..=z) {
-            let input = PlanInput { model: m.clone(), ranks, stage, micro_batch: r.micro_batch, seq: r.seq, recompute: r.recompute };
+            let input = PlanInput { model: m.clone(), ranks, stage, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute };
             let p = plan(&input);
             let verdict = if p.total() + LIBRARY_RESERVE <= budget {
                 "fits".to_string()

@@ -35,7 +35,7 @@ fn sft_bad_inputs_are_one_line_errors() {
         vec!["--suite", "sft", "--model", heads.to_str().unwrap()],
         vec!["--suite", "sft", "--seq", "0"],
         vec!["--suite", "sft", "--backend", "nccl"],
-        vec!["--suite", "sft", "--zero", "2"],
+        vec!["--suite", "sft", "--zero", "4"],
     ] {
         let r = singleton(&args, Duration::from_secs(30));
         assert_eq!(r.code, Some(2), "{args:?}: {}{}", r.stdout, r.stderr);
@@ -47,27 +47,34 @@ fn sft_bad_inputs_are_one_line_errors() {
 }
 
 /// The loss curve of a data-parallel run over `ranks` ranks at ZeRO `stage` with a global
-/// batch of 8 sequences.
-fn data_parallel_losses(ranks: usize, stage: u8) -> Vec<f64> {
+/// batch of 8 sequences in `accum` micro-batches per rank.
+fn data_parallel_losses(ranks: usize, stage: u8, accum: usize) -> Vec<f64> {
     let dir = tempdir("dp");
     let out = dir.join("dp.h5");
-    let (micro, zero) = ((8 / ranks / 2).to_string(), stage.to_string());
-    let args = ["--suite", "sft", "--model", "tiny", "--steps", "12", "--micro-batch", &micro, "--grad-accum", "2", "--zero", &zero, "--out", out.to_str().unwrap()];
+    let (micro, zero, accum) = ((8 / ranks / accum).to_string(), stage.to_string(), accum.to_string());
+    let args = ["--suite", "sft", "--model", "tiny", "--steps", "12", "--micro-batch", &micro, "--grad-accum", &accum, "--zero", &zero, "--out", out.to_str().unwrap()];
     let r = mpirun(ranks, &args, &[], Duration::from_secs(120));
     assert_eq!(r.code, Some(0), "{ranks} ranks: {}{}", r.stdout, r.stderr);
     read_results(&out)["sft"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
 }
 
 #[test]
-fn zero_stages_0_and_1_at_2_and_4_ranks_match_one_rank_with_the_same_global_batch() {
-    let one = data_parallel_losses(1, 0);
-    for stage in [0, 1] {
-        for ranks in [2, 4] {
-            let many = data_parallel_losses(ranks, stage);
-            for (step, (a, b)) in one.iter().zip(&many).enumerate() {
-                assert!((a - b).abs() <= 1e-5 * a.abs(), "stage {stage}, {ranks} ranks, step {}: {b} vs one rank's {a}", step + 1);
+fn every_zero_stage_at_1_2_and_4_ranks_matches_one_rank_with_the_same_global_batch() {
+    let one = data_parallel_losses(1, 0, 1);
+    assert!(one[11] < one[0], "the loss falls: {one:?}");
+    for stage in 0..=3 {
+        for ranks in [1, 2, 4] {
+            for accum in [1, 2] {
+                if (stage, ranks, accum) == (0, 1, 1) {
+                    continue;
+                }
+                let many = data_parallel_losses(ranks, stage, accum);
+                assert_eq!(many.len(), one.len());
+                for (step, (a, b)) in one.iter().zip(&many).enumerate() {
+                    let what = format!("stage {stage}, {ranks} ranks, accumulation {accum}, step {}", step + 1);
+                    assert!((a - b).abs() <= 1e-5 * a.abs(), "{what}: {b} vs one rank's {a}");
+                }
             }
         }
     }
-    assert!(one[11] < one[0], "the loss falls: {one:?}");
 }

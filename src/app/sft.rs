@@ -24,9 +24,6 @@ pub fn plan(cli: &Cli) -> Result<SftPlan, Stop> {
     if plan.run.recompute && !on_gpu {
         return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
     }
-    if plan.run.zero > 1 {
-        return Err(Stop::Agreed(format!("--zero {}: this version runs ZeRO stages 0 and 1", plan.run.zero)));
-    }
     Ok(plan)
 }
 
@@ -37,7 +34,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         Path::Host { .. } => None,
     };
     // Validate the fit before allocating anything on the GPU.
-    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: r.zero, micro_batch: r.micro_batch, seq: r.seq, recompute: r.recompute };
+    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: r.zero, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute };
     let plan_bytes = planner::plan(&planned).total();
     if let Some(gpu) = &gpu {
         let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
@@ -49,7 +46,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             let advice = if advice.is_empty() { "fewer --layers".to_string() } else { advice.join(", or ") };
             Err(format!(
                 "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLAS and the context), \
-                 {:.1} GiB free: would fit with {advice} (this version runs ZeRO stage 0 only)",
+                 {:.1} GiB free: would fit with {advice}",
                 m.name, m.n_layers, r.micro_batch, r.seq, gib(plan_bytes), gib(planner::LIBRARY_RESERVE), gib(free)
             ))
         };
@@ -63,9 +60,9 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     let flops_per_token = m.flops_per_token(r.seq);
     let title = match (&gpu, world.size) {
         (Some(_), 1) => "Llama SFT on one GPU".to_string(),
-        (Some(_), n) => format!("Llama SFT, data parallel over {n} GPUs (every rank holds the whole model)"),
+        (Some(_), n) => format!("Llama SFT, data parallel over {n} GPUs, ZeRO stage {}", r.zero),
         (None, 1) => "Llama SFT on the CPU".to_string(),
-        (None, n) => format!("Llama SFT on the CPU, data parallel over {n} ranks"),
+        (None, n) => format!("Llama SFT on the CPU, data parallel over {n} ranks, ZeRO stage {}", r.zero),
     };
     announce(world, file, meta, &identity, &title, None)?;
     if world.is_root() {
@@ -102,9 +99,9 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
                 1 => None,
                 _ => Some(NcclComm::bootstrap(world, &watchdog, timeout)?),
             };
-            let model = gpu_trainer::build(g, m, r, cli.seed, world)?;
+            let model = gpu_trainer::build(g, m, r, cli.seed, world, comm.as_ref())?;
             watchdog.arm("sft step 1", timeout);
-            gpu_trainer::train(g, &model, r, &plan.data, world, comm.as_ref(), cli.sft.profile, &mut report)?
+            gpu_trainer::train(g, &model, r, &plan.data, world, cli.sft.profile, &mut report)?
         }
         None => {
             watchdog.arm("sft step 1", timeout);
@@ -122,6 +119,14 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             "# {} measured steps (rank 0): {:.3} s/step, {:.0} tokens/s per rank, {:.2} model TFLOP/s per rank{mfu}",
             summary.measured_steps, summary.step_s, summary.tokens_per_s, summary.model_tflops
         );
+        if world.size > 1 {
+            println!(
+                "# communication per step (rank 0): {:.1} ms exposed, {:.1} ms in collectives, {:.2} GB sent",
+                1e3 * summary.comm_s,
+                1e3 * summary.comm_busy_s,
+                summary.comm_bytes / 1e9
+            );
+        }
     }
     if let (Some(g), true) = (&gpu, world.is_root()) {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;

@@ -144,24 +144,30 @@ impl CpuModel<'_> {
         (loss, Tape { layers, x, xf, invf, dlogits })
     }
 
-    /// Adds the micro-batch's gradient (scaled as in `forward`) into `grads`.
-    pub fn backward<T: Real>(&self, params: &[T], grads: &mut [T], tape: Tape<T>, b: &Batch) {
+    /// Adds the micro-batch's gradient (scaled as in `forward`) into `grads`. `done` hears of
+    /// each unit (model/layout.rs) whose gradient is complete, with that unit's slice of
+    /// `grads`: the head, then every layer from the last, then the embedding.
+    pub fn backward<T: Real>(&self, params: &[T], grads: &mut [T], tape: Tape<T>, b: &Batch, done: &mut dyn FnMut(usize, &mut [T])) {
         let (c, l) = (self.config, self.layout);
         let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
+        let mut finish = |unit: usize, grads: &mut [T]| done(unit, &mut grads[l.units[unit].clone()]);
         let mut dxf = zeros(n * d);
         matmul::backward(&mut dxf, &mut grads[l.lm_head.range()], &tape.dlogits, &tape.xf, &params[l.lm_head.range()], Dims { m: n, k: d, n: v });
         let mut dx = zeros(n * d);
         rmsnorm::backward(&mut dx, &mut grads[l.final_norm.range()], &dxf, &tape.x, &params[l.final_norm.range()], &tape.invf, d);
+        finish(l.lm_head.unit, grads);
         for (lt, s) in l.layers.iter().zip(&tape.layers).rev() {
             dx = self.layer_backward(params, grads, lt, s, dx, b);
+            finish(lt.wq.unit, grads);
         }
         embedding::backward(&mut grads[l.embedding.range()], &dx, b.tokens, d);
+        finish(l.embedding.unit, grads);
     }
 
     /// forward then backward: the mean loss, its gradient × `grad_scale` added into `grads`.
     pub fn forward_backward<T: Real>(&self, params: &[T], grads: &mut [T], b: &Batch, grad_scale: f64) -> f64 {
         let (loss, tape) = self.forward(params, b, grad_scale);
-        self.backward(params, grads, tape, b);
+        self.backward(params, grads, tape, b, &mut |_, _| {});
         loss
     }
 }

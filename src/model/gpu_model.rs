@@ -1,22 +1,27 @@
 //! The Llama-2 step on one GPU: the same pre-norm blocks as cpu_model.rs, on bf16 weights and
 //! activations (fp32 master weights, gradients and Adam moments), our kernels and cuBLAS.
-//! Every parameter buffer is flat in the layout's order, so a tensor is an offset.
+//! Every parameter buffer is flat in the layout's order, so a tensor is an offset; the ZeRO
+//! stage (zero/stage.rs) decides which buffers are whole, which are this rank's shard, and
+//! which are two slots that units pass through, and the step queues each unit's gathers and
+//! reductions on the communication stream (zero/exchange.rs) as the compute reaches it.
 
 use super::config::LlamaConfig;
-use super::layout::{Kind, LayerTensors, Layout, Tensor};
+use super::layout::{LayerTensors, Layout, Tensor};
 use crate::backend::cpu::adamw::{clip_factor, AdamW};
 use crate::backend::cpu::attention::Shape;
 use crate::backend::cpu::matmul::Dims;
 use crate::backend::cuda::attention::{self as attn, Buffers};
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
+use super::init::initialise_range;
 use crate::dist::nccl::NcclComm;
-use anyhow::Result;
 use crate::train::data_parallel::Ranks;
-use crate::zero::partition::Partition;
+use crate::train::run_config::RunConfig;
+use crate::zero::exchange::{CommCost, Elem, Exchange};
+use crate::zero::stage::{Segment, Shards};
+use crate::zero::unit_buffers::UnitBuffers;
+use anyhow::{bail, Result};
 use rayon::prelude::*;
-use cudarc::driver::CudaStream;
-use std::ops::Range;
 
 /// One layer's forward activations that its backward reads (bf16 unless noted); the layer's
 /// input lives apart, in `GpuModel::inputs`.
@@ -52,19 +57,29 @@ struct Scratch {
     dh: DeviceBuffer,
 }
 
-/// Allocates what zero::planner plans for stages 0 and 1 (the sft run prints both).
+/// Allocates what zero::planner plans.
 pub struct GpuModel<'g> {
     pub config: LlamaConfig,
+    /// Padded for the rank count (model/layout.rs).
     pub layout: Layout,
     gpu: &'g Gpu,
     pub ops: ModelOps<'g>,
     pub batch: usize,
     pub seq: usize,
-    master: DeviceBuffer,  // fp32
-    weights: DeviceBuffer, // bf16 working copy
-    grads: DeviceBuffer,   // fp32
+    shards: Shards,
+    segments: Vec<Segment>,
+    /// This rank's fp32 master weights and Adam moments (zero/stage.rs: `owned`).
+    master: DeviceBuffer,
     m: DeviceBuffer,
     v: DeviceBuffer,
+    /// bf16 working weights: whole, or (stage 3) two slots filled from `weight_shard`.
+    weights: UnitBuffers,
+    weight_shard: Option<DeviceBuffer>,
+    /// fp32 gradients of the micro-batches: whole, or (stages 2-3 without accumulation) two slots.
+    grads: UnitBuffers,
+    /// From stage 1: this rank's chunks of the gradients summed over ranks.
+    summed: Option<DeviceBuffer>,
+    exchange: Exchange<'g>,
     /// Each layer's input, then the last layer's output.
     inputs: Vec<DeviceBuffer>,
     /// Every layer's activations, or with recompute one set that each layer refills in its
@@ -78,38 +93,16 @@ pub struct GpuModel<'g> {
     tokens: DeviceBuffer,
     labels: DeviceBuffer,
     norm: DeviceBuffer, // fp64 sum of squares
-    /// ZeRO-1: this rank's slice of the summed gradients.
-    grad_shard: Option<DeviceBuffer>,
-    shards: Shards,
     s: Scratch,
 }
 
-/// How the flat buffer is split over the ranks and which ZeRO stage the step runs.
-#[derive(Clone, Copy, Debug)]
-pub struct Shards {
-    pub part: Partition,
-    pub rank: usize,
-    pub stage: u8,
-}
-
-impl Shards {
-    /// The elements whose master weights and moments this rank keeps.
-    pub fn own(&self) -> Range<usize> {
-        if self.stage >= 1 {
-            self.part.range(self.rank)
-        } else {
-            0..self.part.total
-        }
-    }
-}
-
 impl<'g> GpuModel<'g> {
-    /// Allocates everything for micro-batches of `batch` × `seq` and uploads `master` (fp32).
-    /// With `shards.stage` ≥ 1 this rank keeps fp32 master weights and Adam moments for its
-    /// shard of the flat buffer only (ZeRO-1); `master` is always the whole initialisation.
-    pub fn new(gpu: &'g Gpu, config: &LlamaConfig, master: &[f32], batch: usize, seq: usize, recompute: bool, shards: Shards) -> Result<GpuModel<'g>> {
+    /// Allocates everything for the run's micro-batches and initialises, from `seed`, the
+    /// pieces of the model this rank keeps. `comm` joins the ranks of `shards` (None: one rank).
+    pub fn new(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64, shards: Shards, comm: Option<&'g NcclComm>) -> Result<GpuModel<'g>> {
         let c = config;
-        let layout = Layout::new(c);
+        let (batch, seq, recompute) = (run.micro_batch, run.seq, run.recompute);
+        let layout = Layout::sharded(c, shards.part.ranks);
         let n = batch * seq;
         let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
         let scores = batch * c.n_heads * seq * seq;
@@ -149,21 +142,21 @@ impl<'g> GpuModel<'g> {
             dup: bf(n * f)?,
             dh: bf(n * f)?,
         };
-        // The bf16 working copy of the whole model (rounded on the host, as the kernel would),
-        // and the fp32 master weights this rank updates.
-        let mut weights: Vec<half::bf16> = master.par_iter().map(|&w| half::bf16::from_f32(w)).collect();
-        weights.resize(shards.part.padded(), half::bf16::ZERO);
-        let own = shards.own();
-        let mut own_master = master[own.clone()].to_vec();
-        own_master.resize(if shards.stage >= 1 { shards.part.shard } else { own.len() }, 0.0);
+        let owned_len = shards.owned_len();
+        let weights = if shards.releases_weights() { UnitBuffers::slots(gpu, &layout, 2)? } else { UnitBuffers::whole(gpu, &layout, 2)? };
+        let slot_grads = shards.releases_gradients() && run.grad_accum == 1;
+        let grads = if slot_grads { UnitBuffers::slots(gpu, &layout, 4)? } else { UnitBuffers::whole(gpu, &layout, 4)? };
         let model = GpuModel {
             ops: ModelOps::load(gpu)?,
-            master: gpu.upload(&own_master)?,
-            weights: gpu.upload(&weights)?,
-            grads: f32s(shards.part.padded())?,
-            m: gpu.upload(&vec![0f32; own_master.len()])?,
-            v: gpu.upload(&vec![0f32; own_master.len()])?,
-            grad_shard: if shards.stage >= 1 { Some(f32s(shards.part.shard)?) } else { None },
+            master: f32s(owned_len)?,
+            m: f32s(owned_len)?,
+            v: f32s(owned_len)?,
+            weight_shard: if shards.releases_weights() { Some(bf(owned_len)?) } else { None },
+            weights,
+            grads,
+            summed: if shards.all_reduces() { None } else { Some(f32s(owned_len)?) },
+            segments: shards.segments(&layout),
+            exchange: Exchange::new(gpu, comm, shards.part.ranks)?,
             shards,
             inputs: (0..=c.n_layers).map(|_| bf(n * d)).collect::<Result<Vec<_>>>()?,
             acts,
@@ -182,7 +175,32 @@ impl<'g> GpuModel<'g> {
             batch,
             seq,
         };
+        model.initialise(seed)?;
         Ok(model)
+    }
+
+    /// Seeded weights, unit by unit on the host: the master chunks this rank owns, and the
+    /// bf16 working copy it keeps (whole, or its shard at stage 3), rounded as the kernel would.
+    fn initialise(&self, seed: u64) -> Result<()> {
+        let bf16 = |x: &[f32]| -> Vec<half::bf16> { x.par_iter().map(|&w| half::bf16::from_f32(w)).collect() };
+        for chunk in self.shards.owned() {
+            let mut values = vec![0f32; chunk.global.len()];
+            initialise_range(&mut values, &self.layout, seed, chunk.global.clone());
+            self.gpu.copy_to_device(bytemuck::cast_slice(&values), self.master.ptr + 4 * chunk.local as u64)?;
+            if let Some(shard) = &self.weight_shard {
+                self.gpu.copy_to_device(bytemuck::cast_slice(&bf16(&values)), shard.ptr + 2 * chunk.local as u64)?;
+            }
+        }
+        if let Some(whole) = self.weights.whole_buffer() {
+            for unit in &self.layout.units {
+                let mut values = vec![0f32; unit.len()];
+                initialise_range(&mut values, &self.layout, seed, unit.clone());
+                self.gpu.copy_to_device(bytemuck::cast_slice(&bf16(&values)), whole.ptr + 2 * unit.start as u64)?;
+            }
+        }
+        self.gpu.memset(self.m.ptr, 0, self.m.bytes)?;
+        self.gpu.memset(self.v.ptr, 0, self.v.bytes)?;
+        self.gpu.synchronize()
     }
 
     fn acts_of(&self, layer: usize) -> &LayerActs {
@@ -190,11 +208,74 @@ impl<'g> GpuModel<'g> {
     }
 
     fn w(&self, t: &Tensor) -> u64 {
-        self.weights.ptr + 2 * t.offset as u64
+        self.weights.at(t.unit, t.offset)
     }
 
     fn g(&self, t: &Tensor) -> u64 {
-        self.grads.ptr + 4 * t.offset as u64
+        self.grads.at(t.unit, t.offset)
+    }
+
+    /// Before `unit`'s compute: its weights present (stage 3: gathered, the compute stream
+    /// waiting for the gather), and the gather of `next` queued so it overlaps this compute.
+    fn weights_for(&self, unit: usize, next: Option<usize>) -> Result<()> {
+        if !self.weights.is_slots() {
+            return Ok(());
+        }
+        self.gather_unit(unit)?;
+        if let Some(ready) = self.weights.take_event(unit) {
+            self.exchange.compute_waits(&ready)?;
+        }
+        match next {
+            Some(next) => self.gather_unit(next),
+            None => Ok(()),
+        }
+    }
+
+    /// Stage 3: all-gathers `unit`'s bf16 weights into its slot, after the compute queued so far
+    /// (which includes the last use of the slot's previous unit).
+    fn gather_unit(&self, unit: usize) -> Result<()> {
+        let Some(shard) = &self.weight_shard else { return Ok(()) };
+        if self.weights.holds(unit) {
+            return Ok(());
+        }
+        self.exchange.after_compute()?;
+        let c = self.shards.part.chunk(unit, self.shards.rank);
+        self.weights.claim(unit, None);
+        let dst = self.weights.at(unit, self.layout.units[unit].start);
+        self.exchange.all_gather(shard.ptr + 2 * c.local as u64, dst, c.global.len(), Elem::Bf16)?;
+        self.weights.set_event(unit, self.exchange.mark()?);
+        Ok(())
+    }
+
+    /// Before `unit`'s backward: a zeroed slot for its gradients (stages 2-3), once the
+    /// reduction of the unit that used the slot before has drained it.
+    fn grads_for(&self, unit: usize) -> Result<()> {
+        if !self.grads.is_slots() {
+            return Ok(());
+        }
+        if let Some(drained) = self.grads.take_event(unit) {
+            self.exchange.compute_waits(&drained)?;
+        }
+        self.grads.claim(unit, None);
+        self.gpu.memset(self.grads.at(unit, self.layout.units[unit].start), 0, self.grads.unit_bytes(unit))
+    }
+
+    /// After `unit`'s backward on the last micro-batch: its gradients summed over the ranks on
+    /// the communication stream, in place (stage 0) or into this rank's chunk (stage 1 on).
+    fn reduce_unit(&self, unit: usize) -> Result<()> {
+        self.exchange.after_compute()?;
+        let src = self.grads.at(unit, self.layout.units[unit].start);
+        match &self.summed {
+            None => self.exchange.all_reduce(src, self.layout.units[unit].len())?,
+            Some(summed) => {
+                let c = self.shards.part.chunk(unit, self.shards.rank);
+                self.exchange.reduce_scatter(src, summed.ptr + 4 * c.local as u64, c.global.len())?;
+            }
+        }
+        if self.grads.is_slots() {
+            self.grads.set_event(unit, self.exchange.mark()?);
+        }
+        Ok(())
     }
 
     fn shape(&self) -> Shape {
@@ -211,8 +292,13 @@ impl<'g> GpuModel<'g> {
         self.ops.gemm.timer.time("copy residual", || self.gpu.copy_device(dst, src, 2 * elems))
     }
 
+    /// Zeroes the whole gradient buffer before a step's first micro-batch (slots are zeroed
+    /// unit by unit as the backward claims them).
     pub fn zero_grads(&self) -> Result<()> {
-        self.gpu.memset(self.grads.ptr, 0, self.grads.bytes)
+        match self.grads.whole_buffer() {
+            Some(g) => self.gpu.memset(g.ptr, 0, g.bytes),
+            None => Ok(()),
+        }
     }
 
     /// The layer's forward from input `x`; `out` None (a recompute) skips the last product,
@@ -282,10 +368,14 @@ impl<'g> GpuModel<'g> {
         let l = &self.layout;
         self.gpu.copy_to_device(bytemuck::cast_slice(tokens), self.tokens.ptr)?;
         self.gpu.copy_to_device(bytemuck::cast_slice(labels), self.labels.ptr)?;
+        let head = l.lm_head.unit;
+        self.weights_for(l.embedding.unit, Some(l.embedding.unit + 1))?;
         ops.embedding_forward(self.inputs[0].ptr, self.w(&l.embedding), self.tokens.ptr, n, c.dim)?;
         for (i, lt) in l.layers.iter().enumerate() {
+            self.weights_for(lt.wq.unit, Some(lt.wq.unit + 1))?;
             self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), Some(self.inputs[i + 1].ptr))?;
         }
+        self.weights_for(head, None)?;
         let last = self.inputs[l.layers.len()].ptr;
         ops.rmsnorm_forward(self.xf.ptr, self.invf.ptr, last, self.w(&l.final_norm), n, c.dim, c.norm_eps)?;
         ops.gemm.forward(self.logits.ptr, self.xf.ptr, self.w(&l.lm_head), self.dims(c.dim, c.vocab_size), false)?;
@@ -295,124 +385,107 @@ impl<'g> GpuModel<'g> {
         Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64)
     }
 
-    /// Adds the micro-batch's gradient into the fp32 gradient buffer. `done` hears of each
-    /// slice of the buffer (parameter elements) whose gradient this backward has finished
-    /// queueing: the head, then every layer from the last, then the embedding.
-    pub fn backward(&self, done: &mut dyn FnMut(Range<usize>) -> Result<()>) -> Result<()> {
+    /// Adds the micro-batch's gradient into the fp32 gradients; with `reduce` (the step's
+    /// last micro-batch) each unit's gradients are summed over the ranks as soon as they are
+    /// complete, overlapping the rest of the backward, and the compute stream waits for the
+    /// last of these sums at the end. Units run from the head down to the embedding, whose
+    /// backward needs no weights.
+    pub fn backward(&self, reduce: bool) -> Result<()> {
         let (c, ops, s, n) = (&self.config, &self.ops, &self.s, self.batch * self.seq);
         let l = &self.layout;
         let (d, v) = (c.dim, c.vocab_size);
+        let (head, embedding) = (l.lm_head.unit, l.embedding.unit);
+        let below = |unit: usize| (unit - 1 > embedding).then_some(unit - 1);
+        let finish = |unit: usize| if reduce { self.reduce_unit(unit) } else { Ok(()) };
+        self.weights_for(head, below(head))?;
+        self.grads_for(head)?;
         ops.gemm.backward_input(s.dxn.ptr, self.logits.ptr, self.w(&l.lm_head), self.dims(d, v), false)?;
         ops.gemm.backward_weight(self.g(&l.lm_head), self.logits.ptr, self.xf.ptr, self.dims(d, v))?;
         let last = self.inputs[l.layers.len()].ptr;
         ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, last, self.w(&l.final_norm), self.invf.ptr, n, d)?;
-        done(l.final_norm.offset..l.lm_head.range().end)?;
+        finish(head)?;
         for (i, lt) in l.layers.iter().enumerate().rev() {
+            self.weights_for(lt.wq.unit, below(lt.wq.unit))?;
+            self.grads_for(lt.wq.unit)?;
             if self.recompute {
                 self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), None)?;
             }
             self.layer_backward(lt, self.inputs[i].ptr, self.acts_of(i))?;
-            done(lt.attn_norm.offset..lt.w_down.range().end)?;
+            finish(lt.wq.unit)?;
         }
+        self.grads_for(embedding)?;
         ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)?;
-        done(l.embedding.range())
-    }
-
-    /// Queues on `stream` the in-place sum over the communicator's ranks of the gradient
-    /// elements `range` (data parallel).
-    pub fn sum_grads(&self, comm: &NcclComm, range: Range<usize>, stream: &CudaStream) -> Result<()> {
-        use cudarc::nccl::sys as nccl;
-        let p = (self.grads.ptr + 4 * range.start as u64) as *mut std::ffi::c_void;
-        let (f32_, sum) = (nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum);
-        let s = stream.cu_stream() as nccl::cudaStream_t;
-        let r = unsafe { nccl::ncclAllReduce(p, p, range.len(), f32_, sum, comm.raw(), s) };
-        crate::dist::nccl::check(r, "ncclAllReduce of the gradients", Some(comm.raw()))
-    }
-
-    /// ZeRO-1: reduce-scatters the gradients so this rank holds its shard of their sum
-    /// (stage 0 sums during the backward: nothing to do).
-    pub fn reduce_gradients(&self, comm: Option<&NcclComm>) -> Result<()> {
-        use cudarc::nccl::sys as nccl;
-        let Some(shard) = &self.grad_shard else { return Ok(()) };
-        let count = self.shards.part.shard;
-        match comm {
-            Some(c) => self.ops.gemm.timer.time("ncclReduceScatter gradients", || {
-                let (f32_, sum) = (nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum);
-                let (src, dst) = (self.grads.ptr as *const std::ffi::c_void, shard.ptr as *mut std::ffi::c_void);
-                let r = unsafe { nccl::ncclReduceScatter(src, dst, count, f32_, sum, c.raw(), self.nccl_stream()) };
-                crate::dist::nccl::check(r, "ncclReduceScatter of the gradients", Some(c.raw()))
-            }),
-            None => self.gpu.copy_device(shard.ptr, self.grads.ptr, 4 * count),
+        finish(embedding)?;
+        if reduce {
+            self.exchange.drain()?;
         }
+        Ok(())
     }
 
     /// Global gradient norm, clipping and one AdamW step (t from 1) on this rank's part of the
     /// gradients summed over the ranks (their mean is what counts); returns the mean's norm.
     pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64, ranks: &dyn Ranks) -> Result<f64> {
-        let own = self.shards.own();
-        let grads = self.grad_shard.as_ref().map_or(self.grads.ptr, |g| g.ptr);
+        let grads = match (&self.summed, self.grads.whole_buffer()) {
+            (Some(summed), _) => summed.ptr,
+            (None, Some(whole)) => whole.ptr,
+            (None, None) => bail!("stage 0 keeps whole gradients"),
+        };
         self.gpu.memset(self.norm.ptr, 0, 8)?;
-        self.ops.sum_squares(self.norm.ptr, grads, own.len())?;
+        self.ops.sum_squares(self.norm.ptr, grads, self.shards.owned_len())?;
         let mut squares = self.gpu.download::<f64>(&self.norm)?[0];
-        if self.shards.stage >= 1 {
+        if !self.shards.all_reduces() {
             squares = ranks.sum_f64(squares);
         }
         let n = ranks.count() as f64;
         let norm = squares.sqrt() / n;
         let scale = clip_factor(norm, max_norm) / n;
-        for tensor in self.layout.tensors() {
-            let (start, end) = (tensor.offset.max(own.start), tensor.range().end.min(own.end));
-            if start >= end {
-                continue;
-            }
-            let local = (start - own.start) as u64;
-            self.ops.adamw(
-                opt,
-                self.master.ptr + 4 * local,
-                self.weights.ptr + 2 * start as u64,
-                grads + 4 * local,
-                self.m.ptr + 4 * local,
-                self.v.ptr + 4 * local,
-                end - start,
-                t,
-                tensor.kind != Kind::Gain,
-                scale,
-            )?;
+        for seg in &self.segments {
+            let local = seg.local as u64;
+            // The bf16 copy of the update: into the whole weights, or the shard (stage 3).
+            let working = match (&self.weight_shard, self.weights.whole_buffer()) {
+                (Some(shard), _) => shard.ptr + 2 * local,
+                (None, Some(whole)) => whole.ptr + 2 * seg.global.start as u64,
+                (None, None) => bail!("no bf16 weights to update"),
+            };
+            let (master, m, v) = (self.master.ptr + 4 * local, self.m.ptr + 4 * local, self.v.ptr + 4 * local);
+            self.ops.adamw(opt, master, working, grads + 4 * local, m, v, seg.global.len(), t, seg.decay, scale)?;
         }
         Ok(norm)
     }
 
-    /// ZeRO-1: all-gathers the updated bf16 weights from every rank's shard.
-    pub fn gather_weights(&self, comm: Option<&NcclComm>) -> Result<()> {
-        use cudarc::nccl::sys as nccl;
-        let (sh, Some(c)) = (self.shards, comm) else { return Ok(()) };
-        if sh.stage == 0 {
+    /// After the update: stages 1-2 all-gather every unit's bf16 weights from their owners
+    /// (in place), stage 3 marks its gathered units stale.
+    pub fn gather_weights(&self) -> Result<()> {
+        if self.shards.releases_weights() {
+            self.weights.forget();
             return Ok(());
         }
-        self.ops.gemm.timer.time("ncclAllGather weights", || {
-            let mine = (self.weights.ptr + 2 * (sh.rank * sh.part.shard) as u64) as *const std::ffi::c_void;
-            let all = self.weights.ptr as *mut std::ffi::c_void;
-            let bf16 = nccl::ncclDataType_t::ncclBfloat16;
-            let r = unsafe { nccl::ncclAllGather(mine, all, sh.part.shard, bf16, c.raw(), self.nccl_stream()) };
-            crate::dist::nccl::check(r, "ncclAllGather of the weights", Some(c.raw()))
-        })
+        let Some(whole) = self.weights.whole_buffer().filter(|_| !self.shards.all_reduces()) else { return Ok(()) };
+        self.exchange.after_compute()?;
+        for c in self.shards.owned() {
+            let unit = &self.layout.units[c.unit];
+            self.exchange.all_gather(whole.ptr + 2 * c.global.start as u64, whole.ptr + 2 * unit.start as u64, c.global.len(), Elem::Bf16)?;
+        }
+        self.exchange.drain()
     }
 
-    fn nccl_stream(&self) -> cudarc::nccl::sys::cudaStream_t {
-        self.gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t
-    }
-
-    /// ZeRO-1 leaves the gradient sum to the optimizer step; stage 0 sums during the backward.
-    pub fn sums_during_backward(&self) -> bool {
-        self.shards.stage == 0
+    /// The step's communication: exposed, busy, bytes (waits for the GPU).
+    pub fn take_comm_cost(&self) -> Result<CommCost> {
+        self.exchange.take_cost()
     }
 
     pub fn grads(&self) -> Result<Vec<f32>> {
-        self.gpu.download(&self.grads)
+        match self.grads.whole_buffer() {
+            Some(g) => self.gpu.download(g),
+            None => bail!("the gradients are in slots: no whole copy"),
+        }
     }
 
-    /// The bf16 weights the GPU computes with, widened to f32.
+    /// The whole bf16 weights the GPU computes with, widened to f32 (stages 0-2).
     pub fn weights_f32(&self) -> Result<Vec<f32>> {
-        Ok(self.gpu.download::<half::bf16>(&self.weights)?.iter().map(|w| w.to_f32()).collect())
+        match self.weights.whole_buffer() {
+            Some(w) => Ok(self.gpu.download::<half::bf16>(w)?.iter().map(|w| w.to_f32()).collect()),
+            None => bail!("the weights are sharded: no whole copy"),
+        }
     }
 }

@@ -39,6 +39,9 @@ impl ResultsFile {
         put_num(&g, "summary_tokens_per_s", summary.tokens_per_s)?;
         put_num(&g, "summary_model_tflops", summary.model_tflops)?;
         put_num(&g, "summary_mfu", summary.mfu.unwrap_or(f64::NAN))?;
+        put_num(&g, "summary_comm_s", summary.comm_s)?;
+        put_num(&g, "summary_comm_busy_s", summary.comm_busy_s)?;
+        put_num(&g, "summary_comm_bytes", summary.comm_bytes)?;
         let col = |f: &dyn Fn(&StepRecord) -> f64| -> Vec<f64> { records.iter().map(f).collect() };
         put_column(&g, "step", &records.iter().map(|r| r.step as u64).collect::<Vec<_>>())?;
         put_column(&g, "loss", &col(&|r| r.loss))?;
@@ -48,6 +51,9 @@ impl ResultsFile {
         put_column(&g, "forward_s", &col(&|r| r.forward_s))?;
         put_column(&g, "backward_s", &col(&|r| r.backward_s))?;
         put_column(&g, "comm_s", &col(&|r| r.comm_s))?;
+        put_column(&g, "comm_busy_s", &col(&|r| r.comm_busy_s))?;
+        put_column(&g, "comm_bytes", &records.iter().map(|r| r.comm_bytes).collect::<Vec<_>>())?;
+        put_column(&g, "comm_compute_ratio", &col(&|r| r.comm_compute_ratio()))?;
         put_column(&g, "optimizer_s", &col(&|r| r.optimizer_s))?;
         put_column(&g, "tokens", &records.iter().map(|r| r.tokens as u64).collect::<Vec<_>>())?;
         put_column(&g, "samples", &records.iter().map(|r| r.samples as u64).collect::<Vec<_>>())?;

@@ -7,46 +7,37 @@ use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::backend::cuda::Gpu;
-use cudarc::driver::{sys::CUevent_flags, CudaEvent};
 use crate::dist::nccl::NcclComm;
 use crate::model::config::LlamaConfig;
-use crate::model::gpu_model::{GpuModel, Shards};
-use crate::zero::partition::Partition;
-use crate::model::init::initialise;
+use crate::model::gpu_model::GpuModel;
 use crate::model::layout::Layout;
+use crate::zero::stage::Shards;
 use anyhow::Result;
+use cudarc::driver::{sys::CUevent_flags, CudaEvent};
 use std::time::Instant;
 
 /// The model on `gpu` initialised from `seed`, sized for the run's micro-batches and sharded
-/// over `ranks` at the run's ZeRO stage.
-pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks) -> Result<GpuModel<'g>> {
-    let layout = Layout::new(config);
-    let mut master = vec![0f32; layout.total];
-    initialise(&mut master, &layout, seed);
-    let shards = Shards { part: Partition::new(layout.total, ranks.count()), rank: ranks.rank(), stage: run.zero };
-    GpuModel::new(gpu, config, &master, run.micro_batch, run.seq, run.recompute, shards)
+/// over `ranks` (joined by `comm` when there are several) at the run's ZeRO stage.
+pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks, comm: Option<&'g NcclComm>) -> Result<GpuModel<'g>> {
+    let layout = Layout::sharded(config, ranks.count());
+    let shards = Shards::new(&layout, ranks.count(), ranks.rank(), run.zero);
+    GpuModel::new(gpu, config, run, seed, shards, comm)
 }
 
-/// Runs the steps on this rank's share of each global batch, gradients summed over `comm`
-/// (several ranks) or not (one); with `profile`, the last step records a CUDA event pair
-/// around every op.
-#[allow(clippy::too_many_arguments)]
+/// Runs the steps on this rank's share of each global batch; with `profile`, the last step
+/// records a CUDA event pair around every op.
 pub fn train(
     gpu: &Gpu,
     model: &GpuModel,
     run: &RunConfig,
     data: &Source,
     ranks: &dyn Ranks,
-    comm: Option<&NcclComm>,
     profile: bool,
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<(Vec<StepRecord>, Option<StepProfile>)> {
     let per_step = run.micro_batch * run.grad_accum;
     let vocab = model.config.vocab_size;
     let timer = &model.ops.gemm.timer;
-    // Gradient sums run on a stream of their own, each slice as soon as the last micro-batch's
-    // backward has queued it, overlapping the rest of the backward.
-    let comm_stream = gpu.ctx.new_stream()?;
     let mut records = Vec::with_capacity(run.steps);
     let mut profiled = None;
     for step in 1..=run.steps {
@@ -67,37 +58,22 @@ pub fn train(
             let before = mark()?;
             loss += model.forward(&tokens, &labels, 1.0 / run.grad_accum as f64)? / run.grad_accum as f64;
             let forwarded = mark()?;
-            let last_micro = micro + 1 == run.grad_accum;
-            model.backward(&mut |slice| match comm {
-                Some(comm) if last_micro && model.sums_during_backward() => {
-                    comm_stream.wait(&gpu.stream.record_event(None)?)?;
-                    model.sum_grads(comm, slice, &comm_stream)
-                }
-                _ => Ok(()),
-            })?;
+            model.backward(micro + 1 == run.grad_accum)?;
             micro_marks.push((before, forwarded, mark()?));
         }
-        // Communication the optimizer waits for: what the backward's overlap did not hide
-        // (stage 0), or the reduce-scatter before and the all-gather after the update (stage 1).
-        let reduce_start = mark()?;
-        gpu.stream.wait(&comm_stream.record_event(None)?)?;
-        model.reduce_gradients(comm)?;
         let optimizer_start = mark()?;
         let loss = ranks.sum_f64(loss) / ranks.count() as f64;
         let opt = run.optimizer_at(step);
         let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks)?;
-        let gather_start = mark()?;
-        model.gather_weights(comm)?;
         let optimizer_end = mark()?;
-        gpu.synchronize()?;
+        model.gather_weights()?;
+        let comm = model.take_comm_cost()?;
         let seconds = |a: &CudaEvent, b: &CudaEvent| -> Result<f64> { Ok(a.elapsed_ms(b)? as f64 / 1e3) };
         let (mut forward_s, mut backward_s) = (0.0, 0.0);
         for (a, b, c) in &micro_marks {
             forward_s += seconds(a, b)?;
             backward_s += seconds(b, c)?;
         }
-        let comm_s = seconds(&reduce_start, &optimizer_start)? + seconds(&gather_start, &optimizer_end)?;
-        let optimizer_s = seconds(&optimizer_start, &gather_start)?;
         let record = StepRecord {
             step,
             loss,
@@ -106,8 +82,10 @@ pub fn train(
             step_s: start.elapsed().as_secs_f64(),
             forward_s,
             backward_s,
-            comm_s,
-            optimizer_s,
+            comm_s: comm.exposed_s,
+            comm_busy_s: comm.busy_s,
+            comm_bytes: comm.bytes,
+            optimizer_s: seconds(&optimizer_start, &optimizer_end)?,
             tokens: per_step * run.seq,
             samples: per_step,
             peak_memory_bytes: gpu.peak_allocated(),

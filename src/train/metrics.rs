@@ -13,8 +13,13 @@ pub struct StepRecord {
     pub step_s: f64,
     pub forward_s: f64,
     pub backward_s: f64,
-    /// Gradient communication not hidden behind compute (data parallel; 0 on one rank).
+    /// Communication not hidden behind compute: the time the compute stream waited for it
+    /// (GPU; on the CPU, the time in collectives). Forward and backward times include it.
     pub comm_s: f64,
+    /// GPU: the time the communication stream spent in collectives (overlapped or not).
+    pub comm_busy_s: f64,
+    /// Bytes this rank sent in collectives (zero/exchange.rs: bus bytes).
+    pub comm_bytes: u64,
     pub optimizer_s: f64,
     /// Tokens this rank processed in the step (micro-batch × seq × accumulation).
     pub tokens: usize,
@@ -33,6 +38,11 @@ impl StepRecord {
         self.samples as f64 / self.step_s
     }
 
+    /// Communication busy time over compute time (the step minus the exposed communication).
+    pub fn comm_compute_ratio(&self) -> f64 {
+        self.comm_busy_s / (self.step_s - self.comm_s)
+    }
+
     /// Model FLOP/s of this rank: tokens/s × (6·N + 12·L·d·T).
     pub fn model_flops(&self, flops_per_token: f64) -> f64 {
         self.tokens_per_s() * flops_per_token
@@ -48,6 +58,10 @@ pub struct Summary {
     pub model_tflops: f64,
     /// On GPUs only: model FLOP/s over PEAK_FLOPS.
     pub mfu: Option<f64>,
+    /// Per step: exposed and busy communication seconds, bytes sent by this rank.
+    pub comm_s: f64,
+    pub comm_busy_s: f64,
+    pub comm_bytes: f64,
 }
 
 pub fn summarize(records: &[StepRecord], warmup_steps: usize, flops_per_token: f64, on_gpu: bool) -> Summary {
@@ -58,7 +72,11 @@ pub fn summarize(records: &[StepRecord], warmup_steps: usize, flops_per_token: f
     let tokens: usize = measured.iter().map(|r| r.tokens).sum();
     let tokens_per_s = tokens as f64 / (step_s * n);
     let flops = tokens_per_s * flops_per_token;
+    let mean = |f: &dyn Fn(&StepRecord) -> f64| measured.iter().map(f).sum::<f64>() / n;
     Summary {
+        comm_s: mean(&|r| r.comm_s),
+        comm_busy_s: mean(&|r| r.comm_busy_s),
+        comm_bytes: mean(&|r| r.comm_bytes as f64),
         measured_steps: measured.len(),
         step_s,
         tokens_per_s,

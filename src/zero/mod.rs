@@ -1,6 +1,8 @@
-//! ZeRO: how model state is split over ranks: the partition of the flat buffer and the memory
-//! planner. Stages 0 (plain data parallelism) and 1 run on GPUs and CPUs; stages 2-3 are
-//! planned here but not yet executed.
+//! ZeRO: how model state is split over ranks: the partition of the flat buffer into per-rank
+//! chunks, what each stage keeps and reduces, and the memory planner.
 
 pub mod partition;
 pub mod planner;
+pub mod stage;
+pub mod exchange;
+pub mod unit_buffers;

@@ -1,10 +1,10 @@
 //! Per-GPU memory of an SFT run, by category, for a ZeRO stage and rank count: what the GPU
-//! step allocates (model/gpu_model.rs follows these figures for stages 0 and 1, up to the
-//! padding of the last shard; every GPU sft run prints the plan beside its buffers' measured
-//! peak), so a run can be refused before it allocates anything.
+//! step (model/gpu_model.rs) allocates, byte for byte (every GPU sft run prints the plan beside
+//! its buffers' measured peak), so a run can be refused before it allocates anything.
 //!
 //! Stage 0 keeps everything on every rank; 1 shards the optimizer state (fp32 master, m, v);
-//! 2 also the fp32 gradients; 3 also the bf16 weights, gathering two layers at a time.
+//! 2 also the fp32 gradients (two unit slots, or whole under accumulation); 3 also the bf16
+//! weights (a shard, plus two unit slots for the gathered ones). See zero/stage.rs.
 
 use crate::model::config::LlamaConfig;
 use crate::model::layout::Layout;
@@ -16,6 +16,7 @@ pub struct PlanInput {
     pub ranks: usize,
     pub stage: u8,
     pub micro_batch: usize,
+    pub grad_accum: usize,
     pub seq: usize,
     pub recompute: bool,
 }
@@ -23,16 +24,16 @@ pub struct PlanInput {
 /// Bytes per GPU.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
-    /// bf16 working weights (a shard plus two gathered layers at stage 3).
+    /// bf16 working weights (a shard plus two gathered units at stage 3).
     pub parameters: u64,
-    /// fp32 gradients (a shard at stages 2-3).
+    /// fp32 gradients of the micro-batches (two unit slots at stages 2-3 without accumulation).
     pub gradients: u64,
     /// fp32 master weights and Adam moments (a shard from stage 1).
     pub optimizer: u64,
     /// What the backward reads: saved layer activations (or one set with recompute), every
     /// layer's input, the head's logits.
     pub activations: u64,
-    /// Gradient shards received by reduce-scatter (stage 1).
+    /// This rank's chunks of the summed gradients, received by reduce-scatter (stages 1-3).
     pub communication: u64,
     /// Scratch of one layer's backward and the attention scores.
     pub workspace: u64,
@@ -61,24 +62,18 @@ impl MemoryPlan {
     }
 }
 
-fn shard(x: u64, ranks: usize) -> u64 {
-    x.div_ceil(ranks as u64)
-}
-
 pub fn plan(p: &PlanInput) -> MemoryPlan {
     let c = &p.model;
-    let layout = Layout::new(c);
-    let params = layout.total as u64;
-    let layer_params = layout.layers.first().map_or(0, |l| l.w_down.range().end - l.attn_norm.offset) as u64;
+    let layout = Layout::sharded(c, p.ranks);
+    let (total, shard, unit) = (layout.total as u64, (layout.total / p.ranks) as u64, layout.largest_unit() as u64);
     let (n, d, kv, f) = ((p.micro_batch * p.seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
     let scores = (p.micro_batch * c.n_heads * p.seq * p.seq) as u64;
     let layers = c.n_layers as u64;
-    let r = p.ranks;
 
-    let parameters = if p.stage >= 3 { 2 * shard(params, r) + 2 * 2 * layer_params } else { 2 * params };
-    let gradients = if p.stage >= 2 { 4 * shard(params, r) } else { 4 * params };
-    let optimizer = if p.stage >= 1 { 12 * shard(params, r) } else { 12 * params };
-    let communication = if p.stage == 1 { 4 * shard(params, r) } else { 0 };
+    let parameters = if p.stage >= 3 { 2 * shard + 2 * 2 * unit } else { 2 * total };
+    let gradients = if p.stage >= 2 && p.grad_accum == 1 { 2 * 4 * unit } else { 4 * total };
+    let optimizer = if p.stage >= 1 { 12 * shard } else { 12 * total };
+    let communication = if p.stage >= 1 { 4 * shard } else { 0 };
     // Per kept layer: xn q o x2 xn2 (bf16 n·d) + k v (n·kv) + gate up h (n·f) + P, and 1/rms ×2.
     let saved_layer = 2 * (5 * n * d + 2 * n * kv + 3 * n * f + scores) + 4 * 2 * n;
     let kept = if p.recompute { 1 } else { layers };
@@ -129,7 +124,7 @@ mod tests {
     use super::*;
 
     fn input(model: &str, ranks: usize, stage: u8) -> PlanInput {
-        PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 1, seq: 2048, recompute: false }
+        PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 1, grad_accum: 1, seq: 2048, recompute: false }
     }
 
     #[test]
@@ -140,9 +135,13 @@ mod tests {
         let s1 = plan(&input("7b", 8, 1));
         assert_eq!((s1.gradients, s1.optimizer), (4 * p, 12 * p.div_ceil(8)));
         let s2 = plan(&input("7b", 8, 2));
-        assert_eq!(s2.gradients, 4 * p.div_ceil(8));
+        let layer = 202_383_360u64; // the largest unit
+        assert_eq!((s2.gradients, s2.communication), (2 * 4 * layer, 4 * p / 8));
+        let accumulating = plan(&PlanInput { grad_accum: 2, ..input("7b", 8, 2) });
+        assert_eq!(accumulating.gradients, 4 * p);
         let s3 = plan(&input("7b", 8, 3));
-        assert!(s3.parameters < s2.parameters / 4 && s3.total() < s2.total());
+        assert_eq!(s3.parameters, 2 * p / 8 + 2 * 2 * layer);
+        assert!(s3.total() < s2.total());
         assert_eq!(s0.activations, s3.activations);
     }
 
