@@ -12,7 +12,7 @@ run() { # name, ranks, then the arguments
   local name=$1 ranks=$2; shift 2
   echo "== $name: mpirun -np $ranks $bin $*" | tee -a "$logs/summary.txt"
   local t0=$SECONDS
-  mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np "$ranks" $bin "$@" --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
+  mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np "$ranks" $bin "$@" --timeout 120 --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
   echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
   grep -E "^# .*measured steps|^# GPU memory|^# communication|selftest:|FAIL|error" "$logs/$name.log" | head -6 | sed 's/^/   /' | tee -a "$logs/summary.txt"
 }
