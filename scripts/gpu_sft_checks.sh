@@ -12,7 +12,9 @@ run() { # name, ranks, then the arguments
   local name=$1 ranks=$2; shift 2
   echo "== $name: mpirun -np $ranks $bin $*" | tee -a "$logs/summary.txt"
   local t0=$SECONDS
-  mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np "$ranks" $bin "$@" --timeout 120 --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
+  local deadline=(); [[ " $* " == *" --suite "* ]] && deadline=(--timeout 120)
+  # MPI_EXTRA: more mpirun options, e.g. "-x NCCL_MAX_NCHANNELS=8"
+  mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 ${MPI_EXTRA:-} -np "$ranks" $bin "$@" "${deadline[@]}" --out "$logs/$name.h5" >"$logs/$name.log" 2>&1
   echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
   grep -E "^# .*measured steps|^# GPU memory|^# communication|selftest:|FAIL|error" "$logs/$name.log" | head -6 | sed 's/^/   /' | tee -a "$logs/summary.txt"
 }
@@ -34,7 +36,7 @@ for step in "$@"; do
       for n in 2 4; do [ "$n" -le "$gpus" ] && run "tiny_z1_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2 --zero 1; done ;;
     zero_dp) # every stage, with and without accumulation, on every GPU: the loss curve of one
       # GPU at stage 0 with the same global batch of 8 sequences, compared step by step
-      run tiny_ref 1 --suite sft --model tiny --steps 30 --micro-batch 8
+      run tiny_ref 1 --suite sft --model tiny --steps 30 --micro-batch 8 --grad-accum 1
       for z in 0 1 2 3; do for acc in 1 2; do
         run "tiny_z${z}_acc${acc}_np$gpus" "$gpus" --suite sft --model tiny --steps 30 --micro-batch $((8 / gpus / acc)) --grad-accum "$acc" --zero "$z"
       done; done
@@ -47,7 +49,10 @@ for step in "$@"; do
       run "13b_z3_mbs2_np$gpus" "$gpus" --suite sft --model 13b --seq 2048 --micro-batch 2 --steps 8 --warmup-steps 3 --zero 3 ;;
     zero1) # ZeRO-1 on every GPU, 7B-shaped
       run "7b_l8_mbs4_z1_np$gpus" "$gpus" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --zero 1 --profile ;;
-    scaling) # weak scaling: the same per-GPU batch on 1, 2, 4 GPUs
-      for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "7b_l8_mbs4_np$n" "$n" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --profile; done ;;
+    scaling) # weak scaling: the same per-GPU batch on 1 GPU, then on 2 and 4 at every stage
+      run 7b_l8_mbs4_np1 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3
+      for n in 2 4; do for z in 0 1 2 3; do [ "$n" -le "$gpus" ] &&
+        run "7b_l8_mbs4_z${z}_np$n" "$n" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --zero "$z"
+      done; done ;;
   esac
 done
