@@ -215,12 +215,10 @@ impl<'g> GpuModel<'g> {
         self.grads.at(t.unit, t.offset)
     }
 
-    /// Before `unit`'s compute: its weights present (stage 3: gathered, the compute stream
-    /// waiting for the gather), and the gather of `next` queued so it overlaps this compute.
+    /// Before `unit`'s compute: its current weights in place (stages 1-3: gathered if the
+    /// update made them stale, the compute stream waiting for the gather), and the gather of
+    /// `next` queued so that it overlaps this compute.
     fn weights_for(&self, unit: usize, next: Option<usize>) -> Result<()> {
-        if !self.weights.is_slots() {
-            return Ok(());
-        }
         self.gather_unit(unit)?;
         if let Some(ready) = self.weights.take_event(unit) {
             self.exchange.compute_waits(&ready)?;
@@ -231,10 +229,10 @@ impl<'g> GpuModel<'g> {
         }
     }
 
-    /// Stage 3: all-gathers `unit`'s bf16 weights into its slot, after the compute queued so far
-    /// (which includes the last use of the slot's previous unit).
+    /// All-gathers `unit`'s bf16 weights from every rank's chunk after the compute queued so
+    /// far (the update, and the last use of the place's previous unit): from the shard into a
+    /// slot (stage 3), or in place in the whole buffer (stages 1-2).
     fn gather_unit(&self, unit: usize) -> Result<()> {
-        let Some(shard) = &self.weight_shard else { return Ok(()) };
         if self.weights.holds(unit) {
             return Ok(());
         }
@@ -242,7 +240,12 @@ impl<'g> GpuModel<'g> {
         let c = self.shards.part.chunk(unit, self.shards.rank);
         self.weights.claim(unit, None);
         let dst = self.weights.at(unit, self.layout.units[unit].start);
-        self.exchange.all_gather(shard.ptr + 2 * c.local as u64, dst, c.global.len(), Elem::Bf16)?;
+        let src = match (&self.weight_shard, self.weights.whole_buffer()) {
+            (Some(shard), _) => shard.ptr + 2 * c.local as u64,
+            (None, Some(whole)) => whole.ptr + 2 * c.global.start as u64,
+            (None, None) => bail!("no bf16 weights to gather from"),
+        };
+        self.exchange.all_gather(src, dst, c.global.len(), Elem::Bf16)?;
         self.weights.set_event(unit, self.exchange.mark()?);
         Ok(())
     }
@@ -453,20 +456,13 @@ impl<'g> GpuModel<'g> {
         Ok(norm)
     }
 
-    /// After the update: stages 1-2 all-gather every unit's bf16 weights from their owners
-    /// (in place), stage 3 marks its gathered units stale.
-    pub fn gather_weights(&self) -> Result<()> {
-        if self.shards.releases_weights() {
+    /// After the update: from stage 1 every rank's bf16 weights are current only in its own
+    /// chunks, so each unit is gathered again before its next use (overlapping the compute of
+    /// the unit before it).
+    pub fn weights_updated(&self) {
+        if !self.shards.all_reduces() {
             self.weights.forget();
-            return Ok(());
         }
-        let Some(whole) = self.weights.whole_buffer().filter(|_| !self.shards.all_reduces()) else { return Ok(()) };
-        self.exchange.after_compute()?;
-        for c in self.shards.owned() {
-            let unit = &self.layout.units[c.unit];
-            self.exchange.all_gather(whole.ptr + 2 * c.global.start as u64, whole.ptr + 2 * unit.start as u64, c.global.len(), Elem::Bf16)?;
-        }
-        self.exchange.drain()
     }
 
     /// The step's communication: exposed, busy, bytes (waits for the GPU).
