@@ -8,12 +8,21 @@ extern "C" __global__ void causal_softmax_forward(bf16* p, const float* s, int s
   int i = (int)(row % seq);
   const float* sr = s + row * seq;
   bf16* pr = p + row * seq;
-  float m = NEG_INF;
-  for (int j = threadIdx.x; j <= i; j += blockDim.x) m = fmaxf(m, scale * sr[j]);
-  m = block_max(m);
-  float sum = 0.f;
-  for (int j = threadIdx.x; j <= i; j += blockDim.x) sum += __expf(scale * sr[j] - m);
-  float inv = 1.f / block_sum(sum);
+  // One read for the maximum and the sum together (online softmax: the running sum is
+  // rescaled when the maximum grows), then one to write.
+  float m = NEG_INF, sum = 0.f;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) {
+    float x = scale * sr[j];
+    if (x > m) {
+      sum = sum * __expf(m - x) + 1.f;
+      m = x;
+    } else {
+      sum += __expf(x - m);
+    }
+  }
+  float row_max = block_max(m);
+  float inv = 1.f / block_sum(sum * __expf(m - row_max));
+  m = row_max;
   for (int j = threadIdx.x; j < seq; j += blockDim.x) pr[j] = float_to_bf16(j <= i ? __expf(scale * sr[j] - m) * inv : 0.f);
 }
 
