@@ -22,8 +22,8 @@ pub fn run(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) ->
     if world.is_root() {
         print!("{}", selftest::table(&checks));
     } else if !failed.is_empty() {
-        let names: Vec<&str> = failed.iter().map(|c| c.op.as_str()).collect();
-        print_line(&format!("h200-mpibench: {}: selftest failed: {}", world.who(), names.join(", ")));
+        let what: Vec<String> = failed.iter().map(|c| format!("{} (rel err {:.2e}, limit {:.0e})", c.op, c.rel_err, c.tolerance)).collect();
+        print_line(&format!("h200-mpibench: {}: selftest FAILED: {}", world.who(), what.join(", ")));
     }
     if let Some(file) = file {
         file.write_selftest(&checks, &failed_per_rank)?;

@@ -33,7 +33,9 @@ pub struct ModelOps<'g> {
 /// Threads per block of the row kernels (RMSNorm, cross-entropy) and the element-wise ones.
 const THREADS: u32 = 256;
 /// Rows each RMSNorm-backward block reduces before adding its gain gradient.
-const RMS_ROWS_PER_BLOCK: usize = 64;
+/// RMSNorm backward blocks: enough to fill every SM several times over (a block's rows run one
+/// after another), few enough that the per-block dw atomics stay cheap.
+const RMS_BACKWARD_BLOCKS: usize = 512;
 
 /// Threads for a kernel holding a row of `width` in registers, 32 values per thread at most.
 fn row_threads(width: usize) -> Result<u32> {
@@ -78,8 +80,9 @@ impl<'g> ModelOps<'g> {
     #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm_backward(&self, dx: u64, dw: u64, dy: u64, x: u64, w: u64, inv_rms: u64, rows: usize, d: usize) -> Result<()> {
         let threads = row_threads(d)?;
-        let blocks = rows.div_ceil(RMS_ROWS_PER_BLOCK);
-        let (d, rows, per) = (d as i32, rows as i32, RMS_ROWS_PER_BLOCK as i32);
+        let per_block = rows.div_ceil(RMS_BACKWARD_BLOCKS);
+        let blocks = rows.div_ceil(per_block);
+        let (d, rows, per) = (d as i32, rows as i32, per_block as i32);
         launch!(self, "rmsnorm_backward", per_row(blocks, threads), dx, dw, dy, x, w, inv_rms, d, rows, per)
     }
 
