@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
 # target/release/h200-mpibench). Usage:
-#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|profile|recompute|dp|zero_dp|scaling|zero1|zero7b|zero13b]...
+#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|dp|zero_dp|scaling|zero1|zero7b|zero13b]...
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -47,6 +47,10 @@ for step in "$@"; do
     zero13b) # whole Llama-2-13B on every GPU at stage 3
       run "13b_z3_mbs1_np$gpus" "$gpus" --suite sft --model 13b --seq 2048 --micro-batch 1 --steps 8 --warmup-steps 3 --zero 3
       run "13b_z3_mbs2_np$gpus" "$gpus" --suite sft --model 13b --seq 2048 --micro-batch 2 --steps 8 --warmup-steps 3 --zero 3 ;;
+    70b_fit) # the user's command shape: the planner's verdict on whole 70B, then 70B-shaped layers that fit
+      run "70b_np$gpus" "$gpus" --model 70b
+      run "70b_l16_z3_np$gpus" "$gpus" --model 70b --layers 16 --zero 3 --steps 8 --warmup-steps 3
+      grep -h "does not fit\|plans" "$logs/70b_np$gpus.log" | head -2 | tee -a "$logs/summary.txt" ;;
     zero1) # ZeRO-1 on every GPU, 7B-shaped
       run "7b_l8_mbs4_z1_np$gpus" "$gpus" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --zero 1 --profile ;;
     scaling) # weak scaling: the same per-GPU batch on 1 GPU, then on 2 and 4 at every stage

@@ -25,9 +25,10 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Which benchmark to run.
-    #[arg(long, value_enum, default_value_t = Suite::Nccl)]
-    pub suite: Suite,
+    /// Which benchmark to run. Default: sft when --model is given (the user's
+    /// `mpirun -np 64 h200-mpibench --model 70b`), otherwise nccl.
+    #[arg(long, value_enum)]
+    pub suite: Option<Suite>,
 
     /// Results file (HDF5). Default: results/<UTC time>_<suite>.h5
     #[arg(long, global = true)]
@@ -200,6 +201,13 @@ pub enum Command {
         #[arg(long = "gpu-memory", default_value_t = 140.0)]
         gpu_memory_gib: f64,
     },
+}
+
+impl Cli {
+    /// The suite asked for, or the one `--model` implies.
+    pub fn suite(&self) -> Suite {
+        self.suite.unwrap_or(if self.sft.model.is_some() { Suite::Sft } else { Suite::Nccl })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -381,6 +389,8 @@ mod tests {
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft", "--model", "70b", "--layers", "2", "--micro-batch", "2", "--seq", "4096"]).unwrap();
         let p = cli.sft.plan("tiny", 1).unwrap();
         assert_eq!((p.model.n_layers, p.model.n_kv_heads, p.run.micro_batch, p.run.seq), (2, 8, 2, 4096));
+        assert_eq!(Cli::try_parse_from(["h200-mpibench", "--model", "70b"]).unwrap().suite(), Suite::Sft);
+        assert_eq!(Cli::try_parse_from(["h200-mpibench", "-b", "8"]).unwrap().suite(), Suite::Nccl);
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft"]).unwrap();
         assert_eq!(cli.sft.plan("tiny", 1).unwrap().model.name, "tiny");
         for bad in [vec!["--layers", "0"], vec!["--seq", "0"], vec!["--model", "/no/such.json"], vec!["--steps", "3", "--warmup-steps", "3"], vec!["--data", "/no/such/tokens.bin"]] {

@@ -77,7 +77,7 @@ enum Work {
 fn run(world: &World) -> Result<i32, Stop> {
     let cli = parse_cli()?;
     // Everything is validated before anything is created.
-    let (work, suite) = match (cli.command.clone(), cli.suite) {
+    let (work, suite) = match (cli.command.clone(), cli.suite()) {
         (Some(Command::Plan { ranks, gpu_memory_gib }), _) => {
             let report = cli.memory_report(ranks, gpu_memory_gib).map_err(Stop::Agreed)?;
             if world.is_root() {

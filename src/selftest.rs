@@ -240,6 +240,11 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
 /// Bound on a whole step's relative error: the bf16 bound of the single ops (measured: 5e-3).
 pub const STEP_TOLERANCE: f64 = 1e-2;
 
+/// Bound on two GPU loss curves that differ only in the order of atomic fp32 additions
+/// (embedding and RMSNorm weight gradients): measured up to 3e-5 over 50 steps, while a
+/// missed gather or a wrong shard moves the curve by far more.
+pub const REORDER_TOLERANCE: f64 = 1e-3;
+
 /// One tiny-model step (loss and every parameter's gradient) against the CPU model in f64 on
 /// the same bf16 weights, then 50 training steps' losses against the CPU trainer's.
 fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
@@ -297,12 +302,12 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     drop(model);
 
     // The ZeRO stages on one GPU run the same schedule with copies for collectives: unit
-    // slots, shards and their bookkeeping must reproduce stage 0's curve.
+    // slots, shards and their bookkeeping must reproduce stage 0's curve, up to atomics' order.
     for stage in 1..=3 {
         let run = RunConfig { zero: stage, ..run.clone() };
         let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone, None)?;
         let losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
-        checks.push(compare(&format!("ZeRO-{stage} 50-step curve vs ZeRO-0"), &shape, &losses, &gpu_losses, F32_TOLERANCE));
+        checks.push(compare(&format!("ZeRO-{stage} 50-step curve vs ZeRO-0"), &shape, &losses, &gpu_losses, REORDER_TOLERANCE));
     }
     Ok(checks)
 }

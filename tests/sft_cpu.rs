@@ -36,6 +36,7 @@ fn sft_bad_inputs_are_one_line_errors() {
         vec!["--suite", "sft", "--seq", "0"],
         vec!["--suite", "sft", "--backend", "nccl"],
         vec!["--suite", "sft", "--zero", "4"],
+        vec!["--model", "70b"], // --model means sft; 70B's state does not fit a CPU host
     ] {
         let r = singleton(&args, Duration::from_secs(30));
         assert_eq!(r.code, Some(2), "{args:?}: {}{}", r.stdout, r.stderr);

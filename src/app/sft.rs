@@ -52,6 +52,20 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         };
         world.agree(fit).map_err(Stop::Agreed)?;
     }
+    if gpu.is_none() {
+        let need = cpu_trainer::state_bytes(m, world.size, r.zero) * world.local_size as u64;
+        let fit = match host_available_bytes() {
+            Some(free) if need > free => Err(format!(
+                "{} on the CPU path needs at least {:.1} GiB of host memory for {} ranks on this host ({:.1} GiB available):                  run it on GPUs, or a smaller --model (tiny) or --layers",
+                m.name,
+                need as f64 / (1u64 << 30) as f64,
+                world.local_size,
+                free as f64 / (1u64 << 30) as f64
+            )),
+            _ => Ok(()),
+        };
+        world.agree(fit).map_err(Stop::Agreed)?;
+    }
     meta.engine = if gpu.is_some() { "cuda" } else { "cpu" }.into();
     if gpu.is_some() {
         record_gpu_software(meta, world.size > 1);
@@ -147,3 +161,11 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     }
 }
 
+
+/// MemAvailable from /proc/meminfo (Linux), in bytes.
+fn host_available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

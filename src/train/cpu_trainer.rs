@@ -142,6 +142,15 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
     records
 }
 
+/// Bytes of model state one rank holds on the CPU path (fp32 weights and gradients, and
+/// master weights, Adam moments and summed gradients for its part): a lower bound on its
+/// memory, activations aside, checked before anything is allocated.
+pub fn state_bytes(config: &LlamaConfig, ranks: usize, stage: u8) -> u64 {
+    let layout = Layout::sharded(config, ranks);
+    let owned = if stage >= 1 { layout.total / ranks } else { layout.total };
+    4 * (2 * layout.total + 4 * owned) as u64
+}
+
 /// The process's peak resident memory (the CPU path's "peak memory").
 fn peak_rss_bytes() -> u64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

@@ -87,7 +87,9 @@ pub fn plan(p: &PlanInput) -> MemoryPlan {
     MemoryPlan { parameters, gradients, optimizer, activations, communication, workspace }
 }
 
-/// What to change when `plan` does not fit in `budget` bytes per GPU, tried in order of cost.
+/// What to change when `plan` does not fit in `budget` bytes per GPU, tried in order of cost:
+/// recompute, a smaller micro-batch, a higher stage on these ranks (then with recompute), and
+/// only when none of those fits, more ranks at stage 3.
 pub fn suggestions(p: &PlanInput, budget: u64) -> Vec<String> {
     let fits = |q: &PlanInput| plan(q).total() + LIBRARY_RESERVE <= budget;
     let mut out = Vec::new();
@@ -97,13 +99,18 @@ pub fn suggestions(p: &PlanInput, budget: u64) -> Vec<String> {
     if let Some(mb) = (1..p.micro_batch).rev().find(|&mb| fits(&PlanInput { micro_batch: mb, ..p.clone() })) {
         out.push(format!("--micro-batch {mb}"));
     }
-    if let Some(stage) = (p.stage + 1..=3).find(|&s| fits(&PlanInput { stage: s, ..p.clone() })) {
-        out.push(format!("ZeRO stage {stage} on {} ranks", p.ranks));
+    let higher = |recompute: bool| (p.stage + 1..=3).find(|&s| fits(&PlanInput { stage: s, recompute, ..p.clone() }));
+    match (higher(p.recompute), higher(true)) {
+        (Some(stage), _) => out.push(format!("ZeRO stage {stage} on {} ranks", p.ranks)),
+        (None, Some(stage)) if !p.recompute => out.push(format!("ZeRO stage {stage} and --recompute on {} ranks", p.ranks)),
+        _ => {}
     }
-    // More ranks at stage 3, with recompute where that lowers the count.
+    if !out.is_empty() {
+        return out;
+    }
     let more = |recompute: bool| {
-        [8, 16, 32, 64, 128, 256, 512, 1024]
-            .into_iter()
+        (1..=16)
+            .map(|e| 1usize << e)
             .filter(|&n| n > p.ranks)
             .find(|&n| fits(&PlanInput { ranks: n, stage: 3, recompute, ..p.clone() }))
     };
