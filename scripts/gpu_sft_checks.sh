@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
 # target/release/h200-mpibench). Usage:
-#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|dp|zero_dp|scaling|zero1|zero7b|zero13b]...
+#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|zero_dp|scaling|zero7b|zero13b]...
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -31,9 +31,6 @@ for step in "$@"; do
     recompute)
       run 7b_l8_mbs4_recompute 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --recompute
       run 7b_l8_mbs2_accum2 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 2 --grad-accum 2 --steps 12 --warmup-steps 3 ;;
-    dp) # the same global batch of 8 sequences on 1, 2, 4 GPUs, ZeRO 0 and 1: loss curves to compare
-      for n in 1 2 4; do [ "$n" -le "$gpus" ] && run "tiny_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2; done
-      for n in 2 4; do [ "$n" -le "$gpus" ] && run "tiny_z1_dp$n" "$n" --suite sft --model tiny --steps 30 --micro-batch $((4 / n)) --grad-accum 2 --zero 1; done ;;
     zero_dp) # every stage, with and without accumulation, on every GPU: the loss curve of one
       # GPU at stage 0 with the same global batch of 8 sequences, compared step by step
       run tiny_ref 1 --suite sft --model tiny --steps 30 --micro-batch 8 --grad-accum 1
@@ -51,8 +48,6 @@ for step in "$@"; do
       run "70b_np$gpus" "$gpus" --model 70b
       run "70b_l16_z3_np$gpus" "$gpus" --model 70b --layers 16 --zero 3 --steps 8 --warmup-steps 3
       grep -h "does not fit\|plans" "$logs/70b_np$gpus.log" | head -2 | tee -a "$logs/summary.txt" ;;
-    zero1) # ZeRO-1 on every GPU, 7B-shaped
-      run "7b_l8_mbs4_z1_np$gpus" "$gpus" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --zero 1 --profile ;;
     scaling) # weak scaling: the same per-GPU batch on 1 GPU, then on 2 and 4 at every stage
       run 7b_l8_mbs4_np1 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3
       for n in 2 4; do for z in 0 1 2 3; do [ "$n" -le "$gpus" ] &&
