@@ -79,7 +79,7 @@ impl Cli {
             if r.recompute { ", recompute" } else { "" }
         );
         for stage in zero.map_or(0..=3, |z| z..=z) {
-            let input = PlanInput { model: m.clone(), ranks, stage, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute };
+            let input = PlanInput { model: m.clone(), ranks, stage, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute, bucket_layers: r.bucket_layers };
             let p = plan(&input);
             let verdict = if p.total() + LIBRARY_RESERVE <= budget {
                 "fits".to_string()
@@ -141,9 +141,15 @@ pub struct SftArgs {
     pub data: Option<String>,
 
     /// ZeRO stage: 0 replicates model and optimizer state on every rank, 1 shards the optimizer
-    /// state (fp32 master weights and Adam moments). With `plan`: only this stage (default: all four).
+    /// state (fp32 master weights and Adam moments), 2 also the gradients, 3 also the weights.
+    /// With `plan`: only this stage (default: all four).
     #[arg(long, global = true)]
     pub zero: Option<u8>,
+
+    /// Layers per communication bucket: each all-gather and reduction covers this many layers
+    /// (the embedding and the head are buckets of their own). Default 1.
+    #[arg(long = "bucket-layers", global = true)]
+    pub bucket_layers: Option<usize>,
 }
 
 /// The model, run settings and data of an sft run, validated.
@@ -172,6 +178,7 @@ impl SftArgs {
         set(&mut run.seq, self.seq);
         set(&mut run.micro_batch, self.micro_batch);
         set(&mut run.grad_accum, self.grad_accum);
+        set(&mut run.bucket_layers, self.bucket_layers);
         if let Some(lr) = self.lr {
             run.lr = lr;
         }

@@ -48,12 +48,15 @@ fn sft_bad_inputs_are_one_line_errors() {
 }
 
 /// The loss curve of a data-parallel run over `ranks` ranks at ZeRO `stage` with a global
-/// batch of 8 sequences in `accum` micro-batches per rank.
-fn data_parallel_losses(ranks: usize, stage: u8, accum: usize) -> Vec<f64> {
+/// batch of 8 sequences in `accum` micro-batches per rank, `bucket` layers per bucket.
+fn data_parallel_losses(ranks: usize, stage: u8, accum: usize, bucket: usize) -> Vec<f64> {
     let dir = tempdir("dp");
     let out = dir.join("dp.h5");
-    let (micro, zero, accum) = ((8 / ranks / accum).to_string(), stage.to_string(), accum.to_string());
-    let args = ["--suite", "sft", "--model", "tiny", "--steps", "12", "--micro-batch", &micro, "--grad-accum", &accum, "--zero", &zero, "--out", out.to_str().unwrap()];
+    let (micro, zero, accum, bucket) = ((8 / ranks / accum).to_string(), stage.to_string(), accum.to_string(), bucket.to_string());
+    let args = [
+        "--suite", "sft", "--model", "tiny", "--steps", "12", "--micro-batch", &micro, "--grad-accum", &accum, "--zero", &zero,
+        "--bucket-layers", &bucket, "--out", out.to_str().unwrap(),
+    ];
     let r = mpirun(ranks, &args, &[], Duration::from_secs(120));
     assert_eq!(r.code, Some(0), "{ranks} ranks: {}{}", r.stdout, r.stderr);
     read_results(&out)["sft"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
@@ -61,21 +64,20 @@ fn data_parallel_losses(ranks: usize, stage: u8, accum: usize) -> Vec<f64> {
 
 #[test]
 fn every_zero_stage_at_1_2_and_4_ranks_matches_one_rank_with_the_same_global_batch() {
-    let one = data_parallel_losses(1, 0, 1);
+    let one = data_parallel_losses(1, 0, 1, 1);
     assert!(one[11] < one[0], "the loss falls: {one:?}");
-    for stage in 0..=3 {
-        for ranks in [1, 2, 4] {
-            for accum in [1, 2] {
-                if (stage, ranks, accum) == (0, 1, 1) {
-                    continue;
-                }
-                let many = data_parallel_losses(ranks, stage, accum);
-                assert_eq!(many.len(), one.len());
-                for (step, (a, b)) in one.iter().zip(&many).enumerate() {
-                    let what = format!("stage {stage}, {ranks} ranks, accumulation {accum}, step {}", step + 1);
-                    assert!((a - b).abs() <= 1e-5 * a.abs(), "{what}: {b} vs one rank's {a}");
-                }
-            }
+    let one_layer_buckets = (0..=3).flat_map(|stage| [1, 2, 4].into_iter().flat_map(move |ranks| [1, 2].map(|accum| (stage, ranks, accum, 1))));
+    // Both of the tiny model's layers in one bucket.
+    let two_layer_buckets = (1..=3).flat_map(|stage| [1, 2].map(|accum| (stage, 2, accum, 2)));
+    for (stage, ranks, accum, bucket) in one_layer_buckets.chain(two_layer_buckets) {
+        if (stage, ranks, accum, bucket) == (0, 1, 1, 1) {
+            continue;
+        }
+        let many = data_parallel_losses(ranks, stage, accum, bucket);
+        assert_eq!(many.len(), one.len());
+        for (step, (a, b)) in one.iter().zip(&many).enumerate() {
+            let what = format!("stage {stage}, {ranks} ranks, accumulation {accum}, {bucket}-layer buckets, step {}", step + 1);
+            assert!((a - b).abs() <= 1e-5 * a.abs(), "{what}: {b} vs one rank's {a}");
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         Path::Host { .. } => None,
     };
     // Validate the fit before allocating anything on the GPU.
-    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: r.zero, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute };
+    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: r.zero, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute, bucket_layers: r.bucket_layers };
     let plan_bytes = planner::plan(&planned).total();
     if let Some(gpu) = &gpu {
         let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
@@ -53,7 +53,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         world.agree(fit).map_err(Stop::Agreed)?;
     }
     if gpu.is_none() {
-        let need = cpu_trainer::state_bytes(m, world.size, r.zero) * world.local_size as u64;
+        let need = cpu_trainer::state_bytes(m, r, world.size) * world.local_size as u64;
         let fit = match host_available_bytes() {
             Some(free) if need > free => Err(format!(
                 "{} on the CPU path needs at least {:.1} GiB of host memory for {} ranks on this host ({:.1} GiB available):                  run it on GPUs, or a smaller --model (tiny) or --layers",

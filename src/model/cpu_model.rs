@@ -156,9 +156,11 @@ impl CpuModel<'_> {
         let mut dx = zeros(n * d);
         rmsnorm::backward(&mut dx, &mut grads[l.final_norm.range()], &dxf, &tape.x, &params[l.final_norm.range()], &tape.invf, d);
         finish(l.lm_head.unit, grads);
-        for (lt, s) in l.layers.iter().zip(&tape.layers).rev() {
+        for (i, (lt, s)) in l.layers.iter().zip(&tape.layers).enumerate().rev() {
             dx = self.layer_backward(params, grads, lt, s, dx, b);
-            finish(lt.wq.unit, grads);
+            if l.first_in_unit(i) {
+                finish(lt.wq.unit, grads);
+            }
         }
         embedding::backward(&mut grads[l.embedding.range()], &dx, b.tokens, d);
         finish(l.embedding.unit, grads);

@@ -102,7 +102,7 @@ impl<'g> GpuModel<'g> {
     pub fn new(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64, shards: Shards, comm: Option<&'g NcclComm>) -> Result<GpuModel<'g>> {
         let c = config;
         let (batch, seq, recompute) = (run.micro_batch, run.seq, run.recompute);
-        let layout = Layout::sharded(c, shards.part.ranks);
+        let layout = Layout::sharded(c, shards.part.ranks, run.bucket_layers);
         let n = batch * seq;
         let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
         let scores = batch * c.n_heads * seq * seq;
@@ -408,13 +408,19 @@ impl<'g> GpuModel<'g> {
         ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, last, self.w(&l.final_norm), self.invf.ptr, n, d)?;
         finish(head)?;
         for (i, lt) in l.layers.iter().enumerate().rev() {
+            // A unit of several layers: its gradients are claimed at its highest layer and
+            // reduced after its lowest.
             self.weights_for(lt.wq.unit, below(lt.wq.unit))?;
-            self.grads_for(lt.wq.unit)?;
+            if l.last_in_unit(i) {
+                self.grads_for(lt.wq.unit)?;
+            }
             if self.recompute {
                 self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), None)?;
             }
             self.layer_backward(lt, self.inputs[i].ptr, self.acts_of(i))?;
-            finish(lt.wq.unit)?;
+            if l.first_in_unit(i) {
+                finish(lt.wq.unit)?;
+            }
         }
         self.grads_for(embedding)?;
         ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)?;

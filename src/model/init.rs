@@ -70,7 +70,7 @@ mod tests {
         let mut piece = vec![0f32; 100];
         initialise_range(&mut piece, &layout, 7, 1000..1100);
         assert_eq!(piece, a[1000..1100]);
-        let padded = Layout::sharded(&c, 3);
+        let padded = Layout::sharded(&c, 3, 1);
         let mut p = vec![0f32; padded.total];
         initialise(&mut p, &padded, 7);
         for (t, u) in layout.tensors().iter().zip(padded.tensors()) {

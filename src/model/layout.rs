@@ -1,6 +1,7 @@
 //! Where every parameter tensor lives in the one flat parameter buffer (and, with the same
 //! offsets, in the gradient and optimizer buffers). The buffer is a row of units (the embedding,
-//! each layer, the final norm with the head): the grain at which ZeRO gathers and reduces. Each
+//! each bucket of layers, the final norm with the head): the grain at which ZeRO gathers and
+//! reduces. Each
 //! unit is padded with zeros to a multiple of 8 × ranks elements so that every rank's equal
 //! chunk of it starts 16-byte aligned (zero/partition.rs).
 
@@ -62,13 +63,14 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout for one rank.
+    /// The layout for one rank, one layer per unit.
     pub fn new(c: &LlamaConfig) -> Layout {
-        Layout::sharded(c, 1)
+        Layout::sharded(c, 1, 1)
     }
 
-    /// The layout whose units split evenly over `ranks`.
-    pub fn sharded(c: &LlamaConfig, ranks: usize) -> Layout {
+    /// The layout whose units (of `bucket_layers` layers each) split evenly over `ranks`.
+    pub fn sharded(c: &LlamaConfig, ranks: usize, bucket_layers: usize) -> Layout {
+        assert!(bucket_layers >= 1, "a bucket holds at least one layer");
         let mut b = Builder { grain: 8 * ranks, offset: 0, index: 0, units: Vec::new() };
         let embedding = b.take("embedding".into(), c.vocab_size, c.dim, Kind::Embedding);
         b.close_unit();
@@ -85,12 +87,24 @@ impl Layout {
                 w_up: b.take(format!("layers.{l}.w_up"), c.ffn_dim, c.dim, Kind::Matrix),
                 w_down: b.take(format!("layers.{l}.w_down"), c.dim, c.ffn_dim, Kind::Matrix),
             });
-            b.close_unit();
+            if (l + 1) % bucket_layers == 0 || l + 1 == c.n_layers {
+                b.close_unit();
+            }
         }
         let final_norm = b.take("final_norm".into(), 1, c.dim, Kind::Gain);
         let lm_head = b.take("lm_head".into(), c.vocab_size, c.dim, Kind::Matrix);
         b.close_unit();
         Layout { embedding, layers, final_norm, lm_head, total: b.offset, units: b.units }
+    }
+
+    /// Whether layer `i` is the lowest of its unit: the backward finishes the unit there.
+    pub fn first_in_unit(&self, i: usize) -> bool {
+        i == 0 || self.layers[i - 1].wq.unit != self.layers[i].wq.unit
+    }
+
+    /// Whether layer `i` is the highest of its unit: the backward enters the unit there.
+    pub fn last_in_unit(&self, i: usize) -> bool {
+        i + 1 == self.layers.len() || self.layers[i + 1].wq.unit != self.layers[i].wq.unit
     }
 
     /// Parameters without the padding.
@@ -172,7 +186,7 @@ mod tests {
     fn sharded_units_are_padded_and_hold_their_tensors() {
         let c = LlamaConfig::load("tiny").unwrap();
         let one = Layout::new(&c);
-        let three = Layout::sharded(&c, 3);
+        let three = Layout::sharded(&c, 3, 1);
         assert_eq!(one.parameters(), three.parameters());
         assert_eq!(three.units.last().unwrap().end, three.total);
         for (i, u) in three.units.iter().enumerate() {
@@ -184,5 +198,11 @@ mod tests {
             let unit = &three.units[b.unit];
             assert!(unit.start <= b.offset && b.range().end <= unit.end, "{}", b.name);
         }
+        // Buckets of two layers: the embedding, layers 0-1, layer 2 (the rest), the head.
+        let c3 = c.with_layers(3).unwrap();
+        let bucketed = Layout::sharded(&c3, 2, 2);
+        let units: Vec<usize> = bucketed.layers.iter().map(|l| l.wq.unit).collect();
+        assert_eq!((units, bucketed.lm_head.unit, bucketed.units.len()), (vec![1, 1, 2], 3, 4));
+        assert_eq!(bucketed.parameters(), Layout::new(&c3).parameters());
     }
 }

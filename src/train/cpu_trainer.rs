@@ -21,7 +21,7 @@ use std::time::Instant;
 /// batch; `on_step` sees each record (loss: mean over ranks) as it lands.
 /// `seed` drives the initialisation.
 pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ranks: &dyn Ranks, on_step: &mut dyn FnMut(&StepRecord)) -> Vec<StepRecord> {
-    let layout = Layout::sharded(config, ranks.count());
+    let layout = Layout::sharded(config, ranks.count(), run.bucket_layers);
     let model = CpuModel { config, layout: &layout };
     let shards = Shards::new(&layout, ranks.count(), ranks.rank(), run.zero);
     let mut params = vec![0f32; layout.total];
@@ -145,9 +145,9 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
 /// Bytes of model state one rank holds on the CPU path (fp32 weights and gradients, and
 /// master weights, Adam moments and summed gradients for its part): a lower bound on its
 /// memory, activations aside, checked before anything is allocated.
-pub fn state_bytes(config: &LlamaConfig, ranks: usize, stage: u8) -> u64 {
-    let layout = Layout::sharded(config, ranks);
-    let owned = if stage >= 1 { layout.total / ranks } else { layout.total };
+pub fn state_bytes(config: &LlamaConfig, run: &RunConfig, ranks: usize) -> u64 {
+    let layout = Layout::sharded(config, ranks, run.bucket_layers);
+    let owned = if run.zero >= 1 { layout.total / ranks } else { layout.total };
     4 * (2 * layout.total + 4 * owned) as u64
 }
 

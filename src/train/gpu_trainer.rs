@@ -19,7 +19,7 @@ use std::time::Instant;
 /// The model on `gpu` initialised from `seed`, sized for the run's micro-batches and sharded
 /// over `ranks` (joined by `comm` when there are several) at the run's ZeRO stage.
 pub fn build<'g>(gpu: &'g Gpu, config: &LlamaConfig, run: &RunConfig, seed: u64, ranks: &dyn Ranks, comm: Option<&'g NcclComm>) -> Result<GpuModel<'g>> {
-    let layout = Layout::sharded(config, ranks.count());
+    let layout = Layout::sharded(config, ranks.count(), run.bucket_layers);
     let shards = Shards::new(&layout, ranks.count(), ranks.rank(), run.zero);
     GpuModel::new(gpu, config, run, seed, shards, comm)
 }

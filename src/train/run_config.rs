@@ -30,9 +30,17 @@ pub struct RunConfig {
     /// Keep only each layer's input and recompute the layer's forward in its backward.
     #[serde(default)]
     pub recompute: bool,
-    /// ZeRO stage: 0 replicates everything; 1 shards the optimizer state over the ranks.
+    /// ZeRO stage: 0 replicates everything; 1 shards the optimizer state over the ranks,
+    /// 2 also the gradients, 3 also the weights (zero/stage.rs).
     #[serde(default)]
     pub zero: u8,
+    /// Layers per unit: the grain of each gather and reduction (model/layout.rs).
+    #[serde(default = "one")]
+    pub bucket_layers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 const DEFAULTS: [(&str, &str); 4] = [
@@ -50,7 +58,8 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [("--seq", self.seq), ("--micro-batch", self.micro_batch), ("--grad-accum", self.grad_accum), ("--steps", self.steps)] {
+        let sizes = [("--seq", self.seq), ("--micro-batch", self.micro_batch), ("--grad-accum", self.grad_accum), ("--steps", self.steps), ("--bucket-layers", self.bucket_layers)];
+        for (name, v) in sizes {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
             }

@@ -53,7 +53,7 @@ mod tests {
 
     #[test]
     fn chunks_tile_each_unit_and_each_shard() {
-        let layout = Layout::sharded(&LlamaConfig::load("tiny").unwrap(), 4);
+        let layout = Layout::sharded(&LlamaConfig::load("tiny").unwrap(), 4, 1);
         let p = Partition::new(&layout, 4);
         assert_eq!(p.shard() * 4, layout.total);
         for (u, unit) in layout.units.iter().enumerate() {

@@ -19,6 +19,7 @@ pub struct PlanInput {
     pub grad_accum: usize,
     pub seq: usize,
     pub recompute: bool,
+    pub bucket_layers: usize,
 }
 
 /// Bytes per GPU.
@@ -64,7 +65,7 @@ impl MemoryPlan {
 
 pub fn plan(p: &PlanInput) -> MemoryPlan {
     let c = &p.model;
-    let layout = Layout::sharded(c, p.ranks);
+    let layout = Layout::sharded(c, p.ranks, p.bucket_layers);
     let (total, shard, unit) = (layout.total as u64, (layout.total / p.ranks) as u64, layout.largest_unit() as u64);
     let (n, d, kv, f) = ((p.micro_batch * p.seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
     let scores = (p.micro_batch * c.n_heads * p.seq * p.seq) as u64;
@@ -131,7 +132,7 @@ mod tests {
     use super::*;
 
     fn input(model: &str, ranks: usize, stage: u8) -> PlanInput {
-        PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 1, grad_accum: 1, seq: 2048, recompute: false }
+        PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 1, grad_accum: 1, seq: 2048, recompute: false, bucket_layers: 1 }
     }
 
     #[test]

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn segments_cover_each_owned_tensor_element_once() {
-        let layout = Layout::sharded(&LlamaConfig::load("tiny").unwrap(), 3);
+        let layout = Layout::sharded(&LlamaConfig::load("tiny").unwrap(), 3, 2);
         let mut seen = vec![0u8; layout.total];
         for rank in 0..3 {
             let shards = Shards::new(&layout, 3, rank, 1);
