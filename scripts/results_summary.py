@@ -58,7 +58,15 @@ def summarize(path):
         if "sft" in f:
             g = f["sft"]
             sft = {k: scalar(v) for k, v in g.attrs.items()}
-            sft.update({k: g[k][:].tolist() for k in g})
+            sft.update({k: g[k][:].tolist() for k in g if isinstance(g[k], h5py.Dataset)})
+            if "profile" in g:
+                p = g["profile"]
+                sft["profile"] = {
+                    "step_ms": scalar(p.attrs["step_ms"]),
+                    "op": [text(o) for o in p["op"][:]],
+                    "calls": p["calls"][:].tolist(),
+                    "ms": p["ms"][:].tolist(),
+                }
     return {"run": run, "ranks": ranks, "series": series, "sft": sft}
 
 
@@ -77,12 +85,24 @@ def main():
           f"NCCL {run.get('nccl_version')}, started {run.get('start_utc')}, exit code {run.get('exit_code', 'unfinished')}")
     sft = summary["sft"]
     if sft:
+        mfu = "n/a (CPU)" if sft["summary_mfu"] is None else f"{100 * sft['summary_mfu']:.1f} %"
         print(f"\n## sft {sft['model']} on {sft['engine']}: {sft['summary_tokens_per_s']:.0f} tokens/s, "
-              f"{sft['summary_model_tflops']:.4f} model TFLOP/s, MFU {sft['summary_mfu'] if sft['summary_mfu'] is not None else 'n/a (CPU)'} over {sft['summary_measured_steps']} steps")
-        print(f"{'step':>5} {'loss':>8} {'lr':>9} {'grad norm':>9} {'step s':>8} {'tokens/s':>10}")
+              f"{sft['summary_model_tflops']:.4f} model TFLOP/s, MFU {mfu} over {sft['summary_measured_steps']} steps")
+        gib = 2.0 ** 30
+        memory = (f"memory per GPU: planned {sft['planned_memory_bytes'] / gib:.2f} GiB, our buffers' peak" if sft["engine"] == "cuda"
+                  else "memory: peak resident")
+        print(f"{memory} {max(sft['peak_memory_bytes']) / gib:.2f} GiB; "
+              f"communication per step: {1e3 * sft['summary_comm_s']:.1f} ms exposed, {1e3 * sft['summary_comm_busy_s']:.1f} ms busy, "
+              f"{sft['summary_comm_bytes'] / 1e9:.2f} GB sent")
+        print(f"{'step':>5} {'loss':>8} {'lr':>9} {'grad norm':>9} {'step s':>8} {'tokens/s':>10} {'comm s':>8}")
         for i, step in enumerate(sft["step"]):
             print(f"{step:>5} {sft['loss'][i]:>8.4f} {sft['lr'][i]:>9.2e} {sft['grad_norm'][i]:>9.3f} "
-                  f"{sft['step_s'][i]:>8.3f} {sft['tokens_per_s'][i]:>10.0f}")
+                  f"{sft['step_s'][i]:>8.3f} {sft['tokens_per_s'][i]:>10.0f} {sft['comm_s'][i]:>8.4f}")
+        if "profile" in sft:
+            p = sft["profile"]
+            print(f"\n## GPU time by op, last step ({p['step_ms']:.1f} ms)")
+            for op, calls, ms in sorted(zip(p["op"], p["calls"], p["ms"]), key=lambda r: -r[2]):
+                print(f"{op:<44} {calls:>6} {ms:>9.3f} {100 * ms / p['step_ms']:>6.1f}%")
     for s in summary["series"]:
         print(f"\n## {s['collective']} {s['dtype']} {s['op']} ({s['ranks']} ranks)")
         print(f"{'bytes':>12} {'busbw GB/s':>11} {'time us':>9} {'p50 us':>9} {'p99 us':>9} {'wrong':>6}")

@@ -116,9 +116,12 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
         opt.step(&mut master, &summed, &mut m, &mut v, &decay, step as u64, scale);
         let optimizer_s = t.elapsed().as_secs_f64();
         if !shards.releases_weights() {
+            // Stage 0 copies its own update (no communication).
             let t = Instant::now();
             comm_bytes += gather(&mut params, &master);
-            comm_s += t.elapsed().as_secs_f64();
+            if !shards.all_reduces() {
+                comm_s += t.elapsed().as_secs_f64();
+            }
         }
         let record = StepRecord {
             step,

@@ -153,7 +153,7 @@ impl<'g> Exchange<'g> {
         self.stream.synchronize()?;
         self.gpu.synchronize()?;
         let sum = |pairs: Vec<(CudaEvent, CudaEvent)>| -> Result<f64> {
-            pairs.iter().map(|(a, b)| Ok(a.elapsed_ms(b)? as f64 / 1e3)).sum()
+            pairs.iter().try_fold(0.0, |total, (a, b)| Ok(total + a.elapsed_ms(b)? as f64 / 1e3))
         };
         Ok(CommCost { exposed_s: sum(self.stalls.take())?, busy_s: sum(self.busy.take())?, bytes: self.bytes.replace(0) })
     }
