@@ -41,82 +41,79 @@ fn offsets(s: &Shape, b: usize, g: usize) -> (usize, usize, usize) {
     (b * t * h * hd + g * hd, b * t * kv * hd, (b * h + g) * t * t)
 }
 
-pub fn forward(ops: &ModelOps, o: u64, q: u64, k: u64, v: u64, buf: &Buffers, s: Shape) -> Result<()> {
-    let (t, h, kv, hd, group) = shape_of(&s);
-    let scale = 1.0 / (hd as f64).sqrt();
+/// `out` (fp32, score layout) = rows·colsᵀ per head: rows like q [batch, seq, heads, hd], cols
+/// like k [batch, seq, kv_heads, hd]; queries [first, end) against keys [0, end).
+/// S = Q·Kᵀ and dP = dO·Vᵀ. Column-major: outᵀ (t×t) = op(cols)=T over hd×t, rows as hd×t.
+fn causal_scores(ops: &ModelOps, out: u64, rows: u64, cols: u64, s: &Shape) -> Result<()> {
+    let (t, h, kv, hd, group) = shape_of(s);
     for b in 0..s.batch {
         for g in 0..group {
-            let (qo, ko, so) = offsets(&s, b, g);
-            // S = Q·Kᵀ: column-major Sᵀ (t×t) = Kᵀᵀ... i.e. op(K)=T over hd×t, Q as hd×t;
-            // queries [first, end) against keys [0, end).
+            let (qo, ko, so) = offsets(s, b, g);
             for (first, end) in causal_blocks(t) {
-                let kk = Operand { ptr: k + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: true };
-                let qq = Operand { ptr: q + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
-                let ss = Output { ptr: buf.scores + 4 * (so + first * t) as u64, ld: t, stride: group * t * t, fp32: true, beta: 0.0 };
-                ops.gemm.batched((end, end - first, hd), kk, qq, ss, kv, 1.0)?;
-            }
-        }
-    }
-    ops.causal_softmax_forward(buf.p, buf.scores, s.batch * h * t, t, scale)?;
-    for b in 0..s.batch {
-        for g in 0..group {
-            let (qo, ko, so) = offsets(&s, b, g);
-            // O = P·V: column-major Oᵀ (hd×t) = Vᵀ (hd×t) · Pᵀ (t×t).
-            for (first, end) in causal_blocks(t) {
-                let vv = Operand { ptr: v + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: false };
-                let pp = Operand { ptr: buf.p + 2 * (so + first * t) as u64, ld: t, stride: group * t * t, transposed: false };
-                let oo = Output { ptr: o + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, fp32: false, beta: 0.0 };
-                ops.gemm.batched((hd, end - first, end), vv, pp, oo, kv, 1.0)?;
+                let cc = Operand { ptr: cols + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: true };
+                let rr = Operand { ptr: rows + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
+                let oo = Output { ptr: out + 4 * (so + first * t) as u64, ld: t, stride: group * t * t, fp32: true, beta: 0.0 };
+                ops.gemm.batched((end, end - first, hd), cc, rr, oo, kv, 1.0)?;
             }
         }
     }
     Ok(())
 }
 
-/// dq, dk, dv (bf16) are overwritten; `dp` is fp32 scratch like `scores` (may be the same).
-#[allow(clippy::too_many_arguments)]
-pub fn backward(ops: &ModelOps, dq: u64, dk: u64, dv: u64, d_o: u64, q: u64, k: u64, v: u64, buf: &Buffers, s: Shape) -> Result<()> {
-    let (t, h, kv, hd, group) = shape_of(&s);
-    let scale = 1.0 / (hd as f64).sqrt();
-    let dp = buf.scores;
+/// `out` (bf16, like q) = weights·values per head: weights bf16 in score layout, values like
+/// k; queries [first, end) against keys [0, end). O = P·V and dQ = dS·K. Column-major:
+/// outᵀ (hd×t) = valuesᵀ (hd×t) · weightsᵀ (t×t).
+fn weighted_sum(ops: &ModelOps, out: u64, weights: u64, values: u64, s: &Shape) -> Result<()> {
+    let (t, h, kv, hd, group) = shape_of(s);
     for b in 0..s.batch {
         for g in 0..group {
-            let (qo, ko, so) = offsets(&s, b, g);
-            // dP = dO·Vᵀ (fp32), same form as S = Q·Kᵀ.
+            let (qo, ko, so) = offsets(s, b, g);
             for (first, end) in causal_blocks(t) {
-                let vv = Operand { ptr: v + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: true };
-                let dd = Operand { ptr: d_o + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
-                let out = Output { ptr: dp + 4 * (so + first * t) as u64, ld: t, stride: group * t * t, fp32: true, beta: 0.0 };
-                ops.gemm.batched((end, end - first, hd), vv, dd, out, kv, 1.0)?;
-            }
-        }
-    }
-    ops.causal_softmax_backward(buf.ds, buf.p, dp, s.batch * h * t, t, scale)?;
-    for b in 0..s.batch {
-        for g in 0..group {
-            let (qo, ko, so) = offsets(&s, b, g);
-            let beta = if g == 0 { 0.0 } else { 1.0 }; // dK, dV sum over the group's query heads
-            for (first, end) in causal_blocks(t) {
-                // dQ = dS·K: column-major dQᵀ (hd×t) = Kᵀ (hd×t) · dSᵀ; queries [first, end)
-                // against keys [0, end).
-                let kk = Operand { ptr: k + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: false };
-                let ds = Operand { ptr: buf.ds + 2 * (so + first * t) as u64, ld: t, stride: group * t * t, transposed: false };
-                let dqo = Output { ptr: dq + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, fp32: false, beta: 0.0 };
-                ops.gemm.batched((hd, end - first, end), kk, ds, dqo, kv, 1.0)?;
-                // dK += dSᵀ·Q: column-major dKᵀ (hd×t) = Qᵀ (hd×t) · dS; keys [first, end)
-                // against queries [first, t).
-                let below = (so + first * t + first) as u64;
-                let ds_t = Operand { ptr: buf.ds + 2 * below, ld: t, stride: group * t * t, transposed: true };
-                let qq = Operand { ptr: q + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
-                let dko = Output { ptr: dk + 2 * (ko + first * kv * hd) as u64, ld: kv * hd, stride: hd, fp32: false, beta };
-                ops.gemm.batched((hd, end - first, t - first), qq, ds_t, dko, kv, 1.0)?;
-                // dV += Pᵀ·dO: column-major dVᵀ (hd×t) = dOᵀ (hd×t) · P, blocked as dK.
-                let p_t = Operand { ptr: buf.p + 2 * below, ld: t, stride: group * t * t, transposed: true };
-                let dd = Operand { ptr: d_o + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
-                let dvo = Output { ptr: dv + 2 * (ko + first * kv * hd) as u64, ld: kv * hd, stride: hd, fp32: false, beta };
-                ops.gemm.batched((hd, end - first, t - first), dd, p_t, dvo, kv, 1.0)?;
+                let vv = Operand { ptr: values + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: false };
+                let ww = Operand { ptr: weights + 2 * (so + first * t) as u64, ld: t, stride: group * t * t, transposed: false };
+                let oo = Output { ptr: out + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, fp32: false, beta: 0.0 };
+                ops.gemm.batched((hd, end - first, end), vv, ww, oo, kv, 1.0)?;
             }
         }
     }
     Ok(())
+}
+
+/// `out` (bf16, like k) = weightsᵀ·rows summed over each KV head's query heads: weights bf16
+/// in score layout, rows like q; keys [first, end) against queries [first, t). dK = dSᵀ·Q and
+/// dV = Pᵀ·dO. Column-major: outᵀ (hd×t) = rowsᵀ (hd×t) · weights.
+fn transposed_weighted_sum(ops: &ModelOps, out: u64, weights: u64, rows: u64, s: &Shape) -> Result<()> {
+    let (t, h, kv, hd, group) = shape_of(s);
+    for b in 0..s.batch {
+        for g in 0..group {
+            let (qo, ko, so) = offsets(s, b, g);
+            let beta = if g == 0 { 0.0 } else { 1.0 };
+            for (first, end) in causal_blocks(t) {
+                let ww = Operand { ptr: weights + 2 * (so + first * t + first) as u64, ld: t, stride: group * t * t, transposed: true };
+                let rr = Operand { ptr: rows + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
+                let oo = Output { ptr: out + 2 * (ko + first * kv * hd) as u64, ld: kv * hd, stride: hd, fp32: false, beta };
+                ops.gemm.batched((hd, end - first, t - first), rr, ww, oo, kv, 1.0)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn forward(ops: &ModelOps, o: u64, q: u64, k: u64, v: u64, buf: &Buffers, s: Shape) -> Result<()> {
+    let (t, h, hd) = (s.seq, s.heads, s.head_dim);
+    causal_scores(ops, buf.scores, q, k, &s)?;
+    ops.causal_softmax_forward(buf.p, buf.scores, s.batch * h * t, t, 1.0 / (hd as f64).sqrt())?;
+    weighted_sum(ops, o, buf.p, v, &s)
+}
+
+/// dq, dk, dv (bf16) are overwritten; `scores` serves as the fp32 dP.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(ops: &ModelOps, dq: u64, dk: u64, dv: u64, d_o: u64, q: u64, k: u64, v: u64, buf: &Buffers, s: Shape) -> Result<()> {
+    let (t, h, hd) = (s.seq, s.heads, s.head_dim);
+    let dp = buf.scores;
+    causal_scores(ops, dp, d_o, v, &s)?;
+    ops.causal_softmax_backward(buf.ds, buf.p, dp, s.batch * h * t, t, 1.0 / (hd as f64).sqrt())?;
+    weighted_sum(ops, dq, buf.ds, k, &s)?;
+    transposed_weighted_sum(ops, dk, buf.ds, q, &s)?;
+    transposed_weighted_sum(ops, dv, buf.p, d_o, &s)
 }
