@@ -47,7 +47,11 @@ impl Shards {
 
     /// Elements of this rank's optimizer state (and of its summed gradients).
     pub fn owned_len(&self) -> usize {
-        self.owned().iter().map(|c| c.global.len()).sum()
+        if self.stage >= 1 {
+            self.part.shard()
+        } else {
+            self.part.shard() * self.part.ranks
+        }
     }
 
     /// The owned elements cut at tensor boundaries (padding left out), in shard order.
