@@ -183,24 +183,34 @@ impl<'g> GpuModel<'g> {
     /// bf16 working copy it keeps (whole, or its shard at stage 3), rounded as the kernel would.
     fn initialise(&self, seed: u64) -> Result<()> {
         let bf16 = |x: &[f32]| -> Vec<half::bf16> { x.par_iter().map(|&w| half::bf16::from_f32(w)).collect() };
+        // One unit at a time (the owned chunks come one per unit): the whole unit where this
+        // rank keeps whole weights, else just its chunk, each element computed once.
         for chunk in self.shards.owned() {
-            let mut values = vec![0f32; chunk.global.len()];
-            initialise_range(&mut values, &self.layout, seed, chunk.global.clone());
-            self.gpu.copy_to_device(bytemuck::cast_slice(&values), self.master.ptr + 4 * chunk.local as u64)?;
-            if let Some(shard) = &self.weight_shard {
-                self.gpu.copy_to_device(bytemuck::cast_slice(&bf16(&values)), shard.ptr + 2 * chunk.local as u64)?;
-            }
-        }
-        if let Some(whole) = self.weights.whole_buffer() {
-            for unit in &self.layout.units {
-                let mut values = vec![0f32; unit.len()];
-                initialise_range(&mut values, &self.layout, seed, unit.clone());
-                self.gpu.copy_to_device(bytemuck::cast_slice(&bf16(&values)), whole.ptr + 2 * unit.start as u64)?;
-            }
+            let whole = self.weights.whole_buffer();
+            let span = if whole.is_some() { self.layout.units[chunk.unit].clone() } else { chunk.global.clone() };
+            let mut values = vec![0f32; span.len()];
+            initialise_range(&mut values, &self.layout, seed, span.clone());
+            let mine = &values[chunk.global.start - span.start..chunk.global.end - span.start];
+            self.gpu.copy_to_device(bytemuck::cast_slice(mine), self.master.ptr + 4 * chunk.local as u64)?;
+            let (working, dst) = match whole {
+                Some(w) => (&values[..], w.ptr + 2 * span.start as u64),
+                None => (mine, self.working_copy(chunk.local, chunk.global.start)?),
+            };
+            self.gpu.copy_to_device(bytemuck::cast_slice(&bf16(working)), dst)?;
         }
         self.gpu.memset(self.m.ptr, 0, self.m.bytes)?;
         self.gpu.memset(self.v.ptr, 0, self.v.bytes)?;
         self.gpu.synchronize()
+    }
+
+    /// Where this rank's bf16 copy of the owned element at shard offset `local` (flat-buffer
+    /// index `global`) lives: in the shard (stage 3) or in the whole weights.
+    fn working_copy(&self, local: usize, global: usize) -> Result<u64> {
+        match (&self.weight_shard, self.weights.whole_buffer()) {
+            (Some(shard), _) => Ok(shard.ptr + 2 * local as u64),
+            (None, Some(whole)) => Ok(whole.ptr + 2 * global as u64),
+            (None, None) => bail!("no bf16 working weights"),
+        }
     }
 
     fn acts_of(&self, layer: usize) -> &LayerActs {
@@ -238,14 +248,9 @@ impl<'g> GpuModel<'g> {
         }
         self.exchange.after_compute()?;
         let c = self.shards.part.chunk(unit, self.shards.rank);
-        self.weights.claim(unit, None);
+        self.weights.claim(unit);
         let dst = self.weights.at(unit, self.layout.units[unit].start);
-        let src = match (&self.weight_shard, self.weights.whole_buffer()) {
-            (Some(shard), _) => shard.ptr + 2 * c.local as u64,
-            (None, Some(whole)) => whole.ptr + 2 * c.global.start as u64,
-            (None, None) => bail!("no bf16 weights to gather from"),
-        };
-        self.exchange.all_gather(src, dst, c.global.len(), Elem::Bf16)?;
+        self.exchange.all_gather(self.working_copy(c.local, c.global.start)?, dst, c.global.len(), Elem::Bf16)?;
         self.weights.set_event(unit, self.exchange.mark()?);
         Ok(())
     }
@@ -259,7 +264,7 @@ impl<'g> GpuModel<'g> {
         if let Some(drained) = self.grads.take_event(unit) {
             self.exchange.compute_waits(&drained)?;
         }
-        self.grads.claim(unit, None);
+        self.grads.claim(unit);
         self.gpu.memset(self.grads.at(unit, self.layout.units[unit].start), 0, self.grads.unit_bytes(unit))
     }
 
@@ -451,11 +456,7 @@ impl<'g> GpuModel<'g> {
         for seg in &self.segments {
             let local = seg.local as u64;
             // The bf16 copy of the update: into the whole weights, or the shard (stage 3).
-            let working = match (&self.weight_shard, self.weights.whole_buffer()) {
-                (Some(shard), _) => shard.ptr + 2 * local,
-                (None, Some(whole)) => whole.ptr + 2 * seg.global.start as u64,
-                (None, None) => bail!("no bf16 weights to update"),
-            };
+            let working = self.working_copy(seg.local, seg.global.start)?;
             let (master, m, v) = (self.master.ptr + 4 * local, self.m.ptr + 4 * local, self.v.ptr + 4 * local);
             self.ops.adamw(opt, master, working, grads + 4 * local, m, v, seg.global.len(), t, seg.decay, scale)?;
         }

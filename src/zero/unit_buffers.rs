@@ -34,7 +34,6 @@ pub struct UnitBuffers {
 }
 
 impl UnitBuffers {
-    /// Room for the whole flat buffer.
     /// Room for the whole flat buffer; every unit current.
     pub fn whole(gpu: &Gpu, layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
         let storage = Storage::Whole(gpu.alloc(elem_bytes * layout.total)?);
@@ -79,11 +78,11 @@ impl UnitBuffers {
         self.holding(unit).unit.get() == Some(unit)
     }
 
-    /// `unit` takes its place; `event` marks when its contents will be ready.
-    pub fn claim(&self, unit: usize, event: Option<CudaEvent>) {
+    /// `unit` takes its place, with no event pending yet.
+    pub fn claim(&self, unit: usize) {
         let h = self.holding(unit);
         h.unit.set(Some(unit));
-        *h.event.borrow_mut() = event;
+        *h.event.borrow_mut() = None;
     }
 
     /// The event pending on `unit`'s place (a gather into it, or a reduction out of it), once.
