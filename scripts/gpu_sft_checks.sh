@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
 # target/release/h200-mpibench). Usage:
-#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|zero_dp|scaling|zero7b|zero13b]...
+#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|zero_dp|zero_dp_buckets|scaling|zero7b|zero13b]...
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -18,9 +18,19 @@ run() { # name, ranks, then the arguments
   echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$logs/summary.txt"
   grep -E "^# .*measured steps|^# GPU memory|^# communication|selftest:|FAIL|error" "$logs/$name.log" | head -6 | sed 's/^/   /' | tee -a "$logs/summary.txt"
 }
+zero_dp() { # stages, layers per bucket: every stage, with and without accumulation, on every
+  # GPU, against the loss curve of one GPU at stage 0 with the same global batch of 8 sequences
+  local stages=$1 bucket=$2
+  run tiny_ref 1 --suite sft --model tiny --steps 30 --micro-batch 8 --grad-accum 1
+  for z in $stages; do for acc in 1 2; do
+    run "tiny_z${z}_acc${acc}_b${bucket}_np$gpus" "$gpus" --suite sft --model tiny --steps 30 --micro-batch $((8 / gpus / acc)) \
+      --grad-accum "$acc" --zero "$z" --bucket-layers "$bucket"
+  done; done
+  python3 scripts/compare_losses.py "$logs/tiny_ref.h5" "$logs"/tiny_z*_b"${bucket}"_np"$gpus".h5 | tee -a "$logs/summary.txt"
+}
 for step in "$@"; do
   case $step in
-    selftest) for i in 1 2 3; do run "selftest$i" "$gpus" selftest; done ;;
+    selftest) for i in $(seq "${SELFTEST_RUNS:-3}"); do run "selftest$i" "$gpus" selftest; done ;;
     7b) for mbs in 1 2 4; do
           run "7b_l8_mbs$mbs" 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 12 --warmup-steps 3
         done ;;
@@ -31,13 +41,8 @@ for step in "$@"; do
     recompute)
       run 7b_l8_mbs4_recompute 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --recompute
       run 7b_l8_mbs2_accum2 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 2 --grad-accum 2 --steps 12 --warmup-steps 3 ;;
-    zero_dp) # every stage, with and without accumulation, on every GPU: the loss curve of one
-      # GPU at stage 0 with the same global batch of 8 sequences, compared step by step
-      run tiny_ref 1 --suite sft --model tiny --steps 30 --micro-batch 8 --grad-accum 1
-      for z in 0 1 2 3; do for acc in 1 2; do
-        run "tiny_z${z}_acc${acc}_np$gpus" "$gpus" --suite sft --model tiny --steps 30 --micro-batch $((8 / gpus / acc)) --grad-accum "$acc" --zero "$z"
-      done; done
-      python3 scripts/compare_losses.py "$logs/tiny_ref.h5" "$logs"/tiny_z*_np"$gpus".h5 | tee -a "$logs/summary.txt" ;;
+    zero_dp) zero_dp "0 1 2 3" 1 ;;
+    zero_dp_buckets) zero_dp "1 2 3" 2 ;;
     zero7b) # whole Llama-2-7B on every GPU at stages 1-3 (micro-batch 2 fits stage 1 on 2 GPUs, 4 needs stage 2)
       for z in 1 2 3; do run "7b_z${z}_mbs2_np$gpus" "$gpus" --suite sft --model 7b --seq 2048 --micro-batch 2 --steps 10 --warmup-steps 3 --zero "$z"; done
       for z in 2 3; do run "7b_z${z}_mbs4_np$gpus" "$gpus" --suite sft --model 7b --seq 2048 --micro-batch 4 --steps 10 --warmup-steps 3 --zero "$z"; done ;;

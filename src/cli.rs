@@ -71,7 +71,7 @@ impl Cli {
         let budget = (gpu_memory_gib * (1u64 << 30) as f64) as u64;
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let mut out = format!(
-            "# memory plan: {} ({} layers), micro-batch {} × seq {}{}, {ranks} ranks, per GPU of {gpu_memory_gib:.0} GiB (1 GiB kept for cuBLAS and the context)\n",
+            "# memory plan: {} ({} layers), micro-batch {} × seq {}{}, {ranks} ranks, per GPU of {gpu_memory_gib:.0} GiB (1 GiB kept for cuBLASLt and the context)\n",
             m.name,
             m.n_layers,
             r.micro_batch,

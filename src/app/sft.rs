@@ -45,7 +45,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             let advice = planner::suggestions(&planned, free);
             let advice = if advice.is_empty() { "fewer --layers".to_string() } else { advice.join(", or ") };
             Err(format!(
-                "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLAS and the context), \
+                "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLASLt and the context), \
                  {:.1} GiB free: would fit with {advice}",
                 m.name, m.n_layers, r.micro_batch, r.seq, gib(plan_bytes), gib(planner::LIBRARY_RESERVE), gib(free)
             ))

@@ -7,6 +7,8 @@ use super::layout::{LayerTensors, Layout};
 use crate::backend::cpu::attention::Shape;
 use crate::backend::cpu::matmul::Dims;
 use crate::backend::cpu::{attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu, Real};
+use crate::zero::schedule::{self, Piece, UnitWork};
+use anyhow::Result;
 
 /// One micro-batch: `batch` sequences of `seq` tokens; labels use cross_entropy::IGNORE.
 pub struct Batch<'a> {
@@ -32,16 +34,6 @@ struct Saved<T> {
     gate: Vec<T>,
     up: Vec<T>,
     h: Vec<T>,
-}
-
-/// The forward's saved state: every layer's activations, the final norm's input and output,
-/// and the logits' gradient.
-pub struct Tape<T> {
-    layers: Vec<Saved<T>>,
-    x: Vec<T>,
-    xf: Vec<T>,
-    invf: Vec<T>,
-    dlogits: Vec<T>,
 }
 
 pub struct CpuModel<'a> {
@@ -122,55 +114,107 @@ impl CpuModel<'_> {
         dx
     }
 
-    /// Runs the micro-batch forward to the loss (its mean over counted labels) and keeps
-    /// what the backward needs, with d(loss)·`grad_scale`/d(logits) already computed.
-    pub fn forward<T: Real>(&self, params: &[T], b: &Batch, grad_scale: f64) -> (f64, Tape<T>) {
-        let (c, l) = (self.config, self.layout);
-        let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
-        assert_eq!((b.tokens.len(), b.labels.len()), (n, n));
-        let mut x = zeros(n * d);
-        embedding::forward(&mut x, &params[l.embedding.range()], b.tokens, d);
-        let mut layers = Vec::with_capacity(l.layers.len());
-        for lt in &l.layers {
-            let (out, s) = self.layer_forward(params, lt, x, b);
-            layers.push(s);
-            x = out;
-        }
-        let (mut xf, mut invf) = (zeros(n * d), zeros(n));
-        rmsnorm::forward(&mut xf, &mut invf, &x, &params[l.final_norm.range()], d, c.norm_eps);
-        let mut dlogits = zeros(n * v);
-        matmul::forward(&mut dlogits, &xf, &params[l.lm_head.range()], Dims { m: n, k: d, n: v });
-        let loss = cross_entropy::forward_backward(&mut dlogits, b.labels, v, grad_scale);
-        (loss, Tape { layers, x, xf, invf, dlogits })
-    }
-
-    /// Adds the micro-batch's gradient (scaled as in `forward`) into `grads`. `done` hears of
-    /// each unit (model/layout.rs) whose gradient is complete, with that unit's slice of
-    /// `grads`: the head, then every layer from the last, then the embedding.
-    pub fn backward<T: Real>(&self, params: &[T], grads: &mut [T], tape: Tape<T>, b: &Batch, done: &mut dyn FnMut(usize, &mut [T])) {
-        let (c, l) = (self.config, self.layout);
-        let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
-        let mut finish = |unit: usize, grads: &mut [T]| done(unit, &mut grads[l.units[unit].clone()]);
-        let mut dxf = zeros(n * d);
-        matmul::backward(&mut dxf, &mut grads[l.lm_head.range()], &tape.dlogits, &tape.xf, &params[l.lm_head.range()], Dims { m: n, k: d, n: v });
-        let mut dx = zeros(n * d);
-        rmsnorm::backward(&mut dx, &mut grads[l.final_norm.range()], &dxf, &tape.x, &params[l.final_norm.range()], &tape.invf, d);
-        finish(l.lm_head.unit, grads);
-        for (i, (lt, s)) in l.layers.iter().zip(&tape.layers).enumerate().rev() {
-            dx = self.layer_backward(params, grads, lt, s, dx, b);
-            if l.first_in_unit(i) {
-                finish(lt.wq.unit, grads);
-            }
-        }
-        embedding::backward(&mut grads[l.embedding.range()], &dx, b.tokens, d);
-        finish(l.embedding.unit, grads);
-    }
-
     /// forward then backward: the mean loss, its gradient × `grad_scale` added into `grads`.
     pub fn forward_backward<T: Real>(&self, params: &[T], grads: &mut [T], b: &Batch, grad_scale: f64) -> f64 {
-        let (loss, tape) = self.forward(params, b, grad_scale);
-        self.backward(params, grads, tape, b, &mut |_, _| {});
-        loss
+        let mut whole = Whole { pass: CpuPass::new(self, b, grad_scale), params, grads };
+        let ran = schedule::forward(self.layout, &mut whole).and_then(|_| schedule::backward(self.layout, &mut whole, false));
+        ran.expect("the CPU model's compute cannot fail");
+        whole.pass.loss
+    }
+}
+
+/// The head's saved state: the final norm's input, output and 1/rms, and the logits' gradient.
+struct HeadTape<T> {
+    x: Vec<T>,
+    xf: Vec<T>,
+    invf: Vec<T>,
+    dlogits: Vec<T>,
+}
+
+/// One micro-batch's forward and backward, a piece (zero/schedule.rs) at a time, on whatever
+/// weights and gradients the caller holds.
+pub struct CpuPass<'m, 'b, T> {
+    model: &'m CpuModel<'m>,
+    b: &'b Batch<'b>,
+    grad_scale: f64,
+    /// The residual stream in the forward, its gradient in the backward.
+    x: Vec<T>,
+    layers: Vec<Saved<T>>,
+    head: Option<HeadTape<T>>,
+    /// The mean loss over counted labels, once the head's forward ran.
+    pub loss: f64,
+}
+
+impl<'m, 'b, T: Real> CpuPass<'m, 'b, T> {
+    /// The logits' gradient will be d(loss)·`grad_scale`/d(logits).
+    pub fn new(model: &'m CpuModel<'m>, b: &'b Batch<'b>, grad_scale: f64) -> Self {
+        let n = b.batch * b.seq;
+        assert_eq!((b.tokens.len(), b.labels.len()), (n, n));
+        CpuPass { model, b, grad_scale, x: Vec::new(), layers: Vec::new(), head: None, loss: 0.0 }
+    }
+
+    pub fn forward(&mut self, params: &[T], piece: Piece) {
+        let (c, l, b) = (self.model.config, self.model.layout, self.b);
+        let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
+        match piece {
+            Piece::Embedding => {
+                self.x = zeros(n * d);
+                embedding::forward(&mut self.x, &params[l.embedding.range()], b.tokens, d);
+            }
+            Piece::Layer(i) => {
+                assert_eq!(self.layers.len(), i, "layers run in order");
+                let (out, saved) = self.model.layer_forward(params, &l.layers[i], std::mem::take(&mut self.x), b);
+                self.layers.push(saved);
+                self.x = out;
+            }
+            Piece::Head => {
+                let (mut xf, mut invf) = (zeros(n * d), zeros(n));
+                rmsnorm::forward(&mut xf, &mut invf, &self.x, &params[l.final_norm.range()], d, c.norm_eps);
+                let mut dlogits = zeros(n * v);
+                matmul::forward(&mut dlogits, &xf, &params[l.lm_head.range()], Dims { m: n, k: d, n: v });
+                self.loss = cross_entropy::forward_backward(&mut dlogits, b.labels, v, self.grad_scale);
+                self.head = Some(HeadTape { x: std::mem::take(&mut self.x), xf, invf, dlogits });
+            }
+        }
+    }
+
+    /// Adds the piece's gradient into `grads` (the forward must have run).
+    pub fn backward(&mut self, params: &[T], grads: &mut [T], piece: Piece) {
+        let (c, l, b) = (self.model.config, self.model.layout, self.b);
+        let (n, d, v) = (b.batch * b.seq, c.dim, c.vocab_size);
+        match piece {
+            Piece::Head => {
+                let t = self.head.take().expect("the head's forward ran");
+                let mut dxf = zeros(n * d);
+                matmul::backward(&mut dxf, &mut grads[l.lm_head.range()], &t.dlogits, &t.xf, &params[l.lm_head.range()], Dims { m: n, k: d, n: v });
+                self.x = zeros(n * d);
+                rmsnorm::backward(&mut self.x, &mut grads[l.final_norm.range()], &dxf, &t.x, &params[l.final_norm.range()], &t.invf, d);
+            }
+            Piece::Layer(i) => {
+                assert_eq!(self.layers.len(), i + 1, "layers run backwards");
+                let saved = self.layers.pop().expect("the layer's forward ran");
+                self.x = self.model.layer_backward(params, grads, &l.layers[i], &saved, std::mem::take(&mut self.x), b);
+            }
+            Piece::Embedding => embedding::backward(&mut grads[l.embedding.range()], &self.x, b.tokens, d),
+        }
+    }
+}
+
+/// The whole model on one set of weights and gradients: compute only.
+struct Whole<'p, 'm, 'b, T> {
+    pass: CpuPass<'m, 'b, T>,
+    params: &'p [T],
+    grads: &'p mut [T],
+}
+
+impl<T: Real> UnitWork for Whole<'_, '_, '_, T> {
+    fn forward(&mut self, piece: Piece) -> Result<()> {
+        self.pass.forward(self.params, piece);
+        Ok(())
+    }
+    fn backward(&mut self, piece: Piece) -> Result<()> {
+        self.pass.backward(self.params, self.grads, piece);
+        Ok(())
     }
 }
 

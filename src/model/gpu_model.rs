@@ -1,5 +1,5 @@
 //! The Llama-2 step on one GPU: the same pre-norm blocks as cpu_model.rs, on bf16 weights and
-//! activations (fp32 master weights, gradients and Adam moments), our kernels and cuBLAS.
+//! activations (fp32 master weights, gradients and Adam moments), our kernels and cuBLASLt.
 //! Every parameter buffer is flat in the layout's order, so a tensor is an offset; the ZeRO
 //! stage (zero/stage.rs) decides which buffers are whole, which are this rank's shard, and
 //! which are two slots that units pass through, and the step queues each unit's gathers and
@@ -18,6 +18,7 @@ use crate::dist::nccl::NcclComm;
 use crate::train::data_parallel::Ranks;
 use crate::train::run_config::RunConfig;
 use crate::zero::exchange::{CommCost, Elem, Exchange};
+use crate::zero::schedule::{self, Piece, UnitWork};
 use crate::zero::stage::{Segment, Shards};
 use crate::zero::unit_buffers::UnitBuffers;
 use anyhow::{bail, Result};
@@ -55,6 +56,34 @@ struct Scratch {
     dgate: DeviceBuffer,
     dup: DeviceBuffer,
     dh: DeviceBuffer,
+}
+
+/// One forward or backward pass of a micro-batch: the schedule's hooks on the model.
+struct Pass<'a, 'g> {
+    model: &'a GpuModel<'g>,
+    /// The forward's factor on the logits' gradient: grad_scale / counted positions.
+    logits_scale: f64,
+}
+
+impl UnitWork for Pass<'_, '_> {
+    fn weights_for(&mut self, unit: usize, next: Option<usize>) -> Result<()> {
+        self.model.weights_for(unit, next)
+    }
+    fn grads_for(&mut self, unit: usize) -> Result<()> {
+        self.model.grads_for(unit)
+    }
+    fn reduce(&mut self, unit: usize) -> Result<()> {
+        self.model.reduce_unit(unit)
+    }
+    fn drain(&mut self) -> Result<()> {
+        self.model.exchange.drain()
+    }
+    fn forward(&mut self, piece: Piece) -> Result<()> {
+        self.model.forward_piece(piece, self.logits_scale)
+    }
+    fn backward(&mut self, piece: Piece) -> Result<()> {
+        self.model.backward_piece(piece)
+    }
 }
 
 /// Allocates what zero::planner plans.
@@ -372,23 +401,10 @@ impl<'g> GpuModel<'g> {
     /// Forward of one micro-batch to the per-position losses; the logits become their gradient
     /// × `grad_scale` / counted positions. Returns the mean loss (waits for the GPU).
     pub fn forward(&self, tokens: &[u32], labels: &[i32], grad_scale: f64) -> Result<f64> {
-        let (c, ops, n) = (&self.config, &self.ops, self.batch * self.seq);
-        let l = &self.layout;
         self.gpu.copy_to_device(bytemuck::cast_slice(tokens), self.tokens.ptr)?;
         self.gpu.copy_to_device(bytemuck::cast_slice(labels), self.labels.ptr)?;
-        let head = l.lm_head.unit;
-        self.weights_for(l.embedding.unit, Some(l.embedding.unit + 1))?;
-        ops.embedding_forward(self.inputs[0].ptr, self.w(&l.embedding), self.tokens.ptr, n, c.dim)?;
-        for (i, lt) in l.layers.iter().enumerate() {
-            self.weights_for(lt.wq.unit, Some(lt.wq.unit + 1))?;
-            self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), Some(self.inputs[i + 1].ptr))?;
-        }
-        self.weights_for(head, None)?;
-        let last = self.inputs[l.layers.len()].ptr;
-        ops.rmsnorm_forward(self.xf.ptr, self.invf.ptr, last, self.w(&l.final_norm), n, c.dim, c.norm_eps)?;
-        ops.gemm.forward(self.logits.ptr, self.xf.ptr, self.w(&l.lm_head), self.dims(c.dim, c.vocab_size), false)?;
         let counted = labels.iter().filter(|&&x| x >= 0).count().max(1);
-        ops.cross_entropy(self.logits.ptr, self.losses.ptr, self.labels.ptr, n, c.vocab_size, grad_scale / counted as f64)?;
+        schedule::forward(&self.layout, &mut Pass { model: self, logits_scale: grad_scale / counted as f64 })?;
         let losses: Vec<f32> = self.gpu.download(&self.losses)?;
         Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64)
     }
@@ -396,44 +412,43 @@ impl<'g> GpuModel<'g> {
     /// Adds the micro-batch's gradient into the fp32 gradients; with `reduce` (the step's
     /// last micro-batch) each unit's gradients are summed over the ranks as soon as they are
     /// complete, overlapping the rest of the backward, and the compute stream waits for the
-    /// last of these sums at the end. Units run from the head down to the embedding, whose
-    /// backward needs no weights.
+    /// last of these sums at the end.
     pub fn backward(&self, reduce: bool) -> Result<()> {
-        let (c, ops, s, n) = (&self.config, &self.ops, &self.s, self.batch * self.seq);
-        let l = &self.layout;
+        schedule::backward(&self.layout, &mut Pass { model: self, logits_scale: 0.0 }, reduce)
+    }
+
+    fn forward_piece(&self, piece: Piece, logits_scale: f64) -> Result<()> {
+        let (c, ops, l, n) = (&self.config, &self.ops, &self.layout, self.batch * self.seq);
+        match piece {
+            Piece::Embedding => ops.embedding_forward(self.inputs[0].ptr, self.w(&l.embedding), self.tokens.ptr, n, c.dim),
+            Piece::Layer(i) => self.layer_forward(&l.layers[i], self.inputs[i].ptr, self.acts_of(i), Some(self.inputs[i + 1].ptr)),
+            Piece::Head => {
+                let last = self.inputs[l.layers.len()].ptr;
+                ops.rmsnorm_forward(self.xf.ptr, self.invf.ptr, last, self.w(&l.final_norm), n, c.dim, c.norm_eps)?;
+                ops.gemm.forward(self.logits.ptr, self.xf.ptr, self.w(&l.lm_head), self.dims(c.dim, c.vocab_size), false)?;
+                ops.cross_entropy(self.logits.ptr, self.losses.ptr, self.labels.ptr, n, c.vocab_size, logits_scale)
+            }
+        }
+    }
+
+    fn backward_piece(&self, piece: Piece) -> Result<()> {
+        let (c, ops, s, l, n) = (&self.config, &self.ops, &self.s, &self.layout, self.batch * self.seq);
         let (d, v) = (c.dim, c.vocab_size);
-        let (head, embedding) = (l.lm_head.unit, l.embedding.unit);
-        let below = |unit: usize| (unit - 1 > embedding).then_some(unit - 1);
-        let finish = |unit: usize| if reduce { self.reduce_unit(unit) } else { Ok(()) };
-        self.weights_for(head, below(head))?;
-        self.grads_for(head)?;
-        ops.gemm.backward_input(s.dxn.ptr, self.logits.ptr, self.w(&l.lm_head), self.dims(d, v), false)?;
-        ops.gemm.backward_weight(self.g(&l.lm_head), self.logits.ptr, self.xf.ptr, self.dims(d, v))?;
-        let last = self.inputs[l.layers.len()].ptr;
-        ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, last, self.w(&l.final_norm), self.invf.ptr, n, d)?;
-        finish(head)?;
-        for (i, lt) in l.layers.iter().enumerate().rev() {
-            // A unit of several layers: its gradients are claimed at its highest layer and
-            // reduced after its lowest.
-            self.weights_for(lt.wq.unit, below(lt.wq.unit))?;
-            if l.last_in_unit(i) {
-                self.grads_for(lt.wq.unit)?;
+        match piece {
+            Piece::Head => {
+                ops.gemm.backward_input(s.dxn.ptr, self.logits.ptr, self.w(&l.lm_head), self.dims(d, v), false)?;
+                ops.gemm.backward_weight(self.g(&l.lm_head), self.logits.ptr, self.xf.ptr, self.dims(d, v))?;
+                let last = self.inputs[l.layers.len()].ptr;
+                ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, last, self.w(&l.final_norm), self.invf.ptr, n, d)
             }
-            if self.recompute {
-                self.layer_forward(lt, self.inputs[i].ptr, self.acts_of(i), None)?;
+            Piece::Layer(i) => {
+                if self.recompute {
+                    self.layer_forward(&l.layers[i], self.inputs[i].ptr, self.acts_of(i), None)?;
+                }
+                self.layer_backward(&l.layers[i], self.inputs[i].ptr, self.acts_of(i))
             }
-            self.layer_backward(lt, self.inputs[i].ptr, self.acts_of(i))?;
-            if l.first_in_unit(i) {
-                finish(lt.wq.unit)?;
-            }
+            Piece::Embedding => ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d),
         }
-        self.grads_for(embedding)?;
-        ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d)?;
-        finish(embedding)?;
-        if reduce {
-            self.exchange.drain()?;
-        }
-        Ok(())
     }
 
     /// Global gradient norm, clipping and one AdamW step (t from 1) on this rank's part of the

@@ -97,16 +97,6 @@ impl Layout {
         Layout { embedding, layers, final_norm, lm_head, total: b.offset, units: b.units }
     }
 
-    /// Whether layer `i` is the lowest of its unit: the backward finishes the unit there.
-    pub fn first_in_unit(&self, i: usize) -> bool {
-        i == 0 || self.layers[i - 1].wq.unit != self.layers[i].wq.unit
-    }
-
-    /// Whether layer `i` is the highest of its unit: the backward enters the unit there.
-    pub fn last_in_unit(&self, i: usize) -> bool {
-        i + 1 == self.layers.len() || self.layers[i + 1].wq.unit != self.layers[i].wq.unit
-    }
-
     /// Parameters without the padding.
     pub fn parameters(&self) -> usize {
         self.tensors().iter().map(|t| t.rows * t.cols).sum()

@@ -1,20 +1,18 @@
 //! The SFT loop on the CPU: gradient accumulation over micro-batches, global-norm clipping,
 //! AdamW on fp32 master weights, the learning-rate schedule, per-step timing, and the ZeRO
-//! stages of zero/stage.rs over MPI, unit by unit as on the GPU. The CPU model needs the whole
-//! buffer while it runs, so stage 3 gathers every unit before a micro-batch rather than one
-//! at a time; released buffers are filled with NaN so that a missed gather or a read of
-//! released gradients shows in the loss.
+//! stages over MPI in the GPU's unit-by-unit order (train/cpu_rank.rs, zero/schedule.rs).
 
+use super::cpu_rank::{CpuRank, MicroBatch};
 use super::data::Source;
 use super::data_parallel::{first_sample, Ranks};
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::{clip_factor, global_norm};
 use crate::model::config::LlamaConfig;
-use crate::model::cpu_model::{Batch, CpuModel};
-use crate::model::init::initialise;
+use crate::model::cpu_model::{Batch, CpuModel, CpuPass};
 use crate::model::layout::Layout;
-use crate::zero::stage::{Collective, Shards};
+use crate::zero::schedule;
+use crate::zero::stage::Shards;
 use std::time::Instant;
 
 /// Trains `steps` steps from the seeded initialisation on this rank's share of each global
@@ -24,105 +22,41 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
     let layout = Layout::sharded(config, ranks.count(), run.bucket_layers);
     let model = CpuModel { config, layout: &layout };
     let shards = Shards::new(&layout, ranks.count(), ranks.rank(), run.zero);
-    let mut params = vec![0f32; layout.total];
-    initialise(&mut params, &layout, seed);
-    // This rank's master weights, Adam moments and summed gradients, in shard order.
-    let owned = shards.owned();
-    let mut master = vec![0f32; shards.owned_len()];
-    for c in &owned {
-        master[c.local..c.local + c.global.len()].copy_from_slice(&params[c.global.clone()]);
-    }
-    let mut decay = vec![false; master.len()];
+    let mut rank = CpuRank::new(&layout, &shards, ranks, seed, run.grad_accum);
+    let mut decay = vec![false; rank.master.len()];
     for s in shards.segments(&layout) {
         decay[s.local..s.local + s.global.len()].fill(s.decay);
     }
-    let (mut m, mut v, mut summed) = (vec![0f32; master.len()], vec![0f32; master.len()], vec![0f32; master.len()]);
-    let mut grads = vec![0f32; layout.total];
-    // The full weights from every rank's master chunks (stage 0: this rank's own copy);
-    // returns the bytes sent.
-    let gather = |params: &mut [f32], master: &[f32]| -> u64 {
-        let mut sent = 0;
-        for c in &owned {
-            let unit = &mut params[layout.units[c.unit].clone()];
-            if shards.all_reduces() {
-                unit.copy_from_slice(&master[c.local..c.local + c.global.len()]);
-            } else {
-                ranks.all_gather_f32(&master[c.local..c.local + c.global.len()], unit);
-                sent += Collective::AllGather.bus_bytes(ranks.count(), 4 * unit.len());
-            }
-        }
-        sent
-    };
-    if shards.releases_weights() {
-        params.fill(f32::NAN);
-    }
+    let (mut m, mut v) = (vec![0f32; decay.len()], vec![0f32; decay.len()]);
     let per_step = run.micro_batch * run.grad_accum;
     let mut records = Vec::with_capacity(run.steps);
     for step in 1..=run.steps {
         let start = Instant::now();
-        grads.fill(0.0);
-        let (mut loss, mut forward_s, mut backward_s, mut comm_s) = (0.0, 0.0, 0.0, 0.0);
-        let mut comm_bytes = 0;
+        let (comm_s0, comm_bytes0) = (rank.comm_s, rank.comm_bytes);
+        rank.begin_step();
+        let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
         for micro in 0..run.grad_accum {
             let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
             let (tokens, labels) = data.batch(first, run.micro_batch, run.seq, config.vocab_size);
             let batch = Batch { tokens: &tokens, labels: &labels, batch: run.micro_batch, seq: run.seq };
-            if shards.releases_weights() {
-                let t = Instant::now();
-                comm_bytes += gather(&mut params, &master);
-                comm_s += t.elapsed().as_secs_f64();
-            }
-            let t = Instant::now();
-            let (l, tape) = model.forward(&params, &batch, 1.0 / run.grad_accum as f64);
-            forward_s += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let last_micro = micro + 1 == run.grad_accum;
-            let mut reduce_s = 0.0;
-            model.backward(&params, &mut grads, tape, &batch, &mut |unit, g| {
-                if !last_micro {
-                    return;
-                }
-                let t = Instant::now();
-                let c = shards.part.chunk(unit, shards.rank);
-                if shards.all_reduces() {
-                    ranks.sum_f32(g);
-                    summed[layout.units[unit].clone()].copy_from_slice(g);
-                    comm_bytes += Collective::AllReduce.bus_bytes(ranks.count(), 4 * g.len());
-                } else {
-                    ranks.reduce_scatter_sum_f32(g, &mut summed[c.local..c.local + c.global.len()]);
-                    comm_bytes += Collective::ReduceScatter.bus_bytes(ranks.count(), 4 * g.len());
-                }
-                if shards.releases_gradients() {
-                    g.fill(f32::NAN);
-                }
-                reduce_s += t.elapsed().as_secs_f64();
-            });
-            backward_s += t.elapsed().as_secs_f64() - reduce_s;
-            comm_s += reduce_s;
-            if shards.releases_weights() {
-                params.fill(f32::NAN);
-            }
-            loss += l / run.grad_accum as f64;
+            let mut work = rank.micro_batch(CpuPass::new(&model, &batch, 1.0 / run.grad_accum as f64));
+            forward_s += compute_s(&mut work, |w| schedule::forward(&layout, w));
+            backward_s += compute_s(&mut work, |w| schedule::backward(&layout, w, micro + 1 == run.grad_accum));
+            loss += work.pass.loss / run.grad_accum as f64;
         }
         // Average over ranks: the reductions summed, so 1/ranks goes into the norm and the
         // update's scale. Stage 0 holds the whole sum; from stage 1 each rank a part of it.
         let t = Instant::now();
         let n = ranks.count() as f64;
         let loss = ranks.sum_f64(loss) / n;
-        let sum_squares = global_norm(&summed).powi(2);
+        let sum_squares = global_norm(&rank.summed).powi(2);
         let norm = if shards.all_reduces() { sum_squares } else { ranks.sum_f64(sum_squares) }.sqrt() / n;
         let opt = run.optimizer_at(step);
         let scale = clip_factor(norm, run.max_grad_norm) / n;
-        opt.step(&mut master, &summed, &mut m, &mut v, &decay, step as u64, scale);
+        opt.step(&mut rank.master, &rank.summed, &mut m, &mut v, &decay, step as u64, scale);
+        rank.weights_updated();
         let optimizer_s = t.elapsed().as_secs_f64();
-        if !shards.releases_weights() {
-            // Stage 0 copies its own update (no communication).
-            let t = Instant::now();
-            comm_bytes += gather(&mut params, &master);
-            if !shards.all_reduces() {
-                comm_s += t.elapsed().as_secs_f64();
-            }
-        }
+        let comm_s = rank.comm_s - comm_s0;
         let record = StepRecord {
             step,
             loss,
@@ -133,7 +67,7 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
             backward_s,
             comm_s,
             comm_busy_s: comm_s,
-            comm_bytes,
+            comm_bytes: rank.comm_bytes - comm_bytes0,
             optimizer_s,
             tokens: per_step * run.seq,
             samples: per_step,
@@ -143,6 +77,13 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
         records.push(record);
     }
     records
+}
+
+/// Wall time of `pass` less the communication inside it.
+fn compute_s(work: &mut MicroBatch, pass: impl FnOnce(&mut MicroBatch) -> anyhow::Result<()>) -> f64 {
+    let (t, comm) = (Instant::now(), work.comm_s());
+    pass(work).expect("the CPU path's compute and collectives cannot fail: MPI ends the job on errors");
+    t.elapsed().as_secs_f64() - (work.comm_s() - comm)
 }
 
 /// Bytes of model state one rank holds on the CPU path (fp32 weights and gradients, and

@@ -24,7 +24,7 @@ pub struct StepRecord {
     /// Tokens this rank processed in the step (micro-batch × seq × accumulation).
     pub tokens: usize,
     pub samples: usize,
-    /// GPU: the most bytes our buffers held at once (cuBLAS and the CUDA context aside);
+    /// GPU: the most bytes our buffers held at once (cuBLASLt and the CUDA context aside);
     /// CPU: the process's peak resident memory.
     pub peak_memory_bytes: u64,
 }

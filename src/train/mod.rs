@@ -1,5 +1,6 @@
 //! Supervised fine-tuning: run settings, synthetic data, the training loop, step metrics.
 
+pub mod cpu_rank;
 pub mod cpu_trainer;
 pub mod data;
 pub mod data_parallel;

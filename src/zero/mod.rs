@@ -6,3 +6,4 @@ pub mod planner;
 pub mod stage;
 pub mod exchange;
 pub mod unit_buffers;
+pub mod schedule;

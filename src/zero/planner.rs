@@ -6,6 +6,7 @@
 //! 2 also the fp32 gradients (two unit slots, or whole under accumulation); 3 also the bf16
 //! weights (a shard, plus two unit slots for the gathered ones). See zero/stage.rs.
 
+use crate::backend::cuda::gemm::WORKSPACE_BYTES as GEMM_WORKSPACE_BYTES;
 use crate::model::config::LlamaConfig;
 use crate::model::layout::Layout;
 
@@ -40,7 +41,7 @@ pub struct MemoryPlan {
     pub workspace: u64,
 }
 
-/// cuBLAS and the CUDA context take memory outside our buffers: a margin the fit check keeps.
+/// cuBLASLt and the CUDA context take memory outside our buffers: a margin the fit check keeps.
 pub const LIBRARY_RESERVE: u64 = 1 << 30;
 
 impl MemoryPlan {
@@ -83,8 +84,8 @@ pub fn plan(p: &PlanInput) -> MemoryPlan {
     let head = 2 * n * d + 2 * n * c.vocab_size as u64 + 4 * n + 4 * n + 4 * n + 4 * n;
     let activations = kept * saved_layer + inputs + head;
     // Scores (fp32, also dP), dS, and the activation gradients dx dx2 dxn dq do (n·d), dk dv, dgate dup dh;
-    // plus the fp64 norm accumulator.
-    let workspace = 4 * scores + 2 * scores + 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 8;
+    // plus the fp64 norm accumulator and cuBLASLt's scratch.
+    let workspace = 4 * scores + 2 * scores + 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 8 + GEMM_WORKSPACE_BYTES as u64;
     MemoryPlan { parameters, gradients, optimizer, activations, communication, workspace }
 }
 

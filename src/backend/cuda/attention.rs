@@ -1,4 +1,4 @@
-//! Causal GQA attention on the GPU as cuBLAS batched products around the causal softmax
+//! Causal GQA attention on the GPU as cuBLASLt batched products around the causal softmax
 //! kernels: S = Q·Kᵀ (fp32), P = softmax(S/√d) (bf16, kept for the backward), O = P·V. The
 //! layouts are backend/cpu/attention.rs's: q, o [batch, seq, heads, hd], k, v [batch, seq,
 //! kv_heads, hd]; scores [batch, heads, seq, seq]. One call per (batch, group member) covers

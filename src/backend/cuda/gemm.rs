@@ -1,15 +1,27 @@
-//! Matrix multiplies on cuBLAS (bf16 operands, fp32 accumulation), in the row-major terms of
-//! backend/cpu/matmul.rs: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x (fp32). cuBLAS is column-major: a
+//! Matrix multiplies on cuBLASLt (bf16 operands, fp32 accumulation), in the row-major terms of
+//! backend/cpu/matmul.rs: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x (fp32). cuBLASLt is column-major: a
 //! row-major [r, c] matrix is its column-major transpose, so each call computes Cᵀ = Bᵀ·Aᵀ.
+//!
+//! Epilogues: D = alpha·A·B + beta·C with C = D, so beta 1 fuses the residual add (forward,
+//! input gradient) and the fp32 gradient accumulation into the product. Llama has no bias or
+//! GELU for cuBLASLt's other epilogues to take.
+//!
+//! A product's descriptors and the heuristic's first algorithm are made once per geometry
+//! (shapes, strides, types, pointer alignment) and kept: every step repeats the same products.
 
 use super::op_timer::OpTimer;
-use super::Gpu;
-use anyhow::{Context, Result};
-use cudarc::cublas::{result, sys, CudaBlas};
+use super::{DeviceBuffer, Gpu};
+use anyhow::{anyhow, Context, Result};
+use cudarc::cublaslt::{result, sys};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::rc::Rc;
 
 pub use crate::backend::cpu::matmul::Dims;
+
+/// cuBLASLt's scratch, NVIDIA's recommendation for Hopper. The planner counts it.
+pub const WORKSPACE_BYTES: usize = 32 << 20;
 
 /// A bf16 column-major operand: address, leading dimension, batch stride (elements).
 #[derive(Clone, Copy, Debug)]
@@ -30,62 +42,180 @@ pub struct Output {
     pub beta: f32,
 }
 
+/// Everything a product's descriptors and algorithm depend on (not its addresses or scalars).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Geometry {
+    mnk: (usize, usize, usize),
+    a: (usize, usize, bool),
+    b: (usize, usize, bool),
+    c: (usize, usize, bool),
+    batch: usize,
+    /// Alignment in bytes (up to 256) of A, B and C: the heuristic may only pick kernels that
+    /// the actual addresses allow.
+    align: [u32; 3],
+}
+
+fn alignment(ptr: u64) -> u32 {
+    1u32 << ptr.trailing_zeros().min(8)
+}
+
+/// The descriptors and chosen algorithm of one geometry, destroyed with it.
+struct Plan {
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: [sys::cublasLtMatrixLayout_t; 3],
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        unsafe {
+            for layout in self.layouts {
+                let _ = result::destroy_matrix_layout(layout);
+            }
+            let _ = result::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+/// cuBLASLt's handle, its workspace, and the plans made so far.
 pub struct Gemm {
-    blas: CudaBlas,
+    handle: sys::cublasLtHandle_t,
+    workspace: DeviceBuffer,
+    stream: sys::cudaStream_t,
+    plans: RefCell<HashMap<Geometry, Plan>>,
     pub timer: Rc<OpTimer>,
+}
+
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        self.plans.borrow_mut().clear();
+        unsafe {
+            let _ = result::destroy_handle(self.handle);
+        }
+    }
 }
 
 const BF16: sys::cudaDataType = sys::cudaDataType::CUDA_R_16BF;
 const F32: sys::cudaDataType = sys::cudaDataType::CUDA_R_32F;
 
+/// A column-major layout of `rows`×`cols` with leading dimension `ld`, strided over `batch`.
+fn layout(dtype: sys::cudaDataType, rows: usize, cols: usize, ld: usize, stride: usize, batch: usize) -> Result<sys::cublasLtMatrixLayout_t> {
+    let handle = result::create_matrix_layout(dtype, rows as u64, cols as u64, ld as i64)?;
+    if batch > 1 {
+        use sys::cublasLtMatrixLayoutAttribute_t::*;
+        let (count, offset) = (batch as i32, stride as i64);
+        unsafe {
+            result::set_matrix_layout_attribute(handle, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count as *const i32 as *const c_void, 4)?;
+            result::set_matrix_layout_attribute(handle, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset as *const i64 as *const c_void, 8)?;
+        }
+    }
+    Ok(handle)
+}
+
+impl Plan {
+    fn new(handle: sys::cublasLtHandle_t, g: &Geometry) -> Result<Plan> {
+        use sys::cublasLtMatmulDescAttributes_t::*;
+        use sys::cublasLtMatmulPreferenceAttributes_t::*;
+        let (m, n, k) = g.mnk;
+        let desc = result::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, F32)?;
+        // Stored shapes: op(A) is m×k and op(B) k×n, so a transposed operand is stored k×m (n×k).
+        let stored = |(ld, stride, transposed): (usize, usize, bool), rows: usize, cols: usize| {
+            let (r, c) = if transposed { (cols, rows) } else { (rows, cols) };
+            layout(BF16, r, c, ld, stride, g.batch)
+        };
+        let mut plan = Plan {
+            desc,
+            layouts: [
+                stored(g.a, m, k)?,
+                stored(g.b, k, n)?,
+                layout(if g.c.2 { F32 } else { BF16 }, m, n, g.c.0, g.c.1, g.batch)?,
+            ],
+            algo: unsafe { std::mem::zeroed() },
+        };
+        let preference = result::create_matmul_pref()?;
+        let chosen = unsafe {
+            for (attr, t) in [(CUBLASLT_MATMUL_DESC_TRANSA, g.a.2), (CUBLASLT_MATMUL_DESC_TRANSB, g.b.2)] {
+                let v = t as i32; // cublasOperation_t: CUBLAS_OP_N 0, CUBLAS_OP_T 1
+                result::set_matmul_desc_attribute(desc, attr, &v as *const _ as *const c_void, std::mem::size_of_val(&v))?;
+            }
+            let workspace = WORKSPACE_BYTES as u64;
+            result::set_matmul_pref_attribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace as *const u64 as *const c_void, 8)?;
+            let [a, b, c] = g.align;
+            for (attr, bytes) in [
+                (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, a),
+                (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, b),
+                (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, c),
+                (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, c),
+            ] {
+                result::set_matmul_pref_attribute(preference, attr, &bytes as *const u32 as *const c_void, 4)?;
+            }
+            let [la, lb, lc] = plan.layouts;
+            let found = result::get_matmul_algo_heuristic(handle, desc, la, lb, lc, lc, preference);
+            let _ = result::destroy_matmul_pref(preference);
+            found
+        };
+        plan.algo = chosen.map_err(|e| anyhow!("cuBLASLt has no algorithm for {m}x{n}x{k} x{} ({e:?})", g.batch))?.algo;
+        Ok(plan)
+    }
+}
 
 impl Gemm {
     pub fn new(gpu: &Gpu, timer: Rc<OpTimer>) -> Result<Gemm> {
-        Ok(Gemm { blas: CudaBlas::new(gpu.stream.clone()).context("cannot create a cuBLAS handle")?, timer })
+        gpu.ctx.bind_to_thread()?;
+        let handle = result::create_handle().context("cannot create a cuBLASLt handle")?;
+        let workspace = gpu.alloc(WORKSPACE_BYTES)?;
+        let stream = gpu.stream.cu_stream() as sys::cudaStream_t;
+        Ok(Gemm { handle, workspace, stream, plans: RefCell::new(HashMap::new()), timer })
     }
 
     /// `batch` products C (m×n) = alpha·op(A)·op(B) + beta·C, fp32 compute.
     pub fn batched(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, c: Output, batch: usize, alpha: f32) -> Result<()> {
-        let name = if batch > 1 { format!("cuBLAS batched {m}x{n}x{k} x{batch}") } else { format!("cuBLAS {m}x{n}x{k}") };
+        let name = if batch > 1 { format!("cuBLASLt batched {m}x{n}x{k} x{batch}") } else { format!("cuBLASLt {m}x{n}x{k}") };
         self.timer.time(&name, || self.queue((m, n, k), a, b, c, batch, alpha))
     }
 
-    fn queue(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, c: Output, batch: usize, alpha: f32) -> Result<()> {
-        let t = |x: Operand| if x.transposed { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
+    fn queue(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output, batch: usize, alpha: f32) -> Result<()> {
+        let geometry = Geometry {
+            mnk,
+            a: (a.ld, a.stride, a.transposed),
+            b: (b.ld, b.stride, b.transposed),
+            c: (c.ld, c.stride, c.fp32),
+            batch,
+            align: [alignment(a.ptr), alignment(b.ptr), alignment(c.ptr)],
+        };
+        let mut plans = self.plans.borrow_mut();
+        let plan = match plans.entry(geometry) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Plan::new(self.handle, &geometry)?),
+        };
+        let [la, lb, lc] = plan.layouts;
+        let out = c.ptr as *mut c_void;
         unsafe {
-            result::gemm_strided_batched_ex(
-                *self.blas.handle(),
-                t(a),
-                t(b),
-                m as i32,
-                n as i32,
-                k as i32,
+            result::matmul(
+                self.handle,
+                plan.desc,
                 &alpha as *const f32 as *const c_void,
-                a.ptr as *const c_void,
-                BF16,
-                a.ld as i32,
-                a.stride as i64,
-                b.ptr as *const c_void,
-                BF16,
-                b.ld as i32,
-                b.stride as i64,
                 &c.beta as *const f32 as *const c_void,
-                c.ptr as *mut c_void,
-                if c.fp32 { F32 } else { BF16 },
-                c.ld as i32,
-                c.stride as i64,
-                batch as i32,
-                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                a.ptr as *const c_void,
+                la,
+                b.ptr as *const c_void,
+                lb,
+                out,
+                lc,
+                out,
+                lc,
+                &plan.algo,
+                self.workspace.ptr as *mut c_void,
+                WORKSPACE_BYTES,
+                self.stream,
             )
         }
-        .context("cublasGemmStridedBatchedEx failed")
+        .with_context(|| format!("cublasLtMatmul {mnk:?} x{batch} failed"))
     }
 
     fn single(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
         self.batched(mnk, a, b, c, 1, 1.0)
     }
-
     /// y [m, n] (bf16) = x [m, k] · W [n, k]ᵀ, added to y's contents when `accumulate`
     /// (the residual add, fused into the product).
     pub fn forward(&self, y: u64, x: u64, w: u64, d: Dims, accumulate: bool) -> Result<()> {

@@ -21,6 +21,9 @@ pub fn probe() -> Result<usize, String> {
     if !unsafe { cudarc::nccl::sys::is_culib_present() } {
         return Err("no NCCL library (libnccl.so) on this host".into());
     }
+    if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
+        return Err("no cuBLASLt library (libcublasLt.so) on this host".into());
+    }
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err("no NVRTC library (libnvrtc.so) on this host".into());
     }
@@ -48,7 +51,7 @@ pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     pub ordinal: usize,
-    /// Bytes of our live buffers, and the most there ever were (cuBLAS and the context aside).
+    /// Bytes of our live buffers, and the most there ever were (cuBLASLt and the context aside).
     allocated: Arc<AtomicU64>,
     peak: AtomicU64,
 }

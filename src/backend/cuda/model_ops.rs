@@ -1,5 +1,5 @@
 //! The model's GPU op set: launch wrappers of kernels/*.cu (bf16 activations, fp32 gradients
-//! of parameters) and cuBLAS matrix multiplies. Arguments are device addresses; each op's
+//! of parameters) and cuBLASLt matrix multiplies. Arguments are device addresses; each op's
 //! CPU twin in backend/cpu/ is its reference (selftest.rs compares them).
 
 use super::gemm::Gemm;

@@ -1,5 +1,5 @@
 //! Where a step's GPU time goes: when enabled, a CUDA event pair around every kernel launch
-//! and cuBLAS call, named by the op; read back after the step as a per-op table.
+//! and cuBLASLt call, named by the op; read back after the step as a per-op table.
 
 use anyhow::Result;
 use cudarc::driver::{sys, CudaContext, CudaEvent, CudaStream};
@@ -29,7 +29,7 @@ pub struct StepProfile {
 }
 
 impl StepProfile {
-    /// The table the sft suite prints: ops by time, then cuBLAS vs our kernels vs copies vs
+    /// The table the sft suite prints: ops by time, then cuBLASLt vs our kernels vs copies vs
     /// the rest of the step (GPU idle: launch gaps, host work, synchronisation).
     pub fn table(&self) -> String {
         let share = |ms: f64| 100.0 * ms / self.step_ms;
@@ -38,12 +38,12 @@ impl StepProfile {
             out += &format!("  {:<44} {:>6} {:>10.3} {:>6.1}%\n", o.name, o.calls, o.ms, share(o.ms));
         }
         let sum = |pred: &dyn Fn(&OpTime) -> bool| self.ops.iter().filter(|o| pred(o)).map(|o| o.ms).sum::<f64>();
-        let gemm = sum(&|o| o.name.starts_with("cuBLAS"));
+        let gemm = sum(&|o| o.name.starts_with("cuBLASLt"));
         let copies = sum(&|o| o.name.starts_with("copy"));
-        let kernels = sum(&|o| !o.name.starts_with("cuBLAS") && !o.name.starts_with("copy"));
+        let kernels = sum(&|o| !o.name.starts_with("cuBLASLt") && !o.name.starts_with("copy"));
         let gaps = self.step_ms - gemm - kernels - copies;
         out += &format!(
-            "# step {:.3} ms: cuBLAS {:.1}%, our kernels {:.1}%, copies {:.1}%, gaps {:.1}%\n",
+            "# step {:.3} ms: cuBLASLt {:.1}%, our kernels {:.1}%, copies {:.1}%, gaps {:.1}%\n",
             self.step_ms,
             share(gemm),
             share(kernels),
