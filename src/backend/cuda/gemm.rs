@@ -6,12 +6,21 @@
 //! input gradient) and the fp32 gradient accumulation into the product. Llama has no bias or
 //! GELU for cuBLASLt's other epilogues to take.
 //!
-//! A product's descriptors and the heuristic's first algorithm are made once per geometry
-//! (shapes, strides, types, pointer alignment) and kept: every step repeats the same products.
+//! A product's descriptors are made once per geometry (shapes, strides, types, pointer
+//! alignment) and kept: every step repeats the same products. Each geometry also keeps the
+//! fastest of the heuristic's first few algorithms, timed with CUDA events on the real
+//! operands: at once when the product overwrites its output (each candidate may run), and
+//! otherwise over the geometry's first calls, one candidate per call, since an accumulating
+//! product can run only once. Per-layer products settle in the first step; the head's, which
+//! run once per micro-batch, in the first few.
 
 use super::op_timer::OpTimer;
 use super::{DeviceBuffer, Gpu};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{bail, Context, Result};
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaEvent, CudaStream};
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use cudarc::cublaslt::{result, sys};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +31,9 @@ pub use crate::backend::cpu::matmul::Dims;
 
 /// cuBLASLt's scratch, NVIDIA's recommendation for Hopper. The planner counts it.
 pub const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// Algorithms timed per geometry.
+const CANDIDATES: usize = 4;
 
 /// A bf16 column-major operand: address, leading dimension, batch stride (elements).
 #[derive(Clone, Copy, Debug)]
@@ -59,11 +71,15 @@ fn alignment(ptr: u64) -> u32 {
     1u32 << ptr.trailing_zeros().min(8)
 }
 
-/// The descriptors and chosen algorithm of one geometry, destroyed with it.
+/// The descriptors of one geometry, its candidate algorithms (the heuristic's order) and,
+/// once the trials are done, the fastest.
 struct Plan {
     desc: sys::cublasLtMatmulDesc_t,
     layouts: [sys::cublasLtMatrixLayout_t; 3],
-    algo: sys::cublasLtMatmulAlgo_t,
+    candidates: Vec<sys::cublasLtMatmulAlgo_t>,
+    /// (candidate, start, end) of each timed call so far.
+    trials: Vec<(usize, CudaEvent, CudaEvent)>,
+    chosen: Option<usize>,
 }
 
 impl Drop for Plan {
@@ -81,7 +97,7 @@ impl Drop for Plan {
 pub struct Gemm {
     handle: sys::cublasLtHandle_t,
     workspace: DeviceBuffer,
-    stream: sys::cudaStream_t,
+    gpu_stream: Arc<CudaStream>,
     plans: RefCell<HashMap<Geometry, Plan>>,
     pub timer: Rc<OpTimer>,
 }
@@ -130,10 +146,12 @@ impl Plan {
                 stored(g.b, k, n)?,
                 layout(if g.c.2 { F32 } else { BF16 }, m, n, g.c.0, g.c.1, g.batch)?,
             ],
-            algo: unsafe { std::mem::zeroed() },
+            candidates: Vec::new(),
+            trials: Vec::new(),
+            chosen: None,
         };
         let preference = result::create_matmul_pref()?;
-        let chosen = unsafe {
+        unsafe {
             for (attr, t) in [(CUBLASLT_MATMUL_DESC_TRANSA, g.a.2), (CUBLASLT_MATMUL_DESC_TRANSB, g.b.2)] {
                 let v = t as i32; // cublasOperation_t: CUBLAS_OP_N 0, CUBLAS_OP_T 1
                 result::set_matmul_desc_attribute(desc, attr, &v as *const _ as *const c_void, std::mem::size_of_val(&v))?;
@@ -150,12 +168,31 @@ impl Plan {
                 result::set_matmul_pref_attribute(preference, attr, &bytes as *const u32 as *const c_void, 4)?;
             }
             let [la, lb, lc] = plan.layouts;
-            let found = result::get_matmul_algo_heuristic(handle, desc, la, lb, lc, lc, preference);
+            let mut found: [sys::cublasLtMatmulHeuristicResult_t; CANDIDATES] = std::mem::zeroed();
+            let mut count = 0;
+            let status = sys::cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, lc, lc, preference, CANDIDATES as i32, found.as_mut_ptr(), &mut count);
             let _ = result::destroy_matmul_pref(preference);
-            found
-        };
-        plan.algo = chosen.map_err(|e| anyhow!("cuBLASLt has no algorithm for {m}x{n}x{k} x{} ({e:?})", g.batch))?.algo;
+            status.result()?;
+            let usable = found[..count as usize].iter().filter(|h| h.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS);
+            plan.candidates = usable.map(|h| h.algo).collect();
+        }
+        if plan.candidates.is_empty() {
+            bail!("cuBLASLt has no algorithm for {m}x{n}x{k} x{}", g.batch);
+        }
         Ok(plan)
+    }
+
+    /// The fastest timed candidate; the trials are over.
+    fn choose(&mut self) -> Result<usize> {
+        let mut best = (f32::INFINITY, 0);
+        for (candidate, start, end) in self.trials.drain(..) {
+            let ms = start.elapsed_ms(&end)?;
+            if ms < best.0 {
+                best = (ms, candidate);
+            }
+        }
+        self.chosen = Some(best.1);
+        Ok(best.1)
     }
 }
 
@@ -164,8 +201,7 @@ impl Gemm {
         gpu.ctx.bind_to_thread()?;
         let handle = result::create_handle().context("cannot create a cuBLASLt handle")?;
         let workspace = gpu.alloc(WORKSPACE_BYTES)?;
-        let stream = gpu.stream.cu_stream() as sys::cudaStream_t;
-        Ok(Gemm { handle, workspace, stream, plans: RefCell::new(HashMap::new()), timer })
+        Ok(Gemm { handle, workspace, gpu_stream: gpu.stream.clone(), plans: RefCell::new(HashMap::new()), timer })
     }
 
     /// `batch` products C (m×n) = alpha·op(A)·op(B) + beta·C, fp32 compute.
@@ -185,9 +221,44 @@ impl Gemm {
         };
         let mut plans = self.plans.borrow_mut();
         let plan = match plans.entry(geometry) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(Plan::new(self.handle, &geometry)?),
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Plan::new(self.handle, &geometry)?),
         };
+        let run = |plan: &Plan, candidate: usize| self.run(plan, candidate, a, b, c, alpha);
+        let chosen = match plan.chosen {
+            Some(chosen) => chosen,
+            None if c.beta == 0.0 => {
+                // Each candidate twice (the first run may load its kernel), the second timed.
+                for candidate in 0..plan.candidates.len() {
+                    run(plan, candidate)?;
+                    let (start, end) = (self.event()?, self.event()?);
+                    start.record(&self.gpu_stream)?;
+                    run(plan, candidate)?;
+                    end.record(&self.gpu_stream)?;
+                    plan.trials.push((candidate, start, end));
+                }
+                plan.choose()?
+            }
+            None if plan.trials.len() < plan.candidates.len() => {
+                let (candidate, start, end) = (plan.trials.len(), self.event()?, self.event()?);
+                start.record(&self.gpu_stream)?;
+                run(plan, candidate)?;
+                end.record(&self.gpu_stream)?;
+                plan.trials.push((candidate, start, end));
+                return Ok(());
+            }
+            None => plan.choose()?,
+        };
+        // The output is the chosen algorithm's (candidates round differently).
+        run(plan, chosen)
+    }
+
+    fn event(&self) -> Result<CudaEvent> {
+        Ok(self.gpu_stream.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?)
+    }
+
+    /// D = alpha·op(A)·op(B) + beta·C with C = D, by the plan's `candidate` algorithm.
+    fn run(&self, plan: &Plan, candidate: usize, a: Operand, b: Operand, c: Output, alpha: f32) -> Result<()> {
         let [la, lb, lc] = plan.layouts;
         let out = c.ptr as *mut c_void;
         unsafe {
@@ -204,13 +275,13 @@ impl Gemm {
                 lc,
                 out,
                 lc,
-                &plan.algo,
+                &plan.candidates[candidate],
                 self.workspace.ptr as *mut c_void,
                 WORKSPACE_BYTES,
-                self.stream,
+                self.gpu_stream.cu_stream() as sys::cudaStream_t,
             )
         }
-        .with_context(|| format!("cublasLtMatmul {mnk:?} x{batch} failed"))
+        .context("cublasLtMatmul failed")
     }
 
     fn single(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
