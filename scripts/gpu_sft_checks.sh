@@ -5,7 +5,7 @@
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
-bin=target/release/h200-mpibench
+bin=${BIN:-target/release/h200-mpibench} # BIN: another build, for A/B runs
 export NCCL_NVLS_ENABLE=0
 gpus=$(nvidia-smi -L | wc -l)
 run() { # name, ranks, then the arguments
