@@ -7,7 +7,7 @@ logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
 bin=${BIN:-target/release/h200-mpibench} # BIN: another build, for A/B runs
 export NCCL_NVLS_ENABLE=0
-gpus=$(nvidia-smi -L | wc -l)
+gpus=${GPUS:-$(nvidia-smi -L | wc -l)} # GPUS: use fewer than the host has
 run() { # name, ranks, then the arguments
   local name=$1 ranks=$2; shift 2
   echo "== $name: mpirun -np $ranks $bin $*" | tee -a "$logs/summary.txt"

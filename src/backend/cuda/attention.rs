@@ -7,7 +7,7 @@
 //! Causal blocks: the products run per block of queries (or, for dK and dV, of keys) over
 //! only the keys (queries) the mask lets through, so with 4 blocks they do 5/8 of the dense
 //! work. Score entries outside those ranges are never read: the softmax kernels read j ≤ i
-//! and write every P and dS entry, zeros above the diagonal.
+//! and write P and dS up to the end of the query's block, zeros above the diagonal.
 
 use super::gemm::{Operand, Output};
 use super::model_ops::ModelOps;
@@ -25,9 +25,14 @@ pub struct Buffers {
 /// Blocks the sequence is cut into for the causal products.
 const CAUSAL_BLOCKS: usize = 4;
 
+/// Positions per causal block of a sequence of `t`.
+fn block_size(t: usize) -> usize {
+    t.div_ceil(CAUSAL_BLOCKS)
+}
+
 /// (first, end) of each block of `t` positions.
 fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
-    let size = t.div_ceil(CAUSAL_BLOCKS);
+    let size = block_size(t);
     (0..t).step_by(size).map(move |first| (first, (first + size).min(t)))
 }
 
@@ -102,7 +107,7 @@ fn transposed_weighted_sum(ops: &ModelOps, out: u64, weights: u64, rows: u64, s:
 pub fn forward(ops: &ModelOps, o: u64, q: u64, k: u64, v: u64, buf: &Buffers, s: Shape) -> Result<()> {
     let (t, h, hd) = (s.seq, s.heads, s.head_dim);
     causal_scores(ops, buf.scores, q, k, &s)?;
-    ops.causal_softmax_forward(buf.p, buf.scores, s.batch * h * t, t, 1.0 / (hd as f64).sqrt())?;
+    ops.causal_softmax_forward(buf.p, buf.scores, s.batch * h * t, t, block_size(t), 1.0 / (hd as f64).sqrt())?;
     weighted_sum(ops, o, buf.p, v, &s)
 }
 
@@ -112,7 +117,7 @@ pub fn backward(ops: &ModelOps, dq: u64, dk: u64, dv: u64, d_o: u64, q: u64, k: 
     let (t, h, hd) = (s.seq, s.heads, s.head_dim);
     let dp = buf.scores;
     causal_scores(ops, dp, d_o, v, &s)?;
-    ops.causal_softmax_backward(buf.ds, buf.p, dp, s.batch * h * t, t, 1.0 / (hd as f64).sqrt())?;
+    ops.causal_softmax_backward(buf.ds, buf.p, dp, s.batch * h * t, t, block_size(t), 1.0 / (hd as f64).sqrt())?;
     weighted_sum(ops, dq, buf.ds, k, &s)?;
     transposed_weighted_sum(ops, dk, buf.ds, q, &s)?;
     transposed_weighted_sum(ops, dv, buf.p, d_o, &s)

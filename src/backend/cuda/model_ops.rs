@@ -49,6 +49,12 @@ fn elementwise(n: u64) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// One warp per row, THREADS / 32 rows per block.
+fn per_warp(rows: usize) -> LaunchConfig {
+    let blocks = rows.div_ceil(THREADS as usize / 32) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
 fn per_row(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
@@ -138,16 +144,17 @@ impl<'g> ModelOps<'g> {
         launch!(self, "sum_squares", elementwise(n), total, x, n)
     }
 
-    /// P (bf16) = causal softmax of scale·S (fp32) over `rows` rows of length `seq`.
-    pub fn causal_softmax_forward(&self, p: u64, s: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
-        let (seq, scale) = (seq as i32, scale as f32);
-        launch!(self, "causal_softmax_forward", per_row(rows, THREADS), p, s, seq, scale)
+    /// P (bf16) = causal softmax of scale·S (fp32) over `rows` rows of length `seq`, written up
+    /// to each query's causal block end (blocks of `block` queries).
+    pub fn causal_softmax_forward(&self, p: u64, s: u64, rows: usize, seq: usize, block: usize, scale: f64) -> Result<()> {
+        let (n, seq, block, scale) = (rows as u64, seq as i32, block as i32, scale as f32);
+        launch!(self, "causal_softmax_forward", per_warp(rows), p, s, n, seq, block, scale)
     }
 
-    /// dS (bf16) = scale · P ⊙ (dP − rowsum(P ⊙ dP)), causal.
-    pub fn causal_softmax_backward(&self, ds: u64, p: u64, dp: u64, rows: usize, seq: usize, scale: f64) -> Result<()> {
-        let (seq, scale) = (seq as i32, scale as f32);
-        launch!(self, "causal_softmax_backward", per_row(rows, THREADS), ds, p, dp, seq, scale)
+    /// dS (bf16) = scale · P ⊙ (dP − rowsum(P ⊙ dP)), causal; written up to each query's block end.
+    pub fn causal_softmax_backward(&self, ds: u64, p: u64, dp: u64, rows: usize, seq: usize, block: usize, scale: f64) -> Result<()> {
+        let (n, seq, block, scale) = (rows as u64, seq as i32, block as i32, scale as f32);
+        launch!(self, "causal_softmax_backward", per_warp(rows), ds, p, dp, n, seq, block, scale)
     }
 
     /// y += x over `n` bf16 values.
