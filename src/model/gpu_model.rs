@@ -468,23 +468,28 @@ impl<'g> GpuModel<'g> {
         let n = ranks.count() as f64;
         let norm = squares.sqrt() / n;
         let scale = clip_factor(norm, max_norm) / n;
-        for seg in &self.segments {
-            let local = seg.local as u64;
-            // The bf16 copy of the update: into the whole weights, or the shard (stage 3).
-            let working = self.working_copy(seg.local, seg.global.start)?;
-            let (master, m, v) = (self.master.ptr + 4 * local, self.m.ptr + 4 * local, self.v.ptr + 4 * local);
-            self.ops.adamw(opt, master, working, grads + 4 * local, m, v, seg.global.len(), t, seg.decay, scale)?;
-        }
-        Ok(norm)
-    }
-
-    /// After the update: from stage 1 every rank's bf16 weights are current only in its own
-    /// chunks, so each unit is gathered again before its next use (overlapping the compute of
-    /// the unit before it).
-    pub fn weights_updated(&self) {
+        // From stage 1 a rank's bf16 weights are current only in its own chunks once updated:
+        // each unit is gathered again, right after its update (zero/schedule.rs) or before its
+        // next use.
         if !self.shards.all_reduces() {
             self.weights.forget();
         }
+        let eager = schedule::gathered_after_update(&self.layout, &self.shards);
+        // Unit by unit, so that every rank queues the same gathers (a rank's chunk of a unit may
+        // be all padding, with no segment).
+        for unit in 0..self.layout.units.len() {
+            for seg in self.segments.iter().filter(|s| s.unit == unit) {
+                let local = seg.local as u64;
+                // The bf16 copy of the update: into the whole weights, or the shard (stage 3).
+                let working = self.working_copy(seg.local, seg.global.start)?;
+                let (master, m, v) = (self.master.ptr + 4 * local, self.m.ptr + 4 * local, self.v.ptr + 4 * local);
+                self.ops.adamw(opt, master, working, grads + 4 * local, m, v, seg.global.len(), t, seg.decay, scale)?;
+            }
+            if eager.contains(&unit) {
+                self.gather_unit(unit)?;
+            }
+        }
+        Ok(norm)
     }
 
     /// The step's communication: exposed, busy, bytes (waits for the GPU).

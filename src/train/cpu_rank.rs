@@ -8,7 +8,7 @@ use super::data_parallel::Ranks;
 use crate::model::cpu_model::CpuPass;
 use crate::model::init::initialise;
 use crate::model::layout::Layout;
-use crate::zero::schedule::{Piece, UnitWork};
+use crate::zero::schedule::{self, Piece, UnitWork};
 use crate::zero::stage::{Collective, Shards};
 use anyhow::Result;
 use std::time::Instant;
@@ -74,7 +74,8 @@ impl<'a> CpuRank<'a> {
     }
 
     /// After the update of the master weights: stage 0 copies its own (no communication);
-    /// from stage 1 every unit is stale until gathered again.
+    /// from stage 1 every unit is stale until gathered again, some of them at once
+    /// (zero/schedule.rs).
     pub fn weights_updated(&mut self) {
         if self.shards.all_reduces() {
             self.params.copy_from_slice(&self.master);
@@ -84,6 +85,9 @@ impl<'a> CpuRank<'a> {
         if self.shards.releases_weights() {
             self.params.fill(f32::NAN);
             self.slots = [None, None];
+        }
+        for unit in schedule::gathered_after_update(self.layout, self.shards) {
+            self.ensure_weights(unit);
         }
     }
 

@@ -66,7 +66,6 @@ pub fn train(
         let opt = run.optimizer_at(step);
         let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks)?;
         let optimizer_end = mark()?;
-        model.weights_updated();
         let comm = model.take_comm_cost()?;
         let seconds = |a: &CudaEvent, b: &CudaEvent| -> Result<f64> { Ok(a.elapsed_ms(b)? as f64 / 1e3) };
         let (mut forward_s, mut backward_s) = (0.0, 0.0);

@@ -4,8 +4,10 @@
 //! with NCCL on a communication stream (model/gpu_model.rs), the CPU with MPI on host buffers
 //! (train/cpu_rank.rs); what a stage keeps and releases is zero/stage.rs's.
 
+use super::stage::Shards;
 use crate::model::layout::Layout;
 use anyhow::Result;
+use std::ops::Range;
 
 /// A piece of the model's compute: the embedding, one layer, or the final norm with the head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,19 @@ pub trait UnitWork {
     }
     fn forward(&mut self, piece: Piece) -> Result<()>;
     fn backward(&mut self, piece: Piece) -> Result<()>;
+}
+
+/// The units whose weights are gathered as soon as their update is done, rather than when the
+/// next forward asks, so that the gathers overlap the rest of the update: every unit while the
+/// whole weights stay (stages 1-2), the two that the forward starts with at stage 3 (one per
+/// slot), none at stage 0 (each rank updates its own copy).
+pub fn gathered_after_update(layout: &Layout, shards: &Shards) -> Range<usize> {
+    let units = layout.units.len();
+    match shards.stage {
+        0 => 0..0,
+        1 | 2 => 0..units,
+        _ => 0..units.min(2),
+    }
 }
 
 /// Every piece in forward order with its unit.

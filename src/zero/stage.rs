@@ -24,6 +24,7 @@ pub struct Shards {
 /// A run of shard elements that belongs to one tensor: the optimizer's unit of work.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
+    pub unit: usize,
     pub global: Range<usize>,
     pub local: usize,
     pub decay: bool,
@@ -61,7 +62,7 @@ impl Shards {
             for t in layout.tensors().into_iter().filter(|t| t.unit == chunk.unit) {
                 let (start, end) = (t.offset.max(chunk.global.start), t.range().end.min(chunk.global.end));
                 if start < end {
-                    out.push(Segment { global: start..end, local: chunk.local + start - chunk.global.start, decay: t.kind != Kind::Gain });
+                    out.push(Segment { unit: chunk.unit, global: start..end, local: chunk.local + start - chunk.global.start, decay: t.kind != Kind::Gain });
                 }
             }
         }
