@@ -144,8 +144,8 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     rope::backward(&mut want, seq, heads, hd, theta);
     checks.push(compare("rope backward (bf16)", &shape, &bf16s(gpu, &gx)?, &want, BF16_TOLERANCE));
 
-    // SwiGLU
-    let n = 256 * 1024;
+    // SwiGLU, and the residual add: 8 elements per step, and a tail
+    let n = 256 * 1024 + 5;
     let shape = format!("n {n}");
     let (g, u, dh) = (r.take(n, 4.0), r.take(n, 1.0), r.take(n, 1.0));
     let (gg, gu, gdh) = (gpu.upload(&g.bits)?, gpu.upload(&u.bits)?, gpu.upload(&dh.bits)?);
@@ -158,6 +158,9 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     checks.push(compare("swiglu forward (bf16)", &shape, &bf16s(gpu, &gh)?, &h, BF16_TOLERANCE));
     checks.push(compare("swiglu backward dgate (bf16)", &shape, &bf16s(gpu, &gdg)?, &dg, BF16_TOLERANCE));
     checks.push(compare("swiglu backward dup (bf16)", &shape, &bf16s(gpu, &gdu)?, &du, BF16_TOLERANCE));
+    ops.add(gdg.ptr, gdh.ptr, n)?;
+    let sum: Vec<f64> = dg.iter().zip(&dh.values).map(|(a, b)| a + b).collect();
+    checks.push(compare("add (bf16)", &shape, &bf16s(gpu, &gdg)?, &sum, BF16_TOLERANCE));
 
     // Embedding
     let (vocab, d, rows) = (1000, 256, 512);

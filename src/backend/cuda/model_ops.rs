@@ -49,6 +49,12 @@ fn elementwise(n: u64) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// The 8-wide bf16 kernels (swiglu, add) read and write 16 bytes at a time.
+fn aligned_16(addresses: &[u64]) -> Result<()> {
+    ensure!(addresses.iter().all(|a| a % 16 == 0), "8-wide bf16 kernels need 16-byte aligned buffers: {addresses:x?}");
+    Ok(())
+}
+
 /// One warp per row, THREADS / 32 rows per block.
 fn per_warp(rows: usize) -> LaunchConfig {
     let blocks = rows.div_ceil(THREADS as usize / 32) as u32;
@@ -95,19 +101,25 @@ impl<'g> ModelOps<'g> {
     /// In place on [rows, heads, head_dim]; `backward` applies the inverse rotation.
     #[allow(clippy::too_many_arguments)]
     pub fn rope(&self, x: u64, rows: usize, seq: usize, heads: usize, head_dim: usize, theta: f64, backward: bool) -> Result<()> {
-        let (rows, seq, heads, hd, theta) = (rows as u64, seq as i32, heads as i32, head_dim as i32, theta as f32);
+        let half = head_dim / 2;
+        ensure!(half > 0 && half <= 1024, "head_dim {head_dim} outside the RoPE kernel's 2..2048");
+        // A multiple of the pairs per head: each thread keeps one pair index.
+        let threads = (half * (THREADS as usize / half).max(1)) as u32;
+        let (seq, heads, hd, theta) = (seq as i32, heads as i32, head_dim as i32, theta as f32);
         let sign = if backward { -1f32 } else { 1f32 };
-        launch!(self, "rope", elementwise(rows * (heads * hd / 2) as u64), x, rows, seq, heads, hd, theta, sign)
+        launch!(self, "rope", per_row(rows, threads), x, seq, heads, hd, theta, sign)
     }
 
     pub fn swiglu_forward(&self, h: u64, gate: u64, up: u64, n: usize) -> Result<()> {
+        aligned_16(&[h, gate, up])?;
         let n = n as u64;
-        launch!(self, "swiglu_forward", elementwise(n), h, gate, up, n)
+        launch!(self, "swiglu_forward", elementwise(n.div_ceil(8)), h, gate, up, n)
     }
 
     pub fn swiglu_backward(&self, dgate: u64, dup: u64, dh: u64, gate: u64, up: u64, n: usize) -> Result<()> {
+        aligned_16(&[dgate, dup, dh, gate, up])?;
         let n = n as u64;
-        launch!(self, "swiglu_backward", elementwise(n), dgate, dup, dh, gate, up, n)
+        launch!(self, "swiglu_backward", elementwise(n.div_ceil(8)), dgate, dup, dh, gate, up, n)
     }
 
     pub fn embedding_forward(&self, x: u64, table: u64, tokens: u64, rows: usize, d: usize) -> Result<()> {
@@ -159,7 +171,8 @@ impl<'g> ModelOps<'g> {
 
     /// y += x over `n` bf16 values.
     pub fn add(&self, y: u64, x: u64, n: usize) -> Result<()> {
+        aligned_16(&[y, x])?;
         let n = n as u64;
-        launch!(self, "add_bf16", elementwise(n), y, x, n)
+        launch!(self, "add_bf16", elementwise(n.div_ceil(8)), y, x, n)
     }
 }
