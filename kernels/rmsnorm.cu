@@ -1,28 +1,43 @@
-// RMSNorm over rows of width d: y = x / sqrt(mean(x^2) + eps) * w. One block per row.
+// RMSNorm over rows of width d: y = x / sqrt(mean(x^2) + eps) * w. Rows are read and written 8
+// bf16 at a time (d a multiple of 8, rows 16-byte aligned).
 
 extern "C" __global__ void rmsnorm_forward(bf16* y, float* inv_rms, const bf16* x, const bf16* w, int d, float eps) {
   const bf16* xr = x + (u64)blockIdx.x * d;
   bf16* yr = y + (u64)blockIdx.x * d;
   float ss = 0.f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
-    float v = bf16_to_float(xr[i]);
-    ss += v * v;
+  for (int col = 8 * threadIdx.x; col < d; col += 8 * blockDim.x) {
+    float v[8];
+    load8(v, xr + col);
+#pragma unroll
+    for (int k = 0; k < 8; k++) ss += v[k] * v[k];
   }
   float inv = rsqrtf(block_sum(ss) / d + eps);
   if (threadIdx.x == 0) inv_rms[blockIdx.x] = inv;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) yr[i] = float_to_bf16(bf16_to_float(xr[i]) * inv * bf16_to_float(w[i]));
+  for (int col = 8 * threadIdx.x; col < d; col += 8 * blockDim.x) {
+    float v[8], g[8];
+    load8(v, xr + col);
+    load8(g, w + col);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[k] *= inv * g[k];
+    store8(yr + col, v);
+  }
 }
 
 // dx = inv*dy*w - inv^3 * x * mean(dy*w*x) per row; dw += sum over rows of dy*x*inv.
-// Block b handles rows [b*rows_per_block, ...), each row read once into registers, keeping its
-// columns' dw partials in registers (d <= RMS_MAX_COLS_PER_THREAD * blockDim.x) and adding them
-// once: few atomics instead of one per element.
-#define RMS_MAX_COLS_PER_THREAD 32
+// Block b handles rows [b*rows_per_block, ...), each row read once into registers (RMS_CHUNKS
+// chunks of 8 columns per thread: blockDim.x >= d / (8 * RMS_CHUNKS)), keeping its columns' dw
+// partials in registers and adding them once: few atomics instead of one per element.
+#define RMS_CHUNKS 2
 extern "C" __global__ void rmsnorm_backward(bf16* dx, float* dw, const bf16* dy, const bf16* x, const bf16* w,
                                             const float* inv_rms, int d, int rows, int rows_per_block) {
-  float acc[RMS_MAX_COLS_PER_THREAD], xv[RMS_MAX_COLS_PER_THREAD], gv[RMS_MAX_COLS_PER_THREAD];
+  float acc[8 * RMS_CHUNKS], wv[8 * RMS_CHUNKS], xv[8 * RMS_CHUNKS], dyv[8 * RMS_CHUNKS];
 #pragma unroll
-  for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) acc[c] = 0.f;
+  for (int c = 0; c < RMS_CHUNKS; c++) {
+    int col = 8 * (threadIdx.x + c * blockDim.x);
+#pragma unroll
+    for (int k = 0; k < 8; k++) acc[8 * c + k] = wv[8 * c + k] = 0.f;
+    if (col < d) load8(wv + 8 * c, w + col);
+  }
   int first = blockIdx.x * rows_per_block;
   int last = min(rows, first + rows_per_block);
   for (int row = first; row < last; row++) {
@@ -31,25 +46,38 @@ extern "C" __global__ void rmsnorm_backward(bf16* dx, float* dw, const bf16* dy,
     float inv = inv_rms[row];
     float dot = 0.f;
 #pragma unroll
-    for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) {
-      int i = threadIdx.x + c * blockDim.x;
-      xv[c] = i < d ? bf16_to_float(xr[i]) : 0.f;
-      gv[c] = i < d ? bf16_to_float(dyr[i]) * bf16_to_float(w[i]) : 0.f;  // dy * w
-      dot += gv[c] * xv[c];
+    for (int c = 0; c < RMS_CHUNKS; c++) {
+      int col = 8 * (threadIdx.x + c * blockDim.x);
+#pragma unroll
+      for (int k = 0; k < 8; k++) xv[8 * c + k] = dyv[8 * c + k] = 0.f;
+      if (col < d) {
+        load8(xv + 8 * c, xr + col);
+        load8(dyv + 8 * c, dyr + col);
+      }
+#pragma unroll
+      for (int k = 0; k < 8; k++) dot += dyv[8 * c + k] * wv[8 * c + k] * xv[8 * c + k];
     }
     dot = block_sum(dot) / d;
 #pragma unroll
-    for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) {
-      int i = threadIdx.x + c * blockDim.x;
-      if (i < d) {
-        dx[(u64)row * d + i] = float_to_bf16(inv * gv[c] - inv * inv * inv * xv[c] * dot);
-        acc[c] += bf16_to_float(dyr[i]) * xv[c] * inv;
+    for (int c = 0; c < RMS_CHUNKS; c++) {
+      int col = 8 * (threadIdx.x + c * blockDim.x);
+      if (col >= d) continue;
+      float out[8];
+#pragma unroll
+      for (int k = 0; k < 8; k++) {
+        int j = 8 * c + k;
+        out[k] = inv * dyv[j] * wv[j] - inv * inv * inv * xv[j] * dot;
+        acc[j] += dyv[j] * xv[j] * inv;
       }
+      store8(dx + (u64)row * d + col, out);
     }
   }
 #pragma unroll
-  for (int c = 0; c < RMS_MAX_COLS_PER_THREAD; c++) {
-    int i = threadIdx.x + c * blockDim.x;
-    if (i < d) atomicAdd(&dw[i], acc[c]);
+  for (int c = 0; c < RMS_CHUNKS; c++) {
+    int col = 8 * (threadIdx.x + c * blockDim.x);
+    if (col < d) {
+#pragma unroll
+      for (int k = 0; k < 8; k++) atomicAdd(&dw[col + k], acc[8 * c + k]);
+    }
   }
 }

@@ -110,8 +110,8 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     checks.push(compare("matmul backward dx (bf16)", &shape, &bf16s(gpu, &gdx)?, &want_dx, BF16_TOLERANCE));
     checks.push(compare("matmul backward dW += (fp32)", &shape, &f32s(gpu, &gdw)?, &want_dw, F32_TOLERANCE));
 
-    // RMSNorm at the 7B width
-    let (rows, d, eps) = (128, 4096, 1e-5);
+    // RMSNorm a little wider than 7B's: the last threads hold part of a row
+    let (rows, d, eps) = (128, 4104, 1e-5);
     let shape = format!("rows {rows} d {d}");
     let (x, w, dy) = (r.take(rows * d, 2.0), r.take(d, 1.0), r.take(rows * d, 1.0));
     let (gx, gw, gdy) = (gpu.upload(&x.bits)?, gpu.upload(&w.bits)?, gpu.upload(&dy.bits)?);

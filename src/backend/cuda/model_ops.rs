@@ -37,10 +37,15 @@ const THREADS: u32 = 256;
 /// after another), few enough that the per-block dw atomics stay cheap.
 const RMS_BACKWARD_BLOCKS: usize = 512;
 
-/// Threads for a kernel holding a row of `width` in registers, 32 values per thread at most.
-fn row_threads(width: usize) -> Result<u32> {
-    let threads = width.div_ceil(32).next_multiple_of(32).clamp(THREADS as usize, 1024);
-    ensure!(width <= 32 * threads, "row width {width} above the kernels' 32768");
+/// Columns of a row that each RMSNorm-backward thread holds in registers (kernels/rmsnorm.cu:
+/// 8 × RMS_CHUNKS).
+const RMS_COLUMNS_PER_THREAD: usize = 16;
+
+/// Threads per row for the RMSNorm kernels, which read rows of `d` 8 bf16 at a time.
+fn rms_threads(d: usize) -> Result<u32> {
+    ensure!(d % 8 == 0, "the RMSNorm kernels need a width that is a multiple of 8, not {d}");
+    let threads = d.div_ceil(RMS_COLUMNS_PER_THREAD).next_multiple_of(32).clamp(THREADS as usize, 1024);
+    ensure!(d <= RMS_COLUMNS_PER_THREAD * threads, "row width {d} above the RMSNorm kernels' 16384");
     Ok(threads as u32)
 }
 
@@ -49,7 +54,7 @@ fn elementwise(n: u64) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// The 8-wide bf16 kernels (swiglu, add) read and write 16 bytes at a time.
+/// The 8-wide bf16 kernels (RMSNorm, swiglu, add) read and write 16 bytes at a time.
 fn aligned_16(addresses: &[u64]) -> Result<()> {
     ensure!(addresses.iter().all(|a| a % 16 == 0), "8-wide bf16 kernels need 16-byte aligned buffers: {addresses:x?}");
     Ok(())
@@ -84,14 +89,17 @@ impl<'g> ModelOps<'g> {
 
     #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm_forward(&self, y: u64, inv_rms: u64, x: u64, w: u64, rows: usize, d: usize, eps: f64) -> Result<()> {
+        let threads = rms_threads(d)?;
+        aligned_16(&[y, x, w])?;
         let (d, eps) = (d as i32, eps as f32);
-        launch!(self, "rmsnorm_forward", per_row(rows, THREADS), y, inv_rms, x, w, d, eps)
+        launch!(self, "rmsnorm_forward", per_row(rows, threads), y, inv_rms, x, w, d, eps)
     }
 
     /// dw (fp32) is accumulated.
     #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm_backward(&self, dx: u64, dw: u64, dy: u64, x: u64, w: u64, inv_rms: u64, rows: usize, d: usize) -> Result<()> {
-        let threads = row_threads(d)?;
+        let threads = rms_threads(d)?;
+        aligned_16(&[dx, dy, x, w])?;
         let per_block = rows.div_ceil(RMS_BACKWARD_BLOCKS);
         let blocks = rows.div_ceil(per_block);
         let (d, rows, per) = (d as i32, rows as i32, per_block as i32);
