@@ -172,6 +172,7 @@ impl<'g> ModelOps<'g> {
     }
 
     /// dS (bf16) = scale · P ⊙ (dP − rowsum(P ⊙ dP)), causal; written up to each query's block end.
+    #[allow(clippy::too_many_arguments)]
     pub fn causal_softmax_backward(&self, ds: u64, p: u64, dp: u64, rows: usize, seq: usize, block: usize, scale: f64) -> Result<()> {
         let (n, seq, block, scale) = (rows as u64, seq as i32, block as i32, scale as f32);
         launch!(self, "causal_softmax_backward", per_warp(rows), ds, p, dp, n, seq, block, scale)
