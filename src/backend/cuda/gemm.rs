@@ -17,15 +17,15 @@
 use super::op_timer::OpTimer;
 use super::{DeviceBuffer, Gpu};
 use anyhow::{bail, Context, Result};
+use cudarc::cublaslt::{result, sys};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaStream};
-use std::collections::hash_map::Entry;
-use std::sync::Arc;
-use cudarc::cublaslt::{result, sys};
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub use crate::backend::cpu::matmul::Dims;
 
@@ -231,30 +231,26 @@ impl Gemm {
                 // Each candidate twice (the first run may load its kernel), the second timed.
                 for candidate in 0..plan.candidates.len() {
                     run(plan, candidate)?;
-                    let (start, end) = (self.event()?, self.event()?);
-                    start.record(&self.gpu_stream)?;
-                    run(plan, candidate)?;
-                    end.record(&self.gpu_stream)?;
-                    plan.trials.push((candidate, start, end));
+                    self.trial(plan, candidate, &run)?;
                 }
                 plan.choose()?
             }
-            None if plan.trials.len() < plan.candidates.len() => {
-                let (candidate, start, end) = (plan.trials.len(), self.event()?, self.event()?);
-                start.record(&self.gpu_stream)?;
-                run(plan, candidate)?;
-                end.record(&self.gpu_stream)?;
-                plan.trials.push((candidate, start, end));
-                return Ok(());
-            }
+            None if plan.trials.len() < plan.candidates.len() => return self.trial(plan, plan.trials.len(), &run),
             None => plan.choose()?,
         };
         // The output is the chosen algorithm's (candidates round differently).
         run(plan, chosen)
     }
 
-    fn event(&self) -> Result<CudaEvent> {
-        Ok(self.gpu_stream.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?)
+    /// One run of `candidate` between CUDA events, kept with the plan's trials.
+    fn trial(&self, plan: &mut Plan, candidate: usize, run: &dyn Fn(&Plan, usize) -> Result<()>) -> Result<()> {
+        let event = || self.gpu_stream.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT));
+        let (start, end) = (event()?, event()?);
+        start.record(&self.gpu_stream)?;
+        run(plan, candidate)?;
+        end.record(&self.gpu_stream)?;
+        plan.trials.push((candidate, start, end));
+        Ok(())
     }
 
     /// D = alpha·op(A)·op(B) + beta·C with C = D, by the plan's `candidate` algorithm.
@@ -287,6 +283,7 @@ impl Gemm {
     fn single(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
         self.batched(mnk, a, b, c, 1, 1.0)
     }
+
     /// y [m, n] (bf16) = x [m, k] · W [n, k]ᵀ, added to y's contents when `accumulate`
     /// (the residual add, fused into the product).
     pub fn forward(&self, y: u64, x: u64, w: u64, d: Dims, accumulate: bool) -> Result<()> {
