@@ -40,10 +40,26 @@ fn shape_of(s: &Shape) -> (usize, usize, usize, usize, usize) {
     (s.seq, s.heads, s.kv_heads, s.head_dim, s.heads / s.kv_heads)
 }
 
-/// Element offsets of (batch b, group member g) in q/o, k/v and the score matrices.
-fn offsets(s: &Shape, b: usize, g: usize) -> (usize, usize, usize) {
-    let (t, h, kv, hd, _) = shape_of(s);
-    (b * t * h * hd + g * hd, b * t * kv * hd, (b * h + g) * t * t)
+/// One batched product's place: element offsets of (batch b, group member g) in q/o, k/v and
+/// the score matrices, g itself, and the causal block [first, end).
+struct Block {
+    qo: usize,
+    ko: usize,
+    so: usize,
+    g: usize,
+    first: usize,
+    end: usize,
+}
+
+/// Every (batch, group member, causal block), each one call covering all KV heads.
+fn blocks(s: &Shape) -> impl Iterator<Item = Block> + '_ {
+    let (t, h, kv, hd, group) = shape_of(s);
+    (0..s.batch).flat_map(move |b| {
+        (0..group).flat_map(move |g| {
+            let (qo, ko, so) = (b * t * h * hd + g * hd, b * t * kv * hd, (b * h + g) * t * t);
+            causal_blocks(t).map(move |(first, end)| Block { qo, ko, so, g, first, end })
+        })
+    })
 }
 
 /// `out` (fp32, score layout) = rows·colsᵀ per head: rows like q [batch, seq, heads, hd], cols
@@ -51,16 +67,11 @@ fn offsets(s: &Shape, b: usize, g: usize) -> (usize, usize, usize) {
 /// S = Q·Kᵀ and dP = dO·Vᵀ. Column-major: outᵀ (t×t) = op(cols)=T over hd×t, rows as hd×t.
 fn causal_scores(ops: &ModelOps, out: u64, rows: u64, cols: u64, s: &Shape) -> Result<()> {
     let (t, h, kv, hd, group) = shape_of(s);
-    for b in 0..s.batch {
-        for g in 0..group {
-            let (qo, ko, so) = offsets(s, b, g);
-            for (first, end) in causal_blocks(t) {
-                let cc = Operand { ptr: cols + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: true };
-                let rr = Operand { ptr: rows + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
-                let oo = Output { ptr: out + 4 * (so + first * t) as u64, ld: t, stride: group * t * t, fp32: true, beta: 0.0 };
-                ops.gemm.batched((end, end - first, hd), cc, rr, oo, kv, 1.0)?;
-            }
-        }
+    for Block { qo, ko, so, first, end, .. } in blocks(s) {
+        let cc = Operand { ptr: cols + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: true };
+        let rr = Operand { ptr: rows + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
+        let oo = Output { ptr: out + 4 * (so + first * t) as u64, ld: t, stride: group * t * t, fp32: true, beta: 0.0 };
+        ops.gemm.batched((end, end - first, hd), cc, rr, oo, kv, 1.0)?;
     }
     Ok(())
 }
@@ -70,16 +81,11 @@ fn causal_scores(ops: &ModelOps, out: u64, rows: u64, cols: u64, s: &Shape) -> R
 /// outᵀ (hd×t) = valuesᵀ (hd×t) · weightsᵀ (t×t).
 fn weighted_sum(ops: &ModelOps, out: u64, weights: u64, values: u64, s: &Shape) -> Result<()> {
     let (t, h, kv, hd, group) = shape_of(s);
-    for b in 0..s.batch {
-        for g in 0..group {
-            let (qo, ko, so) = offsets(s, b, g);
-            for (first, end) in causal_blocks(t) {
-                let vv = Operand { ptr: values + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: false };
-                let ww = Operand { ptr: weights + 2 * (so + first * t) as u64, ld: t, stride: group * t * t, transposed: false };
-                let oo = Output { ptr: out + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, fp32: false, beta: 0.0 };
-                ops.gemm.batched((hd, end - first, end), vv, ww, oo, kv, 1.0)?;
-            }
-        }
+    for Block { qo, ko, so, first, end, .. } in blocks(s) {
+        let vv = Operand { ptr: values + 2 * ko as u64, ld: kv * hd, stride: hd, transposed: false };
+        let ww = Operand { ptr: weights + 2 * (so + first * t) as u64, ld: t, stride: group * t * t, transposed: false };
+        let oo = Output { ptr: out + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, fp32: false, beta: 0.0 };
+        ops.gemm.batched((hd, end - first, end), vv, ww, oo, kv, 1.0)?;
     }
     Ok(())
 }
@@ -89,17 +95,12 @@ fn weighted_sum(ops: &ModelOps, out: u64, weights: u64, values: u64, s: &Shape) 
 /// dV = Pᵀ·dO. Column-major: outᵀ (hd×t) = rowsᵀ (hd×t) · weights.
 fn transposed_weighted_sum(ops: &ModelOps, out: u64, weights: u64, rows: u64, s: &Shape) -> Result<()> {
     let (t, h, kv, hd, group) = shape_of(s);
-    for b in 0..s.batch {
-        for g in 0..group {
-            let (qo, ko, so) = offsets(s, b, g);
-            let beta = if g == 0 { 0.0 } else { 1.0 };
-            for (first, end) in causal_blocks(t) {
-                let ww = Operand { ptr: weights + 2 * (so + first * t + first) as u64, ld: t, stride: group * t * t, transposed: true };
-                let rr = Operand { ptr: rows + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
-                let oo = Output { ptr: out + 2 * (ko + first * kv * hd) as u64, ld: kv * hd, stride: hd, fp32: false, beta };
-                ops.gemm.batched((hd, end - first, t - first), rr, ww, oo, kv, 1.0)?;
-            }
-        }
+    for Block { qo, ko, so, g, first, end } in blocks(s) {
+        let beta = if g == 0 { 0.0 } else { 1.0 };
+        let ww = Operand { ptr: weights + 2 * (so + first * t + first) as u64, ld: t, stride: group * t * t, transposed: true };
+        let rr = Operand { ptr: rows + 2 * (qo + first * h * hd) as u64, ld: h * hd, stride: group * hd, transposed: false };
+        let oo = Output { ptr: out + 2 * (ko + first * kv * hd) as u64, ld: kv * hd, stride: hd, fp32: false, beta };
+        ops.gemm.batched((hd, end - first, t - first), rr, ww, oo, kv, 1.0)?;
     }
     Ok(())
 }
