@@ -54,8 +54,9 @@ pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ra
         let opt = run.optimizer_at(step);
         let scale = clip_factor(norm, run.max_grad_norm) / n;
         opt.step(&mut rank.master, &rank.summed, &mut m, &mut v, &decay, step as u64, scale);
-        rank.weights_updated();
         let optimizer_s = t.elapsed().as_secs_f64();
+        // Its gathers count as communication, not as optimizer time.
+        rank.weights_updated();
         let comm_s = rank.comm_s - comm_s0;
         let record = StepRecord {
             step,
