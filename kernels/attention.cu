@@ -1,62 +1,341 @@
-// Causal softmax of attention scores, and its backward, one warp per score row (a row of a few
-// thousand keys is a short loop per lane, and warp shuffles need no block-wide barriers). Rows
-// are (batch, head, query i) of length seq; keys j > i are masked.
-//   forward:  P[j] = exp(scale*S[j] - max) / sum over j <= i, P[j > i] = 0     (S fp32, P bf16)
-//   backward: dS[j] = scale * P[j] * (dP[j] - sum_k P[k] dP[k]), 0 for j > i  (dP fp32, dS bf16)
-// The attention products run per causal block of `block` queries and read a row only up to
-// its block's end, so the zeros above the diagonal are written that far and no farther.
+// Causal attention with grouped KV heads, flash-style (FlashAttention-2's algorithm): score
+// tiles live in registers and never reach memory. The forward keeps an online softmax per query
+// row and saves only its log-sum-exp; the backward recomputes each probability tile from it.
+//   q, o, dq, do: [batch, seq, heads, HD]   k, v, dk, dv: [batch, seq, kv_heads, HD]
+//   lse, delta:   [batch, heads, seq] fp32  (lse = log sum_j exp(scale * q_i·k_j), natural log)
+// Query head h reads KV head h / (heads / kv_heads).
+//
+// A block is 4 warps and owns a tile of 64 rows (queries, or keys for dK/dV), 16 per warp; it
+// streams the other side through shared memory tile by tile. Products are bf16 tensor-core
+// mma.sync m16n8k16 with fp32 accumulators; operands come from shared memory by ldmatrix.
 
-__device__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
+#define FLASH_THREADS 128
+#define FLASH_ROWS 64           // rows a block owns (and key rows per streamed tile)
+#define FLASH_DKDV_QUERIES 32   // query rows per streamed tile of the dK/dV kernel (registers)
+#define FLASH_PAD 8             // bf16 after each shared row: rows 16 bytes apart mod 128, so ldmatrix has no bank conflicts
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  unsigned a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
 }
 
-__device__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+// Four 8x8 bf16 matrices; lanes 8m..8m+7 give the row addresses of matrix m.
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(p)));
 }
 
-// This warp's row, or -1 past the last; its query index, and the end of the columns to write.
-__device__ long long warp_row(u64 rows, int seq, int block, int* i, int* end) {
-  u64 row = blockIdx.x * (u64)(blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (row >= rows) return -1;
-  *i = (int)(row % seq);
-  *end = min(seq, (*i / block + 1) * block);
-  return (long long)row;
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(p)));
 }
 
-extern "C" __global__ void causal_softmax_forward(bf16* p, const float* s, u64 rows, int seq, int block, float scale) {
-  int i, end, lane = threadIdx.x & 31;
-  long long row = warp_row(rows, seq, block, &i, &end);
-  if (row < 0) return;
-  const float* sr = s + row * seq;
-  bf16* pr = p + row * seq;
-  // One read for the maximum and the sum together (online softmax: the running sum is
-  // rescaled when the maximum grows), then one to write (mostly from L2).
-  float m = NEG_INF, sum = 0.f;
-  for (int j = lane; j <= i; j += 32) {
-    float x = scale * sr[j];
-    if (x > m) {
-      sum = sum * __expf(m - x) + 1.f;
-      m = x;
-    } else {
-      sum += __expf(x - m);
+// c (16x8 fp32) += a (16x16 bf16, row-major fragments) · b (16x8 bf16, column-major fragments).
+__device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as bf16 (round to nearest even), `lo` at the lower address.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Accumulator fragments of a warp's 16 x N tile: thread (g = lane/4, t = lane%4) holds, for
+// each 8-column slice n, rows g and g+8 at columns 8n+2t and 8n+2t+1: element e of slice n is
+// row g + 8(e/2), column 8n + 2t + e%2.
+__device__ __forceinline__ int frag_row(int e) { return ((threadIdx.x & 31) >> 2) + 8 * (e >> 1); }
+__device__ __forceinline__ int frag_col(int n, int e) { return 8 * n + 2 * (threadIdx.x & 3) + (e & 1); }
+
+// Copies rows [row0, row0 + rows) of a sequence whose rows are `stride` bf16 apart into a shared
+// tile (rows HD + FLASH_PAD apart), zeros past the sequence's end.
+template <int HD>
+__device__ void load_tile(bf16* tile, const bf16* src, int row0, int rows, int seq, int stride) {
+  const int chunks = HD / 8;
+  for (int i = threadIdx.x; i < rows * chunks; i += FLASH_THREADS) {
+    int r = i / chunks, c = (i % chunks) * 8;
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (row0 + r < seq) value = *reinterpret_cast<const uint4*>(src + (u64)(row0 + r) * stride + c);
+    *reinterpret_cast<uint4*>(tile + r * (HD + FLASH_PAD) + c) = value;
+  }
+}
+
+// s (16 x N) = A · Bᵀ: A the 16 rows at `a`, B the N rows at `b`, both shared tiles of HD columns.
+template <int HD, int N>
+__device__ void tile_scores(float (*s)[4], const bf16* a, const bf16* b) {
+  int lane = threadIdx.x & 31, m = lane >> 3;
+#pragma unroll
+  for (int n = 0; n < N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; kk++) {
+    unsigned af[4];
+    ldmatrix_x4(af, a + (lane & 15) * (HD + FLASH_PAD) + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+    for (int np = 0; np < N / 16; np++) {
+      unsigned bf[4];
+      ldmatrix_x4(bf, b + (np * 16 + (m >> 1) * 8 + (lane & 7)) * (HD + FLASH_PAD) + kk * 16 + (m & 1) * 8);
+      mma_bf16(s[2 * np], af, bf[0], bf[1]);
+      mma_bf16(s[2 * np + 1], af, bf[2], bf[3]);
     }
   }
-  float row_max = warp_max(m);
-  float inv = 1.f / warp_sum(sum * __expf(m - row_max));
-  for (int j = lane; j < end; j += 32) pr[j] = float_to_bf16(j <= i ? __expf(scale * sr[j] - row_max) * inv : 0.f);
 }
 
-extern "C" __global__ void causal_softmax_backward(bf16* ds, const bf16* p, const float* dp, u64 rows, int seq, int block, float scale) {
-  int i, end, lane = threadIdx.x & 31;
-  long long row = warp_row(rows, seq, block, &i, &end);
-  if (row < 0) return;
-  const bf16* pr = p + row * seq;
-  const float* dpr = dp + row * seq;
-  float d = 0.f;
-  for (int j = lane; j <= i; j += 32) d += bf16_to_float(pr[j]) * dpr[j];
-  d = warp_sum(d);
-  for (int j = lane; j < end; j += 32)
-    ds[row * seq + j] = float_to_bf16(j <= i ? scale * bf16_to_float(pr[j]) * (dpr[j] - d) : 0.f);
+// acc (16 x HD) += W · B: W a warp's 16 x N weights in accumulator fragments (rounded to bf16),
+// B the N rows at `b`, a shared tile of HD columns.
+template <int HD, int N>
+__device__ void tile_accumulate(float (*acc)[4], float (*w)[4], const bf16* b) {
+  int lane = threadIdx.x & 31, m = lane >> 3;
+#pragma unroll
+  for (int kk = 0; kk < N / 16; kk++) {
+    unsigned af[4] = {pack_bf16(w[2 * kk][0], w[2 * kk][1]), pack_bf16(w[2 * kk][2], w[2 * kk][3]),
+                      pack_bf16(w[2 * kk + 1][0], w[2 * kk + 1][1]), pack_bf16(w[2 * kk + 1][2], w[2 * kk + 1][3])};
+#pragma unroll
+    for (int np = 0; np < HD / 16; np++) {
+      unsigned bf[4];
+      ldmatrix_x4_trans(bf, b + (kk * 16 + (m & 1) * 8 + (lane & 7)) * (HD + FLASH_PAD) + np * 16 + (m >> 1) * 8);
+      mma_bf16(acc[2 * np], af, bf[0], bf[1]);
+      mma_bf16(acc[2 * np + 1], af, bf[2], bf[3]);
+    }
+  }
+}
+
+// Writes a warp's 16 x HD accumulator (rows from row0, `stride` bf16 apart) times the per-row
+// factors `mul` (rows g and g+8), skipping rows past the sequence's end.
+template <int HD>
+__device__ void store_rows(bf16* dst, float (*acc)[4], const float* mul, int row0, int seq, int stride) {
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    int row = row0 + frag_row(2 * half);
+    if (row >= seq) continue;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++)
+      *reinterpret_cast<unsigned*>(dst + (u64)row * stride + frag_col(n, 0)) =
+          pack_bf16(acc[n][2 * half] * mul[half], acc[n][2 * half + 1] * mul[half]);
+  }
+}
+
+// Sum over the four threads that share a fragment row.
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// Where one (batch, head) starts in q-like and k-like buffers, and their row strides.
+struct Heads {
+  u64 q, kv;
+  int q_stride, kv_stride;
+  __device__ Heads(int b, int h, int kvh, int seq, int heads, int kv_heads, int hd)
+      : q(((u64)b * seq * heads + h) * hd), kv(((u64)b * seq * kv_heads + kvh) * hd), q_stride(heads * hd), kv_stride(kv_heads * hd) {}
+};
+
+// grid (query tiles, batch * heads): the tiles with the most keys start first.
+template <int HD>
+__device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
+  extern __shared__ uint4 shared[];
+  bf16* qs = reinterpret_cast<bf16*>(shared);
+  bf16* ks = qs + FLASH_ROWS * (HD + FLASH_PAD);
+  bf16* vs = ks + FLASH_ROWS * (HD + FLASH_PAD);
+  int warp = threadIdx.x >> 5, b = blockIdx.y / heads, h = blockIdx.y % heads;
+  int q0 = (gridDim.x - 1 - blockIdx.x) * FLASH_ROWS, row0 = q0 + 16 * warp;
+  Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
+  load_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  // Scores in log2 units; m the running maximum and l the running sum of rows g and g+8.
+  float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, acc[HD / 8][4] = {};
+  for (int k0 = 0; k0 < min(q0 + FLASH_ROWS, seq); k0 += FLASH_ROWS) {
+    __syncthreads();
+    load_tile<HD>(ks, k + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
+    load_tile<HD>(vs, v + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
+    __syncthreads();
+    float s[FLASH_ROWS / 8][4], top[2] = {m[0], m[1]};
+    tile_scores<HD, FLASH_ROWS>(s, qs + 16 * warp * (HD + FLASH_PAD), ks);
+#pragma unroll
+    for (int n = 0; n < FLASH_ROWS / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        float x = k0 + frag_col(n, e) > row0 + frag_row(e) ? NEG_INF : s[n][e] * sl2;
+        s[n][e] = x;
+        top[e >> 1] = fmaxf(top[e >> 1], x);
+      }
+    float correction[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      top[r] = quad_max(top[r]);
+      correction[r] = fast_exp2(m[r] - top[r]);
+      m[r] = top[r];
+      l[r] *= correction[r];
+    }
+#pragma unroll
+    for (int n = 0; n < FLASH_ROWS / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        s[n][e] = fast_exp2(s[n][e] - m[e >> 1]);
+        l[e >> 1] += s[n][e];
+      }
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
+    tile_accumulate<HD, FLASH_ROWS>(acc, s, vs);
+  }
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] = quad_sum(l[r]);
+    inv[r] = 1.f / l[r];
+    int row = row0 + frag_row(2 * r);
+    if ((threadIdx.x & 3) == 0 && row < seq) lse[((u64)b * heads + h) * seq + row] = (m[r] + __log2f(l[r])) * LN2;
+  }
+  store_rows<HD>(o + at.q, acc, inv, row0, seq, at.q_stride);
+}
+
+// dQ = scale · dS·K with dS = P ⊙ (dP − delta), P = exp(scale·Q·Kᵀ − lse), dP = dO·Vᵀ.
+// grid (query tiles, batch * heads).
+template <int HD>
+__device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
+                                  int seq, int heads, int kv_heads, float scale) {
+  extern __shared__ uint4 shared[];
+  bf16* qs = reinterpret_cast<bf16*>(shared);
+  bf16* dos = qs + FLASH_ROWS * (HD + FLASH_PAD);
+  bf16* ks = dos + FLASH_ROWS * (HD + FLASH_PAD);
+  bf16* vs = ks + FLASH_ROWS * (HD + FLASH_PAD);
+  int warp = threadIdx.x >> 5, b = blockIdx.y / heads, h = blockIdx.y % heads;
+  int q0 = (gridDim.x - 1 - blockIdx.x) * FLASH_ROWS, row0 = q0 + 16 * warp;
+  Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
+  load_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  load_tile<HD>(dos, d_o + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {};
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    int row = row0 + frag_row(2 * r);
+    u64 at_row = ((u64)b * heads + h) * seq + row;
+    row_lse[r] = row < seq ? lse[at_row] * LOG2E : 0.f;
+    row_delta[r] = row < seq ? delta[at_row] : 0.f;
+  }
+  for (int k0 = 0; k0 < min(q0 + FLASH_ROWS, seq); k0 += FLASH_ROWS) {
+    __syncthreads();
+    load_tile<HD>(ks, k + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
+    load_tile<HD>(vs, v + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
+    __syncthreads();
+    float s[FLASH_ROWS / 8][4], dp[FLASH_ROWS / 8][4];
+    tile_scores<HD, FLASH_ROWS>(s, qs + 16 * warp * (HD + FLASH_PAD), ks);
+    tile_scores<HD, FLASH_ROWS>(dp, dos + 16 * warp * (HD + FLASH_PAD), vs);
+#pragma unroll
+    for (int n = 0; n < FLASH_ROWS / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int r = e >> 1;
+        float p = k0 + frag_col(n, e) > row0 + frag_row(e) ? 0.f : fast_exp2(s[n][e] * sl2 - row_lse[r]);
+        s[n][e] = p * (dp[n][e] - row_delta[r]);
+      }
+    tile_accumulate<HD, FLASH_ROWS>(acc, s, ks);
+  }
+  float mul[2] = {scale, scale};
+  store_rows<HD>(dq + at.q, acc, mul, row0, seq, at.q_stride);
+}
+
+// dV = Pᵀ·dO and dK = scale · dSᵀ·Q for a tile of keys, summed over the query heads that share
+// the KV head (so no two blocks write the same rows). grid (key tiles, batch * kv_heads).
+template <int HD>
+__device__ void flash_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,
+                                    const float* delta, int seq, int heads, int kv_heads, float scale) {
+  const int QN = FLASH_DKDV_QUERIES;
+  extern __shared__ uint4 shared[];
+  bf16* ks = reinterpret_cast<bf16*>(shared);
+  bf16* vs = ks + FLASH_ROWS * (HD + FLASH_PAD);
+  bf16* qs = vs + FLASH_ROWS * (HD + FLASH_PAD);
+  bf16* dos = qs + QN * (HD + FLASH_PAD);
+  float* lse_s = reinterpret_cast<float*>(dos + QN * (HD + FLASH_PAD));
+  float* delta_s = lse_s + QN;
+  int warp = threadIdx.x >> 5, b = blockIdx.y / kv_heads, kvh = blockIdx.y % kv_heads, group = heads / kv_heads;
+  int k0 = blockIdx.x * FLASH_ROWS, key0 = k0 + 16 * warp;
+  Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
+  load_tile<HD>(ks, k + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);
+  load_tile<HD>(vs, v + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);
+  float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {};
+  for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+    Heads at(b, h, kvh, seq, heads, kv_heads, HD);
+    for (int q0 = k0; q0 < seq; q0 += QN) {
+      __syncthreads();
+      load_tile<HD>(qs, q + at.q, q0, QN, seq, at.q_stride);
+      load_tile<HD>(dos, d_o + at.q, q0, QN, seq, at.q_stride);
+      if (threadIdx.x < QN) {
+        int row = q0 + threadIdx.x;
+        u64 at_row = ((u64)b * heads + h) * seq + row;
+        // A query past the end gets probability 0 (its dO is zero too).
+        lse_s[threadIdx.x] = row < seq ? lse[at_row] * LOG2E : __int_as_float(0x7f800000);
+        delta_s[threadIdx.x] = row < seq ? delta[at_row] : 0.f;
+      }
+      __syncthreads();
+      // Transposed tiles: rows are this warp's 16 keys, columns the QN queries.
+      float pt[QN / 8][4], dst[QN / 8][4];
+      tile_scores<HD, QN>(pt, ks + 16 * warp * (HD + FLASH_PAD), qs);
+      tile_scores<HD, QN>(dst, vs + 16 * warp * (HD + FLASH_PAD), dos);
+#pragma unroll
+      for (int n = 0; n < QN / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          int c = frag_col(n, e);
+          float p = key0 + frag_row(e) > q0 + c ? 0.f : fast_exp2(pt[n][e] * sl2 - lse_s[c]);
+          pt[n][e] = p;
+          dst[n][e] = p * (dst[n][e] - delta_s[c]);
+        }
+      tile_accumulate<HD, QN>(dv_acc, pt, dos);
+      tile_accumulate<HD, QN>(dk_acc, dst, qs);
+    }
+  }
+  float ones[2] = {1.f, 1.f}, scales[2] = {scale, scale};
+  store_rows<HD>(dk + kv_at.kv, dk_acc, scales, key0, seq, kv_at.kv_stride);
+  store_rows<HD>(dv + kv_at.kv, dv_acc, ones, key0, seq, kv_at.kv_stride);
+}
+
+// One instance per supported head dimension (the host picks flash_*_<head_dim>).
+#define FLASH_KERNELS(HD)                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_forward_##HD(bf16* o, float* lse, const bf16* q, const bf16* k,       \
+                                                                                 const bf16* v, int seq, int heads, int kv_heads,       \
+                                                                                 float scale) {                                         \
+    flash_forward<HD>(o, lse, q, k, v, seq, heads, kv_heads, scale);                                                                      \
+  }                                                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(FLASH_THREADS)                                                                             \
+      flash_backward_dq_##HD(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta, \
+                             int seq, int heads, int kv_heads, float scale) {                                                            \
+    flash_backward_dq<HD>(dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale);                                                     \
+  }                                                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(FLASH_THREADS)                                                                             \
+      flash_backward_dkdv_##HD(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,       \
+                               const float* delta, int seq, int heads, int kv_heads, float scale) {                                      \
+    flash_backward_dkdv<HD>(dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale);                                               \
+  }
+
+FLASH_KERNELS(16)
+FLASH_KERNELS(32)
+FLASH_KERNELS(64)
+FLASH_KERNELS(128)
+
+// delta = rowsum(dO ⊙ O) per (batch, position, head) row of head_dim, one warp per row; written
+// in [batch, heads, seq] order. It equals sum_j P_j dP_j, the backward's softmax correction.
+extern "C" __global__ void attention_delta(float* delta, const bf16* d_o, const bf16* o, u64 rows, int seq, int heads, int head_dim) {
+  u64 row = blockIdx.x * (u64)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  float sum = 0.f;
+  for (int c = threadIdx.x & 31; c < head_dim; c += 32) sum += bf16_to_float(d_o[row * head_dim + c]) * bf16_to_float(o[row * head_dim + c]);
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  u64 b = row / ((u64)seq * heads), i = row / heads % seq, h = row % heads;
+  if ((threadIdx.x & 31) == 0) delta[(b * heads + h) * seq + i] = sum;
 }

@@ -194,26 +194,16 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     checks.push(compare("cross-entropy mean loss (fp32)", &shape, &[gpu_mean], &[mean], F32_TOLERANCE));
     checks.push(compare("cross-entropy dlogits (bf16)", &shape, &bf16s(gpu, &gl)?, &grad, BF16_TOLERANCE));
 
-    // Causal GQA attention (four query heads per KV head), forward and backward
-    let sh = attention::Shape { batch: 2, seq: 128, heads: 8, kv_heads: 2, head_dim: 64 };
-    let shape = format!("b {} t {} h {}/{} kv hd {}", sh.batch, sh.seq, sh.heads, sh.kv_heads, sh.head_dim);
-    let (nq, nkv) = (sh.batch * sh.seq * sh.heads * sh.head_dim, sh.batch * sh.seq * sh.kv_heads * sh.head_dim);
-    let (q, k, v, d_o) = (r.take(nq, 1.0), r.take(nkv, 1.0), r.take(nkv, 1.0), r.take(nq, 1.0));
-    let (gq, gk, gv, gdo) = (gpu.upload(&q.bits)?, gpu.upload(&k.bits)?, gpu.upload(&v.bits)?, gpu.upload(&d_o.bits)?);
-    let scores = sh.batch * sh.heads * sh.seq * sh.seq;
-    let (gscores, gp, gds) = (gpu.alloc(scores * 4)?, gpu.alloc(scores * 2)?, gpu.alloc(scores * 2)?);
-    let buf = cuda_attention::Buffers { scores: gscores.ptr, p: gp.ptr, ds: gds.ptr };
-    let (go, gdq, gdk, gdv) = (gpu.alloc(nq * 2)?, gpu.alloc(nq * 2)?, gpu.alloc(nkv * 2)?, gpu.alloc(nkv * 2)?);
-    cuda_attention::forward(&ops, go.ptr, gq.ptr, gk.ptr, gv.ptr, &buf, sh)?;
-    cuda_attention::backward(&ops, gdq.ptr, gdk.ptr, gdv.ptr, gdo.ptr, gq.ptr, gk.ptr, gv.ptr, &buf, sh)?;
-    let (mut o, mut lse) = (vec![0.0; nq], vec![0.0; sh.batch * sh.heads * sh.seq]);
-    attention::forward(&mut o, &mut lse, &q.values, &k.values, &v.values, sh);
-    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
-    attention::backward(&mut dq, &mut dk, &mut dv, &d_o.values, &q.values, &k.values, &v.values, &o, &lse, sh);
-    checks.push(compare("attention forward (bf16 o)", &shape, &bf16s(gpu, &go)?, &o, BF16_TOLERANCE));
-    checks.push(compare("attention backward dq (bf16)", &shape, &bf16s(gpu, &gdq)?, &dq, BF16_TOLERANCE));
-    checks.push(compare("attention backward dk (bf16)", &shape, &bf16s(gpu, &gdk)?, &dk, BF16_TOLERANCE));
-    checks.push(compare("attention backward dv (bf16)", &shape, &bf16s(gpu, &gdv)?, &dv, BF16_TOLERANCE));
+    // Causal attention, forward and backward: GQA with four query heads per KV head; a
+    // sequence that ends inside a tile (the kernels' 64- and 32-row tiles); Llama's head_dim 128.
+    let shapes = [
+        attention::Shape { batch: 2, seq: 128, heads: 8, kv_heads: 2, head_dim: 64 },
+        attention::Shape { batch: 1, seq: 200, heads: 4, kv_heads: 4, head_dim: 128 },
+        attention::Shape { batch: 2, seq: 77, heads: 4, kv_heads: 1, head_dim: 16 },
+    ];
+    for sh in shapes {
+        checks.extend(attention_checks(gpu, &ops, &mut r, sh)?);
+    }
 
     // AdamW (two steps) and the sum of squares behind the gradient norm
     let n = 1 << 20;
@@ -331,6 +321,31 @@ pub fn table(checks: &[Check]) -> String {
     }
     out
 }
+
+/// The flash attention kernels against the CPU reference on one shape: o and lse from the
+/// forward, dq dk dv from the backward (which reads the GPU's own o and lse).
+fn attention_checks(gpu: &Gpu, ops: &ModelOps, r: &mut Inputs, sh: attention::Shape) -> Result<Vec<Check>> {
+    let shape = format!("b {} t {} h {}/{} kv hd {}", sh.batch, sh.seq, sh.heads, sh.kv_heads, sh.head_dim);
+    let (nq, nkv, rows) = (sh.batch * sh.seq * sh.heads * sh.head_dim, sh.batch * sh.seq * sh.kv_heads * sh.head_dim, sh.batch * sh.heads * sh.seq);
+    let (q, k, v, d_o) = (r.take(nq, 1.0), r.take(nkv, 1.0), r.take(nkv, 1.0), r.take(nq, 1.0));
+    let (gq, gk, gv, gdo) = (gpu.upload(&q.bits)?, gpu.upload(&k.bits)?, gpu.upload(&v.bits)?, gpu.upload(&d_o.bits)?);
+    let (go, glse, gdelta) = (gpu.alloc(nq * 2)?, gpu.alloc(rows * 4)?, gpu.alloc(rows * 4)?);
+    let (gdq, gdk, gdv) = (gpu.alloc(nq * 2)?, gpu.alloc(nkv * 2)?, gpu.alloc(nkv * 2)?);
+    cuda_attention::forward(ops, go.ptr, glse.ptr, gq.ptr, gk.ptr, gv.ptr, sh)?;
+    cuda_attention::backward(ops, gdq.ptr, gdk.ptr, gdv.ptr, gdo.ptr, gq.ptr, gk.ptr, gv.ptr, go.ptr, glse.ptr, gdelta.ptr, sh)?;
+    let (mut o, mut lse) = (vec![0.0; nq], vec![0.0; rows]);
+    attention::forward(&mut o, &mut lse, &q.values, &k.values, &v.values, sh);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
+    attention::backward(&mut dq, &mut dk, &mut dv, &d_o.values, &q.values, &k.values, &v.values, &o, &lse, sh);
+    Ok(vec![
+        compare("attention forward (bf16 o)", &shape, &bf16s(gpu, &go)?, &o, BF16_TOLERANCE),
+        compare("attention forward lse (fp32)", &shape, &f32s(gpu, &glse)?, &lse, F32_TOLERANCE),
+        compare("attention backward dq (bf16)", &shape, &bf16s(gpu, &gdq)?, &dq, BF16_TOLERANCE),
+        compare("attention backward dk (bf16)", &shape, &bf16s(gpu, &gdk)?, &dk, BF16_TOLERANCE),
+        compare("attention backward dv (bf16)", &shape, &bf16s(gpu, &gdv)?, &dv, BF16_TOLERANCE),
+    ])
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use super::layout::{LayerTensors, Layout, Tensor};
 use crate::backend::cpu::adamw::{clip_factor, AdamW};
 use crate::backend::cpu::attention::Shape;
 use crate::backend::cpu::matmul::Dims;
-use crate::backend::cuda::attention::{self as attn, Buffers};
+use crate::backend::cuda::attention as attn;
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use super::init::initialise_range;
@@ -32,7 +32,7 @@ struct LayerActs {
     q: DeviceBuffer,
     k: DeviceBuffer,
     v: DeviceBuffer,
-    p: DeviceBuffer, // attention probabilities [batch, heads, seq, seq]
+    lse: DeviceBuffer, // fp32 attention log-sum-exp [batch, heads, seq]
     o: DeviceBuffer,
     x2: DeviceBuffer,
     xn2: DeviceBuffer,
@@ -44,8 +44,7 @@ struct LayerActs {
 
 /// Gradients of activations and other scratch, reused by every layer.
 struct Scratch {
-    scores: DeviceBuffer, // fp32 [batch, heads, seq, seq]; also dP
-    ds: DeviceBuffer,
+    delta: DeviceBuffer, // fp32 [batch, heads, seq]: the attention backward's rowsum(dO ⊙ O)
     dx: DeviceBuffer,
     dx2: DeviceBuffer,
     dxn: DeviceBuffer,
@@ -134,7 +133,7 @@ impl<'g> GpuModel<'g> {
         let layout = Layout::sharded(c, shards.part.ranks, run.bucket_layers);
         let n = batch * seq;
         let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
-        let scores = batch * c.n_heads * seq * seq;
+        let head_rows = batch * c.n_heads * seq;
         let bf = |elems: usize| gpu.alloc(2 * elems);
         let f32s = |elems: usize| gpu.alloc(4 * elems);
         let kept = if recompute { 1 } else { c.n_layers };
@@ -146,7 +145,7 @@ impl<'g> GpuModel<'g> {
                     q: bf(n * d)?,
                     k: bf(n * kv)?,
                     v: bf(n * kv)?,
-                    p: bf(scores)?,
+                    lse: f32s(head_rows)?,
                     o: bf(n * d)?,
                     x2: bf(n * d)?,
                     xn2: bf(n * d)?,
@@ -158,8 +157,7 @@ impl<'g> GpuModel<'g> {
             })
             .collect::<Result<Vec<_>>>()?;
         let s = Scratch {
-            scores: f32s(scores)?,
-            ds: bf(scores)?,
+            delta: f32s(head_rows)?,
             dx: bf(n * d)?,
             dx2: bf(n * d)?,
             dxn: bf(n * d)?,
@@ -349,8 +347,7 @@ impl<'g> GpuModel<'g> {
         ops.gemm.forward(a.v.ptr, a.xn.ptr, self.w(&lt.wv), self.dims(d, kv), false)?;
         ops.rope(a.q.ptr, n, self.seq, c.n_heads, c.head_dim(), c.rope_theta, false)?;
         ops.rope(a.k.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, false)?;
-        let buf = Buffers { scores: self.s.scores.ptr, p: a.p.ptr, ds: self.s.ds.ptr };
-        attn::forward(ops, a.o.ptr, a.q.ptr, a.k.ptr, a.v.ptr, &buf, self.shape())?;
+        attn::forward(ops, a.o.ptr, a.lse.ptr, a.q.ptr, a.k.ptr, a.v.ptr, self.shape())?;
         self.copy_residual(a.x2.ptr, x, n * d)?;
         ops.gemm.forward(a.x2.ptr, a.o.ptr, self.w(&lt.wo), self.dims(d, d), true)?;
         ops.rmsnorm_forward(a.xn2.ptr, a.inv2.ptr, a.x2.ptr, self.w(&lt.mlp_norm), n, d, c.norm_eps)?;
@@ -384,8 +381,8 @@ impl<'g> GpuModel<'g> {
         // Attention: x2 = x + Wo·attn
         ops.gemm.backward_input(s.d_o.ptr, s.dx2.ptr, self.w(&lt.wo), self.dims(d, d), false)?;
         ops.gemm.backward_weight(self.g(&lt.wo), s.dx2.ptr, a.o.ptr, self.dims(d, d))?;
-        let buf = Buffers { scores: s.scores.ptr, p: a.p.ptr, ds: s.ds.ptr };
-        attn::backward(ops, s.dq.ptr, s.dk.ptr, s.dv.ptr, s.d_o.ptr, a.q.ptr, a.k.ptr, a.v.ptr, &buf, self.shape())?;
+        let (q, k, v, o) = (a.q.ptr, a.k.ptr, a.v.ptr, a.o.ptr);
+        attn::backward(ops, s.dq.ptr, s.dk.ptr, s.dv.ptr, s.d_o.ptr, q, k, v, o, a.lse.ptr, s.delta.ptr, self.shape())?;
         ops.rope(s.dq.ptr, n, self.seq, c.n_heads, c.head_dim(), c.rope_theta, true)?;
         ops.rope(s.dk.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, true)?;
         ops.gemm.backward_input(s.dxn.ptr, s.dq.ptr, self.w(&lt.wq), self.dims(d, d), false)?;

@@ -37,7 +37,7 @@ pub struct MemoryPlan {
     pub activations: u64,
     /// This rank's chunks of the summed gradients, received by reduce-scatter (stages 1-3).
     pub communication: u64,
-    /// Scratch of one layer's backward and the attention scores.
+    /// Scratch of one layer's backward.
     pub workspace: u64,
 }
 
@@ -69,23 +69,24 @@ pub fn plan(p: &PlanInput) -> MemoryPlan {
     let layout = Layout::sharded(c, p.ranks, p.bucket_layers);
     let (total, shard, unit) = (layout.total as u64, (layout.total / p.ranks) as u64, layout.largest_unit() as u64);
     let (n, d, kv, f) = ((p.micro_batch * p.seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
-    let scores = (p.micro_batch * c.n_heads * p.seq * p.seq) as u64;
+    let head_rows = (p.micro_batch * c.n_heads * p.seq) as u64;
     let layers = c.n_layers as u64;
 
     let parameters = if p.stage >= 3 { 2 * shard + 2 * 2 * unit } else { 2 * total };
     let gradients = if p.stage >= 2 && p.grad_accum == 1 { 2 * 4 * unit } else { 4 * total };
     let optimizer = if p.stage >= 1 { 12 * shard } else { 12 * total };
     let communication = if p.stage >= 1 { 4 * shard } else { 0 };
-    // Per kept layer: xn q o x2 xn2 (bf16 n·d) + k v (n·kv) + gate up h (n·f) + P, and 1/rms ×2.
-    let saved_layer = 2 * (5 * n * d + 2 * n * kv + 3 * n * f + scores) + 4 * 2 * n;
+    // Per kept layer: xn q o x2 xn2 (bf16 n·d) + k v (n·kv) + gate up h (n·f), 1/rms ×2 and the
+    // attention's log-sum-exp (fp32).
+    let saved_layer = 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 4 * 2 * n + 4 * head_rows;
     let kept = if p.recompute { 1 } else { layers };
     let inputs = (layers + 1) * 2 * n * d;
     // Final norm output, logits, per-position losses, 1/rms, tokens, labels.
     let head = 2 * n * d + 2 * n * c.vocab_size as u64 + 4 * n + 4 * n + 4 * n + 4 * n;
     let activations = kept * saved_layer + inputs + head;
-    // Scores (fp32, also dP), dS, and the activation gradients dx dx2 dxn dq do (n·d), dk dv, dgate dup dh;
-    // plus the fp64 norm accumulator and cuBLASLt's scratch.
-    let workspace = 4 * scores + 2 * scores + 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 8 + GEMM_WORKSPACE_BYTES as u64;
+    // The attention backward's delta (fp32), the activation gradients dx dx2 dxn dq do (n·d), dk dv,
+    // dgate dup dh; plus the fp64 norm accumulator and cuBLASLt's scratch.
+    let workspace = 4 * head_rows + 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 8 + GEMM_WORKSPACE_BYTES as u64;
     MemoryPlan { parameters, gradients, optimizer, activations, communication, workspace }
 }
 
@@ -168,6 +169,10 @@ mod tests {
     fn recompute_keeps_one_layer() {
         let with = plan(&PlanInput { recompute: true, ..input("7b", 1, 0) });
         let without = plan(&input("7b", 1, 0));
-        assert!(with.activations * 10 < without.activations);
+        // 31 of the 32 layers' saved sets go; every layer's input and the head's stay.
+        let one_layer = (without.activations - with.activations) / 31;
+        assert_eq!(without.activations - with.activations, 31 * one_layer);
+        let inputs_and_head = with.activations - one_layer;
+        assert!(inputs_and_head < one_layer * 4, "{inputs_and_head} {one_layer}");
     }
 }

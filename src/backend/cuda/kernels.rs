@@ -24,8 +24,8 @@ pub fn model_source() -> String {
     .join("\n")
 }
 
-/// Every kernel the model source defines (the compile check looks for each).
-pub const MODEL_KERNELS: [&str; 13] = [
+/// The model source's kernels other than attention's flash kernels (super::attention lists those).
+const ROW_KERNELS: [&str; 12] = [
     "rmsnorm_forward",
     "rmsnorm_backward",
     "rope",
@@ -36,10 +36,14 @@ pub const MODEL_KERNELS: [&str; 13] = [
     "cross_entropy",
     "adamw",
     "sum_squares",
-    "causal_softmax_forward",
-    "causal_softmax_backward",
+    "attention_delta",
     "add_bf16",
 ];
+
+/// Every kernel the model source defines, with the dynamic shared memory (bytes) it launches with.
+pub fn model_kernels() -> Vec<(String, u32)> {
+    ROW_KERNELS.iter().map(|name| (name.to_string(), 0)).chain(super::attention::flash_kernels()).collect()
+}
 
 /// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.
 pub fn compile(source: &str, name: &str, major: i32, minor: i32) -> Result<Ptx> {

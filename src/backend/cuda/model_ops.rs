@@ -4,10 +4,11 @@
 
 use super::gemm::Gemm;
 use super::op_timer::OpTimer;
-use super::kernels::{compile, model_source};
+use super::kernels::{compile, model_kernels, model_source};
 use super::Gpu;
 use crate::backend::cpu::adamw::AdamW;
 use anyhow::{ensure, Context, Result};
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,18 +16,20 @@ use std::sync::Arc;
 /// Launches kernel `name` with the given arguments (named locals: they must outlive the launch).
 macro_rules! launch {
     ($ops:expr, $name:expr, $cfg:expr, $($arg:ident),+) => {{
-        $ops.gemm.timer.time($name, || {
-            let mut b = $ops.gpu.stream.launch_builder($ops.function($name));
+        let name: &str = $name;
+        $ops.gemm.timer.time(name, || {
+            let mut b = $ops.gpu.stream.launch_builder($ops.function(name));
             $( b.arg(&$arg); )+
-            unsafe { b.launch($cfg) }.map(|_| ()).with_context(|| format!("launching {}", $name))
+            unsafe { b.launch($cfg) }.map(|_| ()).with_context(|| format!("launching {}", name))
         })
     }};
 }
+pub(super) use launch;
 
 pub struct ModelOps<'g> {
-    gpu: &'g Gpu,
+    pub(super) gpu: &'g Gpu,
     _module: Arc<CudaModule>,
-    functions: Vec<(&'static str, CudaFunction)>,
+    functions: Vec<(String, CudaFunction)>,
     pub gemm: Gemm,
 }
 
@@ -55,13 +58,13 @@ fn elementwise(n: u64) -> LaunchConfig {
 }
 
 /// The 8-wide bf16 kernels (RMSNorm, swiglu, add) read and write 16 bytes at a time.
-fn aligned_16(addresses: &[u64]) -> Result<()> {
+pub(super) fn aligned_16(addresses: &[u64]) -> Result<()> {
     ensure!(addresses.iter().all(|a| a % 16 == 0), "8-wide bf16 kernels need 16-byte aligned buffers: {addresses:x?}");
     Ok(())
 }
 
 /// One warp per row, THREADS / 32 rows per block.
-fn per_warp(rows: usize) -> LaunchConfig {
+pub(super) fn per_warp(rows: usize) -> LaunchConfig {
     let blocks = rows.div_ceil(THREADS as usize / 32) as u32;
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
@@ -75,16 +78,25 @@ impl<'g> ModelOps<'g> {
         let (major, minor) = gpu.compute_capability()?;
         let ptx = compile(&model_source(), "model.cu", major, minor)?;
         let module = gpu.ctx.load_module(ptx).context("cannot load the model kernels")?;
-        let functions = super::kernels::MODEL_KERNELS
-            .iter()
-            .map(|&name| Ok((name, module.load_function(name)?)))
+        let functions = model_kernels()
+            .into_iter()
+            .map(|(name, shared_bytes)| {
+                let function = module.load_function(&name)?;
+                if shared_bytes > 0 {
+                    // Above 48 KiB a kernel must ask for its dynamic shared memory.
+                    function
+                        .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes as i32)
+                        .with_context(|| format!("{name} cannot have {shared_bytes} bytes of shared memory"))?;
+                }
+                Ok((name, function))
+            })
             .collect::<Result<Vec<_>>>()?;
         let timer = Rc::new(OpTimer::new(gpu.ctx.clone(), gpu.stream.clone()));
         Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, timer)? })
     }
 
-    fn function(&self, name: &str) -> &CudaFunction {
-        &self.functions.iter().find(|(n, _)| *n == name).expect("kernel listed in MODEL_KERNELS").1
+    pub(super) fn function(&self, name: &str) -> &CudaFunction {
+        &self.functions.iter().find(|(n, _)| n == name).expect("kernel listed in model_kernels()").1
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -162,20 +174,6 @@ impl<'g> ModelOps<'g> {
     pub fn sum_squares(&self, total: u64, x: u64, n: usize) -> Result<()> {
         let n = n as u64;
         launch!(self, "sum_squares", elementwise(n), total, x, n)
-    }
-
-    /// P (bf16) = causal softmax of scale·S (fp32) over `rows` rows of length `seq`, written up
-    /// to each query's causal block end (blocks of `block` queries).
-    pub fn causal_softmax_forward(&self, p: u64, s: u64, rows: usize, seq: usize, block: usize, scale: f64) -> Result<()> {
-        let (n, seq, block, scale) = (rows as u64, seq as i32, block as i32, scale as f32);
-        launch!(self, "causal_softmax_forward", per_warp(rows), p, s, n, seq, block, scale)
-    }
-
-    /// dS (bf16) = scale · P ⊙ (dP − rowsum(P ⊙ dP)), causal; written up to each query's block end.
-    #[allow(clippy::too_many_arguments)]
-    pub fn causal_softmax_backward(&self, ds: u64, p: u64, dp: u64, rows: usize, seq: usize, block: usize, scale: f64) -> Result<()> {
-        let (n, seq, block, scale) = (rows as u64, seq as i32, block as i32, scale as f32);
-        launch!(self, "causal_softmax_backward", per_warp(rows), ds, p, dp, n, seq, block, scale)
     }
 
     /// y += x over `n` bf16 values.
