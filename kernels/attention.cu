@@ -59,16 +59,51 @@ __device__ __forceinline__ float fast_exp2(float x) {
 __device__ __forceinline__ int frag_row(int e) { return ((threadIdx.x & 31) >> 2) + 8 * (e >> 1); }
 __device__ __forceinline__ int frag_col(int n, int e) { return 8 * n + 2 * (threadIdx.x & 3) + (e & 1); }
 
-// Copies rows [row0, row0 + rows) of a sequence whose rows are `stride` bf16 apart into a shared
-// tile (rows HD + FLASH_PAD apart), zeros past the sequence's end.
+// Starts copying rows [row0, row0 + rows) of a sequence whose rows are `stride` bf16 apart into
+// a shared tile (rows HD + FLASH_PAD apart), zeros past the sequence's end: 16-byte cp.async
+// that land while the block computes on the previous tile.
 template <int HD>
-__device__ void load_tile(bf16* tile, const bf16* src, int row0, int rows, int seq, int stride) {
+__device__ void start_tile(bf16* tile, const bf16* src, int row0, int rows, int seq, int stride) {
   const int chunks = HD / 8;
   for (int i = threadIdx.x; i < rows * chunks; i += FLASH_THREADS) {
-    int r = i / chunks, c = (i % chunks) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (row0 + r < seq) value = *reinterpret_cast<const uint4*>(src + (u64)(row0 + r) * stride + c);
-    *reinterpret_cast<uint4*>(tile + r * (HD + FLASH_PAD) + c) = value;
+    int r = i / chunks, c = (i % chunks) * 8, inside = row0 + r < seq;
+    const bf16* from = src + (u64)(inside ? row0 + r : 0) * stride + c;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(tile + r * (HD + FLASH_PAD) + c)), "l"(from),
+                 "r"(inside ? 16 : 0)
+                 : "memory");
+  }
+}
+
+// The same for `n` fp32 values of one row, zeros past the sequence's end.
+__device__ void start_floats(float* dst, const float* src, int row0, int n, int seq) {
+  for (int i = threadIdx.x; i < n; i += FLASH_THREADS) {
+    int inside = row0 + i < seq;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(shared_address(dst + i)), "l"(src + (inside ? row0 + i : 0)),
+                 "r"(inside ? 4 : 0)
+                 : "memory");
+  }
+}
+
+// Closes the group of copies started since the last call.
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+// Waits until at most `pending` groups of this thread's copies are in flight, then for the block.
+template <int pending>
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(pending) : "memory");
+  __syncthreads();
+}
+
+// Double buffering of a block's streamed tiles: tile i sits in buffer i % 2 while tile i + 1
+// lands in the other. Starts tile i + 1 (`start(i + 1)`), then waits until tile i is in place.
+template <typename Start>
+__device__ __forceinline__ void next_tile(int i, int tiles, Start start) {
+  if (i + 1 < tiles) {
+    start(i + 1);
+    commit_copies();
+    wait_copies<1>();
+  } else {
+    wait_copies<0>();
   }
 }
 
@@ -148,21 +183,27 @@ struct Heads {
 // grid (query tiles, batch * heads): the tiles with the most keys start first.
 template <int HD>
 __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
+  const int T = FLASH_ROWS * (HD + FLASH_PAD);  // bf16 of one tile
   extern __shared__ uint4 shared[];
   bf16* qs = reinterpret_cast<bf16*>(shared);
-  bf16* ks = qs + FLASH_ROWS * (HD + FLASH_PAD);
-  bf16* vs = ks + FLASH_ROWS * (HD + FLASH_PAD);
+  bf16* kvs = qs + T;  // [2 buffers][K, V]
   int warp = threadIdx.x >> 5, b = blockIdx.y / heads, h = blockIdx.y % heads;
   int q0 = (gridDim.x - 1 - blockIdx.x) * FLASH_ROWS, row0 = q0 + 16 * warp;
   Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
-  load_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  auto start = [&](int i) {
+    start_tile<HD>(kvs + (i & 1) * 2 * T, k + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
+    start_tile<HD>(kvs + (i & 1) * 2 * T + T, v + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
+  };
+  start_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  start(0);
+  commit_copies();
   // Scores in log2 units; m the running maximum and l the running sum of rows g and g+8.
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, acc[HD / 8][4] = {};
-  for (int k0 = 0; k0 < min(q0 + FLASH_ROWS, seq); k0 += FLASH_ROWS) {
-    __syncthreads();
-    load_tile<HD>(ks, k + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
-    load_tile<HD>(vs, v + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
-    __syncthreads();
+  int tiles = (min(q0 + FLASH_ROWS, seq) + FLASH_ROWS - 1) / FLASH_ROWS;
+  for (int i = 0; i < tiles; i++) {
+    next_tile(i, tiles, start);
+    const bf16* ks = kvs + (i & 1) * 2 * T;
+    int k0 = i * FLASH_ROWS;
     float s[FLASH_ROWS / 8][4], top[2] = {m[0], m[1]};
     tile_scores<HD, FLASH_ROWS>(s, qs + 16 * warp * (HD + FLASH_PAD), ks);
 #pragma unroll
@@ -192,7 +233,8 @@ __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k,
     for (int n = 0; n < HD / 8; n++)
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
-    tile_accumulate<HD, FLASH_ROWS>(acc, s, vs);
+    tile_accumulate<HD, FLASH_ROWS>(acc, s, ks + T);
+    __syncthreads();  // this buffer is refilled next
   }
   float inv[2];
 #pragma unroll
@@ -210,16 +252,22 @@ __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k,
 template <int HD>
 __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
                                   int seq, int heads, int kv_heads, float scale) {
+  const int T = FLASH_ROWS * (HD + FLASH_PAD);
   extern __shared__ uint4 shared[];
   bf16* qs = reinterpret_cast<bf16*>(shared);
-  bf16* dos = qs + FLASH_ROWS * (HD + FLASH_PAD);
-  bf16* ks = dos + FLASH_ROWS * (HD + FLASH_PAD);
-  bf16* vs = ks + FLASH_ROWS * (HD + FLASH_PAD);
+  bf16* dos = qs + T;
+  bf16* kvs = dos + T;  // [2 buffers][K, V]
   int warp = threadIdx.x >> 5, b = blockIdx.y / heads, h = blockIdx.y % heads;
   int q0 = (gridDim.x - 1 - blockIdx.x) * FLASH_ROWS, row0 = q0 + 16 * warp;
   Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
-  load_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
-  load_tile<HD>(dos, d_o + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  auto start = [&](int i) {
+    start_tile<HD>(kvs + (i & 1) * 2 * T, k + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
+    start_tile<HD>(kvs + (i & 1) * 2 * T + T, v + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
+  };
+  start_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  start_tile<HD>(dos, d_o + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  start(0);
+  commit_copies();
   float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {};
 #pragma unroll
   for (int r = 0; r < 2; r++) {
@@ -228,14 +276,14 @@ __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, cons
     row_lse[r] = row < seq ? lse[at_row] * LOG2E : 0.f;
     row_delta[r] = row < seq ? delta[at_row] : 0.f;
   }
-  for (int k0 = 0; k0 < min(q0 + FLASH_ROWS, seq); k0 += FLASH_ROWS) {
-    __syncthreads();
-    load_tile<HD>(ks, k + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
-    load_tile<HD>(vs, v + at.kv, k0, FLASH_ROWS, seq, at.kv_stride);
-    __syncthreads();
+  int tiles = (min(q0 + FLASH_ROWS, seq) + FLASH_ROWS - 1) / FLASH_ROWS;
+  for (int i = 0; i < tiles; i++) {
+    next_tile(i, tiles, start);
+    const bf16* ks = kvs + (i & 1) * 2 * T;
+    int k0 = i * FLASH_ROWS;
     float s[FLASH_ROWS / 8][4], dp[FLASH_ROWS / 8][4];
     tile_scores<HD, FLASH_ROWS>(s, qs + 16 * warp * (HD + FLASH_PAD), ks);
-    tile_scores<HD, FLASH_ROWS>(dp, dos + 16 * warp * (HD + FLASH_PAD), vs);
+    tile_scores<HD, FLASH_ROWS>(dp, dos + 16 * warp * (HD + FLASH_PAD), ks + T);
 #pragma unroll
     for (int n = 0; n < FLASH_ROWS / 8; n++)
 #pragma unroll
@@ -245,6 +293,7 @@ __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, cons
         s[n][e] = p * (dp[n][e] - row_delta[r]);
       }
     tile_accumulate<HD, FLASH_ROWS>(acc, s, ks);
+    __syncthreads();
   }
   float mul[2] = {scale, scale};
   store_rows<HD>(dq + at.q, acc, mul, row0, seq, at.q_stride);
@@ -252,53 +301,58 @@ __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, cons
 
 // dV = Pᵀ·dO and dK = scale · dSᵀ·Q for a tile of keys, summed over the query heads that share
 // the KV head (so no two blocks write the same rows). grid (key tiles, batch * kv_heads).
+// Streamed tiles run over (query head of the group, query tile from the diagonal on).
 template <int HD>
 __device__ void flash_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,
                                     const float* delta, int seq, int heads, int kv_heads, float scale) {
-  const int QN = FLASH_DKDV_QUERIES;
+  const int QN = FLASH_DKDV_QUERIES, T = FLASH_ROWS * (HD + FLASH_PAD), QT = QN * (HD + FLASH_PAD);
   extern __shared__ uint4 shared[];
   bf16* ks = reinterpret_cast<bf16*>(shared);
-  bf16* vs = ks + FLASH_ROWS * (HD + FLASH_PAD);
-  bf16* qs = vs + FLASH_ROWS * (HD + FLASH_PAD);
-  bf16* dos = qs + QN * (HD + FLASH_PAD);
-  float* lse_s = reinterpret_cast<float*>(dos + QN * (HD + FLASH_PAD));
-  float* delta_s = lse_s + QN;
+  bf16* vs = ks + T;
+  bf16* qdos = vs + T;                                         // [2 buffers][Q, dO]
+  float* rows_s = reinterpret_cast<float*>(qdos + 4 * QT);  // [2 buffers][lse, delta]
   int warp = threadIdx.x >> 5, b = blockIdx.y / kv_heads, kvh = blockIdx.y % kv_heads, group = heads / kv_heads;
   int k0 = blockIdx.x * FLASH_ROWS, key0 = k0 + 16 * warp;
+  int per_head = (seq - k0 + QN - 1) / QN, tiles = group * per_head;
   Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
-  load_tile<HD>(ks, k + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);
-  load_tile<HD>(vs, v + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);
-  float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {};
-  for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+  auto start = [&](int i) {
+    int h = kvh * group + i / per_head, q0 = k0 + (i % per_head) * QN;
     Heads at(b, h, kvh, seq, heads, kv_heads, HD);
-    for (int q0 = k0; q0 < seq; q0 += QN) {
-      __syncthreads();
-      load_tile<HD>(qs, q + at.q, q0, QN, seq, at.q_stride);
-      load_tile<HD>(dos, d_o + at.q, q0, QN, seq, at.q_stride);
-      if (threadIdx.x < QN) {
-        int row = q0 + threadIdx.x;
-        u64 at_row = ((u64)b * heads + h) * seq + row;
-        // A query past the end gets probability 0 (its dO is zero too).
-        lse_s[threadIdx.x] = row < seq ? lse[at_row] * LOG2E : __int_as_float(0x7f800000);
-        delta_s[threadIdx.x] = row < seq ? delta[at_row] : 0.f;
+    u64 head_rows = ((u64)b * heads + h) * seq;
+    start_tile<HD>(qdos + (i & 1) * 2 * QT, q + at.q, q0, QN, seq, at.q_stride);
+    start_tile<HD>(qdos + (i & 1) * 2 * QT + QT, d_o + at.q, q0, QN, seq, at.q_stride);
+    start_floats(rows_s + (i & 1) * 2 * QN, lse + head_rows, q0, QN, seq);
+    start_floats(rows_s + (i & 1) * 2 * QN + QN, delta + head_rows, q0, QN, seq);
+  };
+  start_tile<HD>(ks, k + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);
+  start_tile<HD>(vs, v + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);
+  start(0);
+  commit_copies();
+  float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {};
+  for (int i = 0; i < tiles; i++) {
+    next_tile(i, tiles, start);
+    const bf16* qs = qdos + (i & 1) * 2 * QT;
+    const bf16* dos = qs + QT;
+    const float* lse_s = rows_s + (i & 1) * 2 * QN;
+    const float* delta_s = lse_s + QN;
+    int q0 = k0 + (i % per_head) * QN;
+    // Transposed tiles: rows are this warp's 16 keys, columns the QN queries. A query past the
+    // sequence's end has zero Q, dO, lse and delta, so it adds nothing.
+    float pt[QN / 8][4], dst[QN / 8][4];
+    tile_scores<HD, QN>(pt, ks + 16 * warp * (HD + FLASH_PAD), qs);
+    tile_scores<HD, QN>(dst, vs + 16 * warp * (HD + FLASH_PAD), dos);
+#pragma unroll
+    for (int n = 0; n < QN / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int c = frag_col(n, e);
+        float p = key0 + frag_row(e) > q0 + c ? 0.f : fast_exp2(pt[n][e] * sl2 - lse_s[c] * LOG2E);
+        pt[n][e] = p;
+        dst[n][e] = p * (dst[n][e] - delta_s[c]);
       }
-      __syncthreads();
-      // Transposed tiles: rows are this warp's 16 keys, columns the QN queries.
-      float pt[QN / 8][4], dst[QN / 8][4];
-      tile_scores<HD, QN>(pt, ks + 16 * warp * (HD + FLASH_PAD), qs);
-      tile_scores<HD, QN>(dst, vs + 16 * warp * (HD + FLASH_PAD), dos);
-#pragma unroll
-      for (int n = 0; n < QN / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          int c = frag_col(n, e);
-          float p = key0 + frag_row(e) > q0 + c ? 0.f : fast_exp2(pt[n][e] * sl2 - lse_s[c]);
-          pt[n][e] = p;
-          dst[n][e] = p * (dst[n][e] - delta_s[c]);
-        }
-      tile_accumulate<HD, QN>(dv_acc, pt, dos);
-      tile_accumulate<HD, QN>(dk_acc, dst, qs);
-    }
+    tile_accumulate<HD, QN>(dv_acc, pt, dos);
+    tile_accumulate<HD, QN>(dk_acc, dst, qs);
+    __syncthreads();
   }
   float ones[2] = {1.f, 1.f}, scales[2] = {scale, scale};
   store_rows<HD>(dk + kv_at.kv, dk_acc, scales, key0, seq, kv_at.kv_stride);

@@ -24,15 +24,16 @@ fn tile_bytes(rows: usize, hd: usize) -> usize {
 }
 
 /// The flash kernels of every head dimension and the dynamic shared memory each launches with:
-/// forward Q, K, V tiles; dQ adds dO; dK/dV holds K and V, streams Q and dO (with lse, delta).
+/// the forward keeps a Q tile and streams K and V tiles (two buffers each); dQ also keeps dO;
+/// dK/dV keeps K and V and streams Q and dO tiles with their rows' lse and delta.
 pub fn flash_kernels() -> Vec<(String, u32)> {
     HEAD_DIMS
         .iter()
         .flat_map(|&hd| {
             [
-                (format!("flash_forward_{hd}"), 3 * tile_bytes(ROWS, hd)),
-                (format!("flash_backward_dq_{hd}"), 4 * tile_bytes(ROWS, hd)),
-                (format!("flash_backward_dkdv_{hd}"), 2 * tile_bytes(ROWS, hd) + 2 * tile_bytes(DKDV_QUERIES, hd) + 2 * 4 * DKDV_QUERIES),
+                (format!("flash_forward_{hd}"), (1 + 2 * 2) * tile_bytes(ROWS, hd)),
+                (format!("flash_backward_dq_{hd}"), (2 + 2 * 2) * tile_bytes(ROWS, hd)),
+                (format!("flash_backward_dkdv_{hd}"), 2 * tile_bytes(ROWS, hd) + 2 * (2 * tile_bytes(DKDV_QUERIES, hd) + 2 * 4 * DKDV_QUERIES)),
             ]
         })
         .map(|(name, bytes)| (name, bytes as u32))
