@@ -31,7 +31,7 @@ zero_dp() { # stages, layers per bucket: every stage, with and without accumulat
 for step in "$@"; do
   case $step in
     selftest) for i in $(seq "${SELFTEST_RUNS:-3}"); do run "selftest$i" "$gpus" selftest; done ;;
-    7b) for mbs in 1 2 4; do
+    7b) for mbs in 1 2 4 8; do
           run "7b_l8_mbs$mbs" 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 12 --warmup-steps 3
         done ;;
     70b) run 70b_l2 1 --suite sft --model 70b --layers 2 --seq 2048 --micro-batch 1 --steps 10 --warmup-steps 3 ;;
@@ -43,9 +43,10 @@ for step in "$@"; do
       run 7b_l8_mbs2_accum2 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 2 --grad-accum 2 --steps 12 --warmup-steps 3 ;;
     zero_dp) zero_dp "0 1 2 3" 1 ;;
     zero_dp_buckets) zero_dp "1 2 3" 2 ;;
-    zero7b) # whole Llama-2-7B on every GPU at stages 1-3 (micro-batch 2 fits stage 1 on 2 GPUs, 4 needs stage 2)
-      for z in 1 2 3; do run "7b_z${z}_mbs2_np$gpus" "$gpus" --suite sft --model 7b --seq 2048 --micro-batch 2 --steps 10 --warmup-steps 3 --zero "$z"; done
-      for z in 2 3; do run "7b_z${z}_mbs4_np$gpus" "$gpus" --suite sft --model 7b --seq 2048 --micro-batch 4 --steps 10 --warmup-steps 3 --zero "$z"; done ;;
+    zero7b) # whole Llama-2-7B on every GPU at stages 1-3, micro-batch 2 and 4
+      for mbs in 2 4; do for z in 1 2 3; do
+        run "7b_z${z}_mbs${mbs}_np$gpus" "$gpus" --suite sft --model 7b --seq 2048 --micro-batch "$mbs" --steps 10 --warmup-steps 3 --zero "$z"
+      done; done ;;
     zero13b) # whole Llama-2-13B on every GPU at stage 3
       run "13b_z3_mbs1_np$gpus" "$gpus" --suite sft --model 13b --seq 2048 --micro-batch 1 --steps 8 --warmup-steps 3 --zero 3
       run "13b_z3_mbs2_np$gpus" "$gpus" --suite sft --model 13b --seq 2048 --micro-batch 2 --steps 8 --warmup-steps 3 --zero 3 ;;
