@@ -180,28 +180,46 @@ struct Heads {
       : q(((u64)b * seq * heads + h) * hd), kv(((u64)b * seq * kv_heads + kvh) * hd), q_stride(heads * hd), kv_stride(kv_heads * hd) {}
 };
 
-// grid (query tiles, batch * heads): the tiles with the most keys start first.
+// A block of the forward or dQ kernel, grid (query tiles, batch * heads): its query tile (the
+// tiles with the most keys start first) and head, and the K and V tiles it streams, from key 0
+// to its last query.
+template <int HD>
+struct QueryTile {
+  int b, h, q0, row0, tiles;
+  Heads at;
+  u64 stats;  // where the head's rows start in lse and delta
+  __device__ QueryTile(int seq, int heads, int kv_heads)
+      : b(blockIdx.y / heads), h(blockIdx.y % heads), q0((gridDim.x - 1 - blockIdx.x) * FLASH_ROWS), row0(q0 + 16 * (threadIdx.x >> 5)),
+        tiles((min(q0 + FLASH_ROWS, seq) + FLASH_ROWS - 1) / FLASH_ROWS), at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD),
+        stats(((u64)b * heads + h) * seq) {}
+
+  // Starts this block's own tile of a q-like buffer (Q or dO).
+  __device__ void start_own(bf16* tile, const bf16* src, int seq) const { start_tile<HD>(tile, src + at.q, q0, FLASH_ROWS, seq, at.q_stride); }
+
+  // Starts K and V tile i into buffer i % 2 of `kvs` ([2 buffers][K, V]).
+  __device__ void start_kv(bf16* kvs, const bf16* k, const bf16* v, int i, int seq) const {
+    const int T = FLASH_ROWS * (HD + FLASH_PAD);
+    start_tile<HD>(kvs + (i & 1) * 2 * T, k + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
+    start_tile<HD>(kvs + (i & 1) * 2 * T + T, v + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
+  }
+};
+
 template <int HD>
 __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
   const int T = FLASH_ROWS * (HD + FLASH_PAD);  // bf16 of one tile
   extern __shared__ uint4 shared[];
   bf16* qs = reinterpret_cast<bf16*>(shared);
   bf16* kvs = qs + T;  // [2 buffers][K, V]
-  int warp = threadIdx.x >> 5, b = blockIdx.y / heads, h = blockIdx.y % heads;
-  int q0 = (gridDim.x - 1 - blockIdx.x) * FLASH_ROWS, row0 = q0 + 16 * warp;
-  Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
-  auto start = [&](int i) {
-    start_tile<HD>(kvs + (i & 1) * 2 * T, k + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
-    start_tile<HD>(kvs + (i & 1) * 2 * T + T, v + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
-  };
-  start_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  int warp = threadIdx.x >> 5;
+  QueryTile<HD> t(seq, heads, kv_heads);
+  auto start = [&](int i) { t.start_kv(kvs, k, v, i, seq); };
+  t.start_own(qs, q, seq);
   start(0);
   commit_copies();
   // Scores in log2 units; m the running maximum and l the running sum of rows g and g+8.
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, acc[HD / 8][4] = {};
-  int tiles = (min(q0 + FLASH_ROWS, seq) + FLASH_ROWS - 1) / FLASH_ROWS;
-  for (int i = 0; i < tiles; i++) {
-    next_tile(i, tiles, start);
+  for (int i = 0; i < t.tiles; i++) {
+    next_tile(i, t.tiles, start);
     const bf16* ks = kvs + (i & 1) * 2 * T;
     int k0 = i * FLASH_ROWS;
     float s[FLASH_ROWS / 8][4], top[2] = {m[0], m[1]};
@@ -210,7 +228,7 @@ __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k,
     for (int n = 0; n < FLASH_ROWS / 8; n++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        float x = k0 + frag_col(n, e) > row0 + frag_row(e) ? NEG_INF : s[n][e] * sl2;
+        float x = k0 + frag_col(n, e) > t.row0 + frag_row(e) ? NEG_INF : s[n][e] * sl2;
         s[n][e] = x;
         top[e >> 1] = fmaxf(top[e >> 1], x);
       }
@@ -241,14 +259,13 @@ __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k,
   for (int r = 0; r < 2; r++) {
     l[r] = quad_sum(l[r]);
     inv[r] = 1.f / l[r];
-    int row = row0 + frag_row(2 * r);
-    if ((threadIdx.x & 3) == 0 && row < seq) lse[((u64)b * heads + h) * seq + row] = (m[r] + __log2f(l[r])) * LN2;
+    int row = t.row0 + frag_row(2 * r);
+    if ((threadIdx.x & 3) == 0 && row < seq) lse[t.stats + row] = (m[r] + __log2f(l[r])) * LN2;
   }
-  store_rows<HD>(o + at.q, acc, inv, row0, seq, at.q_stride);
+  store_rows<HD>(o + t.at.q, acc, inv, t.row0, seq, t.at.q_stride);
 }
 
 // dQ = scale · dS·K with dS = P ⊙ (dP − delta), P = exp(scale·Q·Kᵀ − lse), dP = dO·Vᵀ.
-// grid (query tiles, batch * heads).
 template <int HD>
 __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
                                   int seq, int heads, int kv_heads, float scale) {
@@ -257,28 +274,22 @@ __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, cons
   bf16* qs = reinterpret_cast<bf16*>(shared);
   bf16* dos = qs + T;
   bf16* kvs = dos + T;  // [2 buffers][K, V]
-  int warp = threadIdx.x >> 5, b = blockIdx.y / heads, h = blockIdx.y % heads;
-  int q0 = (gridDim.x - 1 - blockIdx.x) * FLASH_ROWS, row0 = q0 + 16 * warp;
-  Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
-  auto start = [&](int i) {
-    start_tile<HD>(kvs + (i & 1) * 2 * T, k + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
-    start_tile<HD>(kvs + (i & 1) * 2 * T + T, v + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
-  };
-  start_tile<HD>(qs, q + at.q, q0, FLASH_ROWS, seq, at.q_stride);
-  start_tile<HD>(dos, d_o + at.q, q0, FLASH_ROWS, seq, at.q_stride);
+  int warp = threadIdx.x >> 5;
+  QueryTile<HD> t(seq, heads, kv_heads);
+  auto start = [&](int i) { t.start_kv(kvs, k, v, i, seq); };
+  t.start_own(qs, q, seq);
+  t.start_own(dos, d_o, seq);
   start(0);
   commit_copies();
   float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {};
 #pragma unroll
   for (int r = 0; r < 2; r++) {
-    int row = row0 + frag_row(2 * r);
-    u64 at_row = ((u64)b * heads + h) * seq + row;
-    row_lse[r] = row < seq ? lse[at_row] * LOG2E : 0.f;
-    row_delta[r] = row < seq ? delta[at_row] : 0.f;
+    int row = t.row0 + frag_row(2 * r);
+    row_lse[r] = row < seq ? lse[t.stats + row] * LOG2E : 0.f;
+    row_delta[r] = row < seq ? delta[t.stats + row] : 0.f;
   }
-  int tiles = (min(q0 + FLASH_ROWS, seq) + FLASH_ROWS - 1) / FLASH_ROWS;
-  for (int i = 0; i < tiles; i++) {
-    next_tile(i, tiles, start);
+  for (int i = 0; i < t.tiles; i++) {
+    next_tile(i, t.tiles, start);
     const bf16* ks = kvs + (i & 1) * 2 * T;
     int k0 = i * FLASH_ROWS;
     float s[FLASH_ROWS / 8][4], dp[FLASH_ROWS / 8][4];
@@ -289,14 +300,14 @@ __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, cons
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         int r = e >> 1;
-        float p = k0 + frag_col(n, e) > row0 + frag_row(e) ? 0.f : fast_exp2(s[n][e] * sl2 - row_lse[r]);
+        float p = k0 + frag_col(n, e) > t.row0 + frag_row(e) ? 0.f : fast_exp2(s[n][e] * sl2 - row_lse[r]);
         s[n][e] = p * (dp[n][e] - row_delta[r]);
       }
     tile_accumulate<HD, FLASH_ROWS>(acc, s, ks);
     __syncthreads();
   }
   float mul[2] = {scale, scale};
-  store_rows<HD>(dq + at.q, acc, mul, row0, seq, at.q_stride);
+  store_rows<HD>(dq + t.at.q, acc, mul, t.row0, seq, t.at.q_stride);
 }
 
 // dV = Pᵀ·dO and dK = scale · dSᵀ·Q for a tile of keys, summed over the query heads that share
