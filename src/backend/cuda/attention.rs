@@ -6,7 +6,7 @@
 
 use super::model_ops::{aligned_16, launch, per_warp, ModelOps};
 use crate::backend::cpu::attention::Shape;
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 /// Head dimensions the flash kernels are instantiated for (FLASH_KERNELS in attention.cu).
@@ -23,33 +23,34 @@ fn tile_bytes(rows: usize, hd: usize) -> usize {
     rows * (hd + PAD) * 2
 }
 
-/// The flash kernels of every head dimension and the dynamic shared memory each launches with:
-/// the forward keeps a Q tile and streams K and V tiles (two buffers each); dQ also keeps dO;
-/// dK/dV keeps K and V and streams Q and dO tiles with their rows' lse and delta.
-pub fn flash_kernels() -> Vec<(String, u32)> {
-    HEAD_DIMS
-        .iter()
-        .flat_map(|&hd| {
-            [
-                (format!("flash_forward_{hd}"), (1 + 2 * 2) * tile_bytes(ROWS, hd)),
-                (format!("flash_backward_dq_{hd}"), (2 + 2 * 2) * tile_bytes(ROWS, hd)),
-                (format!("flash_backward_dkdv_{hd}"), 2 * tile_bytes(ROWS, hd) + 2 * (2 * tile_bytes(DKDV_QUERIES, hd) + 2 * 4 * DKDV_QUERIES)),
-            ]
-        })
-        .map(|(name, bytes)| (name, bytes as u32))
-        .collect()
+/// The flash kernels: forward, backward_dq, backward_dkdv.
+const KINDS: [&str; 3] = ["forward", "backward_dq", "backward_dkdv"];
+
+/// Dynamic shared memory of flash kernel `kind` at head dimension `hd`: the forward keeps a Q
+/// tile and streams K and V tiles (two buffers each); dQ also keeps dO; dK/dV keeps K and V and
+/// streams Q and dO tiles with their rows' lse and delta.
+fn shared_bytes(kind: &str, hd: usize) -> u32 {
+    let bytes = match kind {
+        "forward" => (1 + 2 * 2) * tile_bytes(ROWS, hd),
+        "backward_dq" => (2 + 2 * 2) * tile_bytes(ROWS, hd),
+        _ => 2 * tile_bytes(ROWS, hd) + 2 * (2 * tile_bytes(DKDV_QUERIES, hd) + 2 * 4 * DKDV_QUERIES),
+    };
+    bytes as u32
 }
 
-/// The launch of kernel `kind` for this shape: its name, and `tiles` blocks of ROWS rows
-/// along the sequence for each of `heads` heads of every batch.
+/// Every flash kernel (all head dimensions) with the dynamic shared memory it launches with.
+pub fn flash_kernels() -> Vec<(String, u32)> {
+    HEAD_DIMS.iter().flat_map(|&hd| KINDS.map(|kind| (format!("flash_{kind}_{hd}"), shared_bytes(kind, hd)))).collect()
+}
+
+/// The launch of flash kernel `kind` for this shape: its name, and a block per ROWS rows of
+/// the sequence for each of `heads` heads of every batch.
 fn flash_launch(kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchConfig)> {
     ensure!(HEAD_DIMS.contains(&s.head_dim), "the attention kernels take head_dim {HEAD_DIMS:?}, not {}", s.head_dim);
     ensure!(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "{} heads do not share {} KV heads evenly", s.heads, s.kv_heads);
-    let name = format!("flash_{kind}_{}", s.head_dim);
-    let bytes = flash_kernels().into_iter().find(|(n, _)| *n == name).map(|(_, b)| b).context("flash kernel listed")?;
-    let tiles = s.seq.div_ceil(ROWS) as u32;
-    let grid = (tiles, (s.batch * heads) as u32, 1);
-    Ok((name, LaunchConfig { grid_dim: grid, block_dim: (THREADS, 1, 1), shared_mem_bytes: bytes }))
+    let grid = (s.seq.div_ceil(ROWS) as u32, (s.batch * heads) as u32, 1);
+    let cfg = LaunchConfig { grid_dim: grid, block_dim: (THREADS, 1, 1), shared_mem_bytes: shared_bytes(kind, s.head_dim) };
+    Ok((format!("flash_{kind}_{}", s.head_dim), cfg))
 }
 
 fn dims(s: &Shape) -> (i32, i32, i32, f32) {
@@ -77,4 +78,19 @@ pub fn backward(ops: &ModelOps, dq: u64, dk: u64, dv: u64, d_o: u64, q: u64, k: 
     launch!(ops, &name, cfg, dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)?;
     let (name, cfg) = flash_launch("backward_dkdv", &s, s.kv_heads)?;
     launch!(ops, &name, cfg, dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flash_kernel_fits_hoppers_shared_memory() {
+        let kernels = flash_kernels();
+        assert_eq!(kernels.len(), HEAD_DIMS.len() * KINDS.len());
+        // A Hopper block may opt in to 227 KiB; two blocks of the largest share one SM.
+        let largest = kernels.iter().map(|(_, bytes)| *bytes).max().unwrap();
+        assert_eq!(largest, 6 * 64 * (128 + 8) * 2, "dQ at head_dim 128: Q, dO and two K/V buffers");
+        assert!(2 * largest <= 227 * 1024);
+    }
 }

@@ -20,7 +20,8 @@ macro_rules! launch {
         $ops.gemm.timer.time(name, || {
             let mut b = $ops.gpu.stream.launch_builder($ops.function(name));
             $( b.arg(&$arg); )+
-            unsafe { b.launch($cfg) }.map(|_| ()).with_context(|| format!("launching {}", name))
+            let launched = unsafe { b.launch($cfg) }.map(|_| ());
+            anyhow::Context::with_context(launched, || format!("launching {}", name))
         })
     }};
 }
