@@ -324,7 +324,7 @@ impl<'g> GpuModel<'g> {
 
     /// The residual stream copied into the buffer its next product accumulates onto.
     fn copy_residual(&self, dst: u64, src: u64, elems: usize) -> Result<()> {
-        self.ops.gemm.timer.time("copy residual", || self.gpu.copy_device(dst, src, 2 * elems))
+        self.ops.gemm.timer.time(|| "copy residual".into(), || self.gpu.copy_device(dst, src, 2 * elems))
     }
 
     /// Zeroes the whole gradient buffer before a step's first micro-batch (slots are zeroed

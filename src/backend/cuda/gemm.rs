@@ -2,7 +2,7 @@
 //! backend/cpu/matmul.rs: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x (fp32). cuBLASLt is column-major: a
 //! row-major [r, c] matrix is its column-major transpose, so each call computes Cᵀ = Bᵀ·Aᵀ.
 //!
-//! Epilogues: D = alpha·A·B + beta·C with C = D, so beta 1 fuses the residual add (forward,
+//! Epilogues: D = A·B + beta·C with C = D, so beta 1 fuses the residual add (forward,
 //! input gradient) and the fp32 gradient accumulation into the product. Llama has no bias or
 //! GELU for cuBLASLt's other epilogues to take.
 //!
@@ -35,33 +35,30 @@ pub const WORKSPACE_BYTES: usize = 32 << 20;
 /// Algorithms timed per geometry.
 const CANDIDATES: usize = 4;
 
-/// A bf16 column-major operand: address, leading dimension, batch stride (elements).
+/// A bf16 column-major operand: address, leading dimension (elements), whether op() transposes it.
 #[derive(Clone, Copy, Debug)]
-pub struct Operand {
-    pub ptr: u64,
-    pub ld: usize,
-    pub stride: usize,
-    pub transposed: bool,
+struct Operand {
+    ptr: u64,
+    ld: usize,
+    transposed: bool,
 }
 
 /// The column-major result: bf16 or fp32, overwritten (beta 0) or accumulated (beta 1).
 #[derive(Clone, Copy, Debug)]
-pub struct Output {
-    pub ptr: u64,
-    pub ld: usize,
-    pub stride: usize,
-    pub fp32: bool,
-    pub beta: f32,
+struct Output {
+    ptr: u64,
+    ld: usize,
+    fp32: bool,
+    beta: f32,
 }
 
 /// Everything a product's descriptors and algorithm depend on (not its addresses or scalars).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Geometry {
     mnk: (usize, usize, usize),
-    a: (usize, usize, bool),
-    b: (usize, usize, bool),
-    c: (usize, usize, bool),
-    batch: usize,
+    a: (usize, bool),
+    b: (usize, bool),
+    c: (usize, bool),
     /// Alignment in bytes (up to 256) of A, B and C: the heuristic may only pick kernels that
     /// the actual addresses allow.
     align: [u32; 3],
@@ -114,18 +111,9 @@ impl Drop for Gemm {
 const BF16: sys::cudaDataType = sys::cudaDataType::CUDA_R_16BF;
 const F32: sys::cudaDataType = sys::cudaDataType::CUDA_R_32F;
 
-/// A column-major layout of `rows`×`cols` with leading dimension `ld`, strided over `batch`.
-fn layout(dtype: sys::cudaDataType, rows: usize, cols: usize, ld: usize, stride: usize, batch: usize) -> Result<sys::cublasLtMatrixLayout_t> {
-    let handle = result::create_matrix_layout(dtype, rows as u64, cols as u64, ld as i64)?;
-    if batch > 1 {
-        use sys::cublasLtMatrixLayoutAttribute_t::*;
-        let (count, offset) = (batch as i32, stride as i64);
-        unsafe {
-            result::set_matrix_layout_attribute(handle, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count as *const i32 as *const c_void, 4)?;
-            result::set_matrix_layout_attribute(handle, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset as *const i64 as *const c_void, 8)?;
-        }
-    }
-    Ok(handle)
+/// A column-major layout of `rows`×`cols` with leading dimension `ld`.
+fn layout(dtype: sys::cudaDataType, rows: usize, cols: usize, ld: usize) -> Result<sys::cublasLtMatrixLayout_t> {
+    Ok(result::create_matrix_layout(dtype, rows as u64, cols as u64, ld as i64)?)
 }
 
 impl Plan {
@@ -135,16 +123,16 @@ impl Plan {
         let (m, n, k) = g.mnk;
         let desc = result::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, F32)?;
         // Stored shapes: op(A) is m×k and op(B) k×n, so a transposed operand is stored k×m (n×k).
-        let stored = |(ld, stride, transposed): (usize, usize, bool), rows: usize, cols: usize| {
+        let stored = |(ld, transposed): (usize, bool), rows: usize, cols: usize| {
             let (r, c) = if transposed { (cols, rows) } else { (rows, cols) };
-            layout(BF16, r, c, ld, stride, g.batch)
+            layout(BF16, r, c, ld)
         };
         let mut plan = Plan {
             desc,
             layouts: [
                 stored(g.a, m, k)?,
                 stored(g.b, k, n)?,
-                layout(if g.c.2 { F32 } else { BF16 }, m, n, g.c.0, g.c.1, g.batch)?,
+                layout(if g.c.1 { F32 } else { BF16 }, m, n, g.c.0)?,
             ],
             candidates: Vec::new(),
             trials: Vec::new(),
@@ -152,7 +140,7 @@ impl Plan {
         };
         let preference = result::create_matmul_pref()?;
         unsafe {
-            for (attr, t) in [(CUBLASLT_MATMUL_DESC_TRANSA, g.a.2), (CUBLASLT_MATMUL_DESC_TRANSB, g.b.2)] {
+            for (attr, t) in [(CUBLASLT_MATMUL_DESC_TRANSA, g.a.1), (CUBLASLT_MATMUL_DESC_TRANSB, g.b.1)] {
                 let v = t as i32; // cublasOperation_t: CUBLAS_OP_N 0, CUBLAS_OP_T 1
                 result::set_matmul_desc_attribute(desc, attr, &v as *const _ as *const c_void, std::mem::size_of_val(&v))?;
             }
@@ -177,7 +165,7 @@ impl Plan {
             plan.candidates = usable.map(|h| h.algo).collect();
         }
         if plan.candidates.is_empty() {
-            bail!("cuBLASLt has no algorithm for {m}x{n}x{k} x{}", g.batch);
+            bail!("cuBLASLt has no algorithm for {m}x{n}x{k}");
         }
         Ok(plan)
     }
@@ -204,19 +192,17 @@ impl Gemm {
         Ok(Gemm { handle, workspace, gpu_stream: gpu.stream.clone(), plans: RefCell::new(HashMap::new()), timer })
     }
 
-    /// `batch` products C (m×n) = alpha·op(A)·op(B) + beta·C, fp32 compute.
-    pub fn batched(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, c: Output, batch: usize, alpha: f32) -> Result<()> {
-        let name = if batch > 1 { format!("cuBLASLt batched {m}x{n}x{k} x{batch}") } else { format!("cuBLASLt {m}x{n}x{k}") };
-        self.timer.time(&name, || self.queue((m, n, k), a, b, c, batch, alpha))
+    /// C (m×n) = op(A)·op(B) + beta·C, fp32 compute, timed as one op when profiling.
+    fn product(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
+        self.timer.time(|| format!("cuBLASLt {m}x{n}x{k}"), || self.queue((m, n, k), a, b, c))
     }
 
-    fn queue(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output, batch: usize, alpha: f32) -> Result<()> {
+    fn queue(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
         let geometry = Geometry {
             mnk,
-            a: (a.ld, a.stride, a.transposed),
-            b: (b.ld, b.stride, b.transposed),
-            c: (c.ld, c.stride, c.fp32),
-            batch,
+            a: (a.ld, a.transposed),
+            b: (b.ld, b.transposed),
+            c: (c.ld, c.fp32),
             align: [alignment(a.ptr), alignment(b.ptr), alignment(c.ptr)],
         };
         let mut plans = self.plans.borrow_mut();
@@ -224,7 +210,7 @@ impl Gemm {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(Plan::new(self.handle, &geometry)?),
         };
-        let run = |plan: &Plan, candidate: usize| self.run(plan, candidate, a, b, c, alpha);
+        let run = |plan: &Plan, candidate: usize| self.run(plan, candidate, a, b, c);
         let chosen = match plan.chosen {
             Some(chosen) => chosen,
             None if c.beta == 0.0 => {
@@ -253,9 +239,10 @@ impl Gemm {
         Ok(())
     }
 
-    /// D = alpha·op(A)·op(B) + beta·C with C = D, by the plan's `candidate` algorithm.
-    fn run(&self, plan: &Plan, candidate: usize, a: Operand, b: Operand, c: Output, alpha: f32) -> Result<()> {
+    /// D = op(A)·op(B) + beta·C with C = D, by the plan's `candidate` algorithm.
+    fn run(&self, plan: &Plan, candidate: usize, a: Operand, b: Operand, c: Output) -> Result<()> {
         let [la, lb, lc] = plan.layouts;
+        let alpha = 1f32;
         let out = c.ptr as *mut c_void;
         unsafe {
             result::matmul(
@@ -280,31 +267,27 @@ impl Gemm {
         .context("cublasLtMatmul failed")
     }
 
-    fn single(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
-        self.batched(mnk, a, b, c, 1, 1.0)
-    }
-
     /// y [m, n] (bf16) = x [m, k] · W [n, k]ᵀ, added to y's contents when `accumulate`
     /// (the residual add, fused into the product).
     pub fn forward(&self, y: u64, x: u64, w: u64, d: Dims, accumulate: bool) -> Result<()> {
-        let a = Operand { ptr: w, ld: d.k, stride: 0, transposed: true };
-        let b = Operand { ptr: x, ld: d.k, stride: 0, transposed: false };
+        let a = Operand { ptr: w, ld: d.k, transposed: true };
+        let b = Operand { ptr: x, ld: d.k, transposed: false };
         let beta = if accumulate { 1.0 } else { 0.0 };
-        self.single((d.n, d.m, d.k), a, b, Output { ptr: y, ld: d.n, stride: 0, fp32: false, beta })
+        self.product((d.n, d.m, d.k), a, b, Output { ptr: y, ld: d.n, fp32: false, beta })
     }
 
     /// dx [m, k] (bf16) = dy [m, n] · W [n, k], added to dx's contents when `accumulate`.
     pub fn backward_input(&self, dx: u64, dy: u64, w: u64, d: Dims, accumulate: bool) -> Result<()> {
-        let a = Operand { ptr: w, ld: d.k, stride: 0, transposed: false };
-        let b = Operand { ptr: dy, ld: d.n, stride: 0, transposed: false };
+        let a = Operand { ptr: w, ld: d.k, transposed: false };
+        let b = Operand { ptr: dy, ld: d.n, transposed: false };
         let beta = if accumulate { 1.0 } else { 0.0 };
-        self.single((d.k, d.m, d.n), a, b, Output { ptr: dx, ld: d.k, stride: 0, fp32: false, beta })
+        self.product((d.k, d.m, d.n), a, b, Output { ptr: dx, ld: d.k, fp32: false, beta })
     }
 
     /// dW [n, k] (fp32) += dy [m, n]ᵀ · x [m, k]
     pub fn backward_weight(&self, dw: u64, dy: u64, x: u64, d: Dims) -> Result<()> {
-        let a = Operand { ptr: x, ld: d.k, stride: 0, transposed: false };
-        let b = Operand { ptr: dy, ld: d.n, stride: 0, transposed: true };
-        self.single((d.k, d.n, d.m), a, b, Output { ptr: dw, ld: d.k, stride: 0, fp32: true, beta: 1.0 })
+        let a = Operand { ptr: x, ld: d.k, transposed: false };
+        let b = Operand { ptr: dy, ld: d.n, transposed: true };
+        self.product((d.k, d.n, d.m), a, b, Output { ptr: dw, ld: d.k, fp32: true, beta: 1.0 })
     }
 }

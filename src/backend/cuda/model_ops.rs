@@ -17,7 +17,7 @@ use std::sync::Arc;
 macro_rules! launch {
     ($ops:expr, $name:expr, $cfg:expr, $($arg:ident),+) => {{
         let name: &str = $name;
-        $ops.gemm.timer.time(name, || {
+        $ops.gemm.timer.time(|| name.to_string(), || {
             let mut b = $ops.gpu.stream.launch_builder($ops.function(name));
             $( b.arg(&$arg); )+
             let launched = unsafe { b.launch($cfg) }.map(|_| ());
@@ -58,7 +58,7 @@ fn elementwise(n: u64) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// The 8-wide bf16 kernels (RMSNorm, swiglu, add) read and write 16 bytes at a time.
+/// The 8-wide bf16 kernels (RMSNorm, swiglu, add) and attention's tile copies move 16 bytes at a time.
 pub(super) fn aligned_16(addresses: &[u64]) -> Result<()> {
     ensure!(addresses.iter().all(|a| a % 16 == 0), "8-wide bf16 kernels need 16-byte aligned buffers: {addresses:x?}");
     Ok(())

@@ -64,8 +64,9 @@ impl OpTimer {
         self.marks.borrow_mut().clear();
     }
 
-    /// Runs `f` (which queues GPU work on the stream) between two events named `name`.
-    pub fn time<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Runs `f` (which queues GPU work on the stream), between two events named `name()` when
+    /// enabled; the name is only made then.
+    pub fn time<T>(&self, name: impl FnOnce() -> String, f: impl FnOnce() -> Result<T>) -> Result<T> {
         if !self.enabled.get() {
             return f();
         }
@@ -74,7 +75,7 @@ impl OpTimer {
         start.record(&self.stream)?;
         let out = f()?;
         end.record(&self.stream)?;
-        self.marks.borrow_mut().push((name.to_string(), start, end));
+        self.marks.borrow_mut().push((name(), start, end));
         Ok(out)
     }
 
