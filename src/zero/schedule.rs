@@ -113,30 +113,31 @@ mod tests {
     #[derive(Default)]
     struct Log(Vec<String>);
 
+    impl Log {
+        fn note(&mut self, entry: String) -> Result<()> {
+            self.0.push(entry);
+            Ok(())
+        }
+    }
+
     impl UnitWork for Log {
         fn weights_for(&mut self, unit: usize, next: Option<usize>) -> Result<()> {
-            self.0.push(format!("w{unit}>{}", next.map_or("-".into(), |n| n.to_string())));
-            Ok(())
+            self.note(format!("w{unit}>{}", next.map_or("-".into(), |n| n.to_string())))
         }
         fn grads_for(&mut self, unit: usize) -> Result<()> {
-            self.0.push(format!("g{unit}"));
-            Ok(())
+            self.note(format!("g{unit}"))
         }
         fn reduce(&mut self, unit: usize) -> Result<()> {
-            self.0.push(format!("r{unit}"));
-            Ok(())
+            self.note(format!("r{unit}"))
         }
         fn drain(&mut self) -> Result<()> {
-            self.0.push("drain".into());
-            Ok(())
+            self.note("drain".into())
         }
         fn forward(&mut self, piece: Piece) -> Result<()> {
-            self.0.push(format!("F{piece:?}"));
-            Ok(())
+            self.note(format!("F{piece:?}"))
         }
         fn backward(&mut self, piece: Piece) -> Result<()> {
-            self.0.push(format!("B{piece:?}"));
-            Ok(())
+            self.note(format!("B{piece:?}"))
         }
     }
 
