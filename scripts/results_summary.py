@@ -67,7 +67,11 @@ def summarize(path):
                     "calls": p["calls"][:].tolist(),
                     "ms": p["ms"][:].tolist(),
                 }
-    return {"run": run, "ranks": ranks, "series": series, "sft": sft}
+        selftest = None
+        if "selftest" in f:
+            g = f["selftest"]
+            selftest = {k: [text(x) for x in g[k][:]] if k in ("op", "shape") else g[k][:].tolist() for k in g}
+    return {"run": run, "ranks": ranks, "series": series, "sft": sft, "selftest": selftest}
 
 
 def main():
@@ -84,7 +88,9 @@ def main():
     print(f"# {args.file}: {run.get('suite')} over {run.get('engine')}, {run.get('world_size')} ranks, "
           f"NCCL {run.get('nccl_version')}, started {run.get('start_utc')}, exit code {run.get('exit_code', 'unfinished')}")
     sft = summary["sft"]
-    if sft:
+    if sft and "summary_tokens_per_s" not in sft:
+        print(f"\n## sft {sft['model']} on {sft['engine']}: unfinished, {len(sft['step'])} steps recorded, no summary")
+    elif sft:
         mfu = "n/a (CPU)" if sft["summary_mfu"] is None else f"{100 * sft['summary_mfu']:.1f} %"
         print(f"\n## sft {sft['model']} on {sft['engine']}: {sft['summary_tokens_per_s']:.0f} tokens/s, "
               f"{sft['summary_model_tflops']:.4f} model TFLOP/s, MFU {mfu} over {sft['summary_measured_steps']} steps")

@@ -2,7 +2,7 @@
 # The main job on this machine: the collective sweeps on every local GPU (one rank each), then
 # selftest and a Llama-2-7B-shaped (8 layers) SFT run on one GPU; or, with no GPU or no NCCL,
 # the same sweeps over MPI on host memory with two ranks followed by the tiny Llama SFT run on
-# the CPU. Extra arguments go to the sweep (e.g. -b 8 -e 8G -f 4).
+# the CPU. Extra arguments go to the sweep after the defaults below, so they win (e.g. -e 1G).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

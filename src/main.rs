@@ -1,17 +1,20 @@
 //! h200-mpibench: one rank per GPU under mpirun/srun (or alone), every number to one HDF5 file.
 //! Exit codes: 0 success, 1 runtime failure (every rank is stopped), 2 bad input or
-//! environment (every rank says why), 3 wrong elements found by verification.
+//! environment (every rank says why), 3 wrong elements found by verification, 4 interrupted
+//! by SIGINT or SIGTERM (dist/interrupt.rs).
 
 mod app;
 
 use anyhow::Context;
 use app::Stop;
-use clap::Parser;
+use h200_mpibench::cli::scope::RunKind;
 use h200_mpibench::cli::{self, Cli, Command, Suite};
+use h200_mpibench::dist::interrupt;
 use h200_mpibench::dist::world::{print_line, World};
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{self, RunMetadata};
-use std::path::PathBuf;
+use h200_mpibench::results::out_path;
+use std::path::Path;
 
 /// Diagnostics on stderr for operators: `H200_MPIBENCH_LOG=debug` (any tracing filter) shows
 /// each rank's phases; every line carries the rank and host.
@@ -29,8 +32,12 @@ fn main() {
     let code = {
         let world = World::init();
         start_logging(&world);
+        if let Err(e) = interrupt::install(world.who(), world.is_root()) {
+            print_line(&format!("h200-mpibench: error: {}: cannot watch for SIGINT/SIGTERM: {e}", world.who()));
+            world.abort(1)
+        }
         tracing::debug!(ranks = world.size, local_rank = world.local_rank, "MPI started");
-        match run(&world) {
+        let code = match run(&world) {
             Ok(code) => code,
             Err(Stop::Info(text)) => {
                 if world.is_root() {
@@ -46,13 +53,16 @@ fn main() {
                 print_line(&format!("h200-mpibench: error: {}: {e:#}", world.who()));
                 world.abort(1)
             }
-        }
+        };
+        // Settled before MPI_Finalize: a signal from here on only confirms the code.
+        interrupt::settle(code);
+        code
     };
     std::process::exit(code)
 }
 
 fn parse_cli() -> Result<Cli, Stop> {
-    Cli::try_parse().map_err(|e| match e.kind() {
+    Cli::from_env().map_err(|e| match e.kind() {
         clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Stop::Info(e.to_string()),
         _ => {
             let text = e.to_string();
@@ -60,11 +70,6 @@ fn parse_cli() -> Result<Cli, Stop> {
             Stop::Agreed(format!("{} (see --help)", first.trim_start_matches("error: ")))
         }
     })
-}
-
-fn default_out(suite: &str) -> Result<PathBuf, String> {
-    std::fs::create_dir_all("results").map_err(|e| format!("cannot create results/: {e}"))?;
-    Ok(PathBuf::from(format!("results/{}_{suite}.h5", metadata::utc_now(true))))
 }
 
 /// A validated request: what the run will do.
@@ -76,8 +81,15 @@ enum Work {
 
 fn run(world: &World) -> Result<i32, Stop> {
     let cli = parse_cli()?;
+    let kind = match (&cli.command, cli.suite()) {
+        (Some(Command::Plan { .. }), _) => RunKind::Plan,
+        (Some(Command::Selftest), _) => RunKind::Selftest,
+        (None, Suite::Nccl) => RunKind::Sweeps,
+        (None, Suite::Sft) => RunKind::Sft,
+    };
     // Everything is validated before anything is created.
-    let (work, suite) = match (cli.command.clone(), cli.suite()) {
+    cli.check_common(kind).map_err(Stop::Agreed)?;
+    let (work, suite) = match (cli.command.clone(), kind) {
         (Some(Command::Plan { ranks, gpu_memory_gib }), _) => {
             let report = cli.memory_report(ranks, gpu_memory_gib).map_err(Stop::Agreed)?;
             if world.is_root() {
@@ -85,16 +97,17 @@ fn run(world: &World) -> Result<i32, Stop> {
             }
             return Ok(0);
         }
-        (Some(Command::Selftest), _) => (Work::Selftest, "selftest"),
-        (None, Suite::Nccl) => (Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?), "nccl"),
-        (None, Suite::Sft) => (Work::Sft(app::sft::plan(&cli)?), "sft"),
+        (_, RunKind::Selftest) => (Work::Selftest, "selftest"),
+        (_, RunKind::Sweeps) => (Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?), "nccl"),
+        _ => (Work::Sft(app::sft::plan(&cli)?), "sft"),
     };
-    let start_utc = metadata::utc_now(false);
+    let start_utc = metadata::utc_now();
 
-    // The results file exists, writable, before any GPU work.
+    // The results file exists, writable and new (or --overwrite), before any work.
     let file = if world.is_root() {
-        let path = cli.out.clone().map_or_else(|| default_out(suite), Ok);
-        path.and_then(|p| ResultsFile::create(&p).map_err(|e| format!("{e:#}"))).map(Some)
+        let inputs: Vec<&Path> = [cli.sft.data.as_deref(), cli.sft.model.as_deref()].into_iter().flatten().map(Path::new).collect();
+        let target = out_path::choose(cli.out.as_deref(), suite, cli.overwrite, &inputs);
+        target.and_then(|p| ResultsFile::create(&p, cli.overwrite).map_err(|e| format!("{e:#}"))).map(Some)
     } else {
         Ok(None)
     };
@@ -128,7 +141,7 @@ fn run(world: &World) -> Result<i32, Stop> {
         (outcome, _) => outcome?,
     };
     if let Some(file) = file {
-        let path = file.finish(&metadata::utc_now(false), code).context("cannot complete the results file")?;
+        let path = file.finish(&metadata::utc_now(), code).context("cannot complete the results file")?;
         println!("# results: {}", path.display());
     }
     Ok(code)

@@ -83,11 +83,29 @@ fn f32s(gpu: &Gpu, b: &DeviceBuffer) -> Result<Vec<f64>> {
     Ok(gpu.download::<f32>(b)?.iter().map(|&v| v as f64).collect())
 }
 
-/// Runs every op check on `gpu`; the caller prints and judges.
-pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
+/// The checks so far; each goes to `on_check` as it completes (the results file's rows).
+struct Recorder<'a> {
+    all: Vec<Check>,
+    on_check: &'a mut dyn FnMut(&Check),
+}
+
+impl Recorder<'_> {
+    fn push(&mut self, check: Check) {
+        (self.on_check)(&check);
+        self.all.push(check);
+    }
+
+    fn extend(&mut self, checks: Vec<Check>) {
+        checks.into_iter().for_each(|c| self.push(c));
+    }
+}
+
+/// Runs every op check on `gpu`, handing each to `on_check` as it completes; the caller
+/// prints and judges.
+pub fn run(gpu: &Gpu, on_check: &mut dyn FnMut(&Check)) -> Result<Vec<Check>> {
     let ops = ModelOps::load(gpu)?;
     let mut r = Inputs::fresh();
-    let mut checks = Vec::new();
+    let mut checks = Recorder { all: Vec::new(), on_check };
 
     // Matrix multiplies: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x
     let dims = Dims { m: 256, k: 512, n: 384 };
@@ -227,7 +245,7 @@ pub fn run(gpu: &Gpu) -> Result<Vec<Check>> {
     checks.push(compare("sum of squares (fp64)", &shape, &gpu.download::<f64>(&total)?, &[want], F32_TOLERANCE));
     drop(ops);
     checks.extend(model_checks(gpu)?);
-    Ok(checks)
+    Ok(checks.all)
 }
 
 /// Bound on a whole step's relative error: the bf16 bound of the single ops (measured: 5e-3).

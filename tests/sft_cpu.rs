@@ -1,9 +1,10 @@
 //! `--suite sft` on the CPU path: a tiny-model run whose loss falls and whose steps land in
-//! the results file, and its bad inputs.
+//! the results file, and the same loss curve at every ZeRO stage and rank count (bad inputs:
+//! bad_inputs.rs).
 
 mod common;
 
-use common::{error_lines, mpirun, read_results, singleton, tempdir};
+use common::{mpirun, read_results, singleton, tempdir};
 use std::time::Duration;
 
 #[test]
@@ -21,30 +22,6 @@ fn tiny_sft_trains_and_records_every_step() {
     assert!(last < 0.7 * first, "loss {first} -> {last}");
     assert_eq!(sft["engine"], "cpu");
     assert!(sft["summary_tokens_per_s"].as_f64().unwrap() > 0.0);
-}
-
-#[test]
-fn sft_bad_inputs_are_one_line_errors() {
-    let dir = tempdir("sft-bad");
-    let broken = dir.join("broken.json");
-    std::fs::write(&broken, "{\"dim\": 64,").unwrap();
-    let heads = dir.join("heads.json");
-    std::fs::write(&heads, r#"{"name":"x","dim":64,"ffn_dim":128,"n_layers":1,"n_heads":6,"n_kv_heads":2,"vocab_size":32,"norm_eps":1e-5,"rope_theta":10000.0}"#).unwrap();
-    for args in [
-        vec!["--suite", "sft", "--model", broken.to_str().unwrap()],
-        vec!["--suite", "sft", "--model", heads.to_str().unwrap()],
-        vec!["--suite", "sft", "--seq", "0"],
-        vec!["--suite", "sft", "--backend", "nccl"],
-        vec!["--suite", "sft", "--zero", "4"],
-        vec!["--model", "70b"], // --model means sft; 70B's state does not fit a CPU host
-    ] {
-        let r = singleton(&args, Duration::from_secs(30));
-        assert_eq!(r.code, Some(2), "{args:?}: {}{}", r.stdout, r.stderr);
-        assert_eq!(error_lines(&r.stderr).len(), 1, "{args:?}: {}", r.stderr);
-    }
-    let r = mpirun(2, &["--suite", "sft", "--recompute"], &[], Duration::from_secs(30));
-    assert_eq!(r.code, Some(2));
-    assert_eq!(error_lines(&r.stderr).len(), 2, "{}", r.stderr);
 }
 
 /// The loss curve of a data-parallel run over `ranks` ranks at ZeRO `stage` with a global

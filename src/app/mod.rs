@@ -100,3 +100,47 @@ fn print_banner(meta: &RunMetadata, title: &str, note: Option<&str>) {
         println!("#  rank {rank:3} on {} local {} GPU {} {} [{}]", r.host, r.local_rank, r.gpu_index, r.gpu_name, r.gpu_pci_bus_id);
     }
 }
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// Collective: refuses on every rank, before anything is allocated, a run whose ranks on one
+/// host would together need more host memory than the host has available (MemAvailable).
+/// `need` is one rank's estimate in bytes (None: beyond u64), `what` names it, `advice` says
+/// what to change.
+pub fn check_host_memory(world: &World, need: Option<u64>, what: &str, advice: &str) -> Result<(), Stop> {
+    let all = need.and_then(|n| n.checked_mul(world.local_size as u64));
+    let fit = match (all, host_available_bytes()) {
+        (Some(all), Some(free)) if all <= free => Ok(()),
+        (Some(_), None) => Ok(()), // no /proc/meminfo: nothing to check against
+        (all, free) => Err(format!(
+            "{what}: {} of host memory per rank, {} for the {} rank(s) on this host, {:.1} GiB available: {advice}",
+            need.map_or("more than 16 EiB".to_string(), |n| format!("{:.1} GiB", gib(n))),
+            all.map_or("more than 16 EiB".to_string(), |a| format!("{:.1} GiB", gib(a))),
+            world.local_size,
+            free.map_or(f64::NAN, gib),
+        )),
+    };
+    world.agree(fit).map_err(Stop::Agreed)
+}
+
+/// Collective: refuses on every rank a run that needs more than its GPU has free.
+pub fn check_gpu_memory(world: &World, gpu: &Gpu, need: u64, what: &str, advice: &str) -> Result<(), Stop> {
+    let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
+    let fit = if need <= free {
+        Ok(())
+    } else {
+        Err(format!("{what}: {:.1} GiB of GPU memory, {:.1} GiB free: {advice}", gib(need), gib(free)))
+    };
+    world.agree(fit).map_err(Stop::Agreed)
+}
+
+/// MemAvailable from /proc/meminfo (Linux), in bytes.
+fn host_available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+

@@ -16,7 +16,16 @@ pub fn run(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) ->
     meta.engine = "cuda".into();
     record_gpu_software(meta, false);
     announce(world, file, meta, &gpu.identity(), "selftest: GPU ops against the CPU reference", None)?;
-    let checks = selftest::run(&gpu)?;
+    let log = file.map(|f| f.begin_selftest()).transpose()?;
+    let mut log_error = None;
+    let checks = selftest::run(&gpu, &mut |check| {
+        if let (Some(log), None) = (&log, &log_error) {
+            log_error = log.check(check).err();
+        }
+    })?;
+    if let Some(e) = log_error {
+        return Err(Stop::Fatal(e.context("cannot write the checks to the results file")));
+    }
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.passed()).collect();
     let failed_per_rank: Vec<u64> = world.all_gather_f64(&[failed.len() as f64]).iter().map(|&f| f as u64).collect();
     if world.is_root() {
@@ -25,8 +34,8 @@ pub fn run(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) ->
         let what: Vec<String> = failed.iter().map(|c| format!("{} (rel err {:.2e}, limit {:.0e})", c.op, c.rel_err, c.tolerance)).collect();
         print_line(&format!("h200-mpibench: {}: selftest FAILED: {}", world.who(), what.join(", ")));
     }
-    if let Some(file) = file {
-        file.write_selftest(&checks, &failed_per_rank)?;
+    if let Some(log) = &log {
+        log.finish(&failed_per_rank)?;
     }
     let total: u64 = failed_per_rank.iter().sum();
     if world.is_root() {

@@ -1,7 +1,7 @@
 //! `--suite sft`: Llama supervised fine-tuning steps on the GPU (data parallel over ranks) or
 //! on the CPU, every step's figures printed by rank 0 and written to /sft.
 
-use super::{announce, choose_path, open_gpu, record_gpu_software, Path, Stop};
+use super::{announce, check_host_memory, choose_path, open_gpu, record_gpu_software, Path, Stop};
 use h200_mpibench::backend::cuda;
 use h200_mpibench::cli::{Backend, Cli, SftPlan};
 use h200_mpibench::dist::nccl::NcclComm;
@@ -60,18 +60,9 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         world.agree(fit).map_err(Stop::Agreed)?;
     }
     if gpu.is_none() {
-        let need = cpu_trainer::state_bytes(m, r, world.size) * world.local_size as u64;
-        let fit = match host_available_bytes() {
-            Some(free) if need > free => Err(format!(
-                "{} on the CPU path needs at least {:.1} GiB of host memory for {} ranks on this host ({:.1} GiB available):                  run it on GPUs, or a smaller --model (tiny) or --layers",
-                m.name,
-                need as f64 / (1u64 << 30) as f64,
-                world.local_size,
-                free as f64 / (1u64 << 30) as f64
-            )),
-            _ => Ok(()),
-        };
-        world.agree(fit).map_err(Stop::Agreed)?;
+        let advice = "run it on GPUs, or a smaller --model (tiny), --layers, --micro-batch or --seq";
+        let what = format!("{} on the CPU path (micro-batch {} × seq {})", m.name, r.micro_batch, r.seq);
+        check_host_memory(world, cpu_trainer::host_bytes(m, r, world.size), &what, advice)?;
     }
     meta.engine = if gpu.is_some() { "cuda" } else { "cpu" }.into();
     if gpu.is_some() {
@@ -97,12 +88,18 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             r.seq, r.micro_batch, r.grad_accum, r.micro_batch * r.grad_accum * world.size, r.steps, r.warmup_steps, r.lr
         );
     }
+    // Steps land in the file as they complete, so a run cut short keeps the ones it finished.
+    let log = file.map(|f| f.begin_sft(m, r, &meta.engine, plan_bytes)).transpose()?;
+    let mut log_error = None;
     // Never hang: each step must finish within --timeout, or every rank is stopped.
     let watchdog = Watchdog::start(world.who());
     let timeout = Duration::from_secs(cli.timeout);
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
         watchdog.arm(&format!("sft step {}", s.step + 1), timeout);
+        if let (Some(log), None) = (&log, &log_error) {
+            log_error = log.step(s).err();
+        }
         let mfu = if gpu.is_some() { format!("  MFU {:.1}%", 100.0 * s.model_flops(flops_per_token) / metrics::PEAK_FLOPS) } else { String::new() };
         if world.is_root() {
             println!(
@@ -130,6 +127,9 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         }
     };
     watchdog.disarm();
+    if let Some(e) = log_error {
+        return Err(Stop::Fatal(e.context("cannot write the steps to the results file")));
+    }
     if let (Some(p), true) = (&profile, world.is_root()) {
         print!("# GPU time of step {} by op (CUDA events around each op)\n{}", r.steps, p.table());
     }
@@ -159,20 +159,11 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             100.0 * (peak as f64 / plan_bytes as f64 - 1.0)
         );
     }
-    if let Some(file) = file {
-        file.write_sft(m, r, &meta.engine, &records, &summary, profile.as_ref(), plan_bytes)?;
+    if let Some(log) = &log {
+        log.finish(&summary, profile.as_ref())?;
     }
     match diverged {
         Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),
         None => Ok(0),
     }
-}
-
-
-/// MemAvailable from /proc/meminfo (Linux), in bytes.
-fn host_available_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

@@ -1,6 +1,6 @@
 //! `--suite nccl`: the collective sweeps on the GPU path (NCCL) or the host path (MPI).
 
-use super::{announce, choose_path, open_gpu, record_gpu_software, Path, Stop};
+use super::{announce, check_gpu_memory, check_host_memory, choose_path, open_gpu, record_gpu_software, Path, Stop};
 use h200_mpibench::cli::{Cli, SweepPlan};
 use h200_mpibench::dist::nccl::NcclComm;
 use h200_mpibench::dist::watchdog::Watchdog;
@@ -17,6 +17,8 @@ pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile
         Path::Gpu { ordinal } => {
             let gpu = open_gpu(world, ordinal)?;
             let comm = NcclComm::bootstrap(world, &watchdog, timeout)?;
+            let need = 2 * sweep::largest_buffer(plan, world.size) as u64;
+            check_gpu_memory(world, &gpu, need, "the sweep's send and receive buffers for the largest size", "a smaller -e")?;
             let mut engine = sweep::device_nccl::NcclEngine::new(world, &gpu, &comm)?;
             engine.check_kernels_against_cpu(cli.seed)?;
             record_gpu_software(meta, true);
@@ -24,7 +26,13 @@ pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile
             announce(world, file, meta, &gpu.identity(), "collective sweeps over nccl", None)?;
             sweep::run_all(world, &mut engine, plan, &watchdog, file)?
         }
+        Path::Host { reason } if plan.settings.graph_launches > 0 => {
+            return Err(Stop::Agreed(format!("-G (CUDA graphs) needs the NCCL engine, and this run sweeps over MPI on host memory ({reason})")));
+        }
         Path::Host { reason } => {
+            // Send, receive, the staged input of in-place calls and MPI's own copy of a message.
+            let need = (sweep::largest_buffer(plan, world.size) as u64).checked_mul(4);
+            check_host_memory(world, need, "the sweep's host buffers for the largest size", "a smaller -e, or fewer ranks per host")?;
             let mut engine = sweep::host_mpi::HostMpiEngine::new(world);
             meta.engine = "mpi-host".into();
             let note = format!("no GPU path ({reason}): sweeping with MPI on host memory; these figures measure MPI, not NCCL");

@@ -12,7 +12,6 @@ type OnFire = Box<dyn Fn() + Send>;
 struct Shared {
     /// Milliseconds since `start` after which the job is ended; 0 = disarmed.
     deadline_ms: AtomicU64,
-    phase: Mutex<String>,
     checks: Mutex<Vec<Check>>,
     /// Run before aborting (NCCL communicator abort), so peers see the failure quickly.
     on_fire: Mutex<Vec<OnFire>>,
@@ -31,7 +30,6 @@ impl Watchdog {
     pub fn start(who: String) -> Watchdog {
         let shared = Arc::new(Shared {
             deadline_ms: AtomicU64::new(0),
-            phase: Mutex::new(String::new()),
             checks: Mutex::new(Vec::new()),
             on_fire: Mutex::new(Vec::new()),
             start: Instant::now(),
@@ -52,7 +50,7 @@ impl Watchdog {
 
     /// From now on, `phase` must finish within `timeout` or the job is ended.
     pub fn arm(&self, phase: &str, timeout: Duration) {
-        *self.shared.phase.lock().unwrap() = phase.to_string();
+        super::phase::set(phase);
         let deadline = self.shared.start.elapsed() + timeout;
         self.shared.deadline_ms.store(deadline.as_millis().max(1) as u64, Ordering::SeqCst);
     }
@@ -62,30 +60,29 @@ impl Watchdog {
     }
 
     pub fn add_check(&self, check: Check) {
-        self.shared.checks.lock().unwrap().push(check);
+        self.shared.checks.lock().unwrap_or_else(|e| e.into_inner()).push(check);
     }
 
     pub fn on_fire(&self, action: OnFire) {
-        self.shared.on_fire.lock().unwrap().push(action);
+        self.shared.on_fire.lock().unwrap_or_else(|e| e.into_inner()).push(action);
     }
 }
 
 impl Shared {
     fn failure(&self) -> Option<String> {
-        if let Some(cause) = self.checks.lock().unwrap().iter().find_map(|check| check()) {
+        if let Some(cause) = self.checks.lock().unwrap_or_else(|e| e.into_inner()).iter().find_map(|check| check()) {
             return Some(cause);
         }
         let deadline = self.deadline_ms.load(Ordering::SeqCst);
         if deadline != 0 && self.start.elapsed().as_millis() as u64 > deadline {
-            let phase = self.phase.lock().unwrap().clone();
-            return Some(format!("timed out in {phase} (see --timeout)"));
+            return Some(format!("timed out in {} (see --timeout)", super::phase::current()));
         }
         None
     }
 
     fn fire(&self, cause: &str) -> ! {
         super::world::print_line(&format!("h200-mpibench: error: {}: {cause}", self.who));
-        for action in self.on_fire.lock().unwrap().iter() {
+        for action in self.on_fire.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             action();
         }
         super::world::abort_world(1)

@@ -23,6 +23,11 @@ const PRESETS: [(&str, &str); 4] = [
     ("tiny", include_str!("../../configs/models/tiny.json")),
 ];
 
+/// The largest dim, ffn_dim, n_layers, n_heads, n_kv_heads and vocab_size accepted: far above
+/// any Llama, and small enough that every size product of a run (with run_config.rs's bounds
+/// on tokens per micro-batch and planner.rs's on ranks) stays below 2^60 in u64 and usize.
+const SIZE_LIMITS: [usize; 6] = [1 << 16, 1 << 18, 1 << 10, 1 << 10, 1 << 10, 1 << 22];
+
 impl LlamaConfig {
     /// `7b`, `13b`, `70b`, `tiny` (also `llama2-7b` ...) or the path of a JSON config.
     pub fn load(name_or_path: &str) -> Result<LlamaConfig, String> {
@@ -51,6 +56,11 @@ impl LlamaConfig {
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
+        for ((name, value), limit) in sizes.iter().zip(SIZE_LIMITS) {
+            if *value > limit {
+                return Err(format!("{name} {value} is larger than {limit}, the most this program sizes for"));
+            }
+        }
         if self.dim % self.n_heads != 0 {
             return Err(format!("n_heads {} does not divide dim {}", self.n_heads, self.dim));
         }
@@ -76,8 +86,9 @@ impl LlamaConfig {
 
     /// A copy with `layers` layers (a 70B-shaped layer on one GPU, say).
     pub fn with_layers(&self, layers: usize) -> Result<LlamaConfig, String> {
-        if layers == 0 {
-            return Err("--layers must be at least 1".into());
+        let limit = SIZE_LIMITS[2];
+        if !(1..=limit).contains(&layers) {
+            return Err(format!("--layers {layers}: must be 1 to {limit}"));
         }
         Ok(LlamaConfig { n_layers: layers, ..self.clone() })
     }
@@ -119,6 +130,9 @@ mod tests {
             LlamaConfig { n_kv_heads: 3, ..base.clone() },
             LlamaConfig { dim: 0, ..base.clone() },
             LlamaConfig { vocab_size: 0, ..base.clone() },
+            LlamaConfig { vocab_size: 1 << 60, ..base.clone() },
+            LlamaConfig { n_layers: 1_000_000_000, ..base.clone() },
+            LlamaConfig { dim: 1 << 40, n_heads: 1 << 20, ..base.clone() },
         ];
         for c in bad {
             let e = c.validate().unwrap_err();
@@ -131,6 +145,7 @@ mod tests {
         assert!(LlamaConfig::load(broken.to_str().unwrap()).unwrap_err().contains("invalid model JSON"));
         assert!(LlamaConfig::load("/no/such/model.json").unwrap_err().contains("not a readable file"));
         assert!(base.with_layers(0).is_err());
+        assert!(base.with_layers(1_000_000_000).unwrap_err().contains("1 to 1024"));
         assert_eq!(base.with_layers(5).unwrap().n_layers, 5);
     }
 }

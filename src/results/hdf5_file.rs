@@ -1,28 +1,52 @@
 //! Rank 0's HDF5 results file. It is written as `<out>.partial` and renamed to `<out>` when the
-//! run completes; it is flushed after every series, so a run that dies leaves a readable
-//! `.partial` file holding every series it finished. Schema: README.md, "Results file".
+//! run completes; it is flushed after every series and every few steps or rows, so a run that
+//! dies leaves a readable `.partial` file holding what it finished. Schema: README.md,
+//! "Results file".
 
+use super::append_table::{AppendTable, Kind};
 use super::metadata::RunMetadata;
 use crate::sweep::runner::Series;
 use anyhow::{Context, Result};
 use hdf5::types::VarLenUnicode;
 use hdf5::{Group, H5Type, Location};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub struct ResultsFile {
     pub(super) file: hdf5::File,
     partial: PathBuf,
     target: PathBuf,
+    overwrite: bool,
+    /// The growing tables (sft steps, selftest rows): flushed on interrupt and at the end.
+    tables: Arc<Mutex<Vec<AppendTable>>>,
 }
 
 impl ResultsFile {
-    /// Creates `<target>.partial`: fails now, before any benchmark, if the path is unwritable.
-    pub fn create(target: &Path) -> Result<ResultsFile> {
+    /// Creates `<target>.partial`: fails now, before any benchmark, if the path is unwritable,
+    /// or if the partial file exists (another run writing it) and `overwrite` is not given.
+    /// On SIGINT/SIGTERM the tables' pending rows are written and the partial file stays.
+    pub fn create(target: &Path, overwrite: bool) -> Result<ResultsFile> {
         let partial = PathBuf::from(format!("{}.partial", target.display()));
         hdf5::silence_errors(true);
-        let file = hdf5::File::create(&partial)
-            .with_context(|| format!("cannot write the results file {}", partial.display()))?;
-        Ok(ResultsFile { file, partial, target: target.to_path_buf() })
+        let file = if overwrite { hdf5::File::create(&partial) } else { hdf5::File::create_excl(&partial) };
+        let file = file.with_context(|| match partial.exists() {
+            true => format!("{} exists (a run writing it, or one that died): move it away, or add --overwrite", partial.display()),
+            false => format!("cannot write the results file {}", partial.display()),
+        })?;
+        let tables: Arc<Mutex<Vec<AppendTable>>> = Arc::default();
+        let (kept, shown) = (tables.clone(), partial.display().to_string());
+        crate::dist::interrupt::on_interrupt(Box::new(move || {
+            let saved = kept.lock().map(|tables| tables.iter().all(|t| t.flush().is_ok())).unwrap_or(false);
+            Some(format!("results so far {} in {shown}", if saved { "kept" } else { "(up to the last flush)" }))
+        }));
+        Ok(ResultsFile { file, partial, target: target.to_path_buf(), overwrite, tables })
+    }
+
+    /// A growing table in `group`, flushed with the file (append_table.rs).
+    pub fn table(&self, group: &Group, columns: &[(&str, Kind)]) -> Result<AppendTable> {
+        let table = AppendTable::create(&self.file, group, columns)?;
+        self.tables.lock().map_err(|_| anyhow::anyhow!("results tables poisoned"))?.push(table.clone());
+        Ok(table)
     }
 
     pub fn write_metadata(&self, meta: &RunMetadata) -> Result<()> {
@@ -118,13 +142,27 @@ impl ResultsFile {
         let _ = std::fs::remove_file(&self.partial);
     }
 
-    /// Records the end time and moves the file to its final name.
+    /// Records the end time and moves the file to its final name, which it never replaces
+    /// unless the run was given --overwrite (a file that appeared there meanwhile stays, and
+    /// so does the `.partial` one).
     pub fn finish(self, end_utc: &str, exit_code: i32) -> Result<PathBuf> {
+        for table in self.tables.lock().map_err(|_| anyhow::anyhow!("results tables poisoned"))?.iter() {
+            table.flush()?;
+        }
         put_str(&self.file, "end_utc", end_utc)?;
         put_num(&self.file, "exit_code", exit_code as i64)?;
         self.file.close()?;
-        std::fs::rename(&self.partial, &self.target)
-            .with_context(|| format!("cannot rename {} to {}", self.partial.display(), self.target.display()))?;
+        let (from, to) = (self.partial.display(), self.target.display());
+        if self.overwrite {
+            std::fs::rename(&self.partial, &self.target).with_context(|| format!("cannot rename {from} to {to}"))?;
+        } else {
+            // A hard link fails where the target exists: the rename that cannot replace.
+            std::fs::hard_link(&self.partial, &self.target).with_context(|| match self.target.exists() {
+                true => format!("{to} appeared during the run and is kept; these results are in {from}"),
+                false => format!("cannot move {from} to {to}"),
+            })?;
+            std::fs::remove_file(&self.partial).with_context(|| format!("cannot remove {from} after linking it to {to}"))?;
+        }
         Ok(self.target)
     }
 }

@@ -81,12 +81,21 @@ pub fn git_commit() -> &'static str {
 }
 
 /// ISO 8601 UTC time, e.g. 2026-11-21T04:35:00Z; `compact` gives 20261121T043500Z for file names.
-pub fn utc_now(compact: bool) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format_utc(secs, compact)
+/// The time now, `2026-11-21T04:35:00Z`.
+pub fn utc_now() -> String {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    format_utc(ms, false)
 }
 
-fn format_utc(secs: u64, compact: bool) -> String {
+/// The time now to the millisecond, for file names: `20261121T043500.123Z`.
+pub fn utc_now_ms() -> String {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    format_utc(ms, true)
+}
+
+/// `ms` since the epoch as ISO 8601 UTC; `file_name`: compact, with milliseconds.
+fn format_utc(ms: u64, file_name: bool) -> String {
+    let secs = ms / 1000;
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
@@ -100,8 +109,8 @@ fn format_utc(secs: u64, compact: bool) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(mo <= 2);
-    if compact {
-        format!("{y:04}{mo:02}{d:02}T{h:02}{m:02}{s:02}Z")
+    if file_name {
+        format!("{y:04}{mo:02}{d:02}T{h:02}{m:02}{s:02}.{:03}Z", ms % 1000)
     } else {
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
     }
@@ -114,7 +123,7 @@ mod tests {
     #[test]
     fn formats_utc_dates() {
         assert_eq!(format_utc(0, false), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(951782400, false), "2000-02-29T00:00:00Z");
-        assert_eq!(format_utc(1795235700, true), "20261121T043500Z");
+        assert_eq!(format_utc(951_782_400_000, false), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_235_700_042, true), "20261121T043500.042Z");
     }
 }

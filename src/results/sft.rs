@@ -1,25 +1,52 @@
-//! The /sft group of the results file (model and run settings, one column per step figure,
-//! the summary over the measured steps: formulas in train/metrics.rs) and the /selftest group.
+//! The /sft group of the results file (model and run settings; one column per step figure,
+//! appended as the steps complete; the summary over the measured steps at the end: formulas in
+//! train/metrics.rs) and the /selftest group (one row per check, appended as they complete).
 
+use super::append_table::{AppendTable, Cell, Kind};
 use super::hdf5_file::{put_column, put_num, put_str, ResultsFile};
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::model::config::LlamaConfig;
+use crate::selftest::Check;
 use crate::train::metrics::{StepRecord, Summary, PEAK_FLOPS};
 use crate::train::run_config::RunConfig;
 use anyhow::Result;
+use hdf5::Group;
+
+type StepField = fn(&StepRecord, f64) -> Cell;
+
+/// Every per-step column of /sft: its name, type and value (the second argument is the
+/// model FLOPs per token). A new step figure is one line here.
+const STEP_COLUMNS: [(&str, Kind, StepField); 18] = [
+    ("step", Kind::U64, |r, _| Cell::U64(r.step as u64)),
+    ("loss", Kind::F64, |r, _| Cell::F64(r.loss)),
+    ("lr", Kind::F64, |r, _| Cell::F64(r.lr)),
+    ("grad_norm", Kind::F64, |r, _| Cell::F64(r.grad_norm)),
+    ("step_s", Kind::F64, |r, _| Cell::F64(r.step_s)),
+    ("forward_s", Kind::F64, |r, _| Cell::F64(r.forward_s)),
+    ("backward_s", Kind::F64, |r, _| Cell::F64(r.backward_s)),
+    ("comm_s", Kind::F64, |r, _| Cell::F64(r.comm_s)),
+    ("comm_busy_s", Kind::F64, |r, _| Cell::F64(r.comm_busy_s)),
+    ("comm_bytes", Kind::U64, |r, _| Cell::U64(r.comm_bytes)),
+    ("comm_compute_ratio", Kind::F64, |r, _| Cell::F64(r.comm_compute_ratio())),
+    ("optimizer_s", Kind::F64, |r, _| Cell::F64(r.optimizer_s)),
+    ("tokens", Kind::U64, |r, _| Cell::U64(r.tokens as u64)),
+    ("samples", Kind::U64, |r, _| Cell::U64(r.samples as u64)),
+    ("tokens_per_s", Kind::F64, |r, _| Cell::F64(r.tokens_per_s())),
+    ("samples_per_s", Kind::F64, |r, _| Cell::F64(r.samples_per_s())),
+    ("model_tflops", Kind::F64, |r, flops_per_token| Cell::F64(r.model_flops(flops_per_token) / 1e12)),
+    ("peak_memory_bytes", Kind::U64, |r, _| Cell::U64(r.peak_memory_bytes)),
+];
+
+/// /sft while the run trains.
+pub struct SftLog {
+    group: Group,
+    steps: AppendTable,
+    flops_per_token: f64,
+}
 
 impl ResultsFile {
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_sft(
-        &self,
-        model: &LlamaConfig,
-        run: &RunConfig,
-        engine: &str,
-        records: &[StepRecord],
-        summary: &Summary,
-        profile: Option<&StepProfile>,
-        planned_bytes: u64,
-    ) -> Result<()> {
+    /// /sft with the model and run settings and empty step columns, flushed.
+    pub fn begin_sft(&self, model: &LlamaConfig, run: &RunConfig, engine: &str, planned_bytes: u64) -> Result<SftLog> {
         let g = self.file.create_group("sft")?;
         put_str(&g, "engine", engine)?;
         put_str(&g, "model", &model.name)?;
@@ -34,33 +61,46 @@ impl ResultsFile {
         put_num(&g, "peak_flops", PEAK_FLOPS)?;
         put_num(&g, "warmup_steps", run.warmup_steps as u64)?;
         put_num(&g, "planned_memory_bytes", planned_bytes)?;
-        put_num(&g, "summary_measured_steps", summary.measured_steps as u64)?;
-        put_num(&g, "summary_step_s", summary.step_s)?;
-        put_num(&g, "summary_tokens_per_s", summary.tokens_per_s)?;
-        put_num(&g, "summary_model_tflops", summary.model_tflops)?;
-        put_num(&g, "summary_mfu", summary.mfu.unwrap_or(f64::NAN))?;
-        put_num(&g, "summary_comm_s", summary.comm_s)?;
-        put_num(&g, "summary_comm_busy_s", summary.comm_busy_s)?;
-        put_num(&g, "summary_comm_bytes", summary.comm_bytes)?;
-        let col = |f: &dyn Fn(&StepRecord) -> f64| -> Vec<f64> { records.iter().map(f).collect() };
-        put_column(&g, "step", &records.iter().map(|r| r.step as u64).collect::<Vec<_>>())?;
-        put_column(&g, "loss", &col(&|r| r.loss))?;
-        put_column(&g, "lr", &col(&|r| r.lr))?;
-        put_column(&g, "grad_norm", &col(&|r| r.grad_norm))?;
-        put_column(&g, "step_s", &col(&|r| r.step_s))?;
-        put_column(&g, "forward_s", &col(&|r| r.forward_s))?;
-        put_column(&g, "backward_s", &col(&|r| r.backward_s))?;
-        put_column(&g, "comm_s", &col(&|r| r.comm_s))?;
-        put_column(&g, "comm_busy_s", &col(&|r| r.comm_busy_s))?;
-        put_column(&g, "comm_bytes", &records.iter().map(|r| r.comm_bytes).collect::<Vec<_>>())?;
-        put_column(&g, "comm_compute_ratio", &col(&|r| r.comm_compute_ratio()))?;
-        put_column(&g, "optimizer_s", &col(&|r| r.optimizer_s))?;
-        put_column(&g, "tokens", &records.iter().map(|r| r.tokens as u64).collect::<Vec<_>>())?;
-        put_column(&g, "samples", &records.iter().map(|r| r.samples as u64).collect::<Vec<_>>())?;
-        put_column(&g, "tokens_per_s", &col(&|r| r.tokens_per_s()))?;
-        put_column(&g, "samples_per_s", &col(&|r| r.samples_per_s()))?;
-        put_column(&g, "model_tflops", &col(&|r| r.model_flops(flops_per_token) / 1e12))?;
-        put_column(&g, "peak_memory_bytes", &records.iter().map(|r| r.peak_memory_bytes).collect::<Vec<_>>())?;
+        let columns: Vec<(&str, Kind)> = STEP_COLUMNS.iter().map(|&(name, kind, _)| (name, kind)).collect();
+        let steps = self.table(&g, &columns)?;
+        self.file.flush()?;
+        Ok(SftLog { group: g, steps, flops_per_token })
+    }
+
+    /// /selftest while the checks run.
+    pub fn begin_selftest(&self) -> Result<SelftestLog> {
+        let group = self.file.create_group("selftest")?;
+        let columns = [
+            ("op", Kind::Text),
+            ("shape", Kind::Text),
+            ("rel_err", Kind::F64),
+            ("max_abs_err", Kind::F64),
+            ("tolerance", Kind::F64),
+            ("passed", Kind::U8),
+        ];
+        let checks = self.table(&group, &columns)?;
+        Ok(SelftestLog { group, checks })
+    }
+}
+
+impl SftLog {
+    /// One step's row (written in batches: append_table.rs).
+    pub fn step(&self, r: &StepRecord) -> Result<()> {
+        self.steps.append(STEP_COLUMNS.iter().map(|(_, _, field)| field(r, self.flops_per_token)).collect())
+    }
+
+    /// The remaining steps, the summary attributes and the profile.
+    pub fn finish(&self, summary: &Summary, profile: Option<&StepProfile>) -> Result<()> {
+        self.steps.flush()?;
+        let g = &self.group;
+        put_num(g, "summary_measured_steps", summary.measured_steps as u64)?;
+        put_num(g, "summary_step_s", summary.step_s)?;
+        put_num(g, "summary_tokens_per_s", summary.tokens_per_s)?;
+        put_num(g, "summary_model_tflops", summary.model_tflops)?;
+        put_num(g, "summary_mfu", summary.mfu.unwrap_or(f64::NAN))?;
+        put_num(g, "summary_comm_s", summary.comm_s)?;
+        put_num(g, "summary_comm_busy_s", summary.comm_busy_s)?;
+        put_num(g, "summary_comm_bytes", summary.comm_bytes)?;
         if let Some(p) = profile {
             let pg = g.create_group("profile")?;
             put_num(&pg, "step_ms", p.step_ms)?;
@@ -69,26 +109,33 @@ impl ResultsFile {
             put_column(&pg, "calls", &p.ops.iter().map(|o| o.calls as u64).collect::<Vec<_>>())?;
             put_column(&pg, "ms", &p.ops.iter().map(|o| o.ms).collect::<Vec<_>>())?;
         }
-        self.file.flush()?;
-        Ok(())
+        self.steps.flush()
     }
 }
 
-impl ResultsFile {
-    /// /selftest: rank 0's checks, one entry each, and every rank's failed-check count.
-    pub fn write_selftest(&self, checks: &[crate::selftest::Check], failed_per_rank: &[u64]) -> Result<()> {
-        let g = self.file.create_group("selftest")?;
-        let text = |f: &dyn Fn(&crate::selftest::Check) -> String| -> Result<Vec<hdf5::types::VarLenUnicode>> {
-            checks.iter().map(|c| Ok(f(c).parse()?)).collect()
-        };
-        put_column(&g, "op", &text(&|c| c.op.clone())?)?;
-        put_column(&g, "shape", &text(&|c| c.shape.clone())?)?;
-        put_column(&g, "rel_err", &checks.iter().map(|c| c.rel_err).collect::<Vec<_>>())?;
-        put_column(&g, "max_abs_err", &checks.iter().map(|c| c.max_abs_err).collect::<Vec<_>>())?;
-        put_column(&g, "tolerance", &checks.iter().map(|c| c.tolerance).collect::<Vec<_>>())?;
-        put_column(&g, "passed", &checks.iter().map(|c| c.passed() as u8).collect::<Vec<_>>())?;
-        put_column(&g, "failed_per_rank", failed_per_rank)?;
-        self.file.flush()?;
-        Ok(())
+/// /selftest while the checks run.
+pub struct SelftestLog {
+    group: Group,
+    checks: AppendTable,
+}
+
+impl SelftestLog {
+    /// Rank 0's check, as it completes.
+    pub fn check(&self, c: &Check) -> Result<()> {
+        self.checks.append(vec![
+            Cell::Text(c.op.clone()),
+            Cell::Text(c.shape.clone()),
+            Cell::F64(c.rel_err),
+            Cell::F64(c.max_abs_err),
+            Cell::F64(c.tolerance),
+            Cell::U8(c.passed() as u8),
+        ])
+    }
+
+    /// Every rank's failed-check count, at the end.
+    pub fn finish(&self, failed_per_rank: &[u64]) -> Result<()> {
+        self.checks.flush()?;
+        put_column(&self.group, "failed_per_rank", failed_per_rank)?;
+        self.checks.flush()
     }
 }

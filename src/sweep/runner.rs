@@ -53,7 +53,7 @@ pub struct Measurement {
     pub algbw_gbs: f64,
     pub busbw_gbs: f64,
     /// Wrong elements over all ranks and checks; None where the result is not checked
-    /// (in-place alltoall and sendrecv, as nccl-tests).
+    /// (`-c 0`, and in-place alltoall and sendrecv, as nccl-tests).
     pub wrong: Option<u64>,
     /// Every rank's per-launch times from a second batch with a timer per launch
     /// (rank-major: ranks × launches), microseconds.
@@ -105,7 +105,7 @@ impl Sweep<'_> {
             counts: collective.counts(bytes, dtype.size(), ranks),
             in_place,
         };
-        let capacity = s.sizes.iter().map(|&b| launch_at(b, false).footprint()).max().unwrap_or(0);
+        let capacity = capacity(collective, dtype, &s.sizes, ranks);
         tracing::debug!(%collective, %dtype, %op, capacity, "series start");
         self.engine.allocate(capacity.max(1))?;
 
@@ -173,7 +173,7 @@ impl Sweep<'_> {
             Aggregate::Max => max,
         };
         let algbw = launch.collective.algbw_gbs(launch.counts.param, size, world.size, reported);
-        let checked = !launch.in_place || launch.collective.in_place_is_checked();
+        let checked = s.check_iters > 0 && (!launch.in_place || launch.collective.in_place_is_checked());
         let wrong = if checked { Some(self.check(launch)?) } else { None };
         Ok(Measurement {
             bytes: launch.footprint(),
@@ -213,6 +213,11 @@ impl Sweep<'_> {
         }
         Ok(wrong)
     }
+}
+
+/// Bytes each of the send and receive buffers holds for a series: its largest footprint.
+pub fn capacity(collective: Collective, dtype: DType, sizes: &[usize], ranks: usize) -> usize {
+    sizes.iter().map(|&b| collective.counts(b, dtype.size(), ranks).bytes(dtype.size())).max().unwrap_or(0)
 }
 
 /// Byte shift of each launch of a batch: nccl-tests steps through the buffer in units of

@@ -28,8 +28,8 @@ pub enum Step {
     Bytes(usize),
 }
 
-/// The requested sizes, `min` to `max` inclusive.
-pub fn sizes(min: usize, max: usize, step: Step) -> Result<Vec<usize>, String> {
+/// The requested sizes, `min` to `max` inclusive: at most `limit` of them.
+pub fn sizes(min: usize, max: usize, step: Step, limit: usize) -> Result<Vec<usize>, String> {
     if min > max {
         return Err(format!("minimum size {min} B (-b) is larger than maximum size {max} B (-e)"));
     }
@@ -41,6 +41,9 @@ pub fn sizes(min: usize, max: usize, step: Step) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     let mut size = min;
     while size <= max {
+        if out.len() == limit {
+            return Err(format!("sizes from {min} to {max} B are more than {limit}; take a larger -f or -i"));
+        }
         out.push(size);
         size = match step {
             Step::Factor(f) => size.checked_mul(f),
@@ -71,12 +74,13 @@ mod tests {
 
     #[test]
     fn schedules_like_nccl_tests() {
-        assert_eq!(sizes(8, 128, Step::Factor(4)).unwrap(), vec![8, 32, 128]);
-        assert_eq!(sizes(8, 100, Step::Factor(4)).unwrap(), vec![8, 32]);
-        assert_eq!(sizes(1, 4, Step::Bytes(1)).unwrap(), vec![1, 2, 3, 4]);
-        assert_eq!(sizes(8 << 30, 8 << 30, Step::Factor(2)).unwrap(), vec![8 << 30]);
-        assert!(sizes(16, 8, Step::Factor(2)).is_err());
-        assert!(sizes(8, 16, Step::Factor(1)).is_err());
-        assert!(sizes(8, 16, Step::Bytes(0)).is_err());
+        assert_eq!(sizes(8, 128, Step::Factor(4), 100).unwrap(), vec![8, 32, 128]);
+        assert_eq!(sizes(8, 100, Step::Factor(4), 100).unwrap(), vec![8, 32]);
+        assert_eq!(sizes(1, 4, Step::Bytes(1), 100).unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(sizes(8 << 30, 8 << 30, Step::Factor(2), 100).unwrap(), vec![8 << 30]);
+        assert!(sizes(16, 8, Step::Factor(2), 100).is_err());
+        assert!(sizes(8, 16, Step::Factor(1), 100).is_err());
+        assert!(sizes(8, 16, Step::Bytes(0), 100).is_err());
+        assert!(sizes(1, 1 << 30, Step::Bytes(1), 10_000).unwrap_err().contains("more than 10000"));
     }
 }

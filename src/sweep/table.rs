@@ -39,11 +39,16 @@ pub fn row_half(m: &Measurement) -> String {
     format!("  {time}  {:6.2}  {:6.2}  {wrong:>6}", m.algbw_gbs, m.busbw_gbs)
 }
 
-/// nccl-tests' closing lines: wrong elements and the mean busbw over every row half.
-pub fn footer(wrong: u64, busbw_sum: f64, halves: usize) -> String {
-    let verdict = if wrong == 0 { "OK" } else { "FAILED" };
+/// nccl-tests' closing lines: wrong elements (None: nothing was checked) and the mean busbw
+/// over every row half.
+pub fn footer(wrong: Option<u64>, busbw_sum: f64, halves: usize) -> String {
+    let verdict = match wrong {
+        Some(0) => "0 OK".to_string(),
+        Some(w) => format!("{w} FAILED"),
+        None => "N/A (not checked: -c 0)".to_string(),
+    };
     let avg = if halves == 0 { 0.0 } else { busbw_sum / halves as f64 };
-    format!("# Wrong elements     : {wrong} {verdict}\n# Avg bus bandwidth  : {avg:.4} GB/s")
+    format!("# Wrong elements     : {verdict}\n# Avg bus bandwidth  : {avg:.4} GB/s")
 }
 
 #[cfg(test)]
@@ -73,7 +78,8 @@ mod tests {
         assert_eq!(row_half(&m(123.45, None)), "    123.5    1.50    2.25     N/A");
         assert_eq!(row_half(&m(12345.6, Some(3))), "    12346    1.50    2.25       3");
         assert!(row_start(&m(1.0, None), "float", Some("sum"), None).ends_with("float     sum      -1"));
-        assert!(footer(0, 3.0, 2).contains("0 OK"));
-        assert!(footer(5, 3.0, 2).contains("1.5000"));
+        assert!(footer(Some(0), 3.0, 2).contains(": 0 OK"));
+        assert!(footer(Some(5), 3.0, 2).contains("5 FAILED") && footer(Some(5), 3.0, 2).contains("1.5000"));
+        assert!(footer(None, 3.0, 2).contains("N/A"));
     }
 }

@@ -87,13 +87,24 @@ fn compute_s(work: &mut MicroBatch, pass: impl FnOnce(&mut MicroBatch) -> anyhow
     t.elapsed().as_secs_f64() - (work.comm_s() - comm)
 }
 
-/// Bytes of model state one rank holds on the CPU path (fp32 weights and gradients, and
-/// master weights, Adam moments and summed gradients for its part): a lower bound on its
-/// memory, activations aside, checked before anything is allocated.
-pub fn state_bytes(config: &LlamaConfig, run: &RunConfig, ranks: usize) -> u64 {
-    let layout = Layout::sharded(config, ranks, run.bucket_layers);
-    let owned = if run.zero >= 1 { layout.total / ranks } else { layout.total };
-    4 * (2 * layout.total + 4 * owned) as u64
+/// Bytes one rank holds on the CPU path, estimated from the shapes alone (nothing is built, so
+/// absurd sizes cost nothing; None: beyond u64): fp32 weights and gradients of the whole
+/// (padded) buffer; master weights, Adam moments and summed gradients of its part; every
+/// layer's saved activations, the logits and their gradient, and one layer's scratch.
+pub fn host_bytes(config: &LlamaConfig, run: &RunConfig, ranks: usize) -> Option<u64> {
+    let c = |v: usize| v as u64;
+    let (d, kv, f, vocab, layers) = (c(config.dim), c(config.kv_dim()), c(config.ffn_dim), c(config.vocab_size), c(config.n_layers));
+    let per_layer = (2 * d).checked_add(d.checked_mul(2 * d + 2 * kv + 3 * f)?)?;
+    let units = 2 + layers.div_ceil(c(run.bucket_layers));
+    let padding = units.checked_mul(8 * c(ranks))?;
+    let total = layers.checked_mul(per_layer)?.checked_add(vocab.checked_mul(2 * d)?)?.checked_add(d + padding)?;
+    let owned = if run.zero >= 1 { total / c(ranks) + padding } else { total };
+    let state = total.checked_mul(2)?.checked_add(owned.checked_mul(4)?)?;
+    let tokens = c(run.micro_batch).checked_mul(c(run.seq))?;
+    let saved_per_token = 6 * d + 2 * kv + 3 * f + c(config.n_heads) + 2;
+    let per_token = layers.checked_add(1)?.checked_mul(saved_per_token)?.checked_add(2 * vocab)?;
+    let activations = tokens.checked_mul(per_token)?;
+    state.checked_add(activations)?.checked_mul(4)
 }
 
 /// The process's peak resident memory (the CPU path's "peak memory").
@@ -110,6 +121,19 @@ fn peak_rss_bytes() -> u64 {
 mod tests {
     use super::*;
     use crate::train::data_parallel::Alone;
+
+    #[test]
+    fn host_estimate_covers_the_state_and_refuses_absurd_sizes() {
+        let config = LlamaConfig::load("tiny").unwrap();
+        let run = RunConfig::defaults_for("tiny");
+        let layout = Layout::sharded(&config, 2, 1);
+        // at least what CpuRank allocates for the model state: weights, gradients, owned parts
+        let state = 4 * (2 * layout.total + 4 * layout.total / 2) as u64;
+        assert!(host_bytes(&config, &run, 2).unwrap() > state);
+        let wide = LlamaConfig { dim: 1 << 16, ffn_dim: 1 << 18, n_layers: 1 << 10, vocab_size: 1 << 22, n_heads: 1 << 8, n_kv_heads: 1 << 8, ..config };
+        let long = RunConfig { micro_batch: 1 << 12, seq: 1 << 12, ..run };
+        assert!(host_bytes(&wide, &long, 1 << 20).is_none_or(|b| b > 1 << 50));
+    }
 
     #[test]
     fn tiny_model_learns_the_synthetic_task() {

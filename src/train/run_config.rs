@@ -39,6 +39,10 @@ pub struct RunConfig {
     pub bucket_layers: usize,
 }
 
+/// Tokens in one micro-batch (micro-batch × seq) at most: 16 Mi, far beyond one GPU, and the
+/// bound that keeps activation sizes (tokens × dim × layers × bytes) inside u64.
+pub const MAX_MICRO_BATCH_TOKENS: usize = 1 << 24;
+
 fn one() -> usize {
     1
 }
@@ -62,6 +66,18 @@ impl RunConfig {
         for (name, v) in sizes {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
+            }
+        }
+        let tokens = self.micro_batch.saturating_mul(self.seq);
+        if tokens > MAX_MICRO_BATCH_TOKENS {
+            return Err(format!(
+                "--micro-batch {} × --seq {} = {tokens} tokens per micro-batch; at most {MAX_MICRO_BATCH_TOKENS} are taken",
+                self.micro_batch, self.seq
+            ));
+        }
+        for (name, v, limit) in [("--grad-accum", self.grad_accum, 1 << 16), ("--steps", self.steps, 10_000_000)] {
+            if v > limit {
+                return Err(format!("{name} {v}: at most {limit}"));
             }
         }
         if self.warmup_steps >= self.steps {
@@ -110,6 +126,9 @@ mod tests {
         assert_eq!(RunConfig::defaults_for("custom").seq, 2048);
         assert!(RunConfig { warmup_steps: 20, ..r.clone() }.validate().is_err());
         assert!(RunConfig { micro_batch: 0, ..r.clone() }.validate().is_err());
-        assert!(RunConfig { lr: -1.0, ..r }.validate().is_err());
+        assert!(RunConfig { lr: -1.0, ..r.clone() }.validate().is_err());
+        assert!(RunConfig { micro_batch: 100_000, ..r.clone() }.validate().unwrap_err().contains("tokens per micro-batch"));
+        assert!(RunConfig { seq: usize::MAX, ..r.clone() }.validate().is_err());
+        assert!(RunConfig { grad_accum: 1 << 20, ..r }.validate().is_err());
     }
 }

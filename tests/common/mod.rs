@@ -18,45 +18,104 @@ pub struct Outcome {
 /// `mpirun -np N --oversubscribe h200-mpibench ARGS` with extra environment; killed (and the
 /// test failed) after `limit`.
 pub fn mpirun(ranks: usize, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Outcome {
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["-np", &ranks.to_string(), "--oversubscribe", BIN]).args(args);
-    run(cmd, env, limit)
+    spawn(mpirun_command(ranks, args), env, None).wait(limit)
+}
+
+/// As `mpirun`, started in `dir` (where a default results/ folder lands).
+pub fn mpirun_in(dir: &Path, ranks: usize, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Outcome {
+    spawn(mpirun_command(ranks, args), env, Some(dir)).wait(limit)
 }
 
 /// The binary alone, as an MPI singleton.
 pub fn singleton(args: &[&str], limit: Duration) -> Outcome {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
-    run(cmd, &[], limit)
+    spawn(cmd, &[], None).wait(limit)
 }
 
-fn run(mut cmd: Command, env: &[(&str, &str)], limit: Duration) -> Outcome {
+pub fn mpirun_command(ranks: usize, args: &[&str]) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-np", &ranks.to_string(), "--oversubscribe", BIN]).args(args);
+    cmd
+}
+
+/// A job started in the background, its output going to files the test can read meanwhile.
+pub struct Running {
+    pub child: std::process::Child,
+    pub stdout: PathBuf,
+    stderr: PathBuf,
+    start: Instant,
+    what: String,
+}
+
+pub fn spawn(mut cmd: Command, env: &[(&str, &str)], dir: Option<&Path>) -> Running {
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let dir = tempdir("out");
-    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    cmd.stdout(Stdio::from(std::fs::File::create(&out).unwrap()));
-    cmd.stderr(Stdio::from(std::fs::File::create(&err).unwrap()));
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("{cmd:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Outcome {
-        code,
-        stdout: std::fs::read_to_string(out).unwrap(),
-        stderr: std::fs::read_to_string(err).unwrap(),
-        elapsed: start.elapsed(),
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
     }
+    let out_dir = tempdir("out");
+    let (stdout, stderr) = (out_dir.join("stdout"), out_dir.join("stderr"));
+    cmd.stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()));
+    cmd.stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()));
+    let child = cmd.spawn().expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
+    Running { child, stdout, stderr, start: Instant::now(), what: format!("{cmd:?}") }
+}
+
+impl Running {
+    /// What the job has printed to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Waits until stdout holds `marker` (true) or `limit` passes or the job ends (false).
+    pub fn wait_for_output(&mut self, marker: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.stdout_so_far().contains(marker) {
+                return true;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits for the end; kills the job and fails the test after `limit`.
+    pub fn wait(mut self, limit: Duration) -> Outcome {
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            if self.start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("{} still running after {limit:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Outcome {
+            code,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap(),
+            elapsed: self.start.elapsed(),
+        }
+    }
+}
+
+/// The pid of the rank `rank` process whose command line mentions `marker`.
+pub fn pid_of_rank(marker: &str, rank: usize) -> Option<u32> {
+    let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let has = |hay: &[u8], needle: &str| hay.split(|&b| b == 0).any(|part| part.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        (has(&cmdline, BIN) && has(&cmdline, marker) && has(&environ, &wanted)).then_some(pid)
+    })
 }
 
 /// A fresh folder under target/ for one test's files.

@@ -4,7 +4,7 @@ use crate::sweep::pattern::mix;
 
 /// Fresh pseudo-random values in [-1, 1): seeded from the clock, different on every run.
 pub fn random(n: usize, salt: u64) -> Vec<f64> {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     (0..n as u64).map(|i| (mix(seed, salt, i) >> 11) as f64 / (1u64 << 52) as f64 - 1.0).collect()
 }
 

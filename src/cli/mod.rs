@@ -1,9 +1,11 @@
 //! Command line. The sweep flags keep nccl-tests' letters and meanings (-b -e -f -i -n -w -c
 //! -d -o -r -G -a), so an nccl-tests command line carries over unchanged.
 
+pub mod scope;
+
 use crate::model::config::LlamaConfig;
 use crate::sweep::collective::Collective;
-use crate::train::data::Source;
+use crate::train::data::{Source, PHRASE};
 use crate::train::run_config::RunConfig;
 use crate::sweep::dtype::DType;
 use crate::sweep::fault::Fault;
@@ -19,7 +21,10 @@ use std::time::Duration;
     name = "h200-mpibench",
     version,
     about = "What a GPU cluster really delivers for LLM fine-tuning: NCCL collective sweeps \
-             with exact verification, one MPI rank per GPU, results in one HDF5 file."
+             with exact verification, one MPI rank per GPU, results in one HDF5 file.",
+    // A flag given twice takes its last value, so wrapper scripts put their defaults first and
+    // the user's own flags after them win.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -30,9 +35,14 @@ pub struct Cli {
     #[arg(long, value_enum)]
     pub suite: Option<Suite>,
 
-    /// Results file (HDF5). Default: results/<UTC time>_<suite>.h5
+    /// Results file (HDF5). Default: results/<UTC time, ms>_<suite>_<job id or pid>.h5.
+    /// An existing file is never replaced unless --overwrite is given.
     #[arg(long, global = true)]
     pub out: Option<PathBuf>,
+
+    /// Let --out replace an existing file (never one of the run's own inputs).
+    #[arg(long, global = true)]
+    pub overwrite: bool,
 
     /// nccl: NCCL on GPUs; mpi: MPI on host memory; auto: NCCL where every rank has a GPU and
     /// the NCCL library, MPI otherwise.
@@ -53,6 +63,21 @@ pub struct Cli {
 
     #[command(flatten)]
     pub sft: SftArgs,
+
+    /// The clap ids of the flags given on the command line (scope.rs checks they apply).
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl Cli {
+    /// Parses this process's arguments and records which flags were given.
+    pub fn from_env() -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches()?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.given = scope::given(&matches);
+        Ok(cli)
+    }
 }
 
 impl Cli {
@@ -60,8 +85,11 @@ impl Cli {
     pub fn memory_report(&self, ranks: usize, gpu_memory_gib: f64) -> Result<String, String> {
         let zero = self.sft.zero;
         use crate::zero::planner::{plan, suggestions, PlanInput, LIBRARY_RESERVE};
-        if ranks == 0 {
-            return Err("plan --ranks must be at least 1".into());
+        if !(1..=MAX_PLAN_RANKS).contains(&ranks) {
+            return Err(format!("plan --ranks {ranks}: must be 1 to {MAX_PLAN_RANKS}"));
+        }
+        if !(gpu_memory_gib.is_finite() && gpu_memory_gib > 0.0 && gpu_memory_gib <= 1e6) {
+            return Err(format!("plan --gpu-memory {gpu_memory_gib}: must be a GiB count above 0 and at most 1e6"));
         }
         if zero.is_some_and(|z| z > 3) {
             return Err("plan --zero must be 0, 1, 2 or 3".into());
@@ -92,6 +120,9 @@ impl Cli {
         Ok(out)
     }
 }
+
+/// The most ranks `plan` and a run take (planner.rs's padding stays small beside u64).
+pub const MAX_PLAN_RANKS: usize = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct SftArgs {
@@ -185,8 +216,18 @@ impl SftArgs {
         run.recompute |= self.recompute;
         run.zero = self.zero.unwrap_or(0);
         run.validate()?;
+        if run.bucket_layers > model.n_layers {
+            return Err(format!("--bucket-layers {}: the model has {} layers", run.bucket_layers, model.n_layers));
+        }
         let data = match &self.data {
             Some(path) => Source::from_file(path, model.vocab_size, run.seq)?,
+            None if run.seq <= PHRASE => {
+                return Err(format!(
+                    "--seq {}: a synthetic sample is a {PHRASE}-token prompt and then its labels, so it needs at least {} tokens",
+                    run.seq,
+                    PHRASE + 1
+                ))
+            }
             None => Source::Synthetic { seed },
         };
         Ok(SftPlan { model, run, data })
@@ -211,6 +252,15 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The flags every run shares, and that each given flag belongs to this kind of run.
+    pub fn check_common(&self, kind: scope::RunKind) -> Result<(), String> {
+        scope::check(&self.given, kind)?;
+        if !(1..=MAX_TIMEOUT_S).contains(&self.timeout) {
+            return Err(format!("--timeout {}: must be 1 to {MAX_TIMEOUT_S} seconds", self.timeout));
+        }
+        Ok(())
+    }
+
     /// The suite asked for, or the one `--model` implies.
     pub fn suite(&self) -> Suite {
         self.suite.unwrap_or(if self.sft.model.is_some() { Suite::Sft } else { Suite::Nccl })
@@ -249,12 +299,13 @@ pub struct SweepArgs {
     #[arg(short = 'e', long = "maxbytes", default_value = "128M")]
     pub max_bytes: String,
 
-    /// Multiplication factor between sizes (default 2 unless -i is given).
-    #[arg(short = 'f', long = "stepfactor", conflicts_with = "step_bytes")]
+    /// Multiplication factor between sizes (default 2 unless -i is given; of -f and -i the
+    /// last one given counts).
+    #[arg(short = 'f', long = "stepfactor", overrides_with = "step_bytes")]
     pub step_factor: Option<usize>,
 
     /// Fixed increment between sizes, in bytes.
-    #[arg(short = 'i', long = "stepbytes")]
+    #[arg(short = 'i', long = "stepbytes", overrides_with = "step_factor")]
     pub step_bytes: Option<String>,
 
     /// Timed iterations per size.
@@ -290,6 +341,15 @@ pub struct SweepArgs {
     #[arg(short = 'a', long = "average", default_value_t = 1)]
     pub average: u8,
 }
+
+/// The most launches -n, -w, -c and -G take (each builds a per-launch table).
+pub const MAX_LAUNCHES: usize = 1_000_000;
+/// The most sizes one sweep takes.
+pub const MAX_SIZES: usize = 10_000;
+/// The most bytes of per-launch times rank 0 holds for one series.
+const MAX_TIMES_TABLE: usize = 1 << 30;
+/// Seconds --timeout takes at most (a week).
+const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
 
 /// Everything a sweep run needs, validated.
 pub struct SweepPlan {
@@ -327,8 +387,11 @@ impl Cli {
             (Some(b), _) => Step::Bytes(parse_size(b).map_err(|e| format!("-i: {e}"))?),
             (None, f) => Step::Factor(f.unwrap_or(2)),
         };
-        if a.iters == 0 {
-            return Err("-n must be at least 1".into());
+        let counts = [("-n", a.iters, 1), ("-w", a.warmup_iters, 0), ("-c", a.check, 0), ("-G", a.graph_launches, 0)];
+        for (flag, value, least) in counts {
+            if !(least..=MAX_LAUNCHES).contains(&value) {
+                return Err(format!("{flag} {value}: must be {least} to {MAX_LAUNCHES}"));
+            }
         }
         if a.root >= ranks {
             return Err(format!("-r {} is not a rank (the job has {ranks} ranks)", a.root));
@@ -340,16 +403,31 @@ impl Cli {
             3 => Aggregate::Max,
             x => return Err(format!("-a {x}: must be 0 (rank 0), 1 (avg), 2 (min) or 3 (max)")),
         };
-        if self.timeout == 0 {
-            return Err("--timeout must be at least 1 second".into());
+        let sizes = sizes(min, max, step, MAX_SIZES)?;
+        // Rank 0 keeps every rank's time of every launch of a series (iteration_time_us).
+        let launches = if a.graph_launches > 0 { a.graph_launches } else { a.iters };
+        let table = (2 * sizes.len() * ranks).saturating_mul(launches).saturating_mul(8);
+        if table > MAX_TIMES_TABLE {
+            return Err(format!(
+                "{} sizes × 2 × {ranks} ranks × {launches} launches of per-launch times is {:.1} GiB per series on rank 0; at most {} GiB (fewer -n/-G or sizes)",
+                sizes.len(),
+                table as f64 / (1u64 << 30) as f64,
+                MAX_TIMES_TABLE >> 30
+            ));
+        }
+        let fault = Fault::from_env()?;
+        if let Fault::Corrupt(r) | Fault::Stall(r) = fault {
+            if r >= ranks {
+                return Err(format!("{}: rank {r} does not exist (the job has {ranks} ranks)", crate::sweep::fault::VARIABLE));
+            }
         }
         Ok(SweepPlan {
-            fault: Fault::from_env()?,
+            fault,
             collectives: parse_list(&a.collectives, &Collective::ALL)?,
             dtypes: parse_list(&a.datatype, &DType::ALL)?,
             ops: parse_list(&a.op, &RedOp::ALL)?,
             settings: SweepSettings {
-                sizes: sizes(min, max, step)?,
+                sizes,
                 iters: a.iters,
                 warmup_iters: a.warmup_iters,
                 check_iters: a.check,
@@ -387,6 +465,9 @@ mod tests {
         let p = plan(&["-b", "1K", "-e", "4K", "-i", "1K", "--collectives", "alltoall,sendrecv"], 2).unwrap();
         assert_eq!(p.settings.sizes, vec![1024, 2048, 3072, 4096]);
         assert_eq!(p.collectives, vec![Collective::AllToAll, Collective::SendRecv]);
+        // a wrapper's -f default gives way to the user's -i after it, and the other way round
+        assert_eq!(plan(&["-b", "1K", "-e", "3K", "-f", "4", "-i", "1K"], 2).unwrap().settings.sizes, vec![1024, 2048, 3072]);
+        assert_eq!(plan(&["-b", "1K", "-e", "3K", "-i", "1K", "-f", "2"], 2).unwrap().settings.sizes, vec![1024, 2048]);
         let p = plan(&["-d", "float,bf16,float"], 2).unwrap();
         assert_eq!(p.dtypes, vec![DType::Float32, DType::Bfloat16]);
     }
@@ -415,6 +496,12 @@ mod tests {
         assert_eq!(text.matches("# ZeRO stage").count(), 4);
         assert!(text.contains("# ZeRO stage 0:") && text.contains("does not fit"), "{text}");
         assert!(cli.memory_report(0, 140.0).is_err());
+        for ranks in [2305843009213693952, usize::MAX] {
+            assert!(cli.memory_report(ranks, 140.0).unwrap_err().contains("must be 1 to"));
+        }
+        for gib in [f64::NAN, -1.0, f64::INFINITY, 0.0] {
+            assert!(cli.memory_report(8, gib).is_err(), "{gib}");
+        }
         let one = Cli::try_parse_from(["h200-mpibench", "plan", "--model", "7b", "--zero", "3"]).unwrap();
         assert_eq!(one.memory_report(8, 140.0).unwrap().matches("# ZeRO stage").count(), 1);
         let bad = Cli::try_parse_from(["h200-mpibench", "plan", "--zero", "4"]).unwrap();
@@ -435,7 +522,11 @@ mod tests {
             vec!["-r", "2"],
             vec!["-n", "0"],
             vec!["-f", "1"],
-            vec!["-f", "2", "-i", "4"],
+            vec!["-n", "1000000000000"],
+            vec!["-w", "2000000"],
+            vec!["-c", "9999999"],
+            vec!["-b", "1", "-e", "1G", "-i", "1"],
+            vec!["-n", "1000000", "-b", "1", "-e", "8G"],
         ] {
             assert!(plan(&args, 2).is_err(), "{args:?} accepted");
         }

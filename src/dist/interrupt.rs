@@ -1,0 +1,57 @@
+//! SIGINT and SIGTERM (Ctrl-C, `scancel`, mpirun or srun passing a signal on) end the run at
+//! once on every rank that receives one: rank 0 first has its results file write what it holds
+//! in memory (the `.partial` file stays), then prints one line naming the signal and the phase,
+//! and every rank exits with INTERRUPTED.
+
+use super::phase;
+use super::world::print_line;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+
+/// The exit code of an interrupted run (README: exit codes).
+pub const INTERRUPTED: i32 = 4;
+
+type Hook = Box<dyn Fn() -> Option<String> + Send>;
+
+/// The exit code the process has settled on, once it has (NO_CODE before): a signal that
+/// arrives while it finishes (mpirun ending the job because another rank exited first) then
+/// exits with that code and says nothing.
+static SETTLED: AtomicI32 = AtomicI32::new(NO_CODE);
+const NO_CODE: i32 = i32::MIN;
+
+/// The run is over and will exit with `code`.
+pub fn settle(code: i32) {
+    SETTLED.store(code, Ordering::SeqCst);
+}
+
+/// Run on interrupt before exiting; each may return a note for the line (where the results are).
+static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+/// Registers `hook` to run when the process is interrupted.
+pub fn on_interrupt(hook: Hook) {
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+}
+
+/// Starts the thread that waits for SIGINT and SIGTERM; `who` names this rank in the line,
+/// which only rank 0 (`speaks`) prints.
+pub fn install(who: String, speaks: bool) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("interrupt".into()).spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let settled = SETTLED.load(Ordering::SeqCst);
+            if settled != NO_CODE {
+                unsafe { libc::_exit(settled) }
+            }
+            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            let notes: Vec<String> = HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|hook| hook()).collect();
+            if speaks {
+                let notes = notes.iter().map(|n| format!("; {n}")).collect::<String>();
+                print_line(&format!("h200-mpibench: interrupted by {name} during {} ({who}){notes}", phase::current()));
+            }
+            // No unwinding, no atexit handlers: the main thread may be inside MPI or HDF5.
+            unsafe { libc::_exit(INTERRUPTED) }
+        }
+    })?;
+    Ok(())
+}
