@@ -21,6 +21,8 @@ fn tiny_sft_trains_and_records_every_step() {
     let (first, last) = (loss[0].as_f64().unwrap(), loss[39].as_f64().unwrap());
     assert!(last < 0.7 * first, "loss {first} -> {last}");
     assert_eq!(sft["engine"], "cpu");
+    assert_eq!(summary["run"]["exit_code"], 0);
+    assert!(summary["run"]["end_utc"].is_string());
     assert!(sft["summary_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
 

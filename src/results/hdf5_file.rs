@@ -146,11 +146,18 @@ impl ResultsFile {
     /// unless the run was given --overwrite (a file that appeared there meanwhile stays, and
     /// so does the `.partial` one).
     pub fn finish(self, end_utc: &str, exit_code: i32) -> Result<PathBuf> {
-        for table in self.tables.lock().map_err(|_| anyhow::anyhow!("results tables poisoned"))?.iter() {
-            table.flush()?;
+        {
+            let mut tables = self.tables.lock().map_err(|_| anyhow::anyhow!("results tables poisoned"))?;
+            for table in tables.iter() {
+                table.flush()?;
+            }
+            // Their handles would keep the file open past close() (HDF5 closes a file when its
+            // last object goes), so the attributes below would never reach the disk.
+            tables.clear();
         }
         put_str(&self.file, "end_utc", end_utc)?;
         put_num(&self.file, "exit_code", exit_code as i64)?;
+        self.file.flush()?;
         self.file.close()?;
         let (from, to) = (self.partial.display(), self.target.display());
         if self.overwrite {
