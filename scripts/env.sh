@@ -7,4 +7,4 @@ nvrtc_lib=$(python3 -c "import nvidia.cu13, os; print(os.path.join(nvidia.cu13._
 if [ -n "$nvrtc_lib" ]; then
   export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-export NCCL_NVLS_ENABLE=0
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}

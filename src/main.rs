@@ -50,6 +50,7 @@ fn main() {
                 2
             }
             Err(Stop::Fatal(e)) => {
+                interrupt::save_and_settle(1);
                 print_line(&format!("h200-mpibench: error: {}: {e:#}", world.who()));
                 world.abort(1)
             }
@@ -87,19 +88,21 @@ fn run(world: &World) -> Result<i32, Stop> {
         (None, Suite::Nccl) => RunKind::Sweeps,
         (None, Suite::Sft) => RunKind::Sft,
     };
-    // Everything is validated before anything is created.
-    cli.check_common(kind).map_err(Stop::Agreed)?;
+    // Everything is validated before anything is created, and agreed over the ranks: a file
+    // or a GPU one rank lacks stops every rank with that rank's line.
+    let agreed = |outcome: Result<(), String>| world.agree(outcome).map_err(Stop::Agreed);
+    agreed(cli.check_common(kind))?;
     let (work, suite) = match (cli.command.clone(), kind) {
         (Some(Command::Plan { ranks, gpu_memory_gib }), _) => {
-            let report = cli.memory_report(ranks, gpu_memory_gib).map_err(Stop::Agreed)?;
+            let report = world.agree(cli.memory_report(ranks, gpu_memory_gib)).map_err(Stop::Agreed)?;
             if world.is_root() {
                 print!("{report}");
             }
             return Ok(0);
         }
         (_, RunKind::Selftest) => (Work::Selftest, "selftest"),
-        (_, RunKind::Sweeps) => (Work::Sweeps(cli.sweep_plan(world.size).map_err(Stop::Agreed)?), "nccl"),
-        _ => (Work::Sft(app::sft::plan(&cli)?), "sft"),
+        (_, RunKind::Sweeps) => (Work::Sweeps(world.agree(cli.sweep_plan(world.size)).map_err(Stop::Agreed)?), "nccl"),
+        _ => (Work::Sft(world.agree(app::sft::plan(&cli)).map_err(Stop::Agreed)?), "sft"),
     };
     let start_utc = metadata::utc_now();
 
@@ -116,7 +119,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     let mut meta = RunMetadata {
         version: env!("CARGO_PKG_VERSION").into(),
         git_commit: metadata::git_commit().into(),
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        command_line: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
         suite: suite.into(),
         engine: String::new(),
         start_utc,
@@ -135,6 +138,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     let code = match (outcome, file.as_ref()) {
         // A run refused for its environment (no GPU, too many ranks) leaves no file behind.
         (Err(Stop::Agreed(cause)), Some(f)) => {
+            interrupt::settle(2);
             f.discard();
             return Err(Stop::Agreed(cause));
         }

@@ -83,7 +83,8 @@ fn f32s(gpu: &Gpu, b: &DeviceBuffer) -> Result<Vec<f64>> {
     Ok(gpu.download::<f32>(b)?.iter().map(|&v| v as f64).collect())
 }
 
-/// The checks so far; each goes to `on_check` as it completes (the results file's rows).
+/// The checks so far; each goes to `on_check` as it completes (the results file's rows; the
+/// whole-model checks go as one group when the last of them is done).
 struct Recorder<'a> {
     all: Vec<Check>,
     on_check: &'a mut dyn FnMut(&Check),
@@ -309,7 +310,7 @@ fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
 
     let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone, None)?;
     let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
-    let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &Source::Synthetic { seed }, &Alone, &mut |_| {}).iter().map(|r| r.loss).collect();
+    let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &Source::Synthetic { seed }, &Alone, &mut |_| {})?.iter().map(|r| r.loss).collect();
     checks.push(compare("50-step loss curve vs CPU trainer", &shape, &gpu_losses, &cpu_losses, STEP_TOLERANCE));
     drop(model);
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{error_lines, mpirun_in, tempdir};
+use common::{error_lines, mpirun_in, spawn, tempdir, BIN};
 use std::path::Path;
 use std::time::Duration;
 
@@ -119,6 +119,12 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["plan", "--out", "x.h5"], "writes no results file"),
         case(2, &["-n", "5", "plan"], "-n/--iters is a flag of --suite nccl, not of plan"),
         case(2, &["plan", "-n", "5"], "unexpected argument '-n'"),
+        // the binary alone
+        case(0, &["-n", "0"], "-n 0: must be 1 to"),
+        case(0, &["--suite", "sft", "--seq", "4"], "needs at least 9 tokens"),
+        case(0, &["--out", &tokens], "exists: choose another name"),
+        case(0, &["--suite", "sft", "--data", "/dev/zero"], "not a regular file"),
+        case(0, &["--timeout", "5", "plan"], "--timeout does not apply to plan"),
         // selftest (no GPU here)
         case(2, &["selftest"], "selftest checks GPU kernels"),
         case(2, &["-d", "half", "selftest"], "-d/--datatype is a flag of --suite nccl, not of selftest"),
@@ -130,15 +136,24 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
     for c in cases.drain(..) {
         let dir = tempdir("bad-case");
         let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
-        let r = mpirun_in(&dir, c.ranks, &args, &c.env, Duration::from_secs(30));
-        let what = format!("{args:?} {:?} on {} rank(s)", c.env, c.ranks);
+        // 0 ranks: the binary started alone, without mpirun (an MPI singleton of one rank).
+        let r = match c.ranks {
+            0 => {
+                let mut alone = std::process::Command::new(BIN);
+                alone.args(&args);
+                spawn(alone, &c.env, Some(&dir)).wait(Duration::from_secs(30))
+            }
+            n => mpirun_in(&dir, n, &args, &c.env, Duration::from_secs(30)),
+        };
+        let ranks = c.ranks.max(1);
+        let what = format!("{args:?} {:?} on {}", c.env, if c.ranks == 0 { "one rank without mpirun".to_string() } else { format!("{ranks} rank(s)") });
         let lines = error_lines(&r.stderr);
         table += &format!("{:>5} {:>6.2} s  {what}: {}\n", format!("{:?}", r.code), r.elapsed.as_secs_f64(), lines.first().unwrap_or(&""));
         let left = files_under(&dir);
         let checks = [
             (r.code == Some(2), "exit code 2"),
             (r.elapsed < Duration::from_secs(5), "under 5 s"),
-            (lines.len() == c.ranks, "one line per rank"),
+            (lines.len() == ranks, "one line per rank"),
             (lines.iter().all(|l| *l == lines[0]), "the same line on every rank"),
             (lines.first().is_some_and(|l| l.contains(c.cause)), "the cause named"),
             (!r.stderr.contains("panicked") && !r.stderr.contains("MPI_ABORT"), "no panic or abort"),

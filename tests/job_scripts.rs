@@ -165,7 +165,7 @@ fn slurm_sbatch_runs_sweeps_sft_and_arrays_from_any_directory() {
     // A bad variable is one line and a failed job.
     let bad = tempdir("sbatch-bad");
     let (code, printed) = sbatch(&bad, &["--ntasks=1", script], &[("GPUS_PER_NODE", "eight")]);
-    assert_ne!(code, Some(0), "{printed}");
+    assert_eq!(code, Some(2), "{printed}");
     let log = std::fs::read_to_string(bad.join(format!("h200-mpibench-{}.out", job_id(&printed)))).unwrap();
-    assert!(log.contains("error: GPUS_PER_NODE 'eight'"), "{log}");
+    assert!(log.contains("slurm.sbatch: error: GPUS_PER_NODE 'eight'"), "{log}");
 }

@@ -101,12 +101,13 @@ fn print_banner(meta: &RunMetadata, title: &str, note: Option<&str>) {
     }
 }
 
-fn gib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
+/// "12.3 GiB"; None (beyond u64) as such.
+fn gib_text(bytes: Option<u64>) -> String {
+    bytes.map_or("more than 16 EiB".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
 }
 
 /// Collective: refuses on every rank, before anything is allocated, a run whose ranks on one
-/// host would together need more host memory than the host has available (MemAvailable).
+/// host would together need more host memory than the host has available (host_available_bytes).
 /// `need` is one rank's estimate in bytes (None: beyond u64), `what` names it, `advice` says
 /// what to change.
 pub fn check_host_memory(world: &World, need: Option<u64>, what: &str, advice: &str) -> Result<(), Stop> {
@@ -115,32 +116,55 @@ pub fn check_host_memory(world: &World, need: Option<u64>, what: &str, advice: &
         (Some(all), Some(free)) if all <= free => Ok(()),
         (Some(_), None) => Ok(()), // no /proc/meminfo: nothing to check against
         (all, free) => Err(format!(
-            "{what}: {} of host memory per rank, {} for the {} rank(s) on this host, {:.1} GiB available: {advice}",
-            need.map_or("more than 16 EiB".to_string(), |n| format!("{:.1} GiB", gib(n))),
-            all.map_or("more than 16 EiB".to_string(), |a| format!("{:.1} GiB", gib(a))),
+            "{what}: {} of host memory per rank, {} for the {} rank(s) on this host, {} available: {advice}",
+            gib_text(need),
+            gib_text(all),
             world.local_size,
-            free.map_or(f64::NAN, gib),
+            free.map_or("unknown".to_string(), |f| gib_text(Some(f))),
         )),
     };
     world.agree(fit).map_err(Stop::Agreed)
 }
 
-/// Collective: refuses on every rank a run that needs more than its GPU has free.
-pub fn check_gpu_memory(world: &World, gpu: &Gpu, need: u64, what: &str, advice: &str) -> Result<(), Stop> {
+/// Collective: refuses on every rank a run that needs more than its GPU has free (`need`
+/// None: beyond u64).
+pub fn check_gpu_memory(world: &World, gpu: &Gpu, need: Option<u64>, what: &str, advice: &str) -> Result<(), Stop> {
     let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
-    let fit = if need <= free {
-        Ok(())
-    } else {
-        Err(format!("{what}: {:.1} GiB of GPU memory, {:.1} GiB free: {advice}", gib(need), gib(free)))
+    let fit = match need {
+        Some(need) if need <= free => Ok(()),
+        need => Err(format!("{what}: {} of GPU memory, {} free: {advice}", gib_text(need), gib_text(Some(free)))),
     };
     world.agree(fit).map_err(Stop::Agreed)
 }
 
-/// MemAvailable from /proc/meminfo (Linux), in bytes.
+/// What this process may still take: MemAvailable from /proc/meminfo, or less where its cgroup
+/// (a Slurm job's --mem, a container) sets a lower limit.
 fn host_available_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    Some(cgroup_headroom().map_or(kib * 1024, |room| room.min(kib * 1024)))
+}
+
+/// The cgroup's memory limit less its usage (cgroup v2 memory.max, or v1 memory.limit_in_bytes).
+fn cgroup_headroom() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let read = |path: String| std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (limit, usage) = match controllers {
+            "" => (format!("/sys/fs/cgroup{path}/memory.max"), format!("/sys/fs/cgroup{path}/memory.current")),
+            c if c.split(',').any(|c| c == "memory") => {
+                (format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"), format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"))
+            }
+            _ => continue,
+        };
+        // "max" (no limit) does not parse: nothing lower than MemAvailable.
+        if let (Some(limit), Some(usage)) = (read(limit), read(usage)) {
+            return Some(limit.saturating_sub(usage));
+        }
+    }
+    None
 }
 

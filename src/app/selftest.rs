@@ -16,6 +16,7 @@ pub fn run(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) ->
     meta.engine = "cuda".into();
     record_gpu_software(meta, false);
     announce(world, file, meta, &gpu.identity(), "selftest: GPU ops against the CPU reference", None)?;
+    h200_mpibench::dist::phase::set("selftest");
     let log = file.map(|f| f.begin_selftest()).transpose()?;
     let mut log_error = None;
     let checks = selftest::run(&gpu, &mut |check| {

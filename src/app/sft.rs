@@ -13,16 +13,17 @@ use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
 use std::time::Duration;
 
-/// The sft plan, or why this run cannot do it (the same answer on every rank).
-pub fn plan(cli: &Cli) -> Result<SftPlan, Stop> {
+/// This rank's sft plan, or why it cannot do it (the caller agrees over the ranks: the model
+/// file, the data file and the GPU are each rank's own).
+pub fn plan(cli: &Cli) -> Result<SftPlan, String> {
     let probe = if cli.backend == Backend::Mpi { Err("--backend cpu".to_string()) } else { cuda::probe().map(|_| ()) };
     if let (Backend::Nccl, Err(reason)) = (cli.backend, &probe) {
-        return Err(Stop::Agreed(format!("--suite sft --backend nccl: {reason}")));
+        return Err(format!("--suite sft --backend nccl: {reason}"));
     }
     let on_gpu = probe.is_ok();
-    let plan = cli.sft.plan(if on_gpu { "7b" } else { "tiny" }, cli.seed).map_err(Stop::Agreed)?;
+    let plan = cli.sft.plan(if on_gpu { "7b" } else { "tiny" }, cli.seed)?;
     if plan.run.recompute && !on_gpu {
-        return Err(Stop::Agreed("--recompute applies to the GPU step; the CPU path keeps every activation".into()));
+        return Err("--recompute applies to the GPU step; the CPU path keeps every activation".into());
     }
     Ok(plan)
 }
@@ -123,7 +124,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         }
         None => {
             watchdog.arm("sft step 1", timeout);
-            (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report), None)
+            (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report)?, None)
         }
     };
     watchdog.disarm();

@@ -17,7 +17,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile
         Path::Gpu { ordinal } => {
             let gpu = open_gpu(world, ordinal)?;
             let comm = NcclComm::bootstrap(world, &watchdog, timeout)?;
-            let need = 2 * sweep::largest_buffer(plan, world.size) as u64;
+            let need = (sweep::largest_buffer(plan, world.size) as u64).checked_mul(2);
             check_gpu_memory(world, &gpu, need, "the sweep's send and receive buffers for the largest size", "a smaller -e")?;
             let mut engine = sweep::device_nccl::NcclEngine::new(world, &gpu, &comm)?;
             engine.check_kernels_against_cpu(cli.seed)?;

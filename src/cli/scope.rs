@@ -29,6 +29,10 @@ pub fn given(matches: &ArgMatches) -> Vec<String> {
     ids
 }
 
+/// Shared flags that selftest and plan do not read: they run no suite, pick no backend, draw
+/// fresh inputs (selftest) and have no phase to time out.
+const UNUSED_BY_CHECKS: [&str; 4] = ["suite", "backend", "seed", "timeout"];
+
 /// The sft flags `plan` reads; the others describe training, not memory.
 const PLAN_READS: [&str; 8] = ["model", "layers", "seq", "micro_batch", "grad_accum", "recompute", "zero", "bucket_layers"];
 
@@ -51,6 +55,9 @@ pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
             }
             (RunKind::Plan, None, None) if ["out", "overwrite"].contains(&id.as_str()) => {
                 Some(format!("--{id}: plan prints its table and writes no results file"))
+            }
+            (RunKind::Plan | RunKind::Selftest, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => {
+                Some(format!("--{id} does not apply to {}", kind.name()))
             }
             _ => None,
         };
@@ -112,6 +119,8 @@ mod tests {
         assert!(e.starts_with("--lr is a flag of --suite sft"), "{e}");
         assert!(check(&given_of(&["plan", "--out", "x.h5"]), RunKind::Plan).is_err());
         assert!(check(&given_of(&["-n", "3", "selftest"]), RunKind::Selftest).is_err());
+        assert_eq!(check(&given_of(&["--timeout", "9", "selftest"]), RunKind::Selftest).unwrap_err(), "--timeout does not apply to selftest");
+        assert!(check(&given_of(&["--backend", "mpi", "plan"]), RunKind::Plan).is_err());
         // what each run reads is accepted, defaults are not "given"
         assert!(check(&given_of(&["plan", "--model", "70b", "--zero", "3", "--ranks", "16"]), RunKind::Plan).is_ok());
         assert!(check(&given_of(&["--suite", "sft", "--model", "tiny", "--out", "x.h5", "--timeout", "9"]), RunKind::Sft).is_ok());

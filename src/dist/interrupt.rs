@@ -25,6 +25,18 @@ pub fn settle(code: i32) {
     SETTLED.store(code, Ordering::SeqCst);
 }
 
+/// Before MPI_Abort ends the job with `code` (a fatal error, the watchdog): the hooks write what
+/// is pending, and a signal from here on exits quietly with `code`.
+pub fn save_and_settle(code: i32) {
+    if SETTLED.swap(code, Ordering::SeqCst) == NO_CODE {
+        run_hooks();
+    }
+}
+
+fn run_hooks() -> Vec<String> {
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|hook| hook()).collect()
+}
+
 /// Run on interrupt before exiting; each may return a note for the line (where the results are).
 static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
 
@@ -38,19 +50,23 @@ pub fn on_interrupt(hook: Hook) {
 pub fn install(who: String, speaks: bool) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new().name("interrupt".into()).spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let settled = SETTLED.load(Ordering::SeqCst);
-            if settled != NO_CODE {
-                unsafe { libc::_exit(settled) }
+        for (count, signal) in signals.forever().enumerate() {
+            let settled = SETTLED.swap(INTERRUPTED, Ordering::SeqCst);
+            // Settled already (the run is ending), or a second signal while the hooks write:
+            // go now. No unwinding, no atexit handlers: the main thread may be inside MPI or HDF5.
+            if settled != NO_CODE || count > 0 {
+                unsafe { libc::_exit(if settled != NO_CODE { settled } else { INTERRUPTED }) }
             }
-            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-            let notes: Vec<String> = HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|hook| hook()).collect();
-            if speaks {
-                let notes = notes.iter().map(|n| format!("; {n}")).collect::<String>();
-                print_line(&format!("h200-mpibench: interrupted by {name} during {} ({who}){notes}", phase::current()));
-            }
-            // No unwinding, no atexit handlers: the main thread may be inside MPI or HDF5.
-            unsafe { libc::_exit(INTERRUPTED) }
+            let (who, name) = (who.clone(), if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
+            // The hooks write in their own thread, so that a second signal still ends a stuck write.
+            let _ = std::thread::Builder::new().name("interrupt-save".into()).spawn(move || {
+                let notes = run_hooks();
+                if speaks {
+                    let notes = notes.iter().map(|n| format!("; {n}")).collect::<String>();
+                    print_line(&format!("h200-mpibench: interrupted by {name} during {} ({who}){notes}", phase::current()));
+                }
+                unsafe { libc::_exit(INTERRUPTED) }
+            });
         }
     })?;
     Ok(())

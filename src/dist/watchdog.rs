@@ -82,6 +82,7 @@ impl Shared {
 
     fn fire(&self, cause: &str) -> ! {
         super::world::print_line(&format!("h200-mpibench: error: {}: {cause}", self.who));
+        super::interrupt::save_and_settle(1);
         for action in self.on_fire.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             action();
         }

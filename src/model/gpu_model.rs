@@ -7,7 +7,7 @@
 
 use super::config::LlamaConfig;
 use super::layout::{LayerTensors, Layout, Tensor};
-use crate::backend::cpu::adamw::{clip_factor, AdamW};
+use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cpu::attention::Shape;
 use crate::backend::cpu::matmul::Dims;
 use crate::backend::cuda::attention as attn;
@@ -15,7 +15,6 @@ use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use super::init::initialise_range;
 use crate::dist::nccl::NcclComm;
-use crate::train::data_parallel::Ranks;
 use crate::train::run_config::RunConfig;
 use crate::zero::exchange::{CommCost, Elem, Exchange};
 use crate::zero::schedule::{self, Piece, UnitWork};
@@ -448,23 +447,31 @@ impl<'g> GpuModel<'g> {
         }
     }
 
-    /// Global gradient norm, clipping and one AdamW step (t from 1) on this rank's part of the
-    /// gradients summed over the ranks (their mean is what counts); returns the mean's norm.
-    pub fn optimizer_step(&self, opt: &AdamW, t: u64, max_norm: f64, ranks: &dyn Ranks) -> Result<f64> {
-        let grads = match (&self.summed, self.grads.whole_buffer()) {
-            (Some(summed), _) => summed.ptr,
-            (None, Some(whole)) => whole.ptr,
+    /// This rank's part of the gradients summed over the ranks (the whole sum at stage 0).
+    fn summed_grads(&self) -> Result<u64> {
+        match (&self.summed, self.grads.whole_buffer()) {
+            (Some(summed), _) => Ok(summed.ptr),
+            (None, Some(whole)) => Ok(whole.ptr),
             (None, None) => bail!("stage 0 keeps whole gradients"),
-        };
-        self.gpu.memset(self.norm.ptr, 0, 8)?;
-        self.ops.sum_squares(self.norm.ptr, grads, self.shards.owned_len())?;
-        let mut squares = self.gpu.download::<f64>(&self.norm)?[0];
-        if !self.shards.all_reduces() {
-            squares = ranks.sum_f64(squares);
         }
-        let n = ranks.count() as f64;
-        let norm = squares.sqrt() / n;
-        let scale = clip_factor(norm, max_norm) / n;
+    }
+
+    /// The sum of squares of this rank's part of the summed gradients (waits for the GPU).
+    pub fn grad_sum_squares(&self) -> Result<f64> {
+        self.gpu.memset(self.norm.ptr, 0, 8)?;
+        self.ops.sum_squares(self.norm.ptr, self.summed_grads()?, self.shards.owned_len())?;
+        Ok(self.gpu.download::<f64>(&self.norm)?[0])
+    }
+
+    /// Whether each rank holds the whole sum of the gradients (stage 0).
+    pub fn holds_whole_sum(&self) -> bool {
+        self.shards.all_reduces()
+    }
+
+    /// One AdamW step (t from 1) on this rank's part of the summed gradients times `scale`,
+    /// then the gathers the schedule puts right after the update.
+    pub fn update(&self, opt: &AdamW, t: u64, scale: f64) -> Result<()> {
+        let grads = self.summed_grads()?;
         // From stage 1 a rank's bf16 weights are current only in its own chunks once updated:
         // each unit is gathered again, right after its update (zero/schedule.rs) or before its
         // next use.
@@ -486,7 +493,7 @@ impl<'g> GpuModel<'g> {
                 self.gather_unit(unit)?;
             }
         }
-        Ok(norm)
+        Ok(())
     }
 
     /// The step's communication: exposed, busy, bytes (waits for the GPU).

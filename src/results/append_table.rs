@@ -9,7 +9,8 @@ use hdf5::{Dataset, Group, H5Type};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Rows written together at most, and the longest a row waits in memory.
+/// Rows written together at most; and a shorter batch is written by the first append that
+/// comes FLUSH_AFTER or more after the last write.
 pub const FLUSH_ROWS: usize = 10;
 pub const FLUSH_AFTER: Duration = Duration::from_secs(30);
 const CHUNK_ROWS: usize = 256;
@@ -99,7 +100,8 @@ impl AppendTable {
     }
 
     /// Rows in the file so far (pending ones not counted).
-    pub fn written(&self) -> usize {
+    #[cfg(test)]
+    fn written(&self) -> usize {
         self.lock().written
     }
 

@@ -6,7 +6,7 @@
 use super::append_table::{AppendTable, Kind};
 use super::metadata::RunMetadata;
 use crate::sweep::runner::Series;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use hdf5::types::VarLenUnicode;
 use hdf5::{Group, H5Type, Location};
 use std::path::{Path, PathBuf};
@@ -22,22 +22,24 @@ pub struct ResultsFile {
 }
 
 impl ResultsFile {
-    /// Creates `<target>.partial`: fails now, before any benchmark, if the path is unwritable,
-    /// or if the partial file exists (another run writing it) and `overwrite` is not given.
-    /// On SIGINT/SIGTERM the tables' pending rows are written and the partial file stays.
+    /// Creates `<target>.partial`, always as a new file: fails now, before any benchmark, if the
+    /// path is unwritable or the partial file exists (a run writing it, or the only results of
+    /// one that died: --overwrite does not touch it). On SIGINT/SIGTERM or a fatal error the
+    /// tables' pending rows are written and the partial file stays.
     pub fn create(target: &Path, overwrite: bool) -> Result<ResultsFile> {
-        let partial = PathBuf::from(format!("{}.partial", target.display()));
+        let mut partial = target.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
         hdf5::silence_errors(true);
-        let file = if overwrite { hdf5::File::create(&partial) } else { hdf5::File::create_excl(&partial) };
-        let file = file.with_context(|| match partial.exists() {
-            true => format!("{} exists (a run writing it, or one that died): move it away, or add --overwrite", partial.display()),
+        let file = hdf5::File::create_excl(&partial).with_context(|| match partial.symlink_metadata().is_ok() {
+            true => format!("{} exists (a run writing it, or the results of one that died): move it away first", partial.display()),
             false => format!("cannot write the results file {}", partial.display()),
         })?;
         let tables: Arc<Mutex<Vec<AppendTable>>> = Arc::default();
-        let (kept, shown) = (tables.clone(), partial.display().to_string());
+        let (kept, handle, shown) = (tables.clone(), file.clone(), partial.display().to_string());
         crate::dist::interrupt::on_interrupt(Box::new(move || {
-            let saved = kept.lock().map(|tables| tables.iter().all(|t| t.flush().is_ok())).unwrap_or(false);
-            Some(format!("results so far {} in {shown}", if saved { "kept" } else { "(up to the last flush)" }))
+            let saved = kept.lock().map(|tables| tables.iter().all(|t| t.flush().is_ok())).unwrap_or(false) && handle.flush().is_ok();
+            Some(format!("what finished is in {shown}{}", if saved { "" } else { " (up to its last flush)" }))
         }));
         Ok(ResultsFile { file, partial, target: target.to_path_buf(), overwrite, tables })
     }
@@ -123,7 +125,7 @@ impl ResultsFile {
         put_column(&g, "time_us_max", &col(&|r| r.time_us_max))?;
         put_column(&g, "algbw_gbs", &col(&|r| r.algbw_gbs))?;
         put_column(&g, "busbw_gbs", &col(&|r| r.busbw_gbs))?;
-        // -1: not checked (in-place alltoall)
+        // -1: not checked (-c 0, in-place alltoall and sendrecv)
         put_column(&g, "wrong", &s.rows.iter().map(|r| r.wrong.map_or(-1, |w| w as i64)).collect::<Vec<_>>())?;
         let per_rank: Vec<f64> = s.rows.iter().flat_map(|r| r.rank_time_us.iter().copied()).collect();
         let per_rank = ndarray::Array2::from_shape_vec((s.rows.len(), s.ranks), per_rank)?;
@@ -163,12 +165,13 @@ impl ResultsFile {
         if self.overwrite {
             std::fs::rename(&self.partial, &self.target).with_context(|| format!("cannot rename {from} to {to}"))?;
         } else {
-            // A hard link fails where the target exists: the rename that cannot replace.
-            std::fs::hard_link(&self.partial, &self.target).with_context(|| match self.target.exists() {
-                true => format!("{to} appeared during the run and is kept; these results are in {from}"),
-                false => format!("cannot move {from} to {to}"),
-            })?;
-            std::fs::remove_file(&self.partial).with_context(|| format!("cannot remove {from} after linking it to {to}"))?;
+            // A hard link fails where the target exists: the rename that cannot replace. Where
+            // the file system has no hard links, a rename after checking (a small race).
+            match std::fs::hard_link(&self.partial, &self.target) {
+                Ok(()) => std::fs::remove_file(&self.partial).with_context(|| format!("cannot remove {from} after linking it to {to}"))?,
+                Err(_) if self.target.symlink_metadata().is_ok() => bail!("{to} appeared during the run and is kept; these results are in {from}"),
+                Err(_) => std::fs::rename(&self.partial, &self.target).with_context(|| format!("cannot move {from} to {to}"))?,
+            }
         }
         Ok(self.target)
     }

@@ -68,7 +68,9 @@ pub fn gather_ranks(world: &World, gpu: &GpuIdentity) -> Vec<RankInfo> {
 }
 
 pub fn nccl_env_json() -> String {
-    let vars: serde_json::Map<String, serde_json::Value> = std::env::vars()
+    // vars_os: a variable that is not UTF-8 (anyone's, not only NCCL's) must not panic.
+    let vars: serde_json::Map<String, serde_json::Value> = std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .filter(|(k, _)| k.starts_with("NCCL_"))
         .map(|(k, v)| (k, serde_json::Value::String(v)))
         .collect();
@@ -80,8 +82,7 @@ pub fn git_commit() -> &'static str {
     env!("H200_MPIBENCH_GIT_COMMIT")
 }
 
-/// ISO 8601 UTC time, e.g. 2026-11-21T04:35:00Z; `compact` gives 20261121T043500Z for file names.
-/// The time now, `2026-11-21T04:35:00Z`.
+/// The time now, ISO 8601 UTC: `2026-11-21T04:35:00Z`.
 pub fn utc_now() -> String {
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     format_utc(ms, false)

@@ -1,90 +1,99 @@
-//! The SFT loop on the CPU: gradient accumulation over micro-batches, global-norm clipping,
-//! AdamW on fp32 master weights, the learning-rate schedule, per-step timing, and the ZeRO
-//! stages over MPI in the GPU's unit-by-unit order (train/cpu_rank.rs, zero/schedule.rs).
+//! The CPU rank as a step engine (train/step_loop.rs): the model piece by piece over MPI in
+//! the GPU's unit-by-unit order (train/cpu_rank.rs, zero/schedule.rs), AdamW on fp32 master
+//! weights, host timers.
 
 use super::cpu_rank::{CpuRank, MicroBatch};
 use super::data::Source;
-use super::data_parallel::{first_sample, Ranks};
+use super::data_parallel::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
-use crate::backend::cpu::adamw::{clip_factor, global_norm};
+use super::step_loop::{self, StepCosts, StepEngine};
+use crate::backend::cpu::adamw::{global_norm, AdamW};
 use crate::model::config::LlamaConfig;
 use crate::model::cpu_model::{Batch, CpuModel, CpuPass};
 use crate::model::layout::Layout;
 use crate::zero::schedule;
 use crate::zero::stage::Shards;
+use anyhow::Result;
 use std::time::Instant;
 
-/// Trains `steps` steps from the seeded initialisation on this rank's share of each global
-/// batch; `on_step` sees each record (loss: mean over ranks) as it lands.
-/// `seed` drives the initialisation.
-pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ranks: &dyn Ranks, on_step: &mut dyn FnMut(&StepRecord)) -> Vec<StepRecord> {
+/// Trains `run.steps` steps from the seeded initialisation (`seed`) on this rank's share of
+/// each global batch; `on_step` sees each record (loss: mean over ranks) as it lands.
+pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ranks: &dyn Ranks, on_step: &mut dyn FnMut(&StepRecord)) -> Result<Vec<StepRecord>> {
     let layout = Layout::sharded(config, ranks.count(), run.bucket_layers);
-    let model = CpuModel { config, layout: &layout };
     let shards = Shards::new(&layout, ranks.count(), ranks.rank(), run.zero);
-    let mut rank = CpuRank::new(&layout, &shards, ranks, seed, run.grad_accum);
+    let rank = CpuRank::new(&layout, &shards, ranks, seed, run.grad_accum);
     let mut decay = vec![false; rank.master.len()];
     for s in shards.segments(&layout) {
         decay[s.local..s.local + s.global.len()].fill(s.decay);
     }
-    let (mut m, mut v) = (vec![0f32; decay.len()], vec![0f32; decay.len()]);
-    let per_step = run.micro_batch * run.grad_accum;
-    let mut records = Vec::with_capacity(run.steps);
-    for step in 1..=run.steps {
-        let start = Instant::now();
-        let (comm_s0, comm_bytes0) = (rank.comm_s, rank.comm_bytes);
-        rank.begin_step();
-        let (mut loss, mut forward_s, mut backward_s) = (0.0, 0.0, 0.0);
-        for micro in 0..run.grad_accum {
-            let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
-            let (tokens, labels) = data.batch(first, run.micro_batch, run.seq, config.vocab_size);
-            let batch = Batch { tokens: &tokens, labels: &labels, batch: run.micro_batch, seq: run.seq };
-            let mut work = rank.micro_batch(CpuPass::new(&model, &batch, 1.0 / run.grad_accum as f64));
-            forward_s += compute_s(&mut work, |w| schedule::forward(&layout, w));
-            backward_s += compute_s(&mut work, |w| schedule::backward(&layout, w, micro + 1 == run.grad_accum));
-            loss += work.pass.loss / run.grad_accum as f64;
-        }
-        // Average over ranks: the reductions summed, so 1/ranks goes into the norm and the
-        // update's scale. Stage 0 holds the whole sum; from stage 1 each rank a part of it.
-        let t = Instant::now();
-        let n = ranks.count() as f64;
-        let loss = ranks.sum_f64(loss) / n;
-        let sum_squares = global_norm(&rank.summed).powi(2);
-        let norm = if shards.all_reduces() { sum_squares } else { ranks.sum_f64(sum_squares) }.sqrt() / n;
-        let opt = run.optimizer_at(step);
-        let scale = clip_factor(norm, run.max_grad_norm) / n;
-        opt.step(&mut rank.master, &rank.summed, &mut m, &mut v, &decay, step as u64, scale);
-        let optimizer_s = t.elapsed().as_secs_f64();
-        // Its gathers count as communication, not as optimizer time.
-        rank.weights_updated();
-        let comm_s = rank.comm_s - comm_s0;
-        let record = StepRecord {
-            step,
-            loss,
-            lr: opt.lr,
-            grad_norm: norm,
-            step_s: start.elapsed().as_secs_f64(),
-            forward_s,
-            backward_s,
-            comm_s,
-            comm_busy_s: comm_s,
-            comm_bytes: rank.comm_bytes - comm_bytes0,
-            optimizer_s,
-            tokens: per_step * run.seq,
-            samples: per_step,
-            peak_memory_bytes: peak_rss_bytes(),
-        };
-        on_step(&record);
-        records.push(record);
+    let (m, v) = (vec![0f32; decay.len()], vec![0f32; decay.len()]);
+    let model = CpuModel { config, layout: &layout };
+    let mut engine = CpuEngine { model, layout: &layout, shards: &shards, rank, decay, m, v, run, costs: StepCosts::default(), comm_at_start: (0.0, 0), optimizer_start: Instant::now() };
+    step_loop::train(&mut engine, run, config.vocab_size, data, ranks, on_step)
+}
+
+/// A CPU rank's model, optimizer state and this step's costs so far.
+struct CpuEngine<'a> {
+    model: CpuModel<'a>,
+    layout: &'a Layout,
+    shards: &'a Shards,
+    rank: CpuRank<'a>,
+    decay: Vec<bool>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    run: &'a RunConfig,
+    costs: StepCosts,
+    /// The rank's communication seconds and bytes when the step began.
+    comm_at_start: (f64, u64),
+    optimizer_start: Instant,
+}
+
+impl StepEngine for CpuEngine<'_> {
+    fn begin_step(&mut self, _step: usize) -> Result<()> {
+        self.costs = StepCosts::default();
+        self.comm_at_start = (self.rank.comm_s, self.rank.comm_bytes);
+        self.rank.begin_step();
+        Ok(())
     }
-    records
+
+    fn micro_batch(&mut self, tokens: &[u32], labels: &[i32], grad_scale: f64, last: bool) -> Result<f64> {
+        let batch = Batch { tokens, labels, batch: self.run.micro_batch, seq: self.run.seq };
+        let layout = self.layout;
+        let mut work = self.rank.micro_batch(CpuPass::new(&self.model, &batch, grad_scale));
+        self.costs.forward_s += compute_s(&mut work, |w| schedule::forward(layout, w))?;
+        self.costs.backward_s += compute_s(&mut work, |w| schedule::backward(layout, w, last))?;
+        Ok(work.pass.loss)
+    }
+
+    fn grad_sum_squares(&mut self) -> Result<f64> {
+        self.optimizer_start = Instant::now();
+        Ok(global_norm(&self.rank.summed).powi(2))
+    }
+
+    fn holds_whole_sum(&self) -> bool {
+        self.shards.all_reduces()
+    }
+
+    fn update(&mut self, opt: &AdamW, t: u64, scale: f64) -> Result<()> {
+        opt.step(&mut self.rank.master, &self.rank.summed, &mut self.m, &mut self.v, &self.decay, t, scale);
+        self.costs.optimizer_s = self.optimizer_start.elapsed().as_secs_f64();
+        // Its gathers count as communication, not as optimizer time.
+        self.rank.weights_updated();
+        Ok(())
+    }
+
+    fn end_step(&mut self) -> Result<StepCosts> {
+        let comm_s = self.rank.comm_s - self.comm_at_start.0;
+        Ok(StepCosts { comm_s, comm_busy_s: comm_s, comm_bytes: self.rank.comm_bytes - self.comm_at_start.1, peak_memory_bytes: peak_rss_bytes(), ..self.costs })
+    }
 }
 
 /// Wall time of `pass` less the communication inside it.
-fn compute_s(work: &mut MicroBatch, pass: impl FnOnce(&mut MicroBatch) -> anyhow::Result<()>) -> f64 {
+fn compute_s(work: &mut MicroBatch, pass: impl FnOnce(&mut MicroBatch) -> Result<()>) -> Result<f64> {
     let (t, comm) = (Instant::now(), work.comm_s());
-    pass(work).expect("the CPU path's compute and collectives cannot fail: MPI ends the job on errors");
-    t.elapsed().as_secs_f64() - (work.comm_s() - comm)
+    pass(work)?;
+    Ok(t.elapsed().as_secs_f64() - (work.comm_s() - comm))
 }
 
 /// Bytes one rank holds on the CPU path, estimated from the shapes alone (nothing is built, so
@@ -139,12 +148,12 @@ mod tests {
     fn tiny_model_learns_the_synthetic_task() {
         let config = LlamaConfig::load("tiny").unwrap();
         let run = RunConfig::defaults_for("tiny");
-        let records = train(&config, &run, 1, &Source::Synthetic { seed: 1 }, &Alone, &mut |_| {});
+        let records = train(&config, &run, 1, &Source::Synthetic { seed: 1 }, &Alone, &mut |_| {}).unwrap();
         let (first, last) = (records[0].loss, records[run.steps - 1].loss);
         assert!(last < 0.5 * first, "loss {first} -> {last}");
         assert!(records.iter().all(|r| r.grad_norm.is_finite() && r.step_s > 0.0 && r.tokens == 8 * 64));
         // same seed, same run
-        let again = train(&config, &RunConfig { steps: 2, ..run }, 1, &Source::Synthetic { seed: 1 }, &Alone, &mut |_| {});
+        let again = train(&config, &RunConfig { steps: 2, ..run }, 1, &Source::Synthetic { seed: 1 }, &Alone, &mut |_| {}).unwrap();
         assert_eq!(again[1].loss, records[1].loss);
     }
 }

@@ -11,6 +11,9 @@ use crate::sweep::pattern::mix;
 
 pub const PHRASE: usize = 8;
 
+/// The largest token file taken: 4 GiB (a billion tokens), read whole by every rank.
+const MAX_DATA_BYTES: u64 = 4 << 30;
+
 /// Where micro-batches come from.
 pub enum Source {
     Synthetic { seed: u64 },
@@ -22,6 +25,14 @@ pub enum Source {
 impl Source {
     /// Reads a token file and checks it against the model's vocabulary and the sequence length.
     pub fn from_file(path: &str, vocab: usize, seq: usize) -> Result<Source, String> {
+        // A FIFO or a device (/dev/zero) would be read forever.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => return Err(format!("--data {path}: not a regular file")),
+            Ok(m) if m.len() > MAX_DATA_BYTES => {
+                return Err(format!("--data {path}: {} bytes; at most {MAX_DATA_BYTES} (every rank reads the whole file)", m.len()))
+            }
+            _ => {}
+        }
         let bytes = std::fs::read(path).map_err(|e| format!("--data {path}: cannot read: {e}"))?;
         if bytes.len() % 4 != 0 {
             return Err(format!("--data {path}: {} bytes is not a whole number of u32 token ids", bytes.len()));
@@ -94,6 +105,7 @@ mod tests {
         assert!(Source::from_file(p, 40, 10).err().unwrap().contains("outside the vocabulary"));
         assert!(Source::from_file(p, 50, 100).err().unwrap().contains("fewer than one sequence"));
         assert!(Source::from_file("/no/such/file", 50, 10).err().unwrap().contains("cannot read"));
+        assert!(Source::from_file("/dev/zero", 50, 10).err().unwrap().contains("not a regular file"));
         std::fs::write(&path, [1u8, 2, 3]).unwrap();
         assert!(Source::from_file(p, 50, 10).err().unwrap().contains("whole number"));
     }

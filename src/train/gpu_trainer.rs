@@ -1,10 +1,12 @@
-//! The SFT loop on a GPU: the same schedule, data and accumulation as cpu_trainer.rs, on
-//! GpuModel; gradients summed over ranks through NCCL. Phase times come from CUDA events.
+//! The GPU model as a step engine (train/step_loop.rs): gradients summed over ranks through
+//! NCCL, phase times from CUDA events on the compute stream.
 
 use super::data::Source;
-use super::data_parallel::{first_sample, Ranks};
+use super::data_parallel::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
+use super::step_loop::{self, StepCosts, StepEngine};
+use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::backend::cuda::Gpu;
 use crate::dist::nccl::NcclComm;
@@ -14,7 +16,6 @@ use crate::model::layout::Layout;
 use crate::zero::stage::Shards;
 use anyhow::Result;
 use cudarc::driver::{sys::CUevent_flags, CudaEvent};
-use std::time::Instant;
 
 /// The model on `gpu` initialised from `seed`, sized for the run's micro-batches and sharded
 /// over `ranks` (joined by `comm` when there are several) at the run's ZeRO stage.
@@ -35,66 +36,98 @@ pub fn train(
     profile: bool,
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<(Vec<StepRecord>, Option<StepProfile>)> {
-    let per_step = run.micro_batch * run.grad_accum;
-    let vocab = model.config.vocab_size;
-    let timer = &model.ops.gemm.timer;
-    let mut records = Vec::with_capacity(run.steps);
-    let mut profiled = None;
-    for step in 1..=run.steps {
-        timer.enable(profile && step == run.steps);
-        let start = Instant::now();
-        // CUDA events at the phase boundaries: the split is GPU time, not host time.
-        let mark = || -> Result<CudaEvent> {
-            let e = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-            e.record(&gpu.stream)?;
-            Ok(e)
-        };
-        model.zero_grads()?;
-        let mut loss = 0.0;
-        let mut micro_marks = Vec::with_capacity(run.grad_accum);
-        for micro in 0..run.grad_accum {
-            let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
-            let (tokens, labels) = data.batch(first, run.micro_batch, run.seq, vocab);
-            let before = mark()?;
-            loss += model.forward(&tokens, &labels, 1.0 / run.grad_accum as f64)? / run.grad_accum as f64;
-            let forwarded = mark()?;
-            model.backward(micro + 1 == run.grad_accum)?;
-            micro_marks.push((before, forwarded, mark()?));
+    let mut engine = GpuEngine { gpu, model, profiled_step: profile.then_some(run.steps), step: 0, micro_marks: Vec::new(), optimizer_marks: None, profile: None };
+    let records = step_loop::train(&mut engine, run, model.config.vocab_size, data, ranks, on_step)?;
+    // The profiled step is the last: its op times beside its wall time.
+    let profile = engine.profile.map(|p| StepProfile { step_ms: records.last().map_or(0.0, |r| r.step_s * 1e3), ..p });
+    Ok((records, profile))
+}
+
+/// The GPU model stepping, with the CUDA events that time this step's phases.
+struct GpuEngine<'a, 'g> {
+    gpu: &'g Gpu,
+    model: &'a GpuModel<'g>,
+    /// The step whose every op is timed (--profile: the last).
+    profiled_step: Option<usize>,
+    step: usize,
+    /// Per micro-batch: before the forward, between forward and backward, after the backward.
+    micro_marks: Vec<[CudaEvent; 3]>,
+    /// Before the sum of squares, after the update.
+    optimizer_marks: Option<(CudaEvent, CudaEvent)>,
+    profile: Option<StepProfile>,
+}
+
+impl GpuEngine<'_, '_> {
+    /// A CUDA event on the compute stream: the phase split is GPU time, not host time.
+    fn mark(&self) -> Result<CudaEvent> {
+        let e = self.gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        e.record(&self.gpu.stream)?;
+        Ok(e)
+    }
+}
+
+impl StepEngine for GpuEngine<'_, '_> {
+    fn begin_step(&mut self, step: usize) -> Result<()> {
+        self.step = step;
+        self.micro_marks.clear();
+        self.model.ops.gemm.timer.enable(self.profiled_step == Some(step));
+        self.model.zero_grads()
+    }
+
+    fn micro_batch(&mut self, tokens: &[u32], labels: &[i32], grad_scale: f64, last: bool) -> Result<f64> {
+        let before = self.mark()?;
+        let loss = self.model.forward(tokens, labels, grad_scale)?;
+        let forwarded = self.mark()?;
+        self.model.backward(last)?;
+        self.micro_marks.push([before, forwarded, self.mark()?]);
+        Ok(loss)
+    }
+
+    fn grad_sum_squares(&mut self) -> Result<f64> {
+        self.optimizer_marks = None;
+        let start = self.mark()?;
+        let squares = self.model.grad_sum_squares();
+        self.optimizer_marks = Some((start, self.mark()?));
+        squares
+    }
+
+    fn holds_whole_sum(&self) -> bool {
+        self.model.holds_whole_sum()
+    }
+
+    fn update(&mut self, opt: &AdamW, t: u64, scale: f64) -> Result<()> {
+        self.model.update(opt, t, scale)?;
+        if let Some((_, end)) = &self.optimizer_marks {
+            end.record(&self.gpu.stream)?;
         }
-        let optimizer_start = mark()?;
-        let loss = ranks.sum_f64(loss) / ranks.count() as f64;
-        let opt = run.optimizer_at(step);
-        let grad_norm = model.optimizer_step(&opt, step as u64, run.max_grad_norm, ranks)?;
-        let optimizer_end = mark()?;
-        let comm = model.take_comm_cost()?;
+        Ok(())
+    }
+
+    fn end_step(&mut self) -> Result<StepCosts> {
+        let comm = self.model.take_comm_cost()?;
         let seconds = |a: &CudaEvent, b: &CudaEvent| -> Result<f64> { Ok(a.elapsed_ms(b)? as f64 / 1e3) };
         let (mut forward_s, mut backward_s) = (0.0, 0.0);
-        for (a, b, c) in &micro_marks {
+        for [a, b, c] in &self.micro_marks {
             forward_s += seconds(a, b)?;
             backward_s += seconds(b, c)?;
         }
-        let record = StepRecord {
-            step,
-            loss,
-            lr: opt.lr,
-            grad_norm,
-            step_s: start.elapsed().as_secs_f64(),
+        let optimizer_s = match &self.optimizer_marks {
+            Some((start, end)) => seconds(start, end)?,
+            None => 0.0,
+        };
+        let timer = &self.model.ops.gemm.timer;
+        if self.profiled_step == Some(self.step) {
+            self.profile = Some(StepProfile { step_ms: 0.0, ops: timer.totals()? });
+            timer.enable(false);
+        }
+        Ok(StepCosts {
             forward_s,
             backward_s,
+            optimizer_s,
             comm_s: comm.exposed_s,
             comm_busy_s: comm.busy_s,
             comm_bytes: comm.bytes,
-            optimizer_s: seconds(&optimizer_start, &optimizer_end)?,
-            tokens: per_step * run.seq,
-            samples: per_step,
-            peak_memory_bytes: gpu.peak_allocated(),
-        };
-        if profile && step == run.steps {
-            profiled = Some(StepProfile { step_ms: record.step_s * 1e3, ops: timer.totals()? });
-            timer.enable(false);
-        }
-        on_step(&record);
-        records.push(record);
+            peak_memory_bytes: self.gpu.peak_allocated(),
+        })
     }
-    Ok((records, profiled))
 }

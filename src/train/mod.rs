@@ -7,3 +7,4 @@ pub mod data_parallel;
 pub mod gpu_trainer;
 pub mod metrics;
 pub mod run_config;
+pub mod step_loop;

@@ -99,8 +99,19 @@ pub fn suggestions(p: &PlanInput, budget: u64) -> Vec<String> {
     if !p.recompute && fits(&PlanInput { recompute: true, ..p.clone() }) {
         out.push("--recompute".to_string());
     }
-    if let Some(mb) = (1..p.micro_batch).rev().find(|&mb| fits(&PlanInput { micro_batch: mb, ..p.clone() })) {
-        out.push(format!("--micro-batch {mb}"));
+    // Memory grows with the micro-batch: the largest that fits, by bisection (a linear search
+    // over a user's absurd micro-batch would take minutes).
+    let (mut fitting, mut failing) = (0, p.micro_batch);
+    while failing - fitting > 1 {
+        let mid = fitting + (failing - fitting) / 2;
+        if fits(&PlanInput { micro_batch: mid, ..p.clone() }) {
+            fitting = mid;
+        } else {
+            failing = mid;
+        }
+    }
+    if fitting >= 1 {
+        out.push(format!("--micro-batch {fitting}"));
     }
     let higher = |recompute: bool| (p.stage + 1..=3).find(|&s| fits(&PlanInput { stage: s, recompute, ..p.clone() }));
     match (higher(p.recompute), higher(true)) {
