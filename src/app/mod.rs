@@ -149,7 +149,12 @@ fn host_available_bytes() -> Option<u64> {
 /// The cgroup's memory limit less its usage (cgroup v2 memory.max, or v1 memory.limit_in_bytes).
 fn cgroup_headroom() -> Option<u64> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let read = |path: String| std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    headroom(&cgroups, |path| std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok()))
+}
+
+/// `cgroups` as /proc/self/cgroup lists them; `read` a number from a cgroup file (None: absent,
+/// or "max").
+fn headroom(cgroups: &str, read: impl Fn(String) -> Option<u64>) -> Option<u64> {
     for line in cgroups.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
@@ -168,3 +173,21 @@ fn cgroup_headroom() -> Option<u64> {
     None
 }
 
+#[cfg(test)]
+mod tests {
+    use super::headroom;
+
+    #[test]
+    fn cgroup_limits_lower_what_the_host_offers() {
+        let files = |path: String| match path.as_str() {
+            "/sys/fs/cgroup/job/memory.max" => Some(8 << 30),
+            "/sys/fs/cgroup/job/memory.current" => Some(3 << 30),
+            "/sys/fs/cgroup/memory/old/memory.limit_in_bytes" => Some(4 << 30),
+            "/sys/fs/cgroup/memory/old/memory.usage_in_bytes" => Some(1 << 30),
+            _ => None, // "max": no limit
+        };
+        assert_eq!(headroom("0::/job\n", files), Some(5 << 30));
+        assert_eq!(headroom("4:cpu,cpuacct:/x\n3:memory:/old\n", files), Some(3 << 30));
+        assert_eq!(headroom("0::/unlimited\n", files), None);
+    }
+}
