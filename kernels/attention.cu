@@ -9,10 +9,8 @@
 // streams the other side through shared memory tile by tile. Products are bf16 tensor-core
 // mma.sync m16n8k16 with fp32 accumulators; operands come from shared memory by ldmatrix.
 
-#define FLASH_THREADS 128
-#define FLASH_ROWS 64           // rows a block owns (and key rows per streamed tile)
-#define FLASH_DKDV_QUERIES 32   // query rows per streamed tile of the dK/dV kernel (registers)
-#define FLASH_PAD 8             // bf16 after each shared row: rows 16 bytes apart mod 128, so ldmatrix has no bank conflicts
+// FLASH_THREADS, FLASH_ROWS, FLASH_DKDV_QUERIES and FLASH_PAD come from
+// src/backend/cuda/attention.rs (source_defines), prepended to this file.
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 

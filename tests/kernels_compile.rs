@@ -1,7 +1,8 @@
 //! Every CUDA source in kernels/ compiles with NVRTC for Hopper (sm_90), without a GPU.
 //! NVRTC comes from the pip wheel nvidia-cuda-nvrtc (scripts/setup.sh, scripts/env.sh).
 
-use h200_mpibench::backend::cuda::kernels::{compile, model_kernels, model_source, FILL_VERIFY_SOURCE};
+use h200_mpibench::backend::cuda::kernels::{compile, FILL_VERIFY_SOURCE};
+use h200_mpibench::backend::cuda::model_ops::{model_kernels, model_source};
 
 fn compiles_with(source: &str, name: &str, kernels: &[String]) {
     assert!(

@@ -4,7 +4,7 @@
 //! Layouts are backend/cpu/attention.rs's (the reference): q, o [batch, seq, heads, hd],
 //! k, v [batch, seq, kv_heads, hd].
 
-use super::model_ops::{aligned_16, launch, per_warp, ModelOps};
+use super::kernels::{aligned_16, launch, per_warp, ModelOps};
 use crate::backend::cpu::attention::Shape;
 use anyhow::{ensure, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -12,11 +12,20 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 /// Head dimensions the flash kernels are instantiated for (FLASH_KERNELS in attention.cu).
 pub const HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
 
-// Tile geometry, as attention.cu's FLASH_* defines.
+// Tile geometry: attention.cu gets it as its FLASH_* defines (source_defines).
+/// Threads of a flash block: 4 warps.
 const THREADS: u32 = 128;
+/// Rows a block owns (and key rows per streamed tile).
 const ROWS: usize = 64;
+/// Query rows per streamed tile of the dK/dV kernel (registers).
 const DKDV_QUERIES: usize = 32;
+/// bf16 after each shared row: rows 16 bytes apart mod 128, so ldmatrix has no bank conflicts.
 const PAD: usize = 8;
+
+/// attention.cu's FLASH_* defines, from the constants above.
+pub fn source_defines() -> String {
+    format!("#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n")
+}
 
 /// Bytes of one shared tile of `rows` rows of `hd` bf16 (padded).
 fn tile_bytes(rows: usize, hd: usize) -> usize {

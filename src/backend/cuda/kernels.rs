@@ -1,49 +1,59 @@
-//! Our CUDA kernels: sources embedded from kernels/, compiled by NVRTC for the GPU at hand
-//! (sm_90 on Hopper), loaded once per rank.
+//! Our CUDA kernels, the registry every op file launches through (a leaf: it knows no op):
+//! NVRTC compilation for the GPU at hand (sm_90 on Hopper), the loaded model kernels by name,
+//! the launch macro and the launch-geometry helpers the op files share.
 
+use super::gemm::Gemm;
 use super::Gpu;
-use anyhow::{Context, Result};
-use cudarc::driver::{CudaFunction, CudaModule};
+use anyhow::{ensure, Context, Result};
+use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use std::sync::Arc;
 
+/// Launches kernel `name` with the given arguments (named locals: they must outlive the launch).
+macro_rules! launch {
+    ($ops:expr, $name:expr, $cfg:expr, $($arg:ident),+) => {{
+        let name: &str = $name;
+        $ops.gemm.timer.time(|| name.to_string(), || {
+            let mut b = $ops.gpu.stream.launch_builder($ops.function(name));
+            $( b.arg(&$arg); )+
+            let launched = unsafe { b.launch($cfg) }.map(|_| ());
+            anyhow::Context::with_context(launched, || format!("launching {}", name))
+        })
+    }};
+}
+pub(super) use launch;
+
+/// The model's loaded kernels (by name) and cuBLASLt: what every op file's launchers run on.
+/// model_ops.rs loads it with the list of every op's kernels.
+pub struct ModelOps<'g> {
+    pub(super) gpu: &'g Gpu,
+    pub(super) _module: Arc<CudaModule>,
+    pub(super) functions: Vec<(String, CudaFunction)>,
+    pub gemm: Gemm,
+}
+
+impl ModelOps<'_> {
+    pub(super) fn function(&self, name: &str) -> &CudaFunction {
+        &self.functions.iter().find(|(n, _)| n == name).expect("kernel listed in model_ops::model_kernels()").1
+    }
+}
+
+/// Threads per block of the row kernels (RMSNorm, cross-entropy) and the element-wise ones.
+pub(super) const THREADS: u32 = 256;
+
+/// The 8-wide bf16 kernels (RMSNorm, swiglu, add) and attention's tile copies move 16 bytes at a time.
+pub(super) fn aligned_16(addresses: &[u64]) -> Result<()> {
+    ensure!(addresses.iter().all(|a| a % 16 == 0), "8-wide bf16 kernels need 16-byte aligned buffers: {addresses:x?}");
+    Ok(())
+}
+
+/// One warp per row, THREADS / 32 rows per block.
+pub(super) fn per_warp(rows: usize) -> LaunchConfig {
+    let blocks = rows.div_ceil(THREADS as usize / 32) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
 pub const FILL_VERIFY_SOURCE: &str = include_str!("../../../kernels/fill_verify.cu");
-
-/// The model's kernels, one file per op family, after the shared bf16 helpers.
-pub fn model_source() -> String {
-    [
-        include_str!("../../../kernels/bf16.cuh"),
-        include_str!("../../../kernels/rmsnorm.cu"),
-        include_str!("../../../kernels/rope.cu"),
-        include_str!("../../../kernels/swiglu.cu"),
-        include_str!("../../../kernels/embedding.cu"),
-        include_str!("../../../kernels/cross_entropy.cu"),
-        include_str!("../../../kernels/adamw.cu"),
-        include_str!("../../../kernels/attention.cu"),
-    ]
-    .join("\n")
-}
-
-/// The model source's kernels other than attention's flash kernels (super::attention lists those).
-const ROW_KERNELS: [&str; 12] = [
-    "rmsnorm_forward",
-    "rmsnorm_backward",
-    "rope",
-    "swiglu_forward",
-    "swiglu_backward",
-    "embedding_forward",
-    "embedding_backward",
-    "cross_entropy",
-    "adamw",
-    "sum_squares",
-    "attention_delta",
-    "add_bf16",
-];
-
-/// Every kernel the model source defines, with the dynamic shared memory (bytes) it launches with.
-pub fn model_kernels() -> Vec<(String, u32)> {
-    ROW_KERNELS.iter().map(|name| (name.to_string(), 0)).chain(super::attention::flash_kernels()).collect()
-}
 
 /// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.
 pub fn compile(source: &str, name: &str, major: i32, minor: i32) -> Result<Ptx> {

@@ -2,40 +2,18 @@
 //! of parameters) and cuBLASLt matrix multiplies. Arguments are device addresses; each op's
 //! CPU twin in backend/cpu/ is its reference (selftest.rs compares them).
 
+use super::attention;
 use super::gemm::Gemm;
+pub use super::kernels::ModelOps;
+use super::kernels::{aligned_16, compile, launch, THREADS};
 use super::op_timer::OpTimer;
-use super::kernels::{compile, model_kernels, model_source};
 use super::Gpu;
 use crate::backend::cpu::adamw::AdamW;
 use anyhow::{ensure, Context, Result};
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 use std::rc::Rc;
-use std::sync::Arc;
 
-/// Launches kernel `name` with the given arguments (named locals: they must outlive the launch).
-macro_rules! launch {
-    ($ops:expr, $name:expr, $cfg:expr, $($arg:ident),+) => {{
-        let name: &str = $name;
-        $ops.gemm.timer.time(|| name.to_string(), || {
-            let mut b = $ops.gpu.stream.launch_builder($ops.function(name));
-            $( b.arg(&$arg); )+
-            let launched = unsafe { b.launch($cfg) }.map(|_| ());
-            anyhow::Context::with_context(launched, || format!("launching {}", name))
-        })
-    }};
-}
-pub(super) use launch;
-
-pub struct ModelOps<'g> {
-    pub(super) gpu: &'g Gpu,
-    _module: Arc<CudaModule>,
-    functions: Vec<(String, CudaFunction)>,
-    pub gemm: Gemm,
-}
-
-/// Threads per block of the row kernels (RMSNorm, cross-entropy) and the element-wise ones.
-const THREADS: u32 = 256;
 /// Rows each RMSNorm-backward block reduces before adding its gain gradient.
 /// RMSNorm backward blocks: enough to fill every SM several times over (a block's rows run one
 /// after another), few enough that the per-block dw atomics stay cheap.
@@ -58,20 +36,46 @@ fn elementwise(n: u64) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// The 8-wide bf16 kernels (RMSNorm, swiglu, add) and attention's tile copies move 16 bytes at a time.
-pub(super) fn aligned_16(addresses: &[u64]) -> Result<()> {
-    ensure!(addresses.iter().all(|a| a % 16 == 0), "8-wide bf16 kernels need 16-byte aligned buffers: {addresses:x?}");
-    Ok(())
-}
-
-/// One warp per row, THREADS / 32 rows per block.
-pub(super) fn per_warp(rows: usize) -> LaunchConfig {
-    let blocks = rows.div_ceil(THREADS as usize / 32) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
-}
-
 fn per_row(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// The model's kernels, one file per op family, after the shared bf16 helpers; attention's
+/// tile geometry comes from attention.rs, so Rust and CUDA cannot disagree on it.
+pub fn model_source() -> String {
+    [
+        include_str!("../../../kernels/bf16.cuh"),
+        include_str!("../../../kernels/rmsnorm.cu"),
+        include_str!("../../../kernels/rope.cu"),
+        include_str!("../../../kernels/swiglu.cu"),
+        include_str!("../../../kernels/embedding.cu"),
+        include_str!("../../../kernels/cross_entropy.cu"),
+        include_str!("../../../kernels/adamw.cu"),
+        &attention::source_defines(),
+        include_str!("../../../kernels/attention.cu"),
+    ]
+    .join("\n")
+}
+
+/// The model source's kernels other than attention's flash kernels (attention.rs lists those).
+const ROW_KERNELS: [&str; 12] = [
+    "rmsnorm_forward",
+    "rmsnorm_backward",
+    "rope",
+    "swiglu_forward",
+    "swiglu_backward",
+    "embedding_forward",
+    "embedding_backward",
+    "cross_entropy",
+    "adamw",
+    "sum_squares",
+    "attention_delta",
+    "add_bf16",
+];
+
+/// Every kernel the model source defines, with the dynamic shared memory (bytes) it launches with.
+pub fn model_kernels() -> Vec<(String, u32)> {
+    ROW_KERNELS.iter().map(|name| (name.to_string(), 0)).chain(attention::flash_kernels()).collect()
 }
 
 impl<'g> ModelOps<'g> {
@@ -94,10 +98,6 @@ impl<'g> ModelOps<'g> {
             .collect::<Result<Vec<_>>>()?;
         let timer = Rc::new(OpTimer::new(gpu.ctx.clone(), gpu.stream.clone()));
         Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, timer)? })
-    }
-
-    pub(super) fn function(&self, name: &str) -> &CudaFunction {
-        &self.functions.iter().find(|(n, _)| n == name).expect("kernel listed in model_kernels()").1
     }
 
     #[allow(clippy::too_many_arguments)]
