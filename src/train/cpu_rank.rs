@@ -8,6 +8,7 @@ use super::data_parallel::Ranks;
 use crate::model::cpu_model::CpuPass;
 use crate::model::init::initialise;
 use crate::model::layout::Layout;
+use crate::zero::places::Places;
 use crate::zero::schedule::{self, Piece, UnitWork};
 use crate::zero::stage::{Collective, Shards};
 use anyhow::Result;
@@ -25,10 +26,9 @@ pub struct CpuRank<'a> {
     /// order (every unit at stage 0).
     pub master: Vec<f32>,
     pub summed: Vec<f32>,
-    /// Whose weights in `params` are current.
-    current: Vec<bool>,
-    /// Stage 3: the unit held by each of the GPU's two weight slots (unit u in slot u % 2).
-    slots: [Option<usize>; 2],
+    /// Which units' weights in `params` are current: the GPU's places for them (two slots at
+    /// stage 3, unit u in slot u % 2; one per unit otherwise).
+    weights: Places,
     /// Gradients are zeroed unit by unit when claimed, and released after their reduction.
     slotted_grads: bool,
     /// Communication so far: seconds, bytes sent.
@@ -58,8 +58,7 @@ impl<'a> CpuRank<'a> {
             grads: vec![if slotted_grads { f32::NAN } else { 0.0 }; layout.total],
             summed: vec![0f32; master.len()],
             master,
-            current: vec![!released; layout.units.len()],
-            slots: [None, None],
+            weights: if released { Places::slots() } else { Places::whole(layout.units.len(), true) },
             slotted_grads,
             comm_s: 0.0,
             comm_bytes: 0,
@@ -80,11 +79,10 @@ impl<'a> CpuRank<'a> {
         if self.shards.all_reduces() {
             self.params.copy_from_slice(&self.master);
         } else {
-            self.current.fill(false);
+            self.weights.forget();
         }
         if self.shards.releases_weights() {
             self.params.fill(f32::NAN);
-            self.slots = [None, None];
         }
         for unit in schedule::gathered_after_update(self.layout, self.shards) {
             self.ensure_weights(unit);
@@ -94,14 +92,11 @@ impl<'a> CpuRank<'a> {
     /// `unit`'s weights gathered from every rank's master chunk, unless current; at stage 3
     /// into the slot of the GPU, whose previous unit is released.
     fn ensure_weights(&mut self, unit: usize) {
-        if self.current[unit] {
+        if self.weights.holds(unit) {
             return;
         }
-        if self.shards.releases_weights() {
-            if let Some(old) = self.slots[unit % 2].replace(unit) {
-                self.params[self.layout.units[old].clone()].fill(f32::NAN);
-                self.current[old] = false;
-            }
+        if let Some(old) = self.weights.claim(unit) {
+            self.params[self.layout.units[old].clone()].fill(f32::NAN);
         }
         let t = Instant::now();
         let c = self.shards.part.chunk(unit, self.shards.rank);
@@ -109,7 +104,6 @@ impl<'a> CpuRank<'a> {
         self.ranks.all_gather_f32(&self.master[c.local..c.local + c.global.len()], all);
         self.comm_bytes += Collective::AllGather.bus_bytes(self.ranks.count(), 4 * all.len());
         self.comm_s += t.elapsed().as_secs_f64();
-        self.current[unit] = true;
     }
 
     /// A micro-batch's pass over this rank's weights and gradients.

@@ -2,6 +2,7 @@
 //! chunks, what each stage keeps and reduces, and the memory planner.
 
 pub mod partition;
+pub mod places;
 pub mod planner;
 pub mod stage;
 pub mod exchange;

@@ -1,23 +1,16 @@
 //! Where the units' full weights or gradients live on a GPU: one buffer for the whole model
 //! (stages 0-2 weights, stages 0-1 gradients and any stage's under accumulation), or two slots
 //! that consecutive units take turns in (ZeRO 2-3: a unit's full copy exists only while it is
-//! used). Each place (a unit of the whole buffer, or a slot) remembers whether it holds its
-//! unit's current contents and the event after which they are ready (a gather) or free (a
-//! reduction).
+//! used). Which unit each place holds is zero/places.rs's bookkeeping; here each place also
+//! keeps the event after which its contents are ready (a gather) or free (a reduction).
 
+use super::places::Places;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::model::layout::Layout;
 use anyhow::Result;
 use cudarc::driver::CudaEvent;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ops::Range;
-
-/// What one place holds: which unit (None: nothing current), and its pending event.
-#[derive(Default)]
-struct Holding {
-    unit: Cell<Option<usize>>,
-    event: RefCell<Option<CudaEvent>>,
-}
 
 enum Storage {
     /// One holding per unit.
@@ -28,7 +21,9 @@ enum Storage {
 
 pub struct UnitBuffers {
     storage: Storage,
-    holdings: Vec<Holding>,
+    places: Places,
+    /// Per place, its pending event.
+    events: Vec<RefCell<Option<CudaEvent>>>,
     units: Vec<Range<usize>>,
     elem_bytes: usize,
 }
@@ -37,26 +32,26 @@ impl UnitBuffers {
     /// Room for the whole flat buffer; every unit current.
     pub fn whole(gpu: &Gpu, layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
         let storage = Storage::Whole(gpu.alloc(elem_bytes * layout.total)?);
-        let holdings = (0..layout.units.len()).map(|u| Holding { unit: Cell::new(Some(u)), ..Default::default() }).collect();
-        Ok(UnitBuffers { storage, holdings, units: layout.units.clone(), elem_bytes })
+        Ok(UnitBuffers::over(storage, Places::whole(layout.units.len(), true), layout, elem_bytes))
     }
 
     /// Room for two units at a time; both slots empty.
     pub fn slots(gpu: &Gpu, layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
         let slot = || gpu.alloc(elem_bytes * layout.largest_unit());
-        let holdings = (0..2).map(|_| Holding::default()).collect();
-        Ok(UnitBuffers { storage: Storage::Slots([slot()?, slot()?]), holdings, units: layout.units.clone(), elem_bytes })
+        Ok(UnitBuffers::over(Storage::Slots([slot()?, slot()?]), Places::slots(), layout, elem_bytes))
+    }
+
+    fn over(storage: Storage, places: Places, layout: &Layout, elem_bytes: usize) -> UnitBuffers {
+        let events = (0..places.count()).map(|_| RefCell::new(None)).collect();
+        UnitBuffers { storage, places, events, units: layout.units.clone(), elem_bytes }
     }
 
     pub fn is_slots(&self) -> bool {
-        matches!(self.storage, Storage::Slots(_))
+        self.places.is_slots()
     }
 
-    fn holding(&self, unit: usize) -> &Holding {
-        match &self.storage {
-            Storage::Whole(_) => &self.holdings[unit],
-            Storage::Slots(_) => &self.holdings[unit % 2],
-        }
+    fn event(&self, unit: usize) -> &RefCell<Option<CudaEvent>> {
+        &self.events[self.places.place(unit)]
     }
 
     /// Device address of flat-buffer element `index` of `unit`, which must be current there: a
@@ -65,8 +60,7 @@ impl UnitBuffers {
     pub fn at(&self, unit: usize, index: usize) -> u64 {
         let u = &self.units[unit];
         debug_assert!(u.contains(&index) || index == u.end);
-        let held = self.holding(unit).unit.get();
-        assert_eq!(held, Some(unit), "unit {unit} used while its place holds {held:?}");
+        assert!(self.places.holds(unit), "unit {unit} used while its place holds another or nothing current");
         match &self.storage {
             Storage::Whole(b) => b.ptr + (self.elem_bytes * index) as u64,
             Storage::Slots(slots) => slots[unit % 2].ptr + (self.elem_bytes * (index - u.start)) as u64,
@@ -75,28 +69,27 @@ impl UnitBuffers {
 
     /// Whether `unit`'s current contents are in place.
     pub fn holds(&self, unit: usize) -> bool {
-        self.holding(unit).unit.get() == Some(unit)
+        self.places.holds(unit)
     }
 
     /// `unit` takes its place, with no event pending yet.
     pub fn claim(&self, unit: usize) {
-        let h = self.holding(unit);
-        h.unit.set(Some(unit));
-        *h.event.borrow_mut() = None;
+        self.places.claim(unit);
+        *self.event(unit).borrow_mut() = None;
     }
 
     /// The event pending on `unit`'s place (a gather into it, or a reduction out of it), once.
     pub fn take_event(&self, unit: usize) -> Option<CudaEvent> {
-        self.holding(unit).event.borrow_mut().take()
+        self.event(unit).borrow_mut().take()
     }
 
     pub fn set_event(&self, unit: usize, event: CudaEvent) {
-        *self.holding(unit).event.borrow_mut() = Some(event);
+        *self.event(unit).borrow_mut() = Some(event);
     }
 
     /// Every place's contents are stale (the weights changed): each unit's next use gathers.
     pub fn forget(&self) {
-        self.holdings.iter().for_each(|h| h.unit.set(None));
+        self.places.forget();
     }
 
     /// The whole buffer (for stage 0-2 weights and whole gradients).
