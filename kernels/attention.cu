@@ -10,7 +10,7 @@
 // mma.sync m16n8k16 with fp32 accumulators; operands come from shared memory by ldmatrix.
 
 // FLASH_THREADS, FLASH_ROWS, FLASH_DKDV_QUERIES and FLASH_PAD come from
-// src/backend/cuda/attention.rs (source_defines), prepended to this file.
+// src/backend/cuda/ops/attention.rs (source()), prepended to this file.
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 

@@ -6,7 +6,7 @@ use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cpu::cross_entropy::IGNORE;
 use crate::backend::cpu::matmul::Dims;
 use crate::backend::cpu::{attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu};
-use crate::backend::cuda::attention as cuda_attention;
+use crate::backend::cuda::ops::attention as cuda_attention;
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::sweep::pattern::mix;

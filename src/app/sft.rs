@@ -38,7 +38,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     let planned = PlanInput { model: m.clone(), ranks: world.size, stage: r.zero, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute, bucket_layers: r.bucket_layers };
     let plan_bytes = planner::plan(&planned).total();
     if let Some(gpu) = &gpu {
-        let (head_dim, kernels_take) = (m.head_dim(), cuda::attention::HEAD_DIMS);
+        let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);
         let supported = if kernels_take.contains(&head_dim) {
             Ok(())
         } else {

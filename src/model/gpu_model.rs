@@ -10,7 +10,7 @@ use super::layout::{LayerTensors, Layout, Tensor};
 use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cpu::attention::Shape;
 use crate::backend::cpu::matmul::Dims;
-use crate::backend::cuda::attention as attn;
+use crate::backend::cuda::ops::attention as attn;
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use super::init::initialise_range;

@@ -1,4 +1,4 @@
-//! Our CUDA kernels, the registry every op file launches through (a leaf: it knows no op):
+//! Our CUDA kernels, the registry every op file (ops/) launches through (a leaf: it knows no op):
 //! NVRTC compilation for the GPU at hand (sm_90 on Hopper), the loaded model kernels by name,
 //! the launch macro and the launch-geometry helpers the op files share.
 
@@ -38,8 +38,33 @@ impl ModelOps<'_> {
     }
 }
 
+/// One op file's CUDA: its source and the kernels it defines, each with the dynamic shared
+/// memory (bytes) it launches with.
+pub struct OpSource {
+    pub source: String,
+    pub kernels: Vec<(String, u32)>,
+}
+
+impl OpSource {
+    /// A source whose kernels use no dynamic shared memory.
+    pub fn plain(source: &str, kernels: &[&str]) -> OpSource {
+        OpSource { source: source.to_string(), kernels: kernels.iter().map(|k| (k.to_string(), 0)).collect() }
+    }
+}
+
 /// Threads per block of the row kernels (RMSNorm, cross-entropy) and the element-wise ones.
 pub(super) const THREADS: u32 = 256;
+
+/// A grid-stride launch over `n` items: enough blocks to fill the GPU several times over.
+pub(super) fn elementwise(n: u64) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as u64).clamp(1, 132 * 32) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// A block of `threads` per row.
+pub(super) fn per_row(rows: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
 
 /// The 8-wide bf16 kernels (RMSNorm, swiglu, add) and attention's tile copies move 16 bytes at a time.
 pub(super) fn aligned_16(addresses: &[u64]) -> Result<()> {

@@ -4,7 +4,7 @@
 //! Layouts are backend/cpu/attention.rs's (the reference): q, o [batch, seq, heads, hd],
 //! k, v [batch, seq, kv_heads, hd].
 
-use super::kernels::{aligned_16, launch, per_warp, ModelOps};
+use super::super::kernels::{aligned_16, launch, per_warp, ModelOps, OpSource};
 use crate::backend::cpu::attention::Shape;
 use anyhow::{ensure, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -12,7 +12,7 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 /// Head dimensions the flash kernels are instantiated for (FLASH_KERNELS in attention.cu).
 pub const HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
 
-// Tile geometry: attention.cu gets it as its FLASH_* defines (source_defines).
+// Tile geometry: attention.cu gets it as its FLASH_* defines (source()).
 /// Threads of a flash block: 4 warps.
 const THREADS: u32 = 128;
 /// Rows a block owns (and key rows per streamed tile).
@@ -22,9 +22,13 @@ const DKDV_QUERIES: usize = 32;
 /// bf16 after each shared row: rows 16 bytes apart mod 128, so ldmatrix has no bank conflicts.
 const PAD: usize = 8;
 
-/// attention.cu's FLASH_* defines, from the constants above.
-pub fn source_defines() -> String {
-    format!("#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n")
+/// kernels/attention.cu after its FLASH_* defines (from the constants above, so Rust and CUDA
+/// cannot disagree on the tiles), and its kernels: every flash kernel and the backward's delta.
+pub fn source() -> OpSource {
+    let defines = format!("#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n");
+    let mut kernels = flash_kernels();
+    kernels.push(("attention_delta".to_string(), 0));
+    OpSource { source: defines + include_str!("../../../../kernels/attention.cu"), kernels }
 }
 
 /// Bytes of one shared tile of `rows` rows of `hd` bf16 (padded).
@@ -48,7 +52,7 @@ fn shared_bytes(kind: &str, hd: usize) -> u32 {
 }
 
 /// Every flash kernel (all head dimensions) with the dynamic shared memory it launches with.
-pub fn flash_kernels() -> Vec<(String, u32)> {
+fn flash_kernels() -> Vec<(String, u32)> {
     HEAD_DIMS.iter().flat_map(|&hd| KINDS.map(|kind| (format!("flash_{kind}_{hd}"), shared_bytes(kind, hd)))).collect()
 }
 
