@@ -133,7 +133,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     let outcome = match work {
         Work::Sweeps(plan) => app::sweeps::run(world, &cli, &plan, file.as_ref(), &mut meta),
         Work::Sft(plan) => app::sft::run(world, &cli, &plan, file.as_ref(), &mut meta),
-        Work::Selftest => app::selftest::run(world, file.as_ref(), &mut meta),
+        Work::Selftest => app::selftest::run(world, cli.given.iter().any(|g| g == "seed").then_some(cli.seed), file.as_ref(), &mut meta),
     };
     let code = match (outcome, file.as_ref()) {
         // A run refused for its environment (no GPU, too many ranks) leaves no file behind.

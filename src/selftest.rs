@@ -59,9 +59,13 @@ struct Inputs {
     next: u64,
 }
 
+/// A seed for fresh inputs: the clock's nanoseconds (recorded, so any run can be repeated).
+pub fn fresh_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+}
+
 impl Inputs {
-    fn fresh() -> Inputs {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    fn from(seed: u64) -> Inputs {
         Inputs { seed, next: 0 }
     }
 
@@ -101,11 +105,11 @@ impl Recorder<'_> {
     }
 }
 
-/// Runs every op check on `gpu`, handing each to `on_check` as it completes; the caller
-/// prints and judges.
-pub fn run(gpu: &Gpu, on_check: &mut dyn FnMut(&Check)) -> Result<Vec<Check>> {
+/// Runs every op check on `gpu` on inputs drawn from `seed`, handing each check to `on_check`
+/// as it completes; the caller prints and judges.
+pub fn run(gpu: &Gpu, seed: u64, on_check: &mut dyn FnMut(&Check)) -> Result<Vec<Check>> {
     let ops = ModelOps::load(gpu)?;
-    let mut r = Inputs::fresh();
+    let mut r = Inputs::from(seed);
     let mut checks = Recorder { all: Vec::new(), on_check };
 
     // Matrix multiplies: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x
@@ -245,7 +249,7 @@ pub fn run(gpu: &Gpu, on_check: &mut dyn FnMut(&Check)) -> Result<Vec<Check>> {
     let want = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>();
     checks.push(compare("sum of squares (fp64)", &shape, &gpu.download::<f64>(&total)?, &[want], F32_TOLERANCE));
     drop(ops);
-    checks.extend(model_checks(gpu)?);
+    checks.extend(model_checks(gpu, seed)?);
     Ok(checks.all)
 }
 
@@ -260,14 +264,13 @@ pub const REORDER_TOLERANCE: f64 = 1e-3;
 
 /// One tiny-model step (loss and every parameter's gradient) against the CPU model in f64 on
 /// the same bf16 weights, then 50 training steps' losses against the CPU trainer's.
-fn model_checks(gpu: &Gpu) -> Result<Vec<Check>> {
+fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     use crate::model::config::LlamaConfig;
     use crate::model::cpu_model::{Batch, CpuModel};
     use crate::train::data::{synthetic_batch, Source};
     use crate::train::{cpu_trainer, data_parallel::Alone, gpu_trainer, run_config::RunConfig};
     let config = LlamaConfig::load("tiny").map_err(anyhow::Error::msg)?;
     let run = RunConfig { steps: 50, ..RunConfig::defaults_for("tiny") };
-    let seed = Inputs::fresh().seed;
     let mut checks = Vec::new();
     let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone, None)?;
     let shape = format!("tiny, batch {} seq {}", run.micro_batch, run.seq);

@@ -7,7 +7,9 @@ use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::RunMetadata;
 use h200_mpibench::selftest::{self, Check};
 
-pub fn run(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+/// `seed`: the inputs' seed (--seed), or None for a fresh one; rank 0's goes to every rank and
+/// into the file, so that the same checks can be run again.
+pub fn run(world: &World, seed: Option<u64>, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
     let ordinal = match choose_path(world, Backend::Auto)? {
         Path::Gpu { ordinal } => ordinal,
         Path::Host { reason } => return Err(Stop::Agreed(format!("selftest checks GPU kernels, and {reason}"))),
@@ -17,9 +19,15 @@ pub fn run(world: &World, file: Option<&ResultsFile>, meta: &mut RunMetadata) ->
     record_gpu_software(meta, false);
     announce(world, file, meta, &gpu.identity(), "selftest: GPU ops against the CPU reference", None)?;
     h200_mpibench::dist::phase::set("selftest");
-    let log = file.map(|f| f.begin_selftest()).transpose()?;
+    let mut seed = seed.unwrap_or_else(selftest::fresh_seed).to_le_bytes();
+    world.broadcast_from_root(&mut seed);
+    let seed = u64::from_le_bytes(seed);
+    if world.is_root() {
+        println!("# inputs drawn from seed {seed} (the same checks again: selftest --seed {seed})");
+    }
+    let log = file.map(|f| f.begin_selftest(seed)).transpose()?;
     let mut log_error = None;
-    let checks = selftest::run(&gpu, &mut |check| {
+    let checks = selftest::run(&gpu, seed, &mut |check| {
         if let (Some(log), None) = (&log, &log_error) {
             log_error = log.check(check).err();
         }

@@ -54,8 +54,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
 
-    /// Seed of the verification data.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the verification data, of the SFT run's initialisation and synthetic data, and of
+    /// selftest's inputs (selftest draws a fresh one, which it prints, unless this is given).
+    #[arg(long, default_value_t = 1, global = true)]
     pub seed: u64,
 
     #[command(flatten)]

@@ -29,8 +29,8 @@ pub fn given(matches: &ArgMatches) -> Vec<String> {
     ids
 }
 
-/// Shared flags that selftest and plan do not read: they run no suite, pick no backend, draw
-/// fresh inputs (selftest) and have no phase to time out.
+/// Shared flags that plan and selftest do not read: they run no suite, pick no backend and have
+/// no phase to time out; plan draws nothing (selftest's --seed draws its inputs).
 const UNUSED_BY_CHECKS: [&str; 4] = ["suite", "backend", "seed", "timeout"];
 
 /// The sft flags `plan` reads; the others describe training, not memory.
@@ -56,8 +56,9 @@ pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
             (RunKind::Plan, None, None) if ["out", "overwrite"].contains(&id.as_str()) => {
                 Some(format!("--{id}: plan prints its table and writes no results file"))
             }
-            (RunKind::Plan | RunKind::Selftest, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => {
-                Some(format!("--{id} does not apply to {}", kind.name()))
+            (RunKind::Plan, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{id} does not apply to plan")),
+            (RunKind::Selftest, None, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
+                Some(format!("--{id} does not apply to selftest"))
             }
             _ => None,
         };
@@ -121,6 +122,8 @@ mod tests {
         assert!(check(&given_of(&["-n", "3", "selftest"]), RunKind::Selftest).is_err());
         assert_eq!(check(&given_of(&["--timeout", "9", "selftest"]), RunKind::Selftest).unwrap_err(), "--timeout does not apply to selftest");
         assert!(check(&given_of(&["--backend", "mpi", "plan"]), RunKind::Plan).is_err());
+        assert!(check(&given_of(&["selftest", "--seed", "7"]), RunKind::Selftest).is_ok());
+        assert!(check(&given_of(&["--seed", "7", "plan"]), RunKind::Plan).is_err());
         // what each run reads is accepted, defaults are not "given"
         assert!(check(&given_of(&["plan", "--model", "70b", "--zero", "3", "--ranks", "16"]), RunKind::Plan).is_ok());
         assert!(check(&given_of(&["--suite", "sft", "--model", "tiny", "--out", "x.h5", "--timeout", "9"]), RunKind::Sft).is_ok());

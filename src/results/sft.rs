@@ -67,9 +67,10 @@ impl ResultsFile {
         Ok(SftLog { group: g, steps, flops_per_token })
     }
 
-    /// /selftest while the checks run.
-    pub fn begin_selftest(&self) -> Result<SelftestLog> {
+    /// /selftest while the checks run; `seed` drew their inputs.
+    pub fn begin_selftest(&self, seed: u64) -> Result<SelftestLog> {
         let group = self.file.create_group("selftest")?;
+        put_num(&group, "seed", seed)?;
         let columns = [
             ("op", Kind::Text),
             ("shape", Kind::Text),
