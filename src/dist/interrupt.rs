@@ -1,7 +1,8 @@
 //! SIGINT and SIGTERM (Ctrl-C, `scancel`, mpirun or srun passing a signal on) end the run at
-//! once on every rank that receives one: rank 0 first has its results file write what it holds
-//! in memory (the `.partial` file stays), then prints one line naming the signal and the phase,
-//! and every rank exits with INTERRUPTED.
+//! once on every rank that receives one: rank 0 prints one line naming the signal, the phase
+//! and where the results are, then has its results file write what it holds in memory (the
+//! `.partial` file stays), and every rank exits with INTERRUPTED. The line comes first: a
+//! launcher may SIGKILL a rank that is slow to go.
 
 use super::phase;
 use super::world::print_line;
@@ -12,7 +13,11 @@ use std::sync::Mutex;
 /// The exit code of an interrupted run (README: exit codes).
 pub const INTERRUPTED: i32 = 4;
 
-type Hook = Box<dyn Fn() -> Option<String> + Send>;
+/// What to save before the process ends, and a note for the line (where it goes).
+pub struct Hook {
+    pub note: String,
+    pub save: Box<dyn Fn() + Send>,
+}
 
 /// The exit code the process has settled on, once it has (NO_CODE before): a signal that
 /// arrives while it finishes (mpirun ending the job because another rank exited first) then
@@ -29,15 +34,19 @@ pub fn settle(code: i32) {
 /// is pending, and a signal from here on exits quietly with `code`.
 pub fn save_and_settle(code: i32) {
     if SETTLED.swap(code, Ordering::SeqCst) == NO_CODE {
-        run_hooks();
+        save_all();
     }
 }
 
-fn run_hooks() -> Vec<String> {
-    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|hook| hook()).collect()
+fn notes() -> String {
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|hook| format!("; {}", hook.note)).collect()
 }
 
-/// Run on interrupt before exiting; each may return a note for the line (where the results are).
+fn save_all() {
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter().for_each(|hook| (hook.save)());
+}
+
+/// Run on interrupt (and before a fatal error's MPI_Abort) before exiting.
 static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
 
 /// Registers `hook` to run when the process is interrupted.
@@ -58,13 +67,12 @@ pub fn install(who: String, speaks: bool) -> std::io::Result<()> {
                 unsafe { libc::_exit(if settled != NO_CODE { settled } else { INTERRUPTED }) }
             }
             let (who, name) = (who.clone(), if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
-            // The hooks write in their own thread, so that a second signal still ends a stuck write.
+            // The hooks save in their own thread, so that a second signal still ends a stuck write.
             let _ = std::thread::Builder::new().name("interrupt-save".into()).spawn(move || {
-                let notes = run_hooks();
                 if speaks {
-                    let notes = notes.iter().map(|n| format!("; {n}")).collect::<String>();
-                    print_line(&format!("h200-mpibench: interrupted by {name} during {} ({who}){notes}", phase::current()));
+                    print_line(&format!("h200-mpibench: interrupted by {name} during {} ({who}){}", phase::current(), notes()));
                 }
+                save_all();
                 unsafe { libc::_exit(INTERRUPTED) }
             });
         }

@@ -5,6 +5,7 @@
 
 use super::append_table::{AppendTable, Kind};
 use super::metadata::RunMetadata;
+use crate::dist::interrupt::Hook;
 use crate::sweep::runner::Series;
 use anyhow::{bail, Context, Result};
 use hdf5::types::VarLenUnicode;
@@ -37,10 +38,13 @@ impl ResultsFile {
         })?;
         let tables: Arc<Mutex<Vec<AppendTable>>> = Arc::default();
         let (kept, handle, shown) = (tables.clone(), file.clone(), partial.display().to_string());
-        crate::dist::interrupt::on_interrupt(Box::new(move || {
-            let saved = kept.lock().map(|tables| tables.iter().all(|t| t.flush().is_ok())).unwrap_or(false) && handle.flush().is_ok();
-            Some(format!("what finished is in {shown}{}", if saved { "" } else { " (up to its last flush)" }))
-        }));
+        let save = move || {
+            if let Ok(tables) = kept.lock() {
+                tables.iter().for_each(|t| drop(t.flush()));
+            }
+            let _ = handle.flush();
+        };
+        crate::dist::interrupt::on_interrupt(Hook { note: format!("what finished goes to {shown}"), save: Box::new(save) });
         Ok(ResultsFile { file, partial, target: target.to_path_buf(), overwrite, tables })
     }
 
