@@ -108,7 +108,7 @@ impl Recorder<'_> {
 /// Runs every op check on `gpu` on inputs drawn from `seed`, handing each check to `on_check`
 /// as it completes; the caller prints and judges.
 pub fn run(gpu: &Gpu, seed: u64, on_check: &mut dyn FnMut(&Check)) -> Result<Vec<Check>> {
-    let ops = ModelOps::load(gpu)?;
+    let ops = ModelOps::load(gpu, gpu.alloc(crate::backend::cuda::gemm::WORKSPACE_BYTES)?)?;
     let mut r = Inputs::from(seed);
     let mut checks = Recorder { all: Vec::new(), on_check };
 
@@ -262,6 +262,9 @@ pub const STEP_TOLERANCE: f64 = 1e-2;
 /// the curve by far more.
 pub const REORDER_TOLERANCE: f64 = 1e-3;
 
+/// Byte counts must agree exactly (any difference of bytes up to 2^40 is above this).
+pub const EXACT: f64 = 1e-13;
+
 /// One tiny-model step (loss and every parameter's gradient) against the CPU model in f64 on
 /// the same bf16 weights, then 50 training steps' losses against the CPU trainer's.
 fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
@@ -272,8 +275,18 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     let config = LlamaConfig::load("tiny").map_err(anyhow::Error::msg)?;
     let run = RunConfig { steps: 50, ..RunConfig::defaults_for("tiny") };
     let mut checks = Vec::new();
-    let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone, None)?;
     let shape = format!("tiny, batch {} seq {}", run.micro_batch, run.seq);
+    // Every model built here must allocate exactly what the planner sums (zero/buffers.rs).
+    let build = |run: &RunConfig, checks: &mut Vec<Check>| -> Result<crate::model::gpu_model::GpuModel> {
+        let before = gpu.allocated();
+        let model = gpu_trainer::build(gpu, &config, run, seed, &Alone, None)?;
+        let planned = crate::zero::planner::plan(&run.plan_input(&config, 1)).total();
+        let buckets = if run.bucket_layers > 1 { format!(" {}-layer", run.bucket_layers) } else { String::new() };
+        let what = format!("alloc = plan ZeRO-{}{buckets}{}", run.zero, if run.recompute { " recompute" } else { "" });
+        checks.push(compare(&what, &shape, &[(gpu.allocated() - before) as f64], &[planned as f64], EXACT));
+        Ok(model)
+    };
+    let model = build(&run, &mut checks)?;
 
     let (tokens, labels) = synthetic_batch(0, run.micro_batch, run.seq, config.vocab_size, seed);
     model.zero_grads()?;
@@ -301,7 +314,7 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     drop(model);
 
     // Recompute redoes the same forward: the gradients agree to fp32 summation order.
-    let recomputing = gpu_trainer::build(gpu, &config, &RunConfig { recompute: true, ..run.clone() }, seed, &Alone, None)?;
+    let recomputing = build(&RunConfig { recompute: true, ..run.clone() }, &mut checks)?;
     recomputing.zero_grads()?;
     let loss = recomputing.forward(&tokens, &labels, 1.0)?;
     recomputing.backward(true)?;
@@ -322,7 +335,7 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     // The last also puts both layers in one bucket.
     for (stage, bucket_layers) in [(1, 1), (2, 1), (3, 1), (3, 2)] {
         let run = RunConfig { zero: stage, bucket_layers, ..run.clone() };
-        let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone, None)?;
+        let model = build(&run, &mut checks)?;
         let losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
         let name = format!("ZeRO-{stage}, {bucket_layers}-layer buckets vs 0");
         checks.push(compare(&name, &shape, &losses, &gpu_losses, REORDER_TOLERANCE));

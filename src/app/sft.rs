@@ -7,7 +7,7 @@ use h200_mpibench::cli::{Backend, Cli, SftPlan};
 use h200_mpibench::dist::nccl::NcclComm;
 use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::World;
-use h200_mpibench::zero::planner::{self, PlanInput};
+use h200_mpibench::zero::planner;
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
@@ -35,7 +35,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         Path::Host { .. } => None,
     };
     // Validate the fit before allocating anything on the GPU.
-    let planned = PlanInput { model: m.clone(), ranks: world.size, stage: r.zero, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute, bucket_layers: r.bucket_layers };
+    let planned = r.plan_input(m, world.size);
     let plan_bytes = planner::plan(&planned).total();
     if let Some(gpu) = &gpu {
         let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);

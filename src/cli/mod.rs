@@ -85,7 +85,7 @@ impl Cli {
     /// The memory plan of `plan`: a table per requested stage, with the verdict for one GPU.
     pub fn memory_report(&self, ranks: usize, gpu_memory_gib: f64) -> Result<String, String> {
         let zero = self.sft.zero;
-        use crate::zero::planner::{plan, suggestions, PlanInput, LIBRARY_RESERVE};
+        use crate::zero::planner::{plan, suggestions, LIBRARY_RESERVE};
         if !(1..=MAX_PLAN_RANKS).contains(&ranks) {
             return Err(format!("plan --ranks {ranks}: must be 1 to {MAX_PLAN_RANKS}"));
         }
@@ -108,7 +108,7 @@ impl Cli {
             if r.recompute { ", recompute" } else { "" }
         );
         for stage in zero.map_or(0..=3, |z| z..=z) {
-            let input = PlanInput { model: m.clone(), ranks, stage, micro_batch: r.micro_batch, grad_accum: r.grad_accum, seq: r.seq, recompute: r.recompute, bucket_layers: r.bucket_layers };
+            let input = RunConfig { zero: stage, ..r.clone() }.plan_input(m, ranks);
             let p = plan(&input);
             let verdict = if p.total() + LIBRARY_RESERVE <= budget {
                 "fits".to_string()

@@ -19,6 +19,7 @@ use crate::train::run_config::RunConfig;
 use crate::zero::exchange::{CommCost, Elem, Exchange};
 use crate::zero::schedule::{self, Piece, UnitWork};
 use crate::zero::stage::{Segment, Shards};
+use crate::zero::buffers::{gpu_buffers, slot_gradients, Allocated};
 use crate::zero::unit_buffers::UnitBuffers;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -84,7 +85,7 @@ impl UnitWork for Pass<'_, '_> {
     }
 }
 
-/// Allocates what zero::planner plans.
+/// Allocates zero/buffers.rs's table, every buffer of it and nothing else.
 pub struct GpuModel<'g> {
     pub config: LlamaConfig,
     /// Padded for the rank count (model/layout.rs).
@@ -130,70 +131,81 @@ impl<'g> GpuModel<'g> {
         let c = config;
         let (batch, seq, recompute) = (run.micro_batch, run.seq, run.recompute);
         let layout = Layout::sharded(c, shards.part.ranks, run.bucket_layers);
-        let n = batch * seq;
-        let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
-        let head_rows = batch * c.n_heads * seq;
-        let bf = |elems: usize| gpu.alloc(2 * elems);
-        let f32s = |elems: usize| gpu.alloc(4 * elems);
+        let input = run.plan_input(c, shards.part.ranks);
+        // Everything below comes out of the buffer table, and all of it is used.
+        let mut all = Allocated::new(gpu, &gpu_buffers(&input))?;
         let kept = if recompute { 1 } else { c.n_layers };
         let acts = (0..kept)
-            .map(|_| {
+            .map(|layer| {
+                let mut t = |name: &str| all.take(&format!("layer {layer} {name}"));
                 Ok(LayerActs {
-                    xn: bf(n * d)?,
-                    inv1: f32s(n)?,
-                    q: bf(n * d)?,
-                    k: bf(n * kv)?,
-                    v: bf(n * kv)?,
-                    lse: f32s(head_rows)?,
-                    o: bf(n * d)?,
-                    x2: bf(n * d)?,
-                    xn2: bf(n * d)?,
-                    inv2: f32s(n)?,
-                    gate: bf(n * f)?,
-                    up: bf(n * f)?,
-                    h: bf(n * f)?,
+                    xn: t("xn")?,
+                    inv1: t("inv1")?,
+                    q: t("q")?,
+                    k: t("k")?,
+                    v: t("v")?,
+                    lse: t("lse")?,
+                    o: t("o")?,
+                    x2: t("x2")?,
+                    xn2: t("xn2")?,
+                    inv2: t("inv2")?,
+                    gate: t("gate")?,
+                    up: t("up")?,
+                    h: t("h")?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut t = |name: &str| all.take(&format!("scratch {name}"));
         let s = Scratch {
-            delta: f32s(head_rows)?,
-            dx: bf(n * d)?,
-            dx2: bf(n * d)?,
-            dxn: bf(n * d)?,
-            dq: bf(n * d)?,
-            dk: bf(n * kv)?,
-            dv: bf(n * kv)?,
-            d_o: bf(n * d)?,
-            dgate: bf(n * f)?,
-            dup: bf(n * f)?,
-            dh: bf(n * f)?,
+            delta: t("delta")?,
+            dx: t("dx")?,
+            dx2: t("dx2")?,
+            dxn: t("dxn")?,
+            dq: t("dq")?,
+            dk: t("dk")?,
+            dv: t("dv")?,
+            d_o: t("d_o")?,
+            dgate: t("dgate")?,
+            dup: t("dup")?,
+            dh: t("dh")?,
         };
-        let owned_len = shards.owned_len();
-        let weights = if shards.releases_weights() { UnitBuffers::slots(gpu, &layout, 2)? } else { UnitBuffers::whole(gpu, &layout, 2)? };
-        let slot_grads = shards.releases_gradients() && run.grad_accum == 1;
-        let grads = if slot_grads { UnitBuffers::slots(gpu, &layout, 4)? } else { UnitBuffers::whole(gpu, &layout, 4)? };
+        let ops = ModelOps::load(gpu, all.take("cuBLASLt workspace")?)?;
+        let (master, m, v) = (all.take("master weights")?, all.take("adam m")?, all.take("adam v")?);
+        let (weights, weight_shard) = if shards.releases_weights() {
+            let slots = [all.take("weight slot 0")?, all.take("weight slot 1")?];
+            (UnitBuffers::slots(slots, &layout, 2)?, Some(all.take("weight shard")?))
+        } else {
+            (UnitBuffers::whole(all.take("weights")?, &layout, 2)?, None)
+        };
+        let grads = if slot_gradients(&input) {
+            UnitBuffers::slots([all.take("gradient slot 0")?, all.take("gradient slot 1")?], &layout, 4)?
+        } else {
+            UnitBuffers::whole(all.take("gradients")?, &layout, 4)?
+        };
+        let summed = if shards.all_reduces() { None } else { Some(all.take("summed gradients")?) };
+        let inputs = (0..=c.n_layers).map(|i| all.take(&format!("layer input {i}"))).collect::<Result<Vec<_>>>()?;
         let model = GpuModel {
-            ops: ModelOps::load(gpu)?,
-            master: f32s(owned_len)?,
-            m: f32s(owned_len)?,
-            v: f32s(owned_len)?,
-            weight_shard: if shards.releases_weights() { Some(bf(owned_len)?) } else { None },
+            ops,
+            master,
+            m,
+            v,
+            weight_shard,
             weights,
             grads,
-            summed: if shards.all_reduces() { None } else { Some(f32s(owned_len)?) },
+            summed,
             segments: shards.segments(&layout),
             exchange: Exchange::new(gpu, comm, shards.part.ranks)?,
             shards,
-            inputs: (0..=c.n_layers).map(|_| bf(n * d)).collect::<Result<Vec<_>>>()?,
+            inputs,
             acts,
             recompute,
-            xf: bf(n * d)?,
-            invf: f32s(n)?,
-            logits: bf(n * c.vocab_size)?,
-            losses: f32s(n)?,
-            tokens: gpu.alloc(4 * n)?,
-            labels: gpu.alloc(4 * n)?,
-            norm: gpu.alloc(8)?,
+            xf: all.take("final norm")?,
+            invf: all.take("final 1/rms")?,
+            logits: all.take("logits")?,
+            losses: all.take("losses")?,
+            tokens: all.take("tokens")?,
+            labels: all.take("labels")?,
+            norm: all.take("norm accumulator")?,
             s,
             config: c.clone(),
             layout,
@@ -201,6 +213,7 @@ impl<'g> GpuModel<'g> {
             batch,
             seq,
         };
+        all.finish()?;
         model.initialise(seed)?;
         Ok(model)
     }

@@ -92,6 +92,20 @@ impl RunConfig {
         Ok(())
     }
 
+    /// What the memory plan (zero/buffers.rs) needs of this run of `model` over `ranks`.
+    pub fn plan_input(&self, model: &crate::model::config::LlamaConfig, ranks: usize) -> crate::zero::buffers::PlanInput {
+        crate::zero::buffers::PlanInput {
+            model: model.clone(),
+            ranks,
+            stage: self.zero,
+            micro_batch: self.micro_batch,
+            grad_accum: self.grad_accum,
+            seq: self.seq,
+            recompute: self.recompute,
+            bucket_layers: self.bucket_layers,
+        }
+    }
+
     /// The AdamW settings of optimizer step `t` (from 1).
     pub fn optimizer_at(&self, t: usize) -> AdamW {
         AdamW { lr: self.lr_at(t), beta1: self.beta1, beta2: self.beta2, eps: self.adam_eps, weight_decay: self.weight_decay }

@@ -1,28 +1,13 @@
-//! Per-GPU memory of an SFT run, by category, for a ZeRO stage and rank count: what the GPU
-//! step (model/gpu_model.rs) allocates, byte for byte (every GPU sft run prints the plan beside
-//! its buffers' measured peak), so a run can be refused before it allocates anything.
+//! Per-GPU memory of an SFT run, by category, for a ZeRO stage and rank count: the sum of the
+//! buffer table (zero/buffers.rs) that the GPU step (model/gpu_model.rs) allocates, so a run can
+//! be refused before it allocates anything.
 //!
 //! Stage 0 keeps everything on every rank; 1 shards the optimizer state (fp32 master, m, v);
 //! 2 also the fp32 gradients (two unit slots, or whole under accumulation); 3 also the bf16
 //! weights (a shard, plus two unit slots for the gathered ones). See zero/stage.rs.
 
-use crate::backend::cuda::gemm::WORKSPACE_BYTES as GEMM_WORKSPACE_BYTES;
-use crate::model::config::LlamaConfig;
-use crate::model::layout::Layout;
-
-/// What is planned.
-#[derive(Clone, Debug)]
-pub struct PlanInput {
-    pub model: LlamaConfig,
-    pub ranks: usize,
-    pub stage: u8,
-    pub micro_batch: usize,
-    pub grad_accum: usize,
-    pub seq: usize,
-    pub recompute: bool,
-    pub bucket_layers: usize,
-}
-
+pub use super::buffers::PlanInput;
+use super::buffers::{gpu_buffers, Category};
 /// Bytes per GPU.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
@@ -64,30 +49,18 @@ impl MemoryPlan {
     }
 }
 
+/// The buffer table's bytes by category (zero/buffers.rs: what the GPU step allocates).
 pub fn plan(p: &PlanInput) -> MemoryPlan {
-    let c = &p.model;
-    let layout = Layout::sharded(c, p.ranks, p.bucket_layers);
-    let (total, shard, unit) = (layout.total as u64, (layout.total / p.ranks) as u64, layout.largest_unit() as u64);
-    let (n, d, kv, f) = ((p.micro_batch * p.seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
-    let head_rows = (p.micro_batch * c.n_heads * p.seq) as u64;
-    let layers = c.n_layers as u64;
-
-    let parameters = if p.stage >= 3 { 2 * shard + 2 * 2 * unit } else { 2 * total };
-    let gradients = if p.stage >= 2 && p.grad_accum == 1 { 2 * 4 * unit } else { 4 * total };
-    let optimizer = if p.stage >= 1 { 12 * shard } else { 12 * total };
-    let communication = if p.stage >= 1 { 4 * shard } else { 0 };
-    // Per kept layer: xn q o x2 xn2 (bf16 n·d) + k v (n·kv) + gate up h (n·f), 1/rms ×2 and the
-    // attention's log-sum-exp (fp32).
-    let saved_layer = 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 4 * 2 * n + 4 * head_rows;
-    let kept = if p.recompute { 1 } else { layers };
-    let inputs = (layers + 1) * 2 * n * d;
-    // Final norm output, logits, per-position losses, 1/rms, tokens, labels.
-    let head = 2 * n * d + 2 * n * c.vocab_size as u64 + 4 * n + 4 * n + 4 * n + 4 * n;
-    let activations = kept * saved_layer + inputs + head;
-    // The attention backward's delta (fp32), the activation gradients dx dx2 dxn dq do (n·d), dk dv,
-    // dgate dup dh; plus the fp64 norm accumulator and cuBLASLt's scratch.
-    let workspace = 4 * head_rows + 2 * (5 * n * d + 2 * n * kv + 3 * n * f) + 8 + GEMM_WORKSPACE_BYTES as u64;
-    MemoryPlan { parameters, gradients, optimizer, activations, communication, workspace }
+    let table = gpu_buffers(p);
+    let sum = |category: Category| table.iter().filter(|b| b.category == category).map(|b| b.bytes).sum();
+    MemoryPlan {
+        parameters: sum(Category::Parameters),
+        gradients: sum(Category::Gradients),
+        optimizer: sum(Category::Optimizer),
+        activations: sum(Category::Activations),
+        communication: sum(Category::Communication),
+        workspace: sum(Category::Workspace),
+    }
 }
 
 /// What to change when `plan` does not fit in `budget` bytes per GPU, tried in order of cost:
@@ -143,6 +116,7 @@ pub fn suggestions(p: &PlanInput, budget: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::LlamaConfig;
 
     fn input(model: &str, ranks: usize, stage: u8) -> PlanInput {
         PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 1, grad_accum: 1, seq: 2048, recompute: false, bucket_layers: 1 }

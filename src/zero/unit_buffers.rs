@@ -5,9 +5,9 @@
 //! keeps the event after which its contents are ready (a gather) or free (a reduction).
 
 use super::places::Places;
-use crate::backend::cuda::{DeviceBuffer, Gpu};
+use crate::backend::cuda::DeviceBuffer;
 use crate::model::layout::Layout;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use cudarc::driver::CudaEvent;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -29,16 +29,16 @@ pub struct UnitBuffers {
 }
 
 impl UnitBuffers {
-    /// Room for the whole flat buffer; every unit current.
-    pub fn whole(gpu: &Gpu, layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
-        let storage = Storage::Whole(gpu.alloc(elem_bytes * layout.total)?);
-        Ok(UnitBuffers::over(storage, Places::whole(layout.units.len(), true), layout, elem_bytes))
+    /// `buffer` holds the whole flat buffer; every unit current.
+    pub fn whole(buffer: DeviceBuffer, layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
+        ensure!(buffer.bytes >= elem_bytes * layout.total, "the whole buffer holds {} B, not {}", buffer.bytes, elem_bytes * layout.total);
+        Ok(UnitBuffers::over(Storage::Whole(buffer), Places::whole(layout.units.len(), true), layout, elem_bytes))
     }
 
-    /// Room for two units at a time; both slots empty.
-    pub fn slots(gpu: &Gpu, layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
-        let slot = || gpu.alloc(elem_bytes * layout.largest_unit());
-        Ok(UnitBuffers::over(Storage::Slots([slot()?, slot()?]), Places::slots(), layout, elem_bytes))
+    /// Two slots, each holding any one unit; both empty.
+    pub fn slots(slots: [DeviceBuffer; 2], layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
+        ensure!(slots.iter().all(|s| s.bytes >= elem_bytes * layout.largest_unit()), "a slot is smaller than the largest unit");
+        Ok(UnitBuffers::over(Storage::Slots(slots), Places::slots(), layout, elem_bytes))
     }
 
     fn over(storage: Storage, places: Places, layout: &Layout, elem_bytes: usize) -> UnitBuffers {

@@ -185,10 +185,11 @@ impl Plan {
 }
 
 impl Gemm {
-    pub fn new(gpu: &Gpu, timer: Rc<OpTimer>) -> Result<Gemm> {
+    /// `workspace`: WORKSPACE_BYTES of the GPU for cuBLASLt's scratch.
+    pub fn new(gpu: &Gpu, timer: Rc<OpTimer>, workspace: DeviceBuffer) -> Result<Gemm> {
+        anyhow::ensure!(workspace.bytes >= WORKSPACE_BYTES, "cuBLASLt's workspace needs {WORKSPACE_BYTES} B");
         gpu.ctx.bind_to_thread()?;
         let handle = result::create_handle().context("cannot create a cuBLASLt handle")?;
-        let workspace = gpu.alloc(WORKSPACE_BYTES)?;
         Ok(Gemm { handle, workspace, gpu_stream: gpu.stream.clone(), plans: RefCell::new(HashMap::new()), timer })
     }
 

@@ -115,6 +115,11 @@ impl Gpu {
         Ok(DeviceBuffer { ptr, bytes, ctx: self.ctx.clone(), allocated: self.allocated.clone() })
     }
 
+    /// The bytes our buffers hold now.
+    pub fn allocated(&self) -> u64 {
+        self.allocated.load(Ordering::SeqCst)
+    }
+
     /// The most bytes our buffers held at once so far.
     pub fn peak_allocated(&self) -> u64 {
         self.peak.load(Ordering::SeqCst)

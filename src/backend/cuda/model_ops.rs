@@ -6,7 +6,7 @@ pub use super::kernels::ModelOps;
 use super::kernels::compile;
 use super::op_timer::OpTimer;
 use super::ops;
-use super::Gpu;
+use super::{DeviceBuffer, Gpu};
 use anyhow::{Context, Result};
 use cudarc::driver::sys::CUfunction_attribute;
 use std::rc::Rc;
@@ -27,7 +27,8 @@ pub fn model_kernels() -> Vec<(String, u32)> {
 }
 
 impl<'g> ModelOps<'g> {
-    pub fn load(gpu: &'g Gpu) -> Result<ModelOps<'g>> {
+    /// The model's kernels on `gpu`, and cuBLASLt with `gemm_workspace` (gemm::WORKSPACE_BYTES).
+    pub fn load(gpu: &'g Gpu, gemm_workspace: DeviceBuffer) -> Result<ModelOps<'g>> {
         let (major, minor) = gpu.compute_capability()?;
         let ptx = compile(&model_source(), "model.cu", major, minor)?;
         let module = gpu.ctx.load_module(ptx).context("cannot load the model kernels")?;
@@ -45,6 +46,6 @@ impl<'g> ModelOps<'g> {
             })
             .collect::<Result<Vec<_>>>()?;
         let timer = Rc::new(OpTimer::new(gpu.ctx.clone(), gpu.stream.clone()));
-        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, timer)? })
+        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, timer, gemm_workspace)? })
     }
 }
