@@ -98,8 +98,16 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
         watchdog.arm(&format!("sft step {}", s.step + 1), timeout);
-        if let (Some(log), None) = (&log, &log_error) {
-            log_error = log.step(s).err();
+        // Shown only once kept: after an interrupt's save no step is printed that the file lacks.
+        let kept = match (&log, &log_error) {
+            (Some(log), None) => log.step(s).unwrap_or_else(|e| {
+                log_error = Some(e);
+                true
+            }),
+            _ => true,
+        };
+        if !kept {
+            return;
         }
         let mfu = if gpu.is_some() { format!("  MFU {:.1}%", 100.0 * s.model_flops(flops_per_token) / metrics::PEAK_FLOPS) } else { String::new() };
         if world.is_root() {

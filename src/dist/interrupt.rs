@@ -73,6 +73,9 @@ pub fn install(who: String, speaks: bool) -> std::io::Result<()> {
                     print_line(&format!("h200-mpibench: interrupted by {name} during {} ({who}){}", phase::current(), notes()));
                 }
                 save_all();
+                // mpirun forwards a rank's stderr asynchronously and may drop what a rank wrote
+                // just before it exited: give the line a moment to leave.
+                std::thread::sleep(std::time::Duration::from_millis(200));
                 unsafe { libc::_exit(INTERRUPTED) }
             });
         }

@@ -58,6 +58,9 @@ struct Inner {
     written: usize,
     pending: Vec<Vec<Cell>>,
     last_write: Instant,
+    /// Closed by the interrupt's save: later rows are dropped, so that nothing is shown as
+    /// done that the file does not hold.
+    closed: bool,
 }
 
 impl AppendTable {
@@ -76,13 +79,17 @@ impl AppendTable {
                 Ok((name.to_string(), kind, ds))
             })
             .collect::<Result<Vec<_>>>()?;
-        let inner = Inner { file: file.clone(), columns, written: 0, pending: Vec::new(), last_write: Instant::now() };
+        let inner = Inner { file: file.clone(), columns, written: 0, pending: Vec::new(), last_write: Instant::now(), closed: false };
         Ok(AppendTable { inner: Arc::new(Mutex::new(inner)) })
     }
 
     /// Adds a row (one cell per column, in order); writes and flushes the file when due.
-    pub fn append(&self, row: Vec<Cell>) -> Result<()> {
+    /// Returns false, keeping nothing, once the table is closed.
+    pub fn append(&self, row: Vec<Cell>) -> Result<bool> {
         let mut t = self.lock();
+        if t.closed {
+            return Ok(false);
+        }
         anyhow::ensure!(row.len() == t.columns.len(), "a row of {} cells for {} columns", row.len(), t.columns.len());
         if let Some(((name, kind, _), cell)) = t.columns.iter().zip(&row).find(|((_, kind, _), cell)| cell.kind() != *kind) {
             anyhow::bail!("column {name} holds {kind:?}, not {cell:?}");
@@ -91,7 +98,14 @@ impl AppendTable {
         if t.pending.len() >= FLUSH_ROWS || t.last_write.elapsed() >= FLUSH_AFTER {
             t.write_pending()?;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Writes every pending row, flushes, and takes no row after.
+    pub fn close(&self) -> Result<()> {
+        let mut t = self.lock();
+        t.closed = true;
+        t.write_pending()
     }
 
     /// Writes every pending row and flushes the file.
@@ -171,6 +185,9 @@ mod tests {
         let ops: Vec<VarLenUnicode> = g.dataset("op").unwrap().read_raw().unwrap();
         assert_eq!(ops[11].as_str(), "op11");
         assert!(t.append(vec![Cell::U64(1)]).is_err());
+        t.close().unwrap();
+        assert!(!t.append(vec![Cell::U64(99), Cell::F64(0.0), Cell::Text(String::new()), Cell::U8(0)]).unwrap());
+        assert_eq!(g.dataset("step").unwrap().read_raw::<u64>().unwrap().len(), FLUSH_ROWS + 3);
         assert!(t.append(vec![Cell::F64(1.0), Cell::F64(1.0), Cell::Text(String::new()), Cell::U8(0)]).is_err());
     }
 }

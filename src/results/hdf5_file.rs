@@ -40,7 +40,7 @@ impl ResultsFile {
         let (kept, handle, shown) = (tables.clone(), file.clone(), partial.display().to_string());
         let save = move || {
             if let Ok(tables) = kept.lock() {
-                tables.iter().for_each(|t| drop(t.flush()));
+                tables.iter().for_each(|t| drop(t.close()));
             }
             let _ = handle.flush();
         };

@@ -85,8 +85,9 @@ impl ResultsFile {
 }
 
 impl SftLog {
-    /// One step's row (written in batches: append_table.rs).
-    pub fn step(&self, r: &StepRecord) -> Result<()> {
+    /// One step's row (written in batches: append_table.rs); false once the run was
+    /// interrupted (the row is not kept, so it must not be shown either).
+    pub fn step(&self, r: &StepRecord) -> Result<bool> {
         self.steps.append(STEP_COLUMNS.iter().map(|(_, _, field)| field(r, self.flops_per_token)).collect())
     }
 
@@ -121,8 +122,8 @@ pub struct SelftestLog {
 }
 
 impl SelftestLog {
-    /// Rank 0's check, as it completes.
-    pub fn check(&self, c: &Check) -> Result<()> {
+    /// Rank 0's check, as it completes (false once interrupted: not kept).
+    pub fn check(&self, c: &Check) -> Result<bool> {
         self.checks.append(vec![
             Cell::Text(c.op.clone()),
             Cell::Text(c.shape.clone()),
