@@ -185,9 +185,11 @@ mod tests {
         let ops: Vec<VarLenUnicode> = g.dataset("op").unwrap().read_raw().unwrap();
         assert_eq!(ops[11].as_str(), "op11");
         assert!(t.append(vec![Cell::U64(1)]).is_err());
+        assert!(t.append(vec![Cell::F64(1.0), Cell::F64(1.0), Cell::Text(String::new()), Cell::U8(0)]).is_err());
+        // closed (the interrupt's save): a later row is refused and not kept
         t.close().unwrap();
         assert!(!t.append(vec![Cell::U64(99), Cell::F64(0.0), Cell::Text(String::new()), Cell::U8(0)]).unwrap());
+        t.flush().unwrap();
         assert_eq!(g.dataset("step").unwrap().read_raw::<u64>().unwrap().len(), FLUSH_ROWS + 3);
-        assert!(t.append(vec![Cell::F64(1.0), Cell::F64(1.0), Cell::Text(String::new()), Cell::U8(0)]).is_err());
     }
 }
