@@ -121,7 +121,7 @@ pub fn run(gpu: &Gpu, seed: u64, on_check: &mut dyn FnMut(&Check)) -> Result<Vec
     let gy = gpu.alloc(dims.m * dims.n * 2)?;
     ops.gemm.forward(gy.ptr, gx.ptr, gw.ptr, dims, false)?;
     let mut want = vec![0.0; dims.m * dims.n];
-    matmul::forward(&mut want, &x.values, &w.values, dims);
+    matmul::forward(&mut want, &x.values, &w.values, dims, false);
     checks.push(compare("matmul forward (bf16 y)", &shape, &bf16s(gpu, &gy)?, &want, BF16_TOLERANCE));
     let gdx = gpu.alloc(dims.m * dims.k * 2)?;
     let dw0_f32: Vec<f32> = dw0.values.iter().map(|&v| v as f32).collect();
@@ -129,7 +129,8 @@ pub fn run(gpu: &Gpu, seed: u64, on_check: &mut dyn FnMut(&Check)) -> Result<Vec
     ops.gemm.backward_input(gdx.ptr, gdy.ptr, gw.ptr, dims, false)?;
     ops.gemm.backward_weight(gdw.ptr, gdy.ptr, gx.ptr, dims)?;
     let (mut want_dx, mut want_dw) = (vec![0.0; dims.m * dims.k], dw0_f32.iter().map(|&v| v as f64).collect::<Vec<_>>());
-    matmul::backward(&mut want_dx, &mut want_dw, &dy.values, &x.values, &w.values, dims);
+    matmul::backward_input(&mut want_dx, &dy.values, &w.values, dims, false);
+    matmul::backward_weight(&mut want_dw, &dy.values, &x.values, dims);
     checks.push(compare("matmul backward dx (bf16)", &shape, &bf16s(gpu, &gdx)?, &want_dx, BF16_TOLERANCE));
     checks.push(compare("matmul backward dW += (fp32)", &shape, &f32s(gpu, &gdw)?, &want_dw, F32_TOLERANCE));
 
@@ -212,7 +213,7 @@ pub fn run(gpu: &Gpu, seed: u64, on_check: &mut dyn FnMut(&Check)) -> Result<Vec
     let (gl, glab, gloss) = (gpu.upload(&logits.bits)?, gpu.upload(&labels)?, gpu.alloc(rows * 4)?);
     ops.cross_entropy(gl.ptr, gloss.ptr, glab.ptr, rows, vocab, 1.0 / counted as f64)?;
     let mut grad = logits.values.clone();
-    let mean = cross_entropy::forward_backward(&mut grad, &labels, vocab, 1.0);
+    let mean = cross_entropy::mean_loss(&mut grad, &labels, vocab);
     let gpu_mean = f32s(gpu, &gloss)?.iter().sum::<f64>() / counted as f64;
     checks.push(compare("cross-entropy mean loss (fp32)", &shape, &[gpu_mean], &[mean], F32_TOLERANCE));
     checks.push(compare("cross-entropy dlogits (bf16)", &shape, &bf16s(gpu, &gl)?, &grad, BF16_TOLERANCE));
@@ -269,7 +270,7 @@ pub const EXACT: f64 = 1e-13;
 /// the same bf16 weights, then 50 training steps' losses against the CPU trainer's.
 fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     use crate::model::config::LlamaConfig;
-    use crate::model::cpu_model::{Batch, CpuModel};
+    use crate::model::cpu_ops::{forward_backward, Batch};
     use crate::train::data::{synthetic_batch, Source};
     use crate::train::{cpu_trainer, data_parallel::Alone, gpu_trainer, run_config::RunConfig};
     let config = LlamaConfig::load("tiny").map_err(anyhow::Error::msg)?;
@@ -294,14 +295,13 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     model.backward(true)?;
     let gpu_grads = model.grads()?;
     let weights: Vec<f64> = model.weights_f32()?.iter().map(|&w| w as f64).collect();
-    let cpu = CpuModel { config: &config, layout: &model.layout };
-    let mut cpu_grads = vec![0.0; model.layout.total];
+    let layout = &model.llama.layout;
+    let mut cpu_grads = vec![0.0; layout.total];
     let batch = Batch { tokens: &tokens, labels: &labels, batch: run.micro_batch, seq: run.seq };
-    let cpu_loss = cpu.forward_backward(&weights, &mut cpu_grads, &batch, 1.0);
+    let cpu_loss = forward_backward(&config, &weights, &mut cpu_grads, &batch, 1.0)?;
     checks.push(compare("model step loss", &shape, &[gpu_loss], &[cpu_loss], STEP_TOLERANCE));
     // Each tensor's gradient on its own: the worst one is the check.
-    let worst = model
-        .layout
+    let worst = layout
         .tensors()
         .into_iter()
         .map(|t| {

@@ -97,7 +97,6 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["--suite", "sft", "--steps", "3", "--warmup-steps", "3"], "leaves no measured step"),
         case(2, &["--suite", "sft", "--grad-accum", "1000000"], "--grad-accum 1000000"),
         case(2, &["--suite", "sft", "--bucket-layers", "5"], "--bucket-layers 5: the model has 2 layers"),
-        case(2, &["--suite", "sft", "--recompute"], "--recompute applies to the GPU step"),
         case(2, &["--suite", "sft", "--backend", "nccl"], "--backend nccl"),
         case(2, &["--model", "70b"], "of host memory per rank"),
         case(1, &["--suite", "sft", "--model", &path("broken.json")], "invalid model JSON"),

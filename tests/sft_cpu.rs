@@ -26,6 +26,27 @@ fn tiny_sft_trains_and_records_every_step() {
     assert!(sft["summary_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
 
+/// The loss curve of a tiny-model run on `ranks` ranks with `extra` flags.
+fn losses(ranks: usize, extra: &[&str]) -> Vec<f64> {
+    let dir = tempdir("losses");
+    let out = dir.join("run.h5");
+    let mut args = vec!["--suite", "sft", "--model", "tiny", "--backend", "cpu", "--steps", "8", "--out", out.to_str().unwrap()];
+    args.extend(extra);
+    let r = mpirun(ranks, &args, &[], Duration::from_secs(120));
+    assert_eq!(r.code, Some(0), "{args:?}: {}{}", r.stdout, r.stderr);
+    read_results(&out)["sft"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+/// Recompute redoes each layer's forward in its backward from the layer's input: the same
+/// arithmetic in the same order, so the same losses to the bit, at every stage.
+#[test]
+fn recompute_on_the_cpu_path_changes_no_loss() {
+    for zero in ["0", "3"] {
+        let without = losses(2, &["--zero", zero]);
+        assert_eq!(losses(2, &["--zero", zero, "--recompute"]), without, "ZeRO-{zero}");
+    }
+}
+
 /// The loss curve of a data-parallel run over `ranks` ranks at ZeRO `stage` with a global
 /// batch of 8 sequences in `accum` micro-batches per rank, `bucket` layers per bucket.
 fn data_parallel_losses(ranks: usize, stage: u8, accum: usize, bucket: usize) -> Vec<f64> {

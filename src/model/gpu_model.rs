@@ -1,61 +1,27 @@
-//! The Llama-2 step on one GPU: the same pre-norm blocks as cpu_model.rs, on bf16 weights and
-//! activations (fp32 master weights, gradients and Adam moments), our kernels and cuBLASLt.
-//! Every parameter buffer is flat in the layout's order, so a tensor is an offset; the ZeRO
-//! stage (zero/stage.rs) decides which buffers are whole, which are this rank's shard, and
+//! The Llama-2 step on one GPU: model/llama.rs's blocks on our kernels and cuBLASLt
+//! (model/gpu_ops.rs), bf16 weights and activations, fp32 master weights, gradients and Adam
+//! moments. Every parameter buffer is flat in the layout's order, so a tensor is an offset; the
+//! ZeRO stage (zero/stage.rs) decides which buffers are whole, which are this rank's shard, and
 //! which are two slots that units pass through, and the step queues each unit's gathers and
 //! reductions on the communication stream (zero/exchange.rs) as the compute reaches it.
 
 use super::config::LlamaConfig;
-use super::layout::{LayerTensors, Layout, Tensor};
+use super::gpu_ops::GpuOps;
+use super::init::initialise_range;
+use super::layout::Layout;
+use super::llama::{Activations, Llama};
 use crate::backend::cpu::adamw::AdamW;
-use crate::backend::cpu::attention::Shape;
-use crate::backend::cpu::matmul::Dims;
-use crate::backend::cuda::ops::attention as attn;
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
-use super::init::initialise_range;
 use crate::dist::nccl::NcclComm;
 use crate::train::run_config::RunConfig;
+use crate::zero::buffers::{slot_gradients, step_buffers, Allocated, Step};
 use crate::zero::exchange::{CommCost, Elem, Exchange};
 use crate::zero::schedule::{self, Piece, UnitWork};
 use crate::zero::stage::{Segment, Shards};
-use crate::zero::buffers::{gpu_buffers, slot_gradients, Allocated};
 use crate::zero::unit_buffers::UnitBuffers;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
-
-/// One layer's forward activations that its backward reads (bf16 unless noted); the layer's
-/// input lives apart, in `GpuModel::inputs`.
-struct LayerActs {
-    xn: DeviceBuffer,
-    inv1: DeviceBuffer, // fp32
-    q: DeviceBuffer,
-    k: DeviceBuffer,
-    v: DeviceBuffer,
-    lse: DeviceBuffer, // fp32 attention log-sum-exp [batch, heads, seq]
-    o: DeviceBuffer,
-    x2: DeviceBuffer,
-    xn2: DeviceBuffer,
-    inv2: DeviceBuffer, // fp32
-    gate: DeviceBuffer,
-    up: DeviceBuffer,
-    h: DeviceBuffer,
-}
-
-/// Gradients of activations and other scratch, reused by every layer.
-struct Scratch {
-    delta: DeviceBuffer, // fp32 [batch, heads, seq]: the attention backward's rowsum(dO ⊙ O)
-    dx: DeviceBuffer,
-    dx2: DeviceBuffer,
-    dxn: DeviceBuffer,
-    dq: DeviceBuffer,
-    dk: DeviceBuffer,
-    dv: DeviceBuffer,
-    d_o: DeviceBuffer,
-    dgate: DeviceBuffer,
-    dup: DeviceBuffer,
-    dh: DeviceBuffer,
-}
 
 /// One forward or backward pass of a micro-batch: the schedule's hooks on the model.
 struct Pass<'a, 'g> {
@@ -78,22 +44,19 @@ impl UnitWork for Pass<'_, '_> {
         self.model.exchange.drain()
     }
     fn forward(&mut self, piece: Piece) -> Result<()> {
-        self.model.forward_piece(piece, self.logits_scale)
+        self.model.llama.forward(&self.model.step_ops(), &self.model.acts, piece, self.logits_scale)
     }
     fn backward(&mut self, piece: Piece) -> Result<()> {
-        self.model.backward_piece(piece)
+        self.model.llama.backward(&self.model.step_ops(), &self.model.acts, piece)
     }
 }
 
 /// Allocates zero/buffers.rs's table, every buffer of it and nothing else.
 pub struct GpuModel<'g> {
-    pub config: LlamaConfig,
-    /// Padded for the rank count (model/layout.rs).
-    pub layout: Layout,
+    /// The model and its micro-batch shape; its layout is padded for the rank count.
+    pub llama: Llama,
     gpu: &'g Gpu,
     pub ops: ModelOps<'g>,
-    pub batch: usize,
-    pub seq: usize,
     shards: Shards,
     segments: Vec<Segment>,
     /// This rank's fp32 master weights and Adam moments (zero/stage.rs: `owned`).
@@ -108,20 +71,8 @@ pub struct GpuModel<'g> {
     /// From stage 1: this rank's chunks of the gradients summed over ranks.
     summed: Option<DeviceBuffer>,
     exchange: Exchange<'g>,
-    /// Each layer's input, then the last layer's output.
-    inputs: Vec<DeviceBuffer>,
-    /// Every layer's activations, or with recompute one set that each layer refills in its
-    /// backward (activation checkpointing at layer boundaries).
-    acts: Vec<LayerActs>,
-    recompute: bool,
-    xf: DeviceBuffer,
-    invf: DeviceBuffer,
-    logits: DeviceBuffer,
-    losses: DeviceBuffer,
-    tokens: DeviceBuffer,
-    labels: DeviceBuffer,
+    acts: Activations<DeviceBuffer>,
     norm: DeviceBuffer, // fp64 sum of squares
-    s: Scratch,
 }
 
 impl<'g> GpuModel<'g> {
@@ -133,42 +84,8 @@ impl<'g> GpuModel<'g> {
         let layout = Layout::sharded(c, shards.part.ranks, run.bucket_layers);
         let input = run.plan_input(c, shards.part.ranks);
         // Everything below comes out of the buffer table, and all of it is used.
-        let mut all = Allocated::new(gpu, &gpu_buffers(&input))?;
-        let kept = if recompute { 1 } else { c.n_layers };
-        let acts = (0..kept)
-            .map(|layer| {
-                let mut t = |name: &str| all.take(&format!("layer {layer} {name}"));
-                Ok(LayerActs {
-                    xn: t("xn")?,
-                    inv1: t("inv1")?,
-                    q: t("q")?,
-                    k: t("k")?,
-                    v: t("v")?,
-                    lse: t("lse")?,
-                    o: t("o")?,
-                    x2: t("x2")?,
-                    xn2: t("xn2")?,
-                    inv2: t("inv2")?,
-                    gate: t("gate")?,
-                    up: t("up")?,
-                    h: t("h")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut t = |name: &str| all.take(&format!("scratch {name}"));
-        let s = Scratch {
-            delta: t("delta")?,
-            dx: t("dx")?,
-            dx2: t("dx2")?,
-            dxn: t("dxn")?,
-            dq: t("dq")?,
-            dk: t("dk")?,
-            dv: t("dv")?,
-            d_o: t("d_o")?,
-            dgate: t("dgate")?,
-            dup: t("dup")?,
-            dh: t("dh")?,
-        };
+        let mut all = Allocated::new(&step_buffers(&input, Step::Gpu), |spec| gpu.alloc(spec.bytes() as usize))?;
+        let acts = Activations::take(&mut all, c.n_layers, recompute)?;
         let ops = ModelOps::load(gpu, all.take("cuBLASLt workspace")?)?;
         let (master, m, v) = (all.take("master weights")?, all.take("adam m")?, all.take("adam v")?);
         let (weights, weight_shard) = if shards.releases_weights() {
@@ -183,7 +100,6 @@ impl<'g> GpuModel<'g> {
             UnitBuffers::whole(all.take("gradients")?, &layout, 4)?
         };
         let summed = if shards.all_reduces() { None } else { Some(all.take("summed gradients")?) };
-        let inputs = (0..=c.n_layers).map(|i| all.take(&format!("layer input {i}"))).collect::<Result<Vec<_>>>()?;
         let model = GpuModel {
             ops,
             master,
@@ -196,22 +112,10 @@ impl<'g> GpuModel<'g> {
             segments: shards.segments(&layout),
             exchange: Exchange::new(gpu, comm, shards.part.ranks)?,
             shards,
-            inputs,
             acts,
-            recompute,
-            xf: all.take("final norm")?,
-            invf: all.take("final 1/rms")?,
-            logits: all.take("logits")?,
-            losses: all.take("losses")?,
-            tokens: all.take("tokens")?,
-            labels: all.take("labels")?,
             norm: all.take("norm accumulator")?,
-            s,
-            config: c.clone(),
-            layout,
+            llama: Llama { config: c.clone(), layout, batch, seq, recompute },
             gpu,
-            batch,
-            seq,
         };
         all.finish()?;
         model.initialise(seed)?;
@@ -226,9 +130,9 @@ impl<'g> GpuModel<'g> {
         // rank keeps whole weights, else just its chunk, each element computed once.
         for chunk in self.shards.owned() {
             let whole = self.weights.whole_buffer();
-            let span = if whole.is_some() { self.layout.units[chunk.unit].clone() } else { chunk.global.clone() };
+            let span = if whole.is_some() { self.layout().units[chunk.unit].clone() } else { chunk.global.clone() };
             let mut values = vec![0f32; span.len()];
-            initialise_range(&mut values, &self.layout, seed, span.clone());
+            initialise_range(&mut values, self.layout(), seed, span.clone());
             let mine = &values[chunk.global.start - span.start..chunk.global.end - span.start];
             self.gpu.copy_to_device(bytemuck::cast_slice(mine), self.master.ptr + 4 * chunk.local as u64)?;
             let (working, dst) = match whole {
@@ -252,16 +156,13 @@ impl<'g> GpuModel<'g> {
         }
     }
 
-    fn acts_of(&self, layer: usize) -> &LayerActs {
-        &self.acts[if self.recompute { 0 } else { layer }]
+    fn layout(&self) -> &Layout {
+        &self.llama.layout
     }
 
-    fn w(&self, t: &Tensor) -> u64 {
-        self.weights.at(t.unit, t.offset)
-    }
-
-    fn g(&self, t: &Tensor) -> u64 {
-        self.grads.at(t.unit, t.offset)
+    /// The step's ops on this rank's weights and gradients.
+    fn step_ops(&self) -> GpuOps<'_, 'g> {
+        GpuOps { ops: &self.ops, weights: &self.weights, grads: &self.grads }
     }
 
     /// Before `unit`'s compute: its current weights in place (stages 1-3: gathered if the
@@ -288,7 +189,7 @@ impl<'g> GpuModel<'g> {
         self.exchange.after_compute()?;
         let c = self.shards.part.chunk(unit, self.shards.rank);
         self.weights.claim(unit);
-        let dst = self.weights.at(unit, self.layout.units[unit].start);
+        let dst = self.weights.at(unit, self.layout().units[unit].start);
         self.exchange.all_gather(self.working_copy(c.local, c.global.start)?, dst, c.global.len(), Elem::Bf16)?;
         self.weights.set_event(unit, self.exchange.mark()?);
         Ok(())
@@ -304,16 +205,16 @@ impl<'g> GpuModel<'g> {
             self.exchange.compute_waits(&drained)?;
         }
         self.grads.claim(unit);
-        self.gpu.memset(self.grads.at(unit, self.layout.units[unit].start), 0, self.grads.unit_bytes(unit))
+        self.gpu.memset(self.grads.at(unit, self.layout().units[unit].start), 0, self.grads.unit_bytes(unit))
     }
 
     /// After `unit`'s backward on the last micro-batch: its gradients summed over the ranks on
     /// the communication stream, in place (stage 0) or into this rank's chunk (stage 1 on).
     fn reduce_unit(&self, unit: usize) -> Result<()> {
         self.exchange.after_compute()?;
-        let src = self.grads.at(unit, self.layout.units[unit].start);
+        let src = self.grads.at(unit, self.layout().units[unit].start);
         match &self.summed {
-            None => self.exchange.all_reduce(src, self.layout.units[unit].len())?,
+            None => self.exchange.all_reduce(src, self.layout().units[unit].len())?,
             Some(summed) => {
                 let c = self.shards.part.chunk(unit, self.shards.rank);
                 self.exchange.reduce_scatter(src, summed.ptr + 4 * c.local as u64, c.global.len())?;
@@ -325,20 +226,6 @@ impl<'g> GpuModel<'g> {
         Ok(())
     }
 
-    fn shape(&self) -> Shape {
-        let c = &self.config;
-        Shape { batch: self.batch, seq: self.seq, heads: c.n_heads, kv_heads: c.n_kv_heads, head_dim: c.head_dim() }
-    }
-
-    fn dims(&self, k: usize, n: usize) -> Dims {
-        Dims { m: self.batch * self.seq, k, n }
-    }
-
-    /// The residual stream copied into the buffer its next product accumulates onto.
-    fn copy_residual(&self, dst: u64, src: u64, elems: usize) -> Result<()> {
-        self.ops.gemm.timer.time(|| "copy residual".into(), || self.gpu.copy_device(dst, src, 2 * elems))
-    }
-
     /// Zeroes the whole gradient buffer before a step's first micro-batch (slots are zeroed
     /// unit by unit as the backward claims them).
     pub fn zero_grads(&self) -> Result<()> {
@@ -348,74 +235,13 @@ impl<'g> GpuModel<'g> {
         }
     }
 
-    /// The layer's forward from input `x`; `out` None (a recompute) skips the last product,
-    /// whose result the backward does not read.
-    fn layer_forward(&self, lt: &LayerTensors, x: u64, a: &LayerActs, out: Option<u64>) -> Result<()> {
-        let (c, ops, n) = (&self.config, &self.ops, self.batch * self.seq);
-        let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
-        ops.rmsnorm_forward(a.xn.ptr, a.inv1.ptr, x, self.w(&lt.attn_norm), n, d, c.norm_eps)?;
-        ops.gemm.forward(a.q.ptr, a.xn.ptr, self.w(&lt.wq), self.dims(d, d), false)?;
-        ops.gemm.forward(a.k.ptr, a.xn.ptr, self.w(&lt.wk), self.dims(d, kv), false)?;
-        ops.gemm.forward(a.v.ptr, a.xn.ptr, self.w(&lt.wv), self.dims(d, kv), false)?;
-        ops.rope(a.q.ptr, n, self.seq, c.n_heads, c.head_dim(), c.rope_theta, false)?;
-        ops.rope(a.k.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, false)?;
-        attn::forward(ops, a.o.ptr, a.lse.ptr, a.q.ptr, a.k.ptr, a.v.ptr, self.shape())?;
-        self.copy_residual(a.x2.ptr, x, n * d)?;
-        ops.gemm.forward(a.x2.ptr, a.o.ptr, self.w(&lt.wo), self.dims(d, d), true)?;
-        ops.rmsnorm_forward(a.xn2.ptr, a.inv2.ptr, a.x2.ptr, self.w(&lt.mlp_norm), n, d, c.norm_eps)?;
-        ops.gemm.forward(a.gate.ptr, a.xn2.ptr, self.w(&lt.w_gate), self.dims(d, f), false)?;
-        ops.gemm.forward(a.up.ptr, a.xn2.ptr, self.w(&lt.w_up), self.dims(d, f), false)?;
-        ops.swiglu_forward(a.h.ptr, a.gate.ptr, a.up.ptr, n * f)?;
-        match out {
-            Some(out) => {
-                self.copy_residual(out, a.x2.ptr, n * d)?;
-                ops.gemm.forward(out, a.h.ptr, self.w(&lt.w_down), self.dims(f, d), true)
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// `dx` holds d(loss)/d(layer output) and becomes d(loss)/d(layer input).
-    fn layer_backward(&self, lt: &LayerTensors, x: u64, a: &LayerActs) -> Result<()> {
-        let (c, ops, s, n) = (&self.config, &self.ops, &self.s, self.batch * self.seq);
-        let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
-        let dout = s.dx.ptr;
-        // MLP: out = x2 + Wdown·h
-        ops.gemm.backward_input(s.dh.ptr, dout, self.w(&lt.w_down), self.dims(f, d), false)?;
-        ops.gemm.backward_weight(self.g(&lt.w_down), dout, a.h.ptr, self.dims(f, d))?;
-        ops.swiglu_backward(s.dgate.ptr, s.dup.ptr, s.dh.ptr, a.gate.ptr, a.up.ptr, n * f)?;
-        ops.gemm.backward_input(s.dxn.ptr, s.dgate.ptr, self.w(&lt.w_gate), self.dims(d, f), false)?;
-        ops.gemm.backward_input(s.dxn.ptr, s.dup.ptr, self.w(&lt.w_up), self.dims(d, f), true)?;
-        ops.gemm.backward_weight(self.g(&lt.w_gate), s.dgate.ptr, a.xn2.ptr, self.dims(d, f))?;
-        ops.gemm.backward_weight(self.g(&lt.w_up), s.dup.ptr, a.xn2.ptr, self.dims(d, f))?;
-        ops.rmsnorm_backward(s.dx2.ptr, self.g(&lt.mlp_norm), s.dxn.ptr, a.x2.ptr, self.w(&lt.mlp_norm), a.inv2.ptr, n, d)?;
-        ops.add(s.dx2.ptr, dout, n * d)?;
-        // Attention: x2 = x + Wo·attn
-        ops.gemm.backward_input(s.d_o.ptr, s.dx2.ptr, self.w(&lt.wo), self.dims(d, d), false)?;
-        ops.gemm.backward_weight(self.g(&lt.wo), s.dx2.ptr, a.o.ptr, self.dims(d, d))?;
-        let (q, k, v, o) = (a.q.ptr, a.k.ptr, a.v.ptr, a.o.ptr);
-        attn::backward(ops, s.dq.ptr, s.dk.ptr, s.dv.ptr, s.d_o.ptr, q, k, v, o, a.lse.ptr, s.delta.ptr, self.shape())?;
-        ops.rope(s.dq.ptr, n, self.seq, c.n_heads, c.head_dim(), c.rope_theta, true)?;
-        ops.rope(s.dk.ptr, n, self.seq, c.n_kv_heads, c.head_dim(), c.rope_theta, true)?;
-        ops.gemm.backward_input(s.dxn.ptr, s.dq.ptr, self.w(&lt.wq), self.dims(d, d), false)?;
-        ops.gemm.backward_input(s.dxn.ptr, s.dk.ptr, self.w(&lt.wk), self.dims(d, kv), true)?;
-        ops.gemm.backward_input(s.dxn.ptr, s.dv.ptr, self.w(&lt.wv), self.dims(d, kv), true)?;
-        ops.gemm.backward_weight(self.g(&lt.wq), s.dq.ptr, a.xn.ptr, self.dims(d, d))?;
-        ops.gemm.backward_weight(self.g(&lt.wk), s.dk.ptr, a.xn.ptr, self.dims(d, kv))?;
-        ops.gemm.backward_weight(self.g(&lt.wv), s.dv.ptr, a.xn.ptr, self.dims(d, kv))?;
-        ops.rmsnorm_backward(s.dx.ptr, self.g(&lt.attn_norm), s.dxn.ptr, x, self.w(&lt.attn_norm), a.inv1.ptr, n, d)?;
-        ops.add(s.dx.ptr, s.dx2.ptr, n * d)
-    }
-
     /// Forward of one micro-batch to the per-position losses; the logits become their gradient
     /// × `grad_scale` / counted positions. Returns the mean loss (waits for the GPU).
     pub fn forward(&self, tokens: &[u32], labels: &[i32], grad_scale: f64) -> Result<f64> {
-        self.gpu.copy_to_device(bytemuck::cast_slice(tokens), self.tokens.ptr)?;
-        self.gpu.copy_to_device(bytemuck::cast_slice(labels), self.labels.ptr)?;
-        let counted = labels.iter().filter(|&&x| x >= 0).count().max(1);
-        schedule::forward(&self.layout, &mut Pass { model: self, logits_scale: grad_scale / counted as f64 })?;
-        let losses: Vec<f32> = self.gpu.download(&self.losses)?;
-        Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64)
+        let ops = self.step_ops();
+        let logits_scale = self.llama.load_batch(&ops, &self.acts, tokens, labels, grad_scale)?;
+        schedule::forward(self.layout(), &mut Pass { model: self, logits_scale })?;
+        self.llama.mean_loss(&ops, &self.acts, labels)
     }
 
     /// Adds the micro-batch's gradient into the fp32 gradients; with `reduce` (the step's
@@ -423,41 +249,7 @@ impl<'g> GpuModel<'g> {
     /// complete, overlapping the rest of the backward, and the compute stream waits for the
     /// last of these sums at the end.
     pub fn backward(&self, reduce: bool) -> Result<()> {
-        schedule::backward(&self.layout, &mut Pass { model: self, logits_scale: 0.0 }, reduce)
-    }
-
-    fn forward_piece(&self, piece: Piece, logits_scale: f64) -> Result<()> {
-        let (c, ops, l, n) = (&self.config, &self.ops, &self.layout, self.batch * self.seq);
-        match piece {
-            Piece::Embedding => ops.embedding_forward(self.inputs[0].ptr, self.w(&l.embedding), self.tokens.ptr, n, c.dim),
-            Piece::Layer(i) => self.layer_forward(&l.layers[i], self.inputs[i].ptr, self.acts_of(i), Some(self.inputs[i + 1].ptr)),
-            Piece::Head => {
-                let last = self.inputs[l.layers.len()].ptr;
-                ops.rmsnorm_forward(self.xf.ptr, self.invf.ptr, last, self.w(&l.final_norm), n, c.dim, c.norm_eps)?;
-                ops.gemm.forward(self.logits.ptr, self.xf.ptr, self.w(&l.lm_head), self.dims(c.dim, c.vocab_size), false)?;
-                ops.cross_entropy(self.logits.ptr, self.losses.ptr, self.labels.ptr, n, c.vocab_size, logits_scale)
-            }
-        }
-    }
-
-    fn backward_piece(&self, piece: Piece) -> Result<()> {
-        let (c, ops, s, l, n) = (&self.config, &self.ops, &self.s, &self.layout, self.batch * self.seq);
-        let (d, v) = (c.dim, c.vocab_size);
-        match piece {
-            Piece::Head => {
-                ops.gemm.backward_input(s.dxn.ptr, self.logits.ptr, self.w(&l.lm_head), self.dims(d, v), false)?;
-                ops.gemm.backward_weight(self.g(&l.lm_head), self.logits.ptr, self.xf.ptr, self.dims(d, v))?;
-                let last = self.inputs[l.layers.len()].ptr;
-                ops.rmsnorm_backward(s.dx.ptr, self.g(&l.final_norm), s.dxn.ptr, last, self.w(&l.final_norm), self.invf.ptr, n, d)
-            }
-            Piece::Layer(i) => {
-                if self.recompute {
-                    self.layer_forward(&l.layers[i], self.inputs[i].ptr, self.acts_of(i), None)?;
-                }
-                self.layer_backward(&l.layers[i], self.inputs[i].ptr, self.acts_of(i))
-            }
-            Piece::Embedding => ops.embedding_backward(self.g(&l.embedding), s.dx.ptr, self.tokens.ptr, n, d),
-        }
+        schedule::backward(self.layout(), &mut Pass { model: self, logits_scale: 0.0 }, reduce)
     }
 
     /// This rank's part of the gradients summed over the ranks (the whole sum at stage 0).
@@ -491,10 +283,10 @@ impl<'g> GpuModel<'g> {
         if !self.shards.all_reduces() {
             self.weights.forget();
         }
-        let eager = schedule::gathered_after_update(&self.layout, &self.shards);
+        let eager = schedule::gathered_after_update(self.layout(), &self.shards);
         // Unit by unit, so that every rank queues the same gathers (a rank's chunk of a unit may
         // be all padding, with no segment).
-        for unit in 0..self.layout.units.len() {
+        for unit in 0..self.layout().units.len() {
             for seg in self.segments.iter().filter(|s| s.unit == unit) {
                 let local = seg.local as u64;
                 // The bf16 copy of the update: into the whole weights, or the shard (stage 3).

@@ -37,7 +37,7 @@ pub fn train(
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<(Vec<StepRecord>, Option<StepProfile>)> {
     let mut engine = GpuEngine { gpu, model, profiled_step: profile.then_some(run.steps), step: 0, micro_marks: Vec::new(), optimizer_marks: None, profile: None };
-    let records = step_loop::train(&mut engine, run, model.config.vocab_size, data, ranks, on_step)?;
+    let records = step_loop::train(&mut engine, run, model.llama.config.vocab_size, data, ranks, on_step)?;
     // The profiled step is the last: its op times beside its wall time.
     let profile = engine.profile.map(|p| StepProfile { step_ms: records.last().map_or(0.0, |r| r.step_s * 1e3), ..p });
     Ok((records, profile))

@@ -1,10 +1,10 @@
-//! Every buffer the GPU step allocates, listed once, by name, category and size: GpuModel::new
-//! allocates exactly this table (model/gpu_model.rs takes each buffer out of it by name) and
-//! zero/planner.rs sums it, so what is planned is what is allocated, by construction; selftest
-//! checks the GPU's allocation against the sum at every stage.
+//! Every buffer an SFT step allocates, listed once, by name, category, element type and count:
+//! both steps allocate exactly this table (model/llama.rs takes the activations out of it by
+//! name, model/gpu_model.rs and train/cpu_rank.rs the rest), zero/planner.rs sums it, so what is
+//! planned is what is allocated, by construction; `Allocated::finish` fails on a buffer left
+//! over, a test builds the CPU rank at every stage and selftest checks the GPU's allocation.
 
 use crate::backend::cuda::gemm::WORKSPACE_BYTES;
-use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::model::config::LlamaConfig;
 use crate::model::layout::Layout;
 use anyhow::{bail, Result};
@@ -40,77 +40,130 @@ pub enum Category {
     Workspace,
 }
 
+/// A buffer's element type on the GPU. The CPU step holds every buffer in its one float type
+/// (token ids and labels too: exact, as the vocabulary is below 2^24).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    Bf16,
+    F32,
+    F64,
+    /// Token ids (u32) and labels (i32).
+    Id,
+    /// Untyped bytes (cuBLASLt's workspace).
+    Byte,
+}
+
+impl Elem {
+    pub fn bytes(self) -> u64 {
+        match self {
+            Elem::Byte => 1,
+            Elem::Bf16 => 2,
+            Elem::F32 | Elem::Id => 4,
+            Elem::F64 => 8,
+        }
+    }
+}
+
+/// Which step a table is for: the GPU's keeps three buffers the CPU's has no use for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Gpu,
+    Cpu,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct BufferSpec {
     pub name: String,
     pub category: Category,
-    pub bytes: u64,
+    pub elem: Elem,
+    pub count: u64,
 }
 
-/// A layer's saved activations: model/gpu_model.rs's LayerActs, field for field (their sizes:
-/// `act_bytes` in gpu_buffers).
+impl BufferSpec {
+    /// The buffer's bytes on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.elem.bytes() * self.count
+    }
+}
+
+/// A layer's saved activations: model/llama.rs's LayerActs, field for field (their sizes:
+/// `act` in step_buffers).
 pub const LAYER_ACTS: [&str; 13] = ["xn", "inv1", "q", "k", "v", "lse", "o", "x2", "xn2", "inv2", "gate", "up", "h"];
 
-/// The backward's scratch (model/gpu_model.rs's Scratch, field for field).
+/// The backward's scratch (model/llama.rs's Scratch, field for field).
 pub const SCRATCH: [&str; 11] = ["delta", "dx", "dx2", "dxn", "dq", "dk", "dv", "d_o", "dgate", "dup", "dh"];
 
-/// Every buffer of the GPU step for `p`, in the order GpuModel::new takes them.
-pub fn gpu_buffers(p: &PlanInput) -> Vec<BufferSpec> {
+/// Every buffer of the step for `p`, in the order the step takes them. The GPU's alone: cuBLASLt's
+/// workspace, the fp64 norm accumulator, and at stage 3 the bf16 copy of the master shard (the
+/// CPU computes in fp32 and gathers from the master itself).
+pub fn step_buffers(p: &PlanInput, step: Step) -> Vec<BufferSpec> {
     use Category::*;
+    use Elem::*;
+    let gpu = step == Step::Gpu;
     let c = &p.model;
     let layout = Layout::sharded(c, p.ranks, p.bucket_layers);
     let (total, shard, unit) = (layout.total as u64, (layout.total / p.ranks) as u64, layout.largest_unit() as u64);
     let (n, d, kv, f) = ((p.micro_batch * p.seq) as u64, c.dim as u64, c.kv_dim() as u64, c.ffn_dim as u64);
     let head_rows = (p.micro_batch * c.n_heads * p.seq) as u64;
     let mut out = Vec::new();
-    let mut add = |name: String, category: Category, bytes: u64| out.push(BufferSpec { name, category, bytes });
-    // bf16 elements of an activation per token, or fp32 ones (the 1/rms rows, lse's head rows)
-    let act_bytes = |name: &str| match name {
-        "inv1" | "inv2" => 4 * n,
-        "lse" | "delta" => 4 * head_rows,
-        "k" | "v" | "dk" | "dv" => 2 * n * kv,
-        "gate" | "up" | "h" | "dgate" | "dup" | "dh" => 2 * n * f,
-        _ => 2 * n * d,
+    let mut add = |name: String, category: Category, elem: Elem, count: u64| out.push(BufferSpec { name, category, elem, count });
+    // A layer activation or scratch buffer: bf16 per token, or fp32 (the 1/rms rows, lse's and
+    // delta's head rows)
+    let act = |name: &str| match name {
+        "inv1" | "inv2" => (F32, n),
+        "lse" | "delta" => (F32, head_rows),
+        "k" | "v" | "dk" | "dv" => (Bf16, n * kv),
+        "gate" | "up" | "h" | "dgate" | "dup" | "dh" => (Bf16, n * f),
+        _ => (Bf16, n * d),
     };
     let kept = if p.recompute { 1 } else { c.n_layers };
     for layer in 0..kept {
         for name in LAYER_ACTS {
-            add(format!("layer {layer} {name}"), Activations, act_bytes(name));
+            let (elem, count) = act(name);
+            add(format!("layer {layer} {name}"), Activations, elem, count);
         }
     }
     for name in SCRATCH {
-        add(format!("scratch {name}"), Workspace, act_bytes(name));
+        let (elem, count) = act(name);
+        add(format!("scratch {name}"), Workspace, elem, count);
     }
-    add("cuBLASLt workspace".into(), Workspace, WORKSPACE_BYTES as u64);
-    add("master weights".into(), Optimizer, 4 * if p.stage >= 1 { shard } else { total });
-    add("adam m".into(), Optimizer, 4 * if p.stage >= 1 { shard } else { total });
-    add("adam v".into(), Optimizer, 4 * if p.stage >= 1 { shard } else { total });
+    if gpu {
+        add("cuBLASLt workspace".into(), Workspace, Byte, WORKSPACE_BYTES as u64);
+    }
+    let owned = if p.stage >= 1 { shard } else { total };
+    add("master weights".into(), Optimizer, F32, owned);
+    add("adam m".into(), Optimizer, F32, owned);
+    add("adam v".into(), Optimizer, F32, owned);
     if p.stage >= 3 {
-        add("weight shard".into(), Parameters, 2 * shard);
-        add("weight slot 0".into(), Parameters, 2 * unit);
-        add("weight slot 1".into(), Parameters, 2 * unit);
+        if gpu {
+            add("weight shard".into(), Parameters, Bf16, shard);
+        }
+        add("weight slot 0".into(), Parameters, Bf16, unit);
+        add("weight slot 1".into(), Parameters, Bf16, unit);
     } else {
-        add("weights".into(), Parameters, 2 * total);
+        add("weights".into(), Parameters, Bf16, total);
     }
     if slot_gradients(p) {
-        add("gradient slot 0".into(), Gradients, 4 * unit);
-        add("gradient slot 1".into(), Gradients, 4 * unit);
+        add("gradient slot 0".into(), Gradients, F32, unit);
+        add("gradient slot 1".into(), Gradients, F32, unit);
     } else {
-        add("gradients".into(), Gradients, 4 * total);
+        add("gradients".into(), Gradients, F32, total);
     }
     if p.stage >= 1 {
-        add("summed gradients".into(), Communication, 4 * shard);
+        add("summed gradients".into(), Communication, F32, shard);
     }
     for i in 0..=c.n_layers {
-        add(format!("layer input {i}"), Activations, 2 * n * d);
+        add(format!("layer input {i}"), Activations, Bf16, n * d);
     }
-    add("final norm".into(), Activations, 2 * n * d);
-    add("final 1/rms".into(), Activations, 4 * n);
-    add("logits".into(), Activations, 2 * n * c.vocab_size as u64);
-    add("losses".into(), Activations, 4 * n);
-    add("tokens".into(), Activations, 4 * n);
-    add("labels".into(), Activations, 4 * n);
-    add("norm accumulator".into(), Workspace, 8);
+    add("final norm".into(), Activations, Bf16, n * d);
+    add("final 1/rms".into(), Activations, F32, n);
+    add("logits".into(), Activations, Bf16, n * c.vocab_size as u64);
+    add("losses".into(), Activations, F32, n);
+    add("tokens".into(), Activations, Id, n);
+    add("labels".into(), Activations, Id, n);
+    if gpu {
+        add("norm accumulator".into(), Workspace, F64, 1);
+    }
     out
 }
 
@@ -121,25 +174,26 @@ pub fn slot_gradients(p: &PlanInput) -> bool {
 }
 
 /// The table's buffers, allocated; taken out one by one by name.
-pub struct Allocated {
-    buffers: Vec<(String, Option<DeviceBuffer>)>,
+pub struct Allocated<B> {
+    buffers: Vec<(String, Option<B>)>,
 }
 
-impl Allocated {
-    pub fn new(gpu: &Gpu, table: &[BufferSpec]) -> Result<Allocated> {
-        let buffers = table.iter().map(|b| Ok((b.name.clone(), Some(gpu.alloc(b.bytes as usize)?)))).collect::<Result<_>>()?;
+impl<B> Allocated<B> {
+    /// Every buffer of `table`, each from `alloc`.
+    pub fn new(table: &[BufferSpec], mut alloc: impl FnMut(&BufferSpec) -> Result<B>) -> Result<Allocated<B>> {
+        let buffers = table.iter().map(|b| Ok((b.name.clone(), Some(alloc(b)?)))).collect::<Result<_>>()?;
         Ok(Allocated { buffers })
     }
 
     /// The buffer called `name`, once.
-    pub fn take(&mut self, name: &str) -> Result<DeviceBuffer> {
+    pub fn take(&mut self, name: &str) -> Result<B> {
         match self.buffers.iter_mut().find(|(n, _)| n == name).and_then(|(_, b)| b.take()) {
             Some(b) => Ok(b),
             None => bail!("the buffer table has no (further) buffer {name:?}"),
         }
     }
 
-    /// Every buffer was taken: the model holds exactly the table.
+    /// Every buffer was taken: the step holds exactly the table.
     pub fn finish(self) -> Result<()> {
         match self.buffers.iter().find(|(_, b)| b.is_some()) {
             Some((name, _)) => bail!("the buffer table's {name:?} was allocated but never used"),
@@ -179,8 +233,8 @@ mod tests {
         for model in ["tiny", "7b", "70b"] {
             for (ranks, stage, recompute, accum, bucket) in [(1, 0, false, 1, 1), (1, 0, true, 1, 1), (8, 1, false, 2, 1), (8, 2, false, 1, 2), (8, 2, false, 2, 1), (64, 3, true, 1, 2), (16, 3, false, 1, 1)] {
                 let p = PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 2, grad_accum: accum, seq: 256, recompute, bucket_layers: bucket };
-                let table = gpu_buffers(&p);
-                let sum = |cat: Category| table.iter().filter(|b| b.category == cat).map(|b| b.bytes).sum::<u64>();
+                let table = step_buffers(&p, Step::Gpu);
+                let sum = |cat: Category| table.iter().filter(|b| b.category == cat).map(|b| b.bytes()).sum::<u64>();
                 let got = [Parameters, Gradients, Optimizer, Activations, Communication, Workspace].map(sum);
                 assert_eq!(got, formulas(&p), "{model} {ranks} ranks stage {stage} recompute {recompute} accum {accum} bucket {bucket}");
                 let mut names: Vec<&str> = table.iter().map(|b| b.name.as_str()).collect();

@@ -1,9 +1,12 @@
-//! Which unit each place holds: one place per unit (the whole flat buffer), or two slots that
+//! Where the units' full weights or gradients live: one buffer for the whole model (stages 0-2
+//! weights, stages 0-1 gradients and any stage's under accumulation), or two slots that
 //! consecutive units take turns in (unit u in slot u % 2: ZeRO 2-3, where a unit's full copy
-//! exists only while it is used). The bookkeeping of both trainers: the GPU's unit buffers
-//! (zero/unit_buffers.rs, with their events) and the CPU rank's weights (train/cpu_rank.rs).
+//! exists only while it is used), and which unit each place holds. Generic over the buffer: the
+//! GPU's device buffers (zero/unit_buffers.rs adds their events) and the CPU rank's vectors.
 
+use crate::model::layout::Layout;
 use std::cell::Cell;
+use std::ops::Range;
 
 pub struct Places {
     /// Per place, the unit whose current contents it holds (None: nothing current).
@@ -56,9 +59,74 @@ impl Places {
     }
 }
 
+enum Storage<B> {
+    /// One holding per unit.
+    Whole(B),
+    /// Unit u goes to slot u % 2.
+    Slots([B; 2]),
+}
+
+/// The buffers that hold the units, and which unit each place holds.
+pub struct UnitStore<B> {
+    storage: Storage<B>,
+    pub places: Places,
+    units: Vec<Range<usize>>,
+}
+
+impl<B> UnitStore<B> {
+    /// `buffer` holds the whole flat buffer; every unit current.
+    pub fn whole(buffer: B, layout: &Layout) -> UnitStore<B> {
+        UnitStore { storage: Storage::Whole(buffer), places: Places::whole(layout.units.len(), true), units: layout.units.clone() }
+    }
+
+    /// Two slots, each holding any one unit; both empty.
+    pub fn slots(slots: [B; 2], layout: &Layout) -> UnitStore<B> {
+        UnitStore { storage: Storage::Slots(slots), places: Places::slots(), units: layout.units.clone() }
+    }
+
+    /// The buffer that holds flat-buffer element `index` of `unit`, and the element's index in
+    /// it. The unit must be current there: a schedule that forgot to gather or to claim it stops
+    /// here rather than compute on stale or another unit's data.
+    pub fn locate(&self, unit: usize, index: usize) -> (&B, usize) {
+        let u = &self.units[unit];
+        debug_assert!(u.contains(&index) || index == u.end);
+        assert!(self.places.holds(unit), "unit {unit} used while its place holds another or nothing current");
+        match &self.storage {
+            Storage::Whole(b) => (b, index),
+            Storage::Slots(slots) => (&slots[unit % 2], index - u.start),
+        }
+    }
+
+    /// Like `locate`, for the unit's first element: where the whole unit starts.
+    pub fn unit_start(&self, unit: usize) -> (&B, usize) {
+        self.locate(unit, self.units[unit].start)
+    }
+
+    pub fn unit_len(&self, unit: usize) -> usize {
+        self.units[unit].len()
+    }
+
+    /// The whole buffer (stage 0-2 weights and whole gradients), or None for slots.
+    pub fn whole_buffer(&self) -> Option<&B> {
+        match &self.storage {
+            Storage::Whole(b) => Some(b),
+            Storage::Slots(_) => None,
+        }
+    }
+
+    /// Every buffer: the whole one, or both slots.
+    pub fn buffers(&self) -> Vec<&B> {
+        match &self.storage {
+            Storage::Whole(b) => vec![b],
+            Storage::Slots(s) => s.iter().collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::LlamaConfig;
 
     #[test]
     fn slots_take_turns_and_push_out_the_unit_before() {
@@ -75,5 +143,26 @@ mod tests {
         assert!((0..4).all(|u| w.holds(u)) && !w.is_slots() && w.count() == 4);
         assert_eq!(w.claim(3), None);
         assert!(!Places::whole(2, false).holds(1));
+    }
+
+    #[test]
+    fn a_slot_addresses_its_unit_from_zero() {
+        let layout = Layout::new(&LlamaConfig::load("tiny").unwrap());
+        let u = layout.units[3].clone();
+        let slots = UnitStore::slots(["even", "odd"], &layout);
+        slots.places.claim(3);
+        assert_eq!(slots.locate(3, u.start + 5), (&"odd", 5));
+        let whole = UnitStore::whole("all", &layout);
+        assert_eq!(whole.locate(3, u.start + 5), (&"all", u.start + 5));
+        assert_eq!(whole.unit_start(3), (&"all", u.start));
+    }
+
+    #[test]
+    #[should_panic(expected = "unit 2 used while its place holds another")]
+    fn a_unit_out_of_its_slot_cannot_be_read() {
+        let layout = Layout::new(&LlamaConfig::load("tiny").unwrap());
+        let slots = UnitStore::slots([0u8, 1], &layout);
+        slots.places.claim(0);
+        slots.locate(2, layout.units[2].start);
     }
 }

@@ -7,7 +7,7 @@
 //! weights (a shard, plus two unit slots for the gathered ones). See zero/stage.rs.
 
 pub use super::buffers::PlanInput;
-use super::buffers::{gpu_buffers, Category};
+use super::buffers::{step_buffers, Category, Step};
 /// Bytes per GPU.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
@@ -51,8 +51,8 @@ impl MemoryPlan {
 
 /// The buffer table's bytes by category (zero/buffers.rs: what the GPU step allocates).
 pub fn plan(p: &PlanInput) -> MemoryPlan {
-    let table = gpu_buffers(p);
-    let sum = |category: Category| table.iter().filter(|b| b.category == category).map(|b| b.bytes).sum();
+    let table = step_buffers(p, Step::Gpu);
+    let sum = |category: Category| table.iter().filter(|b| b.category == category).map(|b| b.bytes()).sum();
     MemoryPlan {
         parameters: sum(Category::Parameters),
         gradients: sum(Category::Gradients),

@@ -32,7 +32,11 @@ pub struct ModelOps<'g> {
     pub gemm: Gemm,
 }
 
-impl ModelOps<'_> {
+impl<'g> ModelOps<'g> {
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
     pub(super) fn function(&self, name: &str) -> &CudaFunction {
         &self.functions.iter().find(|(n, _)| n == name).expect("kernel listed in model_ops::model_kernels()").1
     }
