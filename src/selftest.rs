@@ -272,7 +272,8 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     use crate::model::config::LlamaConfig;
     use crate::model::cpu_ops::{forward_backward, Batch};
     use crate::train::data::{synthetic_batch, Source};
-    use crate::train::{cpu_trainer, data_parallel::Alone, gpu_trainer, run_config::RunConfig};
+    use crate::dist::ranks::Alone;
+    use crate::train::{cpu_trainer, gpu_trainer, run_config::RunConfig};
     let config = LlamaConfig::load("tiny").map_err(anyhow::Error::msg)?;
     let run = RunConfig { steps: 50, ..RunConfig::defaults_for("tiny") };
     let mut checks = Vec::new();

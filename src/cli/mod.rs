@@ -4,7 +4,7 @@
 pub mod scope;
 
 use crate::model::config::LlamaConfig;
-use crate::sweep::collective::Collective;
+use crate::dist::collective::Collective;
 use crate::train::data::{Source, PHRASE};
 use crate::train::run_config::RunConfig;
 use crate::sweep::dtype::DType;

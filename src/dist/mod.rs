@@ -1,8 +1,11 @@
-//! Distribution: the MPI world, NCCL bootstrap over it, and the watchdog that keeps any
-//! rank's failure from hanging the others.
+//! Distribution: the MPI world, NCCL bootstrap over it, the collectives' arithmetic, what
+//! training needs from the ranks, and the watchdog that keeps any rank's failure from hanging
+//! the others.
 
+pub mod collective;
 pub mod interrupt;
 pub mod nccl;
 pub mod phase;
+pub mod ranks;
 pub mod watchdog;
 pub mod world;

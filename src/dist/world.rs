@@ -140,7 +140,7 @@ pub fn abort_world(code: i32) -> ! {
 }
 
 /// Data-parallel training sums over the MPI world.
-impl crate::train::data_parallel::Ranks for World {
+impl crate::dist::ranks::Ranks for World {
     fn rank(&self) -> usize {
         self.rank
     }

@@ -3,7 +3,7 @@
 //! moments. Every parameter buffer is flat in the layout's order, so a tensor is an offset; the
 //! ZeRO stage (zero/stage.rs) decides which buffers are whole, which are this rank's shard, and
 //! which are two slots that units pass through, and the step queues each unit's gathers and
-//! reductions on the communication stream (zero/exchange.rs) as the compute reaches it.
+//! reductions on the communication stream (backend/cuda/exchange.rs) as the compute reaches it.
 
 use super::config::LlamaConfig;
 use super::gpu_ops::GpuOps;
@@ -16,10 +16,10 @@ use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::dist::nccl::NcclComm;
 use crate::train::run_config::RunConfig;
 use crate::zero::buffers::{slot_gradients, step_buffers, Allocated, Step};
-use crate::zero::exchange::{CommCost, Elem, Exchange};
+use crate::backend::cuda::exchange::{CommCost, Elem, Exchange};
 use crate::zero::schedule::{self, Piece, UnitWork};
 use crate::zero::stage::{Segment, Shards};
-use crate::zero::unit_buffers::UnitBuffers;
+use crate::backend::cuda::unit_buffers::UnitBuffers;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 

@@ -1,13 +1,13 @@
 //! The Llama step's ops on one GPU (model/ops.rs): our kernels (backend/cuda/ops/) and cuBLASLt
 //! on bf16 activations and weights, fp32 weight gradients; a tensor's weights and gradients are
-//! found in the unit buffers that the ZeRO stage keeps (zero/unit_buffers.rs).
+//! found in the unit buffers that the ZeRO stage keeps (backend/cuda/unit_buffers.rs).
 
 use super::layout::Tensor;
 use super::ops::{Dims, Heads, LlamaOps, Rows, Shape};
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::ops::attention as attn;
 use crate::backend::cuda::DeviceBuffer;
-use crate::zero::unit_buffers::UnitBuffers;
+use crate::backend::cuda::unit_buffers::UnitBuffers;
 use anyhow::Result;
 
 pub struct GpuOps<'a, 'g> {

@@ -2,7 +2,7 @@
 //! launches for per-iteration times, optional CUDA-graph replay (-G), and the fill/verify
 //! kernels of kernels/fill_verify.cu for exact checking on the device.
 
-use super::collective::Collective;
+use crate::dist::collective::Collective;
 use super::dtype::{DType, Encoding};
 use super::engine::{Buffer, Engine, Launch, Region, Timing};
 use super::pattern::{Mapping, Pattern};

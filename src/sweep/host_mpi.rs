@@ -2,7 +2,7 @@
 //! NCCL). MPI has no 16- or 8-bit floats, so those reduce through a user-defined MPI_Op that
 //! rounds each partial result to the element type, as a GPU reduction does.
 
-use super::collective::Collective;
+use crate::dist::collective::Collective;
 use super::dtype::DType;
 use super::engine::{Buffer, Engine, Launch, Region, Timing};
 use super::minifloat::Fp8;

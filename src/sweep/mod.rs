@@ -1,7 +1,6 @@
 //! The collective sweeps (`--suite nccl`): every chosen collective × dtype × op over the size
 //! schedule, printed as nccl-tests prints them and written series by series to the results file.
 
-pub mod collective;
 pub mod device_nccl;
 pub mod dtype;
 pub mod engine;

@@ -4,7 +4,7 @@
 //! hash, so no expected buffer is needed. kernels/fill_verify.cu implements the same
 //! arithmetic on the GPU; `selftest`-style checks at sweep start compare the two.
 
-use super::collective::{Collective, Counts};
+use crate::dist::collective::{Collective, Counts};
 use super::dtype::{DType, Encoding};
 use super::redop::RedOp;
 use rayon::prelude::*;

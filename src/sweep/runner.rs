@@ -3,7 +3,7 @@
 //! `-n` launches walking through the buffers, times averaged over ranks per `-a`, then `-c`
 //! checks on fresh pattern data, wrong elements summed over ranks.
 
-use super::collective::Collective;
+use crate::dist::collective::Collective;
 use super::dtype::DType;
 use super::engine::{Engine, Launch};
 use super::fault::Fault;

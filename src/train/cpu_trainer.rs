@@ -4,7 +4,7 @@
 
 use super::cpu_rank::{CpuRank, MicroBatch};
 use super::data::Source;
-use super::data_parallel::Ranks;
+use crate::dist::ranks::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use super::step_loop::{self, StepCosts, StepEngine};
@@ -105,7 +105,7 @@ fn peak_rss_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::data_parallel::Alone;
+    use crate::dist::ranks::Alone;
 
     #[test]
     fn host_estimate_covers_the_state_and_the_largest_sizes() {

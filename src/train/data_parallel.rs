@@ -1,43 +1,8 @@
-//! Data parallelism (ZeRO stage 0): every rank holds the whole model and trains on its share of
-//! each global batch; gradients are summed over ranks and divided by the rank count, so any
-//! world size sees the same global batch and, up to summation order, the same training.
+//! Data parallelism: every rank trains on its share of each global batch; gradients are summed
+//! over ranks and divided by the rank count, so any world size sees the same global batch and,
+//! up to summation order, the same training.
 
 use super::run_config::RunConfig;
-
-/// What training needs from the ranks around it: their count and sums over them.
-pub trait Ranks {
-    fn rank(&self) -> usize;
-    fn count(&self) -> usize;
-    fn sum_f64(&self, x: f64) -> f64;
-    /// In place: every rank ends with the element-wise sum over ranks.
-    fn sum_f32(&self, values: &mut [f32]);
-    /// `mine` (len L) gets rank r's block [r·L, (r+1)·L) of the element-wise sum of `all`.
-    fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]);
-    /// `all` gets every rank's `mine` in rank order.
-    fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]);
-}
-
-/// A run on one rank.
-pub struct Alone;
-
-impl Ranks for Alone {
-    fn rank(&self) -> usize {
-        0
-    }
-    fn count(&self) -> usize {
-        1
-    }
-    fn sum_f64(&self, x: f64) -> f64 {
-        x
-    }
-    fn sum_f32(&self, _values: &mut [f32]) {}
-    fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]) {
-        mine.copy_from_slice(&all[..mine.len()]);
-    }
-    fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) {
-        all.copy_from_slice(mine);
-    }
-}
 
 /// Global index of the first sample of micro-batch `micro` of optimizer step `step` (from 1)
 /// on `rank`: the global batch of a step is the ranks' shares laid end to end.

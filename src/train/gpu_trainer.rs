@@ -2,7 +2,7 @@
 //! NCCL, phase times from CUDA events on the compute stream.
 
 use super::data::Source;
-use super::data_parallel::Ranks;
+use crate::dist::ranks::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use super::step_loop::{self, StepCosts, StepEngine};

@@ -18,7 +18,7 @@ pub struct StepRecord {
     pub comm_s: f64,
     /// GPU: the time the communication stream spent in collectives (overlapped or not).
     pub comm_busy_s: f64,
-    /// Bytes this rank sent in collectives (zero/exchange.rs: bus bytes).
+    /// Bytes this rank sent in collectives (backend/cuda/exchange.rs: bus bytes).
     pub comm_bytes: u64,
     pub optimizer_s: f64,
     /// Tokens this rank processed in the step (micro-batch × seq × accumulation).

@@ -4,7 +4,8 @@
 //! compute and the communication behind the StepEngine trait.
 
 use super::data::Source;
-use super::data_parallel::{first_sample, Ranks};
+use super::data_parallel::first_sample;
+use crate::dist::ranks::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::{clip_factor, AdamW};

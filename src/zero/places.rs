@@ -2,7 +2,7 @@
 //! weights, stages 0-1 gradients and any stage's under accumulation), or two slots that
 //! consecutive units take turns in (unit u in slot u % 2: ZeRO 2-3, where a unit's full copy
 //! exists only while it is used), and which unit each place holds. Generic over the buffer: the
-//! GPU's device buffers (zero/unit_buffers.rs adds their events) and the CPU rank's vectors.
+//! GPU's device buffers (backend/cuda/unit_buffers.rs adds their events) and the CPU rank's vectors.
 
 use crate::model::layout::Layout;
 use std::cell::Cell;

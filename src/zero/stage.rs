@@ -85,26 +85,6 @@ impl Shards {
     }
 }
 
-/// The collectives of the stages.
-#[derive(Clone, Copy, Debug)]
-pub enum Collective {
-    AllGather,
-    ReduceScatter,
-    AllReduce,
-}
-
-impl Collective {
-    /// Bytes one rank sends when `bytes` is the size of the whole gathered or reduced buffer,
-    /// with ring algorithms: (n-1)/n of it, twice for an all-reduce (nccl-tests' bus bytes).
-    pub fn bus_bytes(self, ranks: usize, bytes: usize) -> u64 {
-        let once = (bytes * (ranks - 1) / ranks) as u64;
-        match self {
-            Collective::AllReduce => 2 * once,
-            _ => once,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

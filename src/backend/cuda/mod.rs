@@ -1,11 +1,13 @@
 //! The GPU of this rank: driver context and stream, raw device buffers, and our kernels
 //! compiled at start-up with NVRTC for the device's own architecture.
 
+pub mod exchange;
 pub mod gemm;
 pub mod kernels;
 pub mod model_ops;
 pub mod op_timer;
 pub mod ops;
+pub mod unit_buffers;
 
 use anyhow::{anyhow, Context, Result};
 use cudarc::driver::{result, sys, CudaContext, CudaStream};

@@ -6,7 +6,7 @@
 //! nothing, so every stage runs the same schedule on one GPU.
 
 use crate::backend::cuda::Gpu;
-use super::stage::Collective;
+use crate::dist::collective::Collective;
 use crate::dist::nccl::{check, NcclComm};
 use anyhow::Result;
 use cudarc::driver::sys::CUevent_flags;

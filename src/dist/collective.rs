@@ -108,6 +108,17 @@ impl Collective {
         bytes as f64 / 1.0e9 / seconds
     }
 
+    /// Bytes one rank sends when `bytes` is the size of the whole gathered or reduced buffer,
+    /// with ring algorithms: the bus bytes, bytes × busbw_factor in integers.
+    pub fn bus_bytes(self, ranks: usize, bytes: usize) -> u64 {
+        let once = (bytes * (ranks - 1) / ranks) as u64;
+        match self {
+            Collective::AllReduce => 2 * once,
+            Collective::ReduceScatter | Collective::AllGather | Collective::AllToAll => once,
+            Collective::Broadcast | Collective::SendRecv => bytes as u64,
+        }
+    }
+
     /// busbw = algbw × this factor (nccl-tests' PERFORMANCE.md).
     pub fn busbw_factor(self, ranks: usize) -> f64 {
         let n = ranks as f64;
@@ -171,6 +182,10 @@ mod tests {
         assert!((Collective::AllToAll.busbw_factor(8) - 0.875).abs() < 1e-12);
         assert_eq!(Collective::SendRecv.busbw_factor(8), 1.0);
         assert_eq!(Collective::Broadcast.busbw_factor(2), 1.0);
+        // the bytes a rank sends: the same factors, in integers
+        assert_eq!(Collective::AllReduce.bus_bytes(4, 1000), 1500);
+        assert_eq!(Collective::AllGather.bus_bytes(8, 800), 700);
+        assert_eq!(Collective::ReduceScatter.bus_bytes(1, 800), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The GPU's unit store (zero/places.rs) of device buffers, each place with the event after
 //! which its contents are ready (a gather into it) or free (a reduction out of it).
 
-use super::places::UnitStore;
+use crate::zero::places::UnitStore;
 use crate::backend::cuda::DeviceBuffer;
 use crate::model::layout::Layout;
 use anyhow::{ensure, Result};
