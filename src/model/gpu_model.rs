@@ -16,12 +16,15 @@ use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::dist::nccl::NcclComm;
 use crate::train::run_config::RunConfig;
 use crate::zero::buffers::{slot_gradients, step_buffers, Allocated, Step};
-use crate::backend::cuda::exchange::{CommCost, Elem, Exchange};
+use crate::backend::cuda::exchange::{CommCost, Exchange};
+use crate::backend::cuda::ops::adamw::AdamStep;
+use crate::backend::cuda::view::View;
 use crate::zero::schedule::{self, Piece, UnitWork};
 use crate::zero::stage::{Segment, Shards};
 use crate::backend::cuda::unit_buffers::UnitBuffers;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// One forward or backward pass of a micro-batch: the schedule's hooks on the model.
 struct Pass<'a, 'g> {
@@ -64,10 +67,10 @@ pub struct GpuModel<'g> {
     m: DeviceBuffer,
     v: DeviceBuffer,
     /// bf16 working weights: whole, or (stage 3) two slots filled from `weight_shard`.
-    weights: UnitBuffers,
+    weights: UnitBuffers<half::bf16>,
     weight_shard: Option<DeviceBuffer>,
     /// fp32 gradients of the micro-batches: whole, or (stages 2-3 without accumulation) two slots.
-    grads: UnitBuffers,
+    grads: UnitBuffers<f32>,
     /// From stage 1: this rank's chunks of the gradients summed over ranks.
     summed: Option<DeviceBuffer>,
     exchange: Exchange<'g>,
@@ -90,14 +93,14 @@ impl<'g> GpuModel<'g> {
         let (master, m, v) = (all.take("master weights")?, all.take("adam m")?, all.take("adam v")?);
         let (weights, weight_shard) = if shards.releases_weights() {
             let slots = [all.take("weight slot 0")?, all.take("weight slot 1")?];
-            (UnitBuffers::slots(slots, &layout, 2)?, Some(all.take("weight shard")?))
+            (UnitBuffers::slots(slots, &layout)?, Some(all.take("weight shard")?))
         } else {
-            (UnitBuffers::whole(all.take("weights")?, &layout, 2)?, None)
+            (UnitBuffers::whole(all.take("weights")?, &layout)?, None)
         };
         let grads = if slot_gradients(&input) {
-            UnitBuffers::slots([all.take("gradient slot 0")?, all.take("gradient slot 1")?], &layout, 4)?
+            UnitBuffers::slots([all.take("gradient slot 0")?, all.take("gradient slot 1")?], &layout)?
         } else {
-            UnitBuffers::whole(all.take("gradients")?, &layout, 4)?
+            UnitBuffers::whole(all.take("gradients")?, &layout)?
         };
         let summed = if shards.all_reduces() { None } else { Some(all.take("summed gradients")?) };
         let model = GpuModel {
@@ -134,24 +137,24 @@ impl<'g> GpuModel<'g> {
             let mut values = vec![0f32; span.len()];
             initialise_range(&mut values, self.layout(), seed, span.clone());
             let mine = &values[chunk.global.start - span.start..chunk.global.end - span.start];
-            self.gpu.copy_to_device(bytemuck::cast_slice(mine), self.master.ptr + 4 * chunk.local as u64)?;
+            self.gpu.copy_to_device(bytemuck::cast_slice(mine), self.master.view::<f32>().slice(chunk.local..chunk.local + mine.len()).ptr())?;
             let (working, dst) = match whole {
-                Some(w) => (&values[..], w.ptr + 2 * span.start as u64),
-                None => (mine, self.working_copy(chunk.local, chunk.global.start)?),
+                Some(w) => (&values[..], w.view::<half::bf16>().slice(span.clone())),
+                None => (mine, self.working_copy(chunk.local, chunk.global.clone())?),
             };
-            self.gpu.copy_to_device(bytemuck::cast_slice(&bf16(working)), dst)?;
+            self.gpu.copy_to_device(bytemuck::cast_slice(&bf16(working)), dst.ptr())?;
         }
         self.gpu.memset(self.m.ptr, 0, self.m.bytes)?;
         self.gpu.memset(self.v.ptr, 0, self.v.bytes)?;
         self.gpu.synchronize()
     }
 
-    /// Where this rank's bf16 copy of the owned element at shard offset `local` (flat-buffer
-    /// index `global`) lives: in the shard (stage 3) or in the whole weights.
-    fn working_copy(&self, local: usize, global: usize) -> Result<u64> {
+    /// Where this rank's bf16 copy of the owned elements at shard offset `local` (flat-buffer
+    /// elements `global`) lives: in the shard (stage 3) or in the whole weights.
+    fn working_copy(&self, local: usize, global: Range<usize>) -> Result<View<'_, half::bf16>> {
         match (&self.weight_shard, self.weights.whole_buffer()) {
-            (Some(shard), _) => Ok(shard.ptr + 2 * local as u64),
-            (None, Some(whole)) => Ok(whole.ptr + 2 * global as u64),
+            (Some(shard), _) => Ok(shard.view().slice(local..local + global.len())),
+            (None, Some(whole)) => Ok(whole.view().slice(global)),
             (None, None) => bail!("no bf16 working weights"),
         }
     }
@@ -189,8 +192,7 @@ impl<'g> GpuModel<'g> {
         self.exchange.after_compute()?;
         let c = self.shards.part.chunk(unit, self.shards.rank);
         self.weights.claim(unit);
-        let dst = self.weights.at(unit, self.layout().units[unit].start);
-        self.exchange.all_gather(self.working_copy(c.local, c.global.start)?, dst, c.global.len(), Elem::Bf16)?;
+        self.exchange.all_gather(self.working_copy(c.local, c.global.clone())?, self.weights.unit(unit))?;
         self.weights.set_event(unit, self.exchange.mark()?);
         Ok(())
     }
@@ -205,19 +207,20 @@ impl<'g> GpuModel<'g> {
             self.exchange.compute_waits(&drained)?;
         }
         self.grads.claim(unit);
-        self.gpu.memset(self.grads.at(unit, self.layout().units[unit].start), 0, self.grads.unit_bytes(unit))
+        let slot = self.grads.unit(unit);
+        self.gpu.memset(slot.ptr(), 0, 4 * slot.len())
     }
 
     /// After `unit`'s backward on the last micro-batch: its gradients summed over the ranks on
     /// the communication stream, in place (stage 0) or into this rank's chunk (stage 1 on).
     fn reduce_unit(&self, unit: usize) -> Result<()> {
         self.exchange.after_compute()?;
-        let src = self.grads.at(unit, self.layout().units[unit].start);
+        let src = self.grads.unit(unit);
         match &self.summed {
-            None => self.exchange.all_reduce(src, self.layout().units[unit].len())?,
+            None => self.exchange.all_reduce(src)?,
             Some(summed) => {
                 let c = self.shards.part.chunk(unit, self.shards.rank);
-                self.exchange.reduce_scatter(src, summed.ptr + 4 * c.local as u64, c.global.len())?;
+                self.exchange.reduce_scatter(src, summed.view().slice(c.local..c.local + c.global.len()))?;
             }
         }
         if self.grads.is_slots() {
@@ -253,18 +256,19 @@ impl<'g> GpuModel<'g> {
     }
 
     /// This rank's part of the gradients summed over the ranks (the whole sum at stage 0).
-    fn summed_grads(&self) -> Result<u64> {
-        match (&self.summed, self.grads.whole_buffer()) {
-            (Some(summed), _) => Ok(summed.ptr),
-            (None, Some(whole)) => Ok(whole.ptr),
+    fn summed_grads(&self) -> Result<View<'_, f32>> {
+        let buffer = match (&self.summed, self.grads.whole_buffer()) {
+            (Some(summed), _) => summed,
+            (None, Some(whole)) => whole,
             (None, None) => bail!("stage 0 keeps whole gradients"),
-        }
+        };
+        Ok(buffer.view().slice(0..self.shards.owned_len()))
     }
 
     /// The sum of squares of this rank's part of the summed gradients (waits for the GPU).
     pub fn grad_sum_squares(&self) -> Result<f64> {
         self.gpu.memset(self.norm.ptr, 0, 8)?;
-        self.ops.sum_squares(self.norm.ptr, self.summed_grads()?, self.shards.owned_len())?;
+        self.ops.sum_squares(self.norm.view(), self.summed_grads()?)?;
         Ok(self.gpu.download::<f64>(&self.norm)?[0])
     }
 
@@ -288,11 +292,12 @@ impl<'g> GpuModel<'g> {
         // be all padding, with no segment).
         for unit in 0..self.layout().units.len() {
             for seg in self.segments.iter().filter(|s| s.unit == unit) {
-                let local = seg.local as u64;
+                let mine = seg.local..seg.local + seg.global.len();
                 // The bf16 copy of the update: into the whole weights, or the shard (stage 3).
-                let working = self.working_copy(seg.local, seg.global.start)?;
-                let (master, m, v) = (self.master.ptr + 4 * local, self.m.ptr + 4 * local, self.v.ptr + 4 * local);
-                self.ops.adamw(opt, master, working, grads + 4 * local, m, v, seg.global.len(), t, seg.decay, scale)?;
+                let working = self.working_copy(seg.local, seg.global.clone())?;
+                let (master, m, v) = (self.master.view().slice(mine.clone()), self.m.view().slice(mine.clone()), self.v.view().slice(mine.clone()));
+                let step = AdamStep { t, decay: seg.decay, grad_scale: scale };
+                self.ops.adamw(opt, master, working, grads.slice(mine), [m, v], step)?;
             }
             if eager.contains(&unit) {
                 self.gather_unit(unit)?;

@@ -70,7 +70,7 @@ impl StepEngine for GpuEngine<'_, '_> {
     fn begin_step(&mut self, step: usize) -> Result<()> {
         self.step = step;
         self.micro_marks.clear();
-        self.model.ops.gemm.timer.enable(self.profiled_step == Some(step));
+        self.model.ops.timer.enable(self.profiled_step == Some(step));
         self.model.zero_grads()
     }
 
@@ -115,7 +115,7 @@ impl StepEngine for GpuEngine<'_, '_> {
             Some((start, end)) => seconds(start, end)?,
             None => 0.0,
         };
-        let timer = &self.model.ops.gemm.timer;
+        let timer = &self.model.ops.timer;
         if self.profiled_step == Some(self.step) {
             self.profile = Some(StepProfile { step_ms: 0.0, ops: timer.totals()? });
             timer.enable(false);

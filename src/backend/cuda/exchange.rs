@@ -5,7 +5,8 @@
 //! With one rank (no communicator) a gather or a reduce-scatter is a copy and an all-reduce
 //! nothing, so every stage runs the same schedule on one GPU.
 
-use crate::backend::cuda::Gpu;
+use super::view::{lengths, View};
+use super::Gpu;
 use crate::dist::collective::Collective;
 use crate::dist::nccl::{check, NcclComm};
 use anyhow::Result;
@@ -16,27 +17,17 @@ use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::sync::Arc;
 
-/// Element types the stages exchange.
-#[derive(Clone, Copy)]
-pub enum Elem {
-    Bf16,
-    F32,
+/// Element types the stages exchange: bf16 weights, fp32 gradients.
+pub trait Exchanged {
+    const NCCL: nccl::ncclDataType_t;
 }
 
-impl Elem {
-    fn bytes(self) -> usize {
-        match self {
-            Elem::Bf16 => 2,
-            Elem::F32 => 4,
-        }
-    }
+impl Exchanged for half::bf16 {
+    const NCCL: nccl::ncclDataType_t = nccl::ncclDataType_t::ncclBfloat16;
+}
 
-    fn nccl(self) -> nccl::ncclDataType_t {
-        match self {
-            Elem::Bf16 => nccl::ncclDataType_t::ncclBfloat16,
-            Elem::F32 => nccl::ncclDataType_t::ncclFloat32,
-        }
-    }
+impl Exchanged for f32 {
+    const NCCL: nccl::ncclDataType_t = nccl::ncclDataType_t::ncclFloat32;
 }
 
 /// What one step's communication cost, in seconds of GPU time and bytes.
@@ -107,44 +98,46 @@ impl<'g> Exchange<'g> {
         Ok(())
     }
 
-    fn copy(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
-        if dst == src {
+    fn copy<T>(&self, dst: View<T>, src: View<T>) -> Result<()> {
+        if dst.ptr() == src.ptr() {
             return Ok(());
         }
-        Ok(unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }?)
+        Ok(unsafe { result::memcpy_dtod_async(dst.ptr(), src.ptr(), src.len() * std::mem::size_of::<T>(), self.stream.cu_stream()) }?)
     }
 
-    /// `dst` (ranks × `count` elements) gets every rank's `src` (`count` elements) in rank order.
-    pub fn all_gather(&self, src: u64, dst: u64, count: usize, elem: Elem) -> Result<()> {
+    /// `dst` (ranks × src's elements) gets every rank's `src` in rank order.
+    pub fn all_gather<T: Exchanged>(&self, src: View<T>, dst: View<T>) -> Result<()> {
+        lengths("all_gather", &[(dst.len(), self.ranks * src.len(), "the gathered buffer")])?;
         if self.comm.is_none() {
-            return self.copy(dst, src, count * elem.bytes());
+            return self.copy(dst, src);
         }
-        let bus = Collective::AllGather.bus_bytes(self.ranks, self.ranks * count * elem.bytes());
+        let bus = Collective::AllGather.bus_bytes(self.ranks, dst.len() * std::mem::size_of::<T>());
         self.collective("ncclAllGather", bus, |c, s| unsafe {
-            nccl::ncclAllGather(src as *const c_void, dst as *mut c_void, count, elem.nccl(), c, s)
+            nccl::ncclAllGather(src.ptr() as *const c_void, dst.ptr() as *mut c_void, src.len(), T::NCCL, c, s)
         })
     }
 
-    /// `dst` (`count` fp32) gets this rank's block of the element-wise sum over ranks of `src`
-    /// (ranks × `count`).
-    pub fn reduce_scatter(&self, src: u64, dst: u64, count: usize) -> Result<()> {
+    /// `dst` gets this rank's block of the element-wise sum over ranks of `src` (ranks × dst's
+    /// elements).
+    pub fn reduce_scatter(&self, src: View<f32>, dst: View<f32>) -> Result<()> {
+        lengths("reduce_scatter", &[(src.len(), self.ranks * dst.len(), "the reduced buffer")])?;
         if self.comm.is_none() {
-            return self.copy(dst, src, 4 * count);
+            return self.copy(dst, src);
         }
-        let bus = Collective::ReduceScatter.bus_bytes(self.ranks, self.ranks * count * 4);
+        let bus = Collective::ReduceScatter.bus_bytes(self.ranks, src.len() * 4);
         self.collective("ncclReduceScatter", bus, |c, s| unsafe {
-            nccl::ncclReduceScatter(src as *const c_void, dst as *mut c_void, count, nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum, c, s)
+            nccl::ncclReduceScatter(src.ptr() as *const c_void, dst.ptr() as *mut c_void, dst.len(), f32::NCCL, nccl::ncclRedOp_t::ncclSum, c, s)
         })
     }
 
-    /// In place: `count` fp32 at `ptr` become their sum over ranks.
-    pub fn all_reduce(&self, ptr: u64, count: usize) -> Result<()> {
+    /// In place: `x` becomes its sum over ranks.
+    pub fn all_reduce(&self, x: View<f32>) -> Result<()> {
         if self.comm.is_none() {
             return Ok(());
         }
-        let bus = Collective::AllReduce.bus_bytes(self.ranks, count * 4);
+        let bus = Collective::AllReduce.bus_bytes(self.ranks, x.len() * 4);
         self.collective("ncclAllReduce", bus, |c, s| unsafe {
-            nccl::ncclAllReduce(ptr as *const c_void, ptr as *mut c_void, count, nccl::ncclDataType_t::ncclFloat32, nccl::ncclRedOp_t::ncclSum, c, s)
+            nccl::ncclAllReduce(x.ptr() as *const c_void, x.ptr() as *mut c_void, x.len(), f32::NCCL, nccl::ncclRedOp_t::ncclSum, c, s)
         })
     }
 

@@ -14,7 +14,6 @@
 //! product can run only once. Per-layer products settle in the first step; the head's, which
 //! run once per micro-batch, in the first few.
 
-use super::op_timer::OpTimer;
 use super::{DeviceBuffer, Gpu};
 use anyhow::{bail, Context, Result};
 use cudarc::cublaslt::{result, sys};
@@ -24,7 +23,6 @@ use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::rc::Rc;
 use std::sync::Arc;
 
 pub use crate::backend::cpu::matmul::Dims;
@@ -96,7 +94,6 @@ pub struct Gemm {
     workspace: DeviceBuffer,
     gpu_stream: Arc<CudaStream>,
     plans: RefCell<HashMap<Geometry, Plan>>,
-    pub timer: Rc<OpTimer>,
 }
 
 impl Drop for Gemm {
@@ -186,19 +183,15 @@ impl Plan {
 
 impl Gemm {
     /// `workspace`: WORKSPACE_BYTES of the GPU for cuBLASLt's scratch.
-    pub fn new(gpu: &Gpu, timer: Rc<OpTimer>, workspace: DeviceBuffer) -> Result<Gemm> {
+    pub fn new(gpu: &Gpu, workspace: DeviceBuffer) -> Result<Gemm> {
         anyhow::ensure!(workspace.bytes >= WORKSPACE_BYTES, "cuBLASLt's workspace needs {WORKSPACE_BYTES} B");
         gpu.ctx.bind_to_thread()?;
         let handle = result::create_handle().context("cannot create a cuBLASLt handle")?;
-        Ok(Gemm { handle, workspace, gpu_stream: gpu.stream.clone(), plans: RefCell::new(HashMap::new()), timer })
+        Ok(Gemm { handle, workspace, gpu_stream: gpu.stream.clone(), plans: RefCell::new(HashMap::new()) })
     }
 
-    /// C (m×n) = op(A)·op(B) + beta·C, fp32 compute, timed as one op when profiling.
-    fn product(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
-        self.timer.time(|| format!("cuBLASLt {m}x{n}x{k}"), || self.queue((m, n, k), a, b, c))
-    }
-
-    fn queue(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
+    /// C (m×n) = op(A)·op(B) + beta·C, fp32 compute.
+    fn product(&self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: Output) -> Result<()> {
         let geometry = Geometry {
             mnk,
             a: (a.ld, a.transposed),
@@ -268,13 +261,26 @@ impl Gemm {
         .context("cublasLtMatmul failed")
     }
 
+    /// cuBLASLt's (m, n, k) of each product, which names it in the op timer.
+    pub fn forward_mnk(d: Dims) -> (usize, usize, usize) {
+        (d.n, d.m, d.k)
+    }
+
+    pub fn backward_input_mnk(d: Dims) -> (usize, usize, usize) {
+        (d.k, d.m, d.n)
+    }
+
+    pub fn backward_weight_mnk(d: Dims) -> (usize, usize, usize) {
+        (d.k, d.n, d.m)
+    }
+
     /// y [m, n] (bf16) = x [m, k] · W [n, k]ᵀ, added to y's contents when `accumulate`
     /// (the residual add, fused into the product).
     pub fn forward(&self, y: u64, x: u64, w: u64, d: Dims, accumulate: bool) -> Result<()> {
         let a = Operand { ptr: w, ld: d.k, transposed: true };
         let b = Operand { ptr: x, ld: d.k, transposed: false };
         let beta = if accumulate { 1.0 } else { 0.0 };
-        self.product((d.n, d.m, d.k), a, b, Output { ptr: y, ld: d.n, fp32: false, beta })
+        self.product(Gemm::forward_mnk(d), a, b, Output { ptr: y, ld: d.n, fp32: false, beta })
     }
 
     /// dx [m, k] (bf16) = dy [m, n] · W [n, k], added to dx's contents when `accumulate`.
@@ -282,13 +288,13 @@ impl Gemm {
         let a = Operand { ptr: w, ld: d.k, transposed: false };
         let b = Operand { ptr: dy, ld: d.n, transposed: false };
         let beta = if accumulate { 1.0 } else { 0.0 };
-        self.product((d.k, d.m, d.n), a, b, Output { ptr: dx, ld: d.k, fp32: false, beta })
+        self.product(Gemm::backward_input_mnk(d), a, b, Output { ptr: dx, ld: d.k, fp32: false, beta })
     }
 
     /// dW [n, k] (fp32) += dy [m, n]ᵀ · x [m, k]
     pub fn backward_weight(&self, dw: u64, dy: u64, x: u64, d: Dims) -> Result<()> {
         let a = Operand { ptr: x, ld: d.k, transposed: false };
         let b = Operand { ptr: dy, ld: d.n, transposed: true };
-        self.product((d.k, d.n, d.m), a, b, Output { ptr: dw, ld: d.k, fp32: true, beta: 1.0 })
+        self.product(Gemm::backward_weight_mnk(d), a, b, Output { ptr: dw, ld: d.k, fp32: true, beta: 1.0 })
     }
 }

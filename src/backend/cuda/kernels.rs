@@ -3,6 +3,7 @@
 //! the launch macro and the launch-geometry helpers the op files share.
 
 use super::gemm::Gemm;
+use super::op_timer::OpTimer;
 use super::Gpu;
 use anyhow::{ensure, Context, Result};
 use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 macro_rules! launch {
     ($ops:expr, $name:expr, $cfg:expr, $($arg:ident),+) => {{
         let name: &str = $name;
-        $ops.gemm.timer.time(|| name.to_string(), || {
+        $ops.timer.time(|| name.to_string(), || {
             let mut b = $ops.gpu.stream.launch_builder($ops.function(name));
             $( b.arg(&$arg); )+
             let launched = unsafe { b.launch($cfg) }.map(|_| ());
@@ -23,13 +24,17 @@ macro_rules! launch {
 }
 pub(super) use launch;
 
-/// The model's loaded kernels (by name) and cuBLASLt: what every op file's launchers run on.
-/// model_ops.rs loads it with the list of every op's kernels.
+/// The model's loaded kernels (by name), cuBLASLt and the op timer: what every op file's
+/// launchers run on. model_ops.rs loads it with the list of every op's kernels.
 pub struct ModelOps<'g> {
     pub(super) gpu: &'g Gpu,
     pub(super) _module: Arc<CudaModule>,
     pub(super) functions: Vec<(String, CudaFunction)>,
-    pub gemm: Gemm,
+    pub(super) gemm: Gemm,
+    /// The GPU's multiprocessors, which size the grid-stride launches.
+    pub(super) sm_count: u32,
+    /// Times every launch and cuBLASLt call when enabled (`--profile`).
+    pub timer: OpTimer,
 }
 
 impl<'g> ModelOps<'g> {
@@ -59,10 +64,12 @@ impl OpSource {
 /// Threads per block of the row kernels (RMSNorm, cross-entropy) and the element-wise ones.
 pub(super) const THREADS: u32 = 256;
 
-/// A grid-stride launch over `n` items: enough blocks to fill the GPU several times over.
-pub(super) fn elementwise(n: u64) -> LaunchConfig {
-    let blocks = n.div_ceil(THREADS as u64).clamp(1, 132 * 32) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+impl ModelOps<'_> {
+    /// A grid-stride launch over `n` items: enough blocks to fill every SM several times over.
+    pub(super) fn elementwise(&self, n: u64) -> LaunchConfig {
+        let blocks = n.div_ceil(THREADS as u64).clamp(1, self.sm_count as u64 * 32) as u32;
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    }
 }
 
 /// A block of `threads` per row.

@@ -1,6 +1,7 @@
 //! The GPU of this rank: driver context and stream, raw device buffers, and our kernels
 //! compiled at start-up with NVRTC for the device's own architecture.
 
+pub mod check;
 pub mod exchange;
 pub mod gemm;
 pub mod kernels;
@@ -8,6 +9,7 @@ pub mod model_ops;
 pub mod op_timer;
 pub mod ops;
 pub mod unit_buffers;
+pub mod view;
 
 use anyhow::{anyhow, Context, Result};
 use cudarc::driver::{result, sys, CudaContext, CudaStream};
@@ -69,6 +71,11 @@ impl Gpu {
 
     pub fn name(&self) -> String {
         self.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    /// The number of streaming multiprocessors.
+    pub fn sm_count(&self) -> Result<u32> {
+        Ok(self.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32)
     }
 
     pub fn compute_capability(&self) -> Result<(i32, i32)> {

@@ -9,7 +9,6 @@ use super::ops;
 use super::{DeviceBuffer, Gpu};
 use anyhow::{Context, Result};
 use cudarc::driver::sys::CUfunction_attribute;
-use std::rc::Rc;
 
 /// The model's kernels: the shared bf16 helpers, then every op file's source (ops/).
 pub fn model_source() -> String {
@@ -45,7 +44,7 @@ impl<'g> ModelOps<'g> {
                 Ok((name, function))
             })
             .collect::<Result<Vec<_>>>()?;
-        let timer = Rc::new(OpTimer::new(gpu.ctx.clone(), gpu.stream.clone()));
-        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, timer, gemm_workspace)? })
+        let timer = OpTimer::new(gpu.ctx.clone(), gpu.stream.clone());
+        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, gemm_workspace)?, sm_count: gpu.sm_count()?, timer })
     }
 }

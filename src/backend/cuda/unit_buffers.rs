@@ -1,36 +1,38 @@
-//! The GPU's unit store (zero/places.rs) of device buffers, each place with the event after
-//! which its contents are ready (a gather into it) or free (a reduction out of it).
+//! The GPU's unit store (zero/places.rs) of device buffers of `T`, each place with the event
+//! after which its contents are ready (a gather into it) or free (a reduction out of it).
 
+use super::view::View;
+use super::DeviceBuffer;
+use crate::model::layout::{Layout, Tensor};
 use crate::zero::places::UnitStore;
-use crate::backend::cuda::DeviceBuffer;
-use crate::model::layout::Layout;
 use anyhow::{ensure, Result};
 use cudarc::driver::CudaEvent;
 use std::cell::RefCell;
+use std::marker::PhantomData;
 
-pub struct UnitBuffers {
+pub struct UnitBuffers<T> {
     store: UnitStore<DeviceBuffer>,
     /// Per place, its pending event.
     events: Vec<RefCell<Option<CudaEvent>>>,
-    elem_bytes: usize,
+    _of: PhantomData<T>,
 }
 
-impl UnitBuffers {
+impl<T> UnitBuffers<T> {
     /// `buffer` holds the whole flat buffer; every unit current.
-    pub fn whole(buffer: DeviceBuffer, layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
-        ensure!(buffer.bytes >= elem_bytes * layout.total, "the whole buffer holds {} B, not {}", buffer.bytes, elem_bytes * layout.total);
-        Ok(UnitBuffers::over(UnitStore::whole(buffer, layout), elem_bytes))
+    pub fn whole(buffer: DeviceBuffer, layout: &Layout) -> Result<UnitBuffers<T>> {
+        ensure!(buffer.view::<T>().len() >= layout.total, "the whole buffer holds {} B, not {} elements", buffer.bytes, layout.total);
+        Ok(UnitBuffers::over(UnitStore::whole(buffer, layout)))
     }
 
     /// Two slots, each holding any one unit; both empty.
-    pub fn slots(slots: [DeviceBuffer; 2], layout: &Layout, elem_bytes: usize) -> Result<UnitBuffers> {
-        ensure!(slots.iter().all(|s| s.bytes >= elem_bytes * layout.largest_unit()), "a slot is smaller than the largest unit");
-        Ok(UnitBuffers::over(UnitStore::slots(slots, layout), elem_bytes))
+    pub fn slots(slots: [DeviceBuffer; 2], layout: &Layout) -> Result<UnitBuffers<T>> {
+        ensure!(slots.iter().all(|s| s.view::<T>().len() >= layout.largest_unit()), "a slot is smaller than the largest unit");
+        Ok(UnitBuffers::over(UnitStore::slots(slots, layout)))
     }
 
-    fn over(store: UnitStore<DeviceBuffer>, elem_bytes: usize) -> UnitBuffers {
+    fn over(store: UnitStore<DeviceBuffer>) -> UnitBuffers<T> {
         let events = (0..store.places.count()).map(|_| RefCell::new(None)).collect();
-        UnitBuffers { store, events, elem_bytes }
+        UnitBuffers { store, events, _of: PhantomData }
     }
 
     pub fn is_slots(&self) -> bool {
@@ -41,10 +43,16 @@ impl UnitBuffers {
         &self.events[self.store.places.place(unit)]
     }
 
-    /// Device address of flat-buffer element `index` of `unit`, which must be current there.
-    pub fn at(&self, unit: usize, index: usize) -> u64 {
-        let (buffer, i) = self.store.locate(unit, index);
-        buffer.ptr + (self.elem_bytes * i) as u64
+    /// Tensor `t`, whose unit must be current in its place.
+    pub fn tensor(&self, t: &Tensor) -> View<'_, T> {
+        let (buffer, i) = self.store.locate(t.unit, t.offset);
+        buffer.view().slice(i..i + t.rows * t.cols)
+    }
+
+    /// The whole of `unit` (padding included), which must be current in its place.
+    pub fn unit(&self, unit: usize) -> View<'_, T> {
+        let (buffer, i) = self.store.unit_start(unit);
+        buffer.view().slice(i..i + self.store.unit_len(unit))
     }
 
     /// Whether `unit`'s current contents are in place.
@@ -75,10 +83,5 @@ impl UnitBuffers {
     /// The whole buffer (for stage 0-2 weights and whole gradients).
     pub fn whole_buffer(&self) -> Option<&DeviceBuffer> {
         self.store.whole_buffer()
-    }
-
-    /// The unit's bytes in its slot, or in the whole buffer.
-    pub fn unit_bytes(&self, unit: usize) -> usize {
-        self.elem_bytes * self.store.unit_len(unit)
     }
 }

@@ -1,30 +1,72 @@
 //! The optimizer's kernels (kernels/adamw.cu): AdamW on fp32 master weights with their bf16
 //! copy, and the sum of squares behind the global gradient norm.
 
-use super::super::kernels::{elementwise, launch, ModelOps, OpSource};
+use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
+use super::super::kernels::{launch, ModelOps, OpSource};
+use super::super::view::{lengths, View};
 use crate::backend::cpu::adamw::AdamW;
 use anyhow::Result;
 use cudarc::driver::PushKernelArg;
+use half::bf16;
 
 pub fn source() -> OpSource {
     OpSource::plain(include_str!("../../../../kernels/adamw.cu"), &["adamw", "sum_squares"])
 }
 
+/// Which step of the optimizer, on what.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    /// From 1.
+    pub t: u64,
+    /// Whether weight decay applies (matrices and the embedding, not the norm gains).
+    pub decay: bool,
+    /// The gradients' factor (1 / ranks, and the clipping).
+    pub grad_scale: f64,
+}
+
 impl ModelOps<'_> {
-    /// One AdamW step (t from 1) over `n` fp32 parameters, refreshing their bf16 copy.
-    #[allow(clippy::too_many_arguments)]
-    pub fn adamw(&self, opt: &AdamW, params: u64, params_bf16: u64, grads: u64, m: u64, v: u64, n: usize, t: u64, decay: bool, grad_scale: f64) -> Result<()> {
-        let n = n as u64;
+    /// One AdamW step over fp32 `params` with moments `[m, v]`, refreshing their bf16 copy.
+    pub fn adamw(&self, opt: &AdamW, params: View<f32>, params_bf16: View<bf16>, grads: View<f32>, [m, v]: [View<f32>; 2], s: AdamStep) -> Result<()> {
+        let n = params.len();
+        lengths("adamw", &[(params_bf16.len(), n, "the bf16 copy"), (grads.len(), n, "grads"), (m.len(), n, "m"), (v.len(), n, "v")])?;
         let (lr, b1, b2, eps) = (opt.lr as f32, opt.beta1 as f32, opt.beta2 as f32, opt.eps as f32);
-        let wd = if decay { opt.weight_decay as f32 } else { 0.0 };
-        let (c1, c2) = ((1.0 - opt.beta1.powi(t as i32)) as f32, (1.0 - opt.beta2.powi(t as i32)) as f32);
-        let scale = grad_scale as f32;
-        launch!(self, "adamw", elementwise(n), params, params_bf16, grads, m, v, n, lr, b1, b2, eps, wd, c1, c2, scale)
+        let wd = if s.decay { opt.weight_decay as f32 } else { 0.0 };
+        let (c1, c2) = ((1.0 - opt.beta1.powi(s.t as i32)) as f32, (1.0 - opt.beta2.powi(s.t as i32)) as f32);
+        let scale = s.grad_scale as f32;
+        let (params, params_bf16, grads, m, v, n) = (params.ptr(), params_bf16.ptr(), grads.ptr(), m.ptr(), v.ptr(), n as u64);
+        launch!(self, "adamw", self.elementwise(n), params, params_bf16, grads, m, v, n, lr, b1, b2, eps, wd, c1, c2, scale)
     }
 
-    /// Adds Σx² of `n` fp32 values into the fp64 at `total`.
-    pub fn sum_squares(&self, total: u64, x: u64, n: usize) -> Result<()> {
-        let n = n as u64;
-        launch!(self, "sum_squares", elementwise(n), total, x, n)
+    /// Adds Σx² of the fp32 `x` into the fp64 `total`.
+    pub fn sum_squares(&self, total: View<f64>, x: View<f32>) -> Result<()> {
+        lengths("sum of squares", &[(total.len(), 1, "total")])?;
+        let (total, n, x) = (total.ptr(), x.len() as u64, x.ptr());
+        launch!(self, "sum_squares", self.elementwise(n), total, x, n)
     }
+}
+
+/// Two AdamW steps, and the sum of squares.
+pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
+    let gpu = ops.gpu();
+    let n = 1 << 20;
+    let shape = format!("n {n}");
+    let opt = AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    let p0: Vec<f32> = r.take(n, 1.0).values.iter().map(|&v| v as f32).collect();
+    let grads: Vec<f32> = r.take(n, 1.0).values.iter().map(|&v| v as f32).collect();
+    let (gp, gg, gm, gv) = (gpu.upload(&p0)?, gpu.upload(&grads)?, gpu.upload(&vec![0f32; n])?, gpu.upload(&vec![0f32; n])?);
+    let gpb = gpu.alloc(n * 2)?;
+    let (mut p, mut m, mut v) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
+    for t in 1..=2 {
+        ops.adamw(&opt, gp.view(), gpb.view(), gg.view(), [gm.view(), gv.view()], AdamStep { t, decay: true, grad_scale: 0.5 })?;
+        opt.step(&mut p, &grads, &mut m, &mut v, &vec![true; n], t, 0.5);
+    }
+    let want: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let total = gpu.upload(&[0f64])?;
+    ops.sum_squares(total.view(), gg.view())?;
+    let squares = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>();
+    Ok(vec![
+        compare("adamw params (fp32)", &shape, &f32s(gpu, &gp)?, &want, F32_TOLERANCE),
+        compare("adamw bf16 copy", &shape, &bf16s(gpu, &gpb)?, &want, BF16_TOLERANCE),
+        compare("sum of squares (fp64)", &shape, &gpu.download::<f64>(&total)?, &[squares], F32_TOLERANCE),
+    ])
 }

@@ -4,10 +4,13 @@
 //! Layouts are backend/cpu/attention.rs's (the reference): q, o [batch, seq, heads, hd],
 //! k, v [batch, seq, kv_heads, hd].
 
+use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
 use super::super::kernels::{aligned_16, launch, per_warp, ModelOps, OpSource};
-use crate::backend::cpu::attention::Shape;
+use super::super::view::{lengths, View};
+use crate::backend::cpu::attention::{self, Shape};
 use anyhow::{ensure, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
+use half::bf16;
 
 /// Head dimensions the flash kernels are instantiated for (FLASH_KERNELS in attention.cu).
 pub const HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
@@ -70,27 +73,98 @@ fn dims(s: &Shape) -> (i32, i32, i32, f32) {
     (s.seq as i32, s.heads as i32, s.kv_heads as i32, (1.0 / (s.head_dim as f64).sqrt()) as f32)
 }
 
-/// o (bf16) and lse (fp32) are overwritten.
-pub fn forward(ops: &ModelOps, o: u64, lse: u64, q: u64, k: u64, v: u64, s: Shape) -> Result<()> {
-    aligned_16(&[o, q, k, v])?;
-    let (seq, heads, kv_heads, scale) = dims(&s);
-    let (name, cfg) = flash_launch("forward", &s, s.heads)?;
-    launch!(ops, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale)
+/// Queries (or their gradients) [batch, seq, heads, hd] and keys and values [batch, seq,
+/// kv_heads, hd], bf16.
+#[derive(Clone, Copy)]
+pub struct Qkv<'a> {
+    pub q: View<'a, bf16>,
+    pub k: View<'a, bf16>,
+    pub v: View<'a, bf16>,
 }
 
-/// dq, dk, dv (bf16) are overwritten; `delta` is fp32 scratch like `lse`. `o` and `lse` are
-/// the forward's.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(ops: &ModelOps, dq: u64, dk: u64, dv: u64, d_o: u64, q: u64, k: u64, v: u64, o: u64, lse: u64, delta: u64, s: Shape) -> Result<()> {
-    aligned_16(&[dq, dk, dv, d_o, q, k, v])?;
-    let (seq, heads, kv_heads, scale) = dims(&s);
-    let rows = s.batch * s.seq * s.heads;
-    let (n, hd) = (rows as u64, s.head_dim as i32);
-    launch!(ops, "attention_delta", per_warp(rows), delta, d_o, o, n, seq, heads, hd)?;
-    let (name, cfg) = flash_launch("backward_dq", &s, s.heads)?;
-    launch!(ops, &name, cfg, dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)?;
-    let (name, cfg) = flash_launch("backward_dkdv", &s, s.kv_heads)?;
-    launch!(ops, &name, cfg, dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)
+/// What the backward reads of the forward: its inputs, output and log-sum-exp.
+#[derive(Clone, Copy)]
+pub struct Saved<'a> {
+    pub qkv: Qkv<'a>,
+    pub o: View<'a, bf16>,
+    pub lse: View<'a, f32>,
+}
+
+/// Each buffer holds what shape `s` needs.
+fn shaped(op: &str, qkv: &Qkv, o: View<bf16>, lse: View<f32>, s: &Shape) -> Result<()> {
+    let (nq, nkv) = (s.batch * s.seq * s.heads * s.head_dim, s.batch * s.seq * s.kv_heads * s.head_dim);
+    let rows = s.batch * s.heads * s.seq;
+    lengths(op, &[(qkv.q.len(), nq, "q"), (qkv.k.len(), nkv, "k"), (qkv.v.len(), nkv, "v"), (o.len(), nq, "o"), (lse.len(), rows, "lse")])
+}
+
+impl ModelOps<'_> {
+    /// o (bf16) and lse (fp32 [batch, heads, seq]) are overwritten.
+    pub fn attention_forward(&self, o: View<bf16>, lse: View<f32>, x: Qkv, s: Shape) -> Result<()> {
+        shaped("attention", &x, o, lse, &s)?;
+        let (o, lse, q, k, v) = (o.ptr(), lse.ptr(), x.q.ptr(), x.k.ptr(), x.v.ptr());
+        aligned_16(&[o, q, k, v])?;
+        let (seq, heads, kv_heads, scale) = dims(&s);
+        let (name, cfg) = flash_launch("forward", &s, s.heads)?;
+        launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale)
+    }
+
+    /// `grads` (dq, dk, dv) are overwritten from d_o; `delta` is fp32 scratch shaped like lse.
+    pub fn attention_backward(&self, grads: Qkv, d_o: View<bf16>, saved: Saved, delta: View<f32>, s: Shape) -> Result<()> {
+        shaped("attention backward", &saved.qkv, saved.o, saved.lse, &s)?;
+        shaped("attention backward", &grads, d_o, delta, &s)?;
+        let (dq, dk, dv, d_o, delta) = (grads.q.ptr(), grads.k.ptr(), grads.v.ptr(), d_o.ptr(), delta.ptr());
+        let (q, k, v, o, lse) = (saved.qkv.q.ptr(), saved.qkv.k.ptr(), saved.qkv.v.ptr(), saved.o.ptr(), saved.lse.ptr());
+        aligned_16(&[dq, dk, dv, d_o, q, k, v])?;
+        let (seq, heads, kv_heads, scale) = dims(&s);
+        let rows = s.batch * s.seq * s.heads;
+        let (n, hd) = (rows as u64, s.head_dim as i32);
+        launch!(self, "attention_delta", per_warp(rows), delta, d_o, o, n, seq, heads, hd)?;
+        let (name, cfg) = flash_launch("backward_dq", &s, s.heads)?;
+        launch!(self, &name, cfg, dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)?;
+        let (name, cfg) = flash_launch("backward_dkdv", &s, s.kv_heads)?;
+        launch!(self, &name, cfg, dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)
+    }
+}
+
+/// GQA with four query heads per KV head; a sequence that ends inside a tile (the kernels' 64-
+/// and 32-row tiles); Llama's head_dim 128.
+pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
+    let shapes = [
+        Shape { batch: 2, seq: 128, heads: 8, kv_heads: 2, head_dim: 64 },
+        Shape { batch: 1, seq: 200, heads: 4, kv_heads: 4, head_dim: 128 },
+        Shape { batch: 2, seq: 77, heads: 4, kv_heads: 1, head_dim: 16 },
+    ];
+    let mut out = Vec::new();
+    for s in shapes {
+        out.extend(shape_checks(ops, r, s)?);
+    }
+    Ok(out)
+}
+
+/// o and lse from the forward, dq dk dv from the backward (which reads the GPU's own o and lse).
+fn shape_checks(ops: &ModelOps, r: &mut Inputs, sh: Shape) -> Result<Vec<Check>> {
+    let gpu = ops.gpu();
+    let shape = format!("b {} t {} h {}/{} kv hd {}", sh.batch, sh.seq, sh.heads, sh.kv_heads, sh.head_dim);
+    let (nq, nkv, rows) = (sh.batch * sh.seq * sh.heads * sh.head_dim, sh.batch * sh.seq * sh.kv_heads * sh.head_dim, sh.batch * sh.heads * sh.seq);
+    let (q, k, v, d_o) = (r.take(nq, 1.0), r.take(nkv, 1.0), r.take(nkv, 1.0), r.take(nq, 1.0));
+    let (gq, gk, gv, gdo) = (gpu.upload(&q.bits)?, gpu.upload(&k.bits)?, gpu.upload(&v.bits)?, gpu.upload(&d_o.bits)?);
+    let (go, glse, gdelta) = (gpu.alloc(nq * 2)?, gpu.alloc(rows * 4)?, gpu.alloc(rows * 4)?);
+    let (gdq, gdk, gdv) = (gpu.alloc(nq * 2)?, gpu.alloc(nkv * 2)?, gpu.alloc(nkv * 2)?);
+    let qkv = Qkv { q: gq.view(), k: gk.view(), v: gv.view() };
+    ops.attention_forward(go.view(), glse.view(), qkv, sh)?;
+    let saved = Saved { qkv, o: go.view(), lse: glse.view() };
+    ops.attention_backward(Qkv { q: gdq.view(), k: gdk.view(), v: gdv.view() }, gdo.view(), saved, gdelta.view(), sh)?;
+    let (mut o, mut lse) = (vec![0.0; nq], vec![0.0; rows]);
+    attention::forward(&mut o, &mut lse, &q.values, &k.values, &v.values, sh);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
+    attention::backward(&mut dq, &mut dk, &mut dv, &d_o.values, &q.values, &k.values, &v.values, &o, &lse, sh);
+    Ok(vec![
+        compare("attention forward (bf16 o)", &shape, &bf16s(gpu, &go)?, &o, BF16_TOLERANCE),
+        compare("attention forward lse (fp32)", &shape, &f32s(gpu, &glse)?, &lse, F32_TOLERANCE),
+        compare("attention backward dq (bf16)", &shape, &bf16s(gpu, &gdq)?, &dq, BF16_TOLERANCE),
+        compare("attention backward dk (bf16)", &shape, &bf16s(gpu, &gdk)?, &dk, BF16_TOLERANCE),
+        compare("attention backward dv (bf16)", &shape, &bf16s(gpu, &gdv)?, &dv, BF16_TOLERANCE),
+    ])
 }
 
 #[cfg(test)]

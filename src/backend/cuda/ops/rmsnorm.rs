@@ -1,8 +1,12 @@
 //! RMSNorm forward and backward (kernels/rmsnorm.cu): rows read 8 bf16 at a time.
 
+use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
 use super::super::kernels::{aligned_16, launch, per_row, ModelOps, OpSource, THREADS};
+use super::super::view::{lengths, View};
+use crate::backend::cpu::rmsnorm;
 use anyhow::{ensure, Result};
 use cudarc::driver::PushKernelArg;
+use half::bf16;
 
 pub fn source() -> OpSource {
     OpSource::plain(include_str!("../../../../kernels/rmsnorm.cu"), &["rmsnorm_forward", "rmsnorm_backward"])
@@ -25,22 +29,50 @@ fn rms_threads(d: usize) -> Result<u32> {
 }
 
 impl ModelOps<'_> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn rmsnorm_forward(&self, y: u64, inv_rms: u64, x: u64, w: u64, rows: usize, d: usize, eps: f64) -> Result<()> {
+    /// y = x · inv_rms ⊙ w over rows of w's width; one inv_rms per row.
+    pub fn rmsnorm_forward(&self, y: View<bf16>, inv_rms: View<f32>, x: View<bf16>, w: View<bf16>, eps: f64) -> Result<()> {
+        let (rows, d) = (inv_rms.len(), w.len());
+        lengths("rmsnorm", &[(x.len(), rows * d, "x"), (y.len(), rows * d, "y")])?;
         let threads = rms_threads(d)?;
+        let (y, inv_rms, x, w) = (y.ptr(), inv_rms.ptr(), x.ptr(), w.ptr());
         aligned_16(&[y, x, w])?;
         let (d, eps) = (d as i32, eps as f32);
         launch!(self, "rmsnorm_forward", per_row(rows, threads), y, inv_rms, x, w, d, eps)
     }
 
-    /// dw (fp32) is accumulated.
-    #[allow(clippy::too_many_arguments)]
-    pub fn rmsnorm_backward(&self, dx: u64, dw: u64, dy: u64, x: u64, w: u64, inv_rms: u64, rows: usize, d: usize) -> Result<()> {
+    /// dx overwritten, dw (fp32) accumulated; x and inv_rms are the forward's.
+    pub fn rmsnorm_backward(&self, dx: View<bf16>, dw: View<f32>, dy: View<bf16>, x: View<bf16>, w: View<bf16>, inv_rms: View<f32>) -> Result<()> {
+        let (rows, d) = (inv_rms.len(), w.len());
+        lengths("rmsnorm backward", &[(dx.len(), rows * d, "dx"), (dy.len(), rows * d, "dy"), (x.len(), rows * d, "x"), (dw.len(), d, "dw")])?;
         let threads = rms_threads(d)?;
+        let (dx, dw, dy, x, w, inv_rms) = (dx.ptr(), dw.ptr(), dy.ptr(), x.ptr(), w.ptr(), inv_rms.ptr());
         aligned_16(&[dx, dy, x, w])?;
         let per_block = rows.div_ceil(RMS_BACKWARD_BLOCKS);
         let blocks = rows.div_ceil(per_block);
         let (d, rows, per) = (d as i32, rows as i32, per_block as i32);
         launch!(self, "rmsnorm_backward", per_row(blocks, threads), dx, dw, dy, x, w, inv_rms, d, rows, per)
     }
+}
+
+/// A little wider than 7B's rows, so the last threads hold part of a row.
+pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
+    let gpu = ops.gpu();
+    let (rows, d, eps) = (128, 4104, 1e-5);
+    let shape = format!("rows {rows} d {d}");
+    let (x, w, dy) = (r.take(rows * d, 2.0), r.take(d, 1.0), r.take(rows * d, 1.0));
+    let (gx, gw, gdy) = (gpu.upload(&x.bits)?, gpu.upload(&w.bits)?, gpu.upload(&dy.bits)?);
+    let (gy, ginv, gdx) = (gpu.alloc(rows * d * 2)?, gpu.alloc(rows * 4)?, gpu.alloc(rows * d * 2)?);
+    let gdw = gpu.upload(&vec![0f32; d])?;
+    ops.rmsnorm_forward(gy.view(), ginv.view(), gx.view(), gw.view(), eps)?;
+    ops.rmsnorm_backward(gdx.view(), gdw.view(), gdy.view(), gx.view(), gw.view(), ginv.view())?;
+    let (mut y, mut inv) = (vec![0.0; rows * d], vec![0.0; rows]);
+    rmsnorm::forward(&mut y, &mut inv, &x.values, &w.values, d, eps);
+    let (mut dx, mut dw) = (vec![0.0; rows * d], vec![0.0; d]);
+    rmsnorm::backward(&mut dx, &mut dw, &dy.values, &x.values, &w.values, &inv, d);
+    Ok(vec![
+        compare("rmsnorm forward (bf16 y)", &shape, &bf16s(gpu, &gy)?, &y, BF16_TOLERANCE),
+        compare("rmsnorm forward 1/rms (fp32)", &shape, &f32s(gpu, &ginv)?, &inv, F32_TOLERANCE),
+        compare("rmsnorm backward dx (bf16)", &shape, &bf16s(gpu, &gdx)?, &dx, BF16_TOLERANCE),
+        compare("rmsnorm backward dw (fp32)", &shape, &f32s(gpu, &gdw)?, &dw, F32_TOLERANCE),
+    ])
 }

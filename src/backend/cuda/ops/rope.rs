@@ -1,23 +1,48 @@
 //! Rotary position embedding, in place, both directions (kernels/rope.cu).
 
+use super::super::check::{bf16s, compare, Check, Inputs, BF16_TOLERANCE};
 use super::super::kernels::{launch, per_row, ModelOps, OpSource, THREADS};
+use super::super::view::View;
+use crate::backend::cpu::rope;
 use anyhow::{ensure, Result};
 use cudarc::driver::PushKernelArg;
+use half::bf16;
 
 pub fn source() -> OpSource {
     OpSource::plain(include_str!("../../../../kernels/rope.cu"), &["rope"])
 }
 
 impl ModelOps<'_> {
-    /// In place on [rows, heads, head_dim]; `backward` applies the inverse rotation.
-    #[allow(clippy::too_many_arguments)]
-    pub fn rope(&self, x: u64, rows: usize, seq: usize, heads: usize, head_dim: usize, theta: f64, backward: bool) -> Result<()> {
+    /// In place on rows of `heads` × `head_dim`, a row's position its index mod `seq`;
+    /// `backward` applies the inverse rotation.
+    pub fn rope(&self, x: View<bf16>, seq: usize, heads: usize, head_dim: usize, theta: f64, backward: bool) -> Result<()> {
         let half = head_dim / 2;
         ensure!(half > 0 && half <= 1024, "head_dim {head_dim} outside the RoPE kernel's 2..2048");
+        ensure!(x.len() % (heads * head_dim) == 0, "rope: {} elements are not rows of {heads} × {head_dim}", x.len());
+        let rows = x.len() / (heads * head_dim);
         // A multiple of the pairs per head: each thread keeps one pair index.
         let threads = (half * (THREADS as usize / half).max(1)) as u32;
-        let (seq, heads, hd, theta) = (seq as i32, heads as i32, head_dim as i32, theta as f32);
+        let (x, seq, heads, hd, theta) = (x.ptr(), seq as i32, heads as i32, head_dim as i32, theta as f32);
         let sign = if backward { -1f32 } else { 1f32 };
         launch!(self, "rope", per_row(rows, threads), x, seq, heads, hd, theta, sign)
     }
+}
+
+/// A 7B-shaped query block, both directions.
+pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
+    let gpu = ops.gpu();
+    let (seq, heads, hd, theta) = (512, 8, 128, 10000.0);
+    let rows = 2 * seq;
+    let shape = format!("rows {rows} heads {heads} head_dim {hd}");
+    let x = r.take(rows * heads * hd, 1.0);
+    let mut out = Vec::new();
+    for (backward, name) in [(false, "rope forward (bf16)"), (true, "rope backward (bf16)")] {
+        let gx = gpu.upload(&x.bits)?;
+        ops.rope(gx.view(), seq, heads, hd, theta, backward)?;
+        let mut want = x.values.clone();
+        let turn = if backward { rope::backward } else { rope::forward };
+        turn(&mut want, seq, heads, hd, theta);
+        out.push(compare(name, &shape, &bf16s(gpu, &gx)?, &want, BF16_TOLERANCE));
+    }
+    Ok(out)
 }
