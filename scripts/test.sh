@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Every test: unit tests, the kernel compile check (NVRTC, no GPU needed) and the integration
-# tests that start the binary under mpirun with 1 to 4 ranks on the MPI host path.
+# Every test: the house rules (rustfmt, clippy with warnings as errors), unit tests, the kernel
+# compile check (NVRTC, no GPU needed) and the integration tests that start the binary under
+# mpirun with 1 to 4 ranks on the MPI host path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
+if command -v rustup >/dev/null; then rustup component add rustfmt clippy >/dev/null 2>&1 || true; fi
+cargo fmt --check
+cargo clippy --release --locked --all-targets -- -D warnings
 log=$(mktemp)
 set -o pipefail
 cargo test --release --locked -- --test-threads=1 2>&1 | tee "$log"

@@ -19,8 +19,7 @@ use std::path::Path;
 /// Diagnostics on stderr for operators: `H200_MPIBENCH_LOG=debug` (any tracing filter) shows
 /// each rank's phases; every line carries the rank and host.
 fn start_logging(world: &World) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("H200_MPIBENCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("H200_MPIBENCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
     // The span stays entered for the whole run, so every event names its rank and host.

@@ -3,8 +3,8 @@
 //! from a recorded seed, then whole steps of the tiny model against the CPU step and trainer,
 //! and the GPU's allocation against the plan at every ZeRO stage.
 
-pub use crate::backend::cuda::check::{fresh_seed, Check};
 use crate::backend::cuda::check::{compare, Inputs, EXACT, F32_TOLERANCE};
+pub use crate::backend::cuda::check::{fresh_seed, Check};
 use crate::backend::cuda::model_ops::ModelOps;
 use crate::backend::cuda::{ops, Gpu};
 use anyhow::Result;
@@ -51,10 +51,10 @@ pub const REORDER_TOLERANCE: f64 = 1e-3;
 /// One tiny-model step (loss and every parameter's gradient) against the CPU model in f64 on
 /// the same bf16 weights, then 50 training steps' losses against the CPU trainer's.
 fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
+    use crate::dist::ranks::Alone;
     use crate::model::config::LlamaConfig;
     use crate::model::cpu_ops::{forward_backward, Batch};
     use crate::train::data::{synthetic_batch, Source};
-    use crate::dist::ranks::Alone;
     use crate::train::{cpu_trainer, gpu_trainer, run_config::RunConfig};
     let config = LlamaConfig::load("tiny").map_err(anyhow::Error::msg)?;
     let run = RunConfig { steps: 50, ..RunConfig::defaults_for("tiny") };
@@ -108,7 +108,8 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     drop(recomputing);
 
     let model = gpu_trainer::build(gpu, &config, &run, seed, &Alone, None)?;
-    let gpu_losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
+    let gpu_losses: Vec<f64> =
+        gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
     let cpu_losses: Vec<f64> = cpu_trainer::train(&config, &run, seed, &Source::Synthetic { seed }, &Alone, &mut |_| {})?.iter().map(|r| r.loss).collect();
     checks.push(compare("50-step loss curve vs CPU trainer", &shape, &gpu_losses, &cpu_losses, STEP_TOLERANCE));
     drop(model);
@@ -119,7 +120,8 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
     for (stage, bucket_layers) in [(1, 1), (2, 1), (3, 1), (3, 2)] {
         let run = RunConfig { zero: stage, bucket_layers, ..run.clone() };
         let model = build(&run, &mut checks)?;
-        let losses: Vec<f64> = gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
+        let losses: Vec<f64> =
+            gpu_trainer::train(gpu, &model, &run, &Source::Synthetic { seed }, &Alone, false, &mut |_| {})?.0.iter().map(|r| r.loss).collect();
         let name = format!("ZeRO-{stage}, {bucket_layers}-layer buckets vs 0");
         checks.push(compare(&name, &shape, &losses, &gpu_losses, REORDER_TOLERANCE));
     }
@@ -130,11 +132,7 @@ fn model_checks(gpu: &Gpu, seed: u64) -> Result<Vec<Check>> {
 pub fn table(checks: &[Check]) -> String {
     let mut out = format!("# {:<32} {:<30} {:>10} {:>10} {:>9}  result\n", "op", "shape", "rel err", "max |err|", "limit");
     for c in checks {
-        let verdict = if c.passed() {
-            "PASS".to_string()
-        } else {
-            format!("FAIL (element {}: got {:e}, want {:e})", c.worst.0, c.worst.1, c.worst.2)
-        };
+        let verdict = if c.passed() { "PASS".to_string() } else { format!("FAIL (element {}: got {:e}, want {:e})", c.worst.0, c.worst.1, c.worst.2) };
         out += &format!("  {:<32} {:<30} {:>10.2e} {:>10.2e} {:>9.0e}  {verdict}\n", c.op, c.shape, c.rel_err, c.max_abs_err, c.tolerance);
     }
     out

@@ -40,9 +40,17 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
     let path = |name: &str| inputs.join(name).display().to_string();
     std::fs::write(inputs.join("broken.json"), "{\"dim\": 64,").unwrap();
     let heads = path("heads.json");
-    std::fs::write(&heads, r#"{"name":"x","dim":64,"ffn_dim":128,"n_layers":1,"n_heads":6,"n_kv_heads":2,"vocab_size":32,"norm_eps":1e-5,"rope_theta":10000.0}"#).unwrap();
+    std::fs::write(
+        &heads,
+        r#"{"name":"x","dim":64,"ffn_dim":128,"n_layers":1,"n_heads":6,"n_kv_heads":2,"vocab_size":32,"norm_eps":1e-5,"rope_theta":10000.0}"#,
+    )
+    .unwrap();
     let huge_vocab = path("huge-vocab.json");
-    std::fs::write(&huge_vocab, r#"{"name":"v","dim":64,"ffn_dim":128,"n_layers":1,"n_heads":4,"n_kv_heads":2,"vocab_size":1152921504606846976,"norm_eps":1e-5,"rope_theta":10000.0}"#).unwrap();
+    std::fs::write(
+        &huge_vocab,
+        r#"{"name":"v","dim":64,"ffn_dim":128,"n_layers":1,"n_heads":4,"n_kv_heads":2,"vocab_size":1152921504606846976,"norm_eps":1e-5,"rope_theta":10000.0}"#,
+    )
+    .unwrap();
     let tokens = path("tokens.bin");
     std::fs::write(&tokens, (0..1000u32).flat_map(|t| (t % 100).to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     let existing_dir = path("a-directory");

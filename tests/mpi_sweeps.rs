@@ -16,8 +16,28 @@ fn sweeps_verify_at_2_3_and_4_ranks_and_the_file_reads_back() {
         let out = dir.join("sweep.h5");
         let r = mpirun(
             ranks,
-            &["--backend", "mpi", "-b", "8", "-e", "256K", "-f", "8", "-d", "float,bfloat16,int8,f8e4m3", "-o", "all",
-              "-n", "3", "-w", "1", "-c", "2", "--out", out.to_str().unwrap()],
+            &[
+                "--backend",
+                "mpi",
+                "-b",
+                "8",
+                "-e",
+                "256K",
+                "-f",
+                "8",
+                "-d",
+                "float,bfloat16,int8,f8e4m3",
+                "-o",
+                "all",
+                "-n",
+                "3",
+                "-w",
+                "1",
+                "-c",
+                "2",
+                "--out",
+                out.to_str().unwrap(),
+            ],
             &[],
             LIMIT,
         );
@@ -79,12 +99,8 @@ fn a_wrong_element_on_one_rank_fails_the_run() {
 fn a_stalled_rank_ends_every_rank_within_the_timeout() {
     let dir = tempdir("stall");
     let out = dir.join("s.h5");
-    let r = mpirun(
-        2,
-        &["-b", "1K", "-e", "4K", "--timeout", "2", "--out", out.to_str().unwrap()],
-        &[("H200_MPIBENCH_FAULT", "stall:1")],
-        Duration::from_secs(40),
-    );
+    let r =
+        mpirun(2, &["-b", "1K", "-e", "4K", "--timeout", "2", "--out", out.to_str().unwrap()], &[("H200_MPIBENCH_FAULT", "stall:1")], Duration::from_secs(40));
     assert_ne!(r.code, Some(0));
     assert!(r.stderr.contains("timed out in all_reduce"), "{}", r.stderr);
     assert!(r.elapsed < Duration::from_secs(20), "took {:?}", r.elapsed);

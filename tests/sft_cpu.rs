@@ -54,8 +54,22 @@ fn data_parallel_losses(ranks: usize, stage: u8, accum: usize, bucket: usize) ->
     let out = dir.join("dp.h5");
     let (micro, zero, accum, bucket) = ((8 / ranks / accum).to_string(), stage.to_string(), accum.to_string(), bucket.to_string());
     let args = [
-        "--suite", "sft", "--model", "tiny", "--steps", "12", "--micro-batch", &micro, "--grad-accum", &accum, "--zero", &zero,
-        "--bucket-layers", &bucket, "--out", out.to_str().unwrap(),
+        "--suite",
+        "sft",
+        "--model",
+        "tiny",
+        "--steps",
+        "12",
+        "--micro-batch",
+        &micro,
+        "--grad-accum",
+        &accum,
+        "--zero",
+        &zero,
+        "--bucket-layers",
+        &bucket,
+        "--out",
+        out.to_str().unwrap(),
     ];
     let r = mpirun(ranks, &args, &[], Duration::from_secs(120));
     assert_eq!(r.code, Some(0), "{ranks} ranks: {}{}", r.stdout, r.stderr);

@@ -48,8 +48,7 @@ pub fn choose_path(world: &World, backend: Backend) -> Result<Path, Stop> {
     let mine = match &probe {
         Err(reason) if mixed => Err(format!("{reason}, while {gpu_ranks} other rank(s) have GPUs and NCCL")),
         Err(reason) => Ok(Path::Host { reason: reason.clone() }),
-        Ok(visible) => cuda::gpu_for_local_rank(world.local_rank, world.local_size, *visible)
-            .map(|ordinal| Path::Gpu { ordinal }),
+        Ok(visible) => cuda::gpu_for_local_rank(world.local_rank, world.local_size, *visible).map(|ordinal| Path::Gpu { ordinal }),
     };
     world.agree(mine).map_err(Stop::Agreed)
 }

@@ -7,10 +7,10 @@ use h200_mpibench::cli::{Backend, Cli, SftPlan};
 use h200_mpibench::dist::nccl::NcclComm;
 use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::World;
-use h200_mpibench::zero::planner;
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
+use h200_mpibench::zero::planner;
 use std::time::Duration;
 
 /// This rank's sft plan, or why it cannot do it (the caller agrees over the ranks: the model
@@ -51,7 +51,13 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             Err(format!(
                 "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLASLt and the context), \
                  {:.1} GiB free: would fit with {advice}",
-                m.name, m.n_layers, r.micro_batch, r.seq, gib(plan_bytes), gib(planner::LIBRARY_RESERVE), gib(free)
+                m.name,
+                m.n_layers,
+                r.micro_batch,
+                r.seq,
+                gib(plan_bytes),
+                gib(planner::LIBRARY_RESERVE),
+                gib(free)
             ))
         };
         world.agree(fit).map_err(Stop::Agreed)?;
@@ -77,12 +83,25 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     if world.is_root() {
         println!(
             "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
-            m.name, m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.vocab_size, m.matmul_params() as f64 / 1e9
+            m.name,
+            m.n_layers,
+            m.dim,
+            m.ffn_dim,
+            m.n_heads,
+            m.n_kv_heads,
+            m.vocab_size,
+            m.matmul_params() as f64 / 1e9
         );
         let recompute = if r.recompute { ", activation recompute" } else { "" };
         println!(
             "# seq {}, micro-batch {} × accumulation {} per rank, global batch {} sequences, {} steps ({} warm-up), lr {:.1e}{recompute}",
-            r.seq, r.micro_batch, r.grad_accum, r.micro_batch * r.grad_accum * world.size, r.steps, r.warmup_steps, r.lr
+            r.seq,
+            r.micro_batch,
+            r.grad_accum,
+            r.micro_batch * r.grad_accum * world.size,
+            r.steps,
+            r.warmup_steps,
+            r.lr
         );
     }
     // Steps land in the file as they complete, so a run cut short keeps the ones it finished.
@@ -109,7 +128,14 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         if world.is_root() {
             println!(
                 "step {:>4}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.3} s  {:.0} tokens/s/rank  {:.2} TFLOP/s{mfu}",
-                s.step, r.steps, s.loss, s.lr, s.grad_norm, s.step_s, s.tokens_per_s(), s.model_flops(flops_per_token) / 1e12
+                s.step,
+                r.steps,
+                s.loss,
+                s.lr,
+                s.grad_norm,
+                s.step_s,
+                s.tokens_per_s(),
+                s.model_flops(flops_per_token) / 1e12
             );
         }
         if !s.loss.is_finite() && diverged.is_none() {

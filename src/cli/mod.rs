@@ -3,15 +3,15 @@
 
 pub mod scope;
 
-use crate::model::config::LlamaConfig;
 use crate::dist::collective::Collective;
-use crate::train::data::{Source, PHRASE};
-use crate::train::run_config::RunConfig;
+use crate::model::config::LlamaConfig;
 use crate::sweep::dtype::DType;
 use crate::sweep::fault::Fault;
 use crate::sweep::redop::RedOp;
 use crate::sweep::runner::{Aggregate, SweepSettings};
 use crate::sweep::schedule::{parse_size, sizes, Step};
+use crate::train::data::{Source, PHRASE};
+use crate::train::run_config::RunConfig;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -482,7 +482,13 @@ mod tests {
         assert_eq!(Cli::try_parse_from(["h200-mpibench", "-b", "8"]).unwrap().suite(), Suite::Nccl);
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft"]).unwrap();
         assert_eq!(cli.sft.plan("tiny", 1).unwrap().model.name, "tiny");
-        for bad in [vec!["--layers", "0"], vec!["--seq", "0"], vec!["--model", "/no/such.json"], vec!["--steps", "3", "--warmup-steps", "3"], vec!["--data", "/no/such/tokens.bin"]] {
+        for bad in [
+            vec!["--layers", "0"],
+            vec!["--seq", "0"],
+            vec!["--model", "/no/such.json"],
+            vec!["--steps", "3", "--warmup-steps", "3"],
+            vec!["--data", "/no/such/tokens.bin"],
+        ] {
             let mut argv = vec!["h200-mpibench", "--suite", "sft"];
             argv.extend(bad.iter().copied());
             assert!(Cli::try_parse_from(argv).unwrap().sft.plan("tiny", 1).is_err(), "{bad:?}");

@@ -16,11 +16,8 @@ pub enum RunKind {
 
 /// The flags given on the command line (not defaults), by clap id, the subcommand's included.
 pub fn given(matches: &ArgMatches) -> Vec<String> {
-    let mut ids: Vec<String> = matches
-        .ids()
-        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-        .map(|id| id.to_string())
-        .collect();
+    let mut ids: Vec<String> =
+        matches.ids().filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine)).map(|id| id.to_string()).collect();
     if let Some((_, sub)) = matches.subcommand() {
         ids.extend(given(sub));
     }
@@ -57,9 +54,7 @@ pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
                 Some(format!("--{id}: plan prints its table and writes no results file"))
             }
             (RunKind::Plan, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{id} does not apply to plan")),
-            (RunKind::Selftest, None, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
-                Some(format!("--{id} does not apply to selftest"))
-            }
+            (RunKind::Selftest, None, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{id} does not apply to selftest")),
             _ => None,
         };
         if let Some(refusal) = refusal {

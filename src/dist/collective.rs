@@ -37,14 +37,8 @@ impl Counts {
 }
 
 impl Collective {
-    pub const ALL: [Collective; 6] = [
-        Collective::AllReduce,
-        Collective::ReduceScatter,
-        Collective::AllGather,
-        Collective::Broadcast,
-        Collective::AllToAll,
-        Collective::SendRecv,
-    ];
+    pub const ALL: [Collective; 6] =
+        [Collective::AllReduce, Collective::ReduceScatter, Collective::AllGather, Collective::Broadcast, Collective::AllToAll, Collective::SendRecv];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -79,20 +73,8 @@ impl Collective {
         let same = |c| Counts { send: c, recv: c, param: c, send_inplace_offset: 0, recv_inplace_offset: 0 };
         match self {
             Collective::AllReduce | Collective::Broadcast | Collective::SendRecv => same(count),
-            Collective::ReduceScatter => Counts {
-                send: block * ranks,
-                recv: block,
-                param: block,
-                send_inplace_offset: 0,
-                recv_inplace_offset: block,
-            },
-            Collective::AllGather => Counts {
-                send: block,
-                recv: block * ranks,
-                param: block,
-                send_inplace_offset: block,
-                recv_inplace_offset: 0,
-            },
+            Collective::ReduceScatter => Counts { send: block * ranks, recv: block, param: block, send_inplace_offset: 0, recv_inplace_offset: block },
+            Collective::AllGather => Counts { send: block, recv: block * ranks, param: block, send_inplace_offset: block, recv_inplace_offset: 0 },
             Collective::AllToAll => Counts { param: block, ..same(block * ranks) },
         }
     }
@@ -101,9 +83,7 @@ impl Collective {
     pub fn algbw_gbs(self, param: usize, elem_size: usize, ranks: usize, seconds: f64) -> f64 {
         let bytes = match self {
             Collective::AllReduce | Collective::Broadcast | Collective::SendRecv => param * elem_size,
-            Collective::ReduceScatter | Collective::AllGather | Collective::AllToAll => {
-                param * elem_size * ranks
-            }
+            Collective::ReduceScatter | Collective::AllGather | Collective::AllToAll => param * elem_size * ranks,
         };
         bytes as f64 / 1.0e9 / seconds
     }
@@ -140,13 +120,10 @@ impl FromStr for Collective {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let wanted = s.to_ascii_lowercase().replace('-', "_");
-        Collective::ALL
-            .into_iter()
-            .find(|c| c.name() == wanted || c.name().replace('_', "") == wanted)
-            .ok_or_else(|| {
-                let names: Vec<_> = Collective::ALL.iter().map(|c| c.name()).collect();
-                format!("unknown collective '{s}' (one of: {})", names.join(", "))
-            })
+        Collective::ALL.into_iter().find(|c| c.name() == wanted || c.name().replace('_', "") == wanted).ok_or_else(|| {
+            let names: Vec<_> = Collective::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown collective '{s}' (one of: {})", names.join(", "))
+        })
     }
 }
 

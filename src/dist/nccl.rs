@@ -52,11 +52,7 @@ impl NcclComm {
     /// Collective over the world; the caller has bound this rank's GPU to the thread.
     pub fn bootstrap(world: &World, watchdog: &Watchdog, timeout: Duration) -> Result<NcclComm> {
         let mut id = sys::ncclUniqueId { internal: [0; 128] };
-        let made = if world.is_root() {
-            check(unsafe { sys::ncclGetUniqueId(&mut id) }, "ncclGetUniqueId", None).map_err(|e| e.to_string())
-        } else {
-            Ok(())
-        };
+        let made = if world.is_root() { check(unsafe { sys::ncclGetUniqueId(&mut id) }, "ncclGetUniqueId", None).map_err(|e| e.to_string()) } else { Ok(()) };
         world.agree(made).map_err(anyhow::Error::msg)?;
         let bytes: &mut [u8; 128] = unsafe { &mut *(id.internal.as_mut_ptr() as *mut [u8; 128]) };
         world.broadcast_from_root(bytes);

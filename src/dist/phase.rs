@@ -14,5 +14,9 @@ pub fn set(phase: &str) {
 /// The phase last set ("start-up" before any).
 pub fn current() -> String {
     let p = PHASE.lock().unwrap_or_else(|e| e.into_inner());
-    if p.is_empty() { "start-up".to_string() } else { p.clone() }
+    if p.is_empty() {
+        "start-up".to_string()
+    } else {
+        p.clone()
+    }
 }

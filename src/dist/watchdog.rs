@@ -28,13 +28,8 @@ const POLL: Duration = Duration::from_millis(50);
 
 impl Watchdog {
     pub fn start(who: String) -> Watchdog {
-        let shared = Arc::new(Shared {
-            deadline_ms: AtomicU64::new(0),
-            checks: Mutex::new(Vec::new()),
-            on_fire: Mutex::new(Vec::new()),
-            start: Instant::now(),
-            who,
-        });
+        let shared =
+            Arc::new(Shared { deadline_ms: AtomicU64::new(0), checks: Mutex::new(Vec::new()), on_fire: Mutex::new(Vec::new()), start: Instant::now(), who });
         let watched = shared.clone();
         std::thread::Builder::new()
             .name("watchdog".into())

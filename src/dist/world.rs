@@ -19,24 +19,15 @@ pub struct World {
 impl World {
     /// Starts MPI (also as a singleton without mpirun). Threads may call MPI_Abort (watchdog).
     pub fn init() -> World {
-        let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
-            .unwrap_or_else(|| {
-                print_line("h200-mpibench: error: MPI was already initialised");
-                std::process::exit(1)
-            });
+        let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Multiple).unwrap_or_else(|| {
+            print_line("h200-mpibench: error: MPI was already initialised");
+            std::process::exit(1)
+        });
         let comm = universe.world();
         let rank = comm.rank() as usize;
         let local = comm.split_shared(rank as i32);
         let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown-host".into());
-        World {
-            rank,
-            size: comm.size() as usize,
-            local_rank: local.rank() as usize,
-            local_size: local.size() as usize,
-            host,
-            comm,
-            _universe: universe,
-        }
+        World { rank, size: comm.size() as usize, local_rank: local.rank() as usize, local_size: local.size() as usize, host, comm, _universe: universe }
     }
 
     pub fn comm(&self) -> &SimpleCommunicator {
@@ -93,11 +84,7 @@ impl World {
         padded.resize(width, 0);
         let mut all = vec![0u8; width * self.size];
         self.comm.all_gather_into(&padded[..], &mut all[..]);
-        all.chunks(width.max(1))
-            .zip(&lens)
-            .map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned())
-            .take(self.size)
-            .collect()
+        all.chunks(width.max(1)).zip(&lens).map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned()).take(self.size).collect()
     }
 
     pub fn sum_u64(&self, x: u64) -> u64 {
@@ -117,9 +104,7 @@ impl World {
     }
 
     pub fn mpi_library_version() -> String {
-        mpi::environment::library_version()
-            .map(|v| v.split('\0').next().unwrap_or("").lines().next().unwrap_or("").trim().to_string())
-            .unwrap_or_default()
+        mpi::environment::library_version().map(|v| v.split('\0').next().unwrap_or("").lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
     }
 }
 

@@ -34,12 +34,10 @@ impl LlamaConfig {
         let short = name_or_path.trim_start_matches("llama2-");
         let text = match PRESETS.iter().find(|(n, _)| *n == short) {
             Some((_, json)) => json.to_string(),
-            None => std::fs::read_to_string(name_or_path).map_err(|e| {
-                format!("--model {name_or_path}: not a preset (7b, 13b, 70b, tiny) and not a readable file: {e}")
-            })?,
+            None => std::fs::read_to_string(name_or_path)
+                .map_err(|e| format!("--model {name_or_path}: not a preset (7b, 13b, 70b, tiny) and not a readable file: {e}"))?,
         };
-        let config: LlamaConfig =
-            serde_json::from_str(&text).map_err(|e| format!("--model {name_or_path}: invalid model JSON: {e}"))?;
+        let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| format!("--model {name_or_path}: invalid model JSON: {e}"))?;
         config.validate().map_err(|e| format!("--model {name_or_path}: {e}"))?;
         Ok(config)
     }
@@ -138,8 +136,9 @@ mod tests {
             let e = c.validate().unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty());
         }
-        let dir = std::env::temp_dir().join(format!("cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends, passed or failed.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         let broken = dir.join("broken.json");
         std::fs::write(&broken, "{ \"dim\": 64, ").unwrap();
         assert!(LlamaConfig::load(broken.to_str().unwrap()).unwrap_err().contains("invalid model JSON"));

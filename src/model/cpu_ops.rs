@@ -171,7 +171,8 @@ pub fn forward_backward<T: Real>(config: &LlamaConfig, params: &[T], grads: &mut
     let (batch, seq, tokens, labels) = (b.batch, b.seq, b.tokens, b.labels);
     let model = Llama { config: config.clone(), layout: Layout::new(config), batch, seq, recompute: false };
     let input = PlanInput { model: config.clone(), ranks: 1, stage: 0, micro_batch: batch, grad_accum: 1, seq, recompute: false, bucket_layers: 1 };
-    let table: Vec<BufferSpec> = step_buffers(&input, Step::Cpu).into_iter().filter(|b| matches!(b.category, Category::Activations | Category::Workspace)).collect();
+    let table: Vec<BufferSpec> =
+        step_buffers(&input, Step::Cpu).into_iter().filter(|b| matches!(b.category, Category::Activations | Category::Workspace)).collect();
     let mut all = Allocated::new(&table, |spec| Ok(host_buffer::<T>(spec)))?;
     let acts = Activations::take(&mut all, config.n_layers, false)?;
     all.finish()?;

@@ -78,7 +78,13 @@ impl LlamaOps for GpuOps<'_, '_> {
         self.ops.attention_forward(h(o), f(lse), Qkv { q: h(q), k: h(k), v: h(v) }, s)
     }
 
-    fn attention_backward(&self, [dq, dk, dv]: [&DeviceBuffer; 3], [d_o, delta]: [&DeviceBuffer; 2], [q, k, v, o, lse]: [&DeviceBuffer; 5], s: Shape) -> Result<()> {
+    fn attention_backward(
+        &self,
+        [dq, dk, dv]: [&DeviceBuffer; 3],
+        [d_o, delta]: [&DeviceBuffer; 2],
+        [q, k, v, o, lse]: [&DeviceBuffer; 5],
+        s: Shape,
+    ) -> Result<()> {
         let saved = Saved { qkv: Qkv { q: h(q), k: h(k), v: h(v) }, o: h(o), lse: f(lse) };
         self.ops.attention_backward(Qkv { q: h(dq), k: h(dk), v: h(dv) }, h(d_o), saved, f(delta), s)
     }

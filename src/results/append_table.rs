@@ -166,8 +166,9 @@ mod tests {
 
     #[test]
     fn rows_reach_the_file_in_batches_and_read_back() {
-        let dir = std::env::temp_dir().join(format!("append-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends, passed or failed.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         let file = hdf5::File::create(dir.join("t.h5")).unwrap();
         let g = file.create_group("g").unwrap();
         let t = AppendTable::create(&file, &g, &[("step", Kind::U64), ("loss", Kind::F64), ("op", Kind::Text), ("ok", Kind::U8)]).unwrap();

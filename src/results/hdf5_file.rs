@@ -117,9 +117,7 @@ impl ResultsFile {
         put_str(&g, "aggregate", settings.aggregate)?;
         put_str(&g, "engine", settings.engine)?;
 
-        let col = |f: &dyn Fn(&crate::sweep::runner::Measurement) -> f64| -> Vec<f64> {
-            s.rows.iter().map(f).collect()
-        };
+        let col = |f: &dyn Fn(&crate::sweep::runner::Measurement) -> f64| -> Vec<f64> { s.rows.iter().map(f).collect() };
         put_column(&g, "bytes", &s.rows.iter().map(|r| r.bytes as u64).collect::<Vec<_>>())?;
         put_column(&g, "count", &s.rows.iter().map(|r| r.count as u64).collect::<Vec<_>>())?;
         put_column(&g, "in_place", &s.rows.iter().map(|r| r.in_place as u8).collect::<Vec<_>>())?;
@@ -136,8 +134,7 @@ impl ResultsFile {
         g.new_dataset_builder().with_data(&per_rank).create("rank_time_us")?;
         let launches = s.launches_per_row();
         let raw: Vec<f64> = s.rows.iter().flat_map(|r| r.iteration_us.iter().copied()).collect();
-        let raw = ndarray::Array3::from_shape_vec((s.rows.len(), s.ranks, launches), raw)
-            .context("per-iteration times have uneven lengths")?;
+        let raw = ndarray::Array3::from_shape_vec((s.rows.len(), s.ranks, launches), raw).context("per-iteration times have uneven lengths")?;
         g.new_dataset_builder().with_data(&raw).create("iteration_time_us")?;
         self.file.flush()?;
         Ok(())

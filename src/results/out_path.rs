@@ -53,8 +53,9 @@ mod tests {
 
     #[test]
     fn refuses_existing_files_inputs_and_directories() {
-        let dir = std::env::temp_dir().join(format!("out-path-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends, passed or failed.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         let existing = dir.join("old.h5");
         std::fs::write(&existing, b"keep me").unwrap();
         let fresh = dir.join("new.h5");

@@ -50,10 +50,14 @@ impl ResultsFile {
         let g = self.file.create_group("sft")?;
         put_str(&g, "engine", engine)?;
         put_str(&g, "model", &model.name)?;
-        put_str(&g, "model_json", &serde_json::to_string(&serde_json::json!({
-            "dim": model.dim, "ffn_dim": model.ffn_dim, "n_layers": model.n_layers, "n_heads": model.n_heads,
-            "n_kv_heads": model.n_kv_heads, "vocab_size": model.vocab_size, "norm_eps": model.norm_eps, "rope_theta": model.rope_theta,
-        }))?)?;
+        put_str(
+            &g,
+            "model_json",
+            &serde_json::to_string(&serde_json::json!({
+                "dim": model.dim, "ffn_dim": model.ffn_dim, "n_layers": model.n_layers, "n_heads": model.n_heads,
+                "n_kv_heads": model.n_kv_heads, "vocab_size": model.vocab_size, "norm_eps": model.norm_eps, "rope_theta": model.rope_theta,
+            }))?,
+        )?;
         put_str(&g, "run_json", &serde_json::to_string(run)?)?;
         let flops_per_token = model.flops_per_token(run.seq);
         put_num(&g, "matmul_params", model.matmul_params() as u64)?;
@@ -71,14 +75,8 @@ impl ResultsFile {
     pub fn begin_selftest(&self, seed: u64) -> Result<SelftestLog> {
         let group = self.file.create_group("selftest")?;
         put_num(&group, "seed", seed)?;
-        let columns = [
-            ("op", Kind::Text),
-            ("shape", Kind::Text),
-            ("rel_err", Kind::F64),
-            ("max_abs_err", Kind::F64),
-            ("tolerance", Kind::F64),
-            ("passed", Kind::U8),
-        ];
+        let columns =
+            [("op", Kind::Text), ("shape", Kind::Text), ("rel_err", Kind::F64), ("max_abs_err", Kind::F64), ("tolerance", Kind::F64), ("passed", Kind::U8)];
         let checks = self.table(&group, &columns)?;
         Ok(SelftestLog { group, checks })
     }

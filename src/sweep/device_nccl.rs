@@ -2,13 +2,13 @@
 //! launches for per-iteration times, optional CUDA-graph replay (-G), and the fill/verify
 //! kernels of kernels/fill_verify.cu for exact checking on the device.
 
-use crate::dist::collective::Collective;
 use super::dtype::{DType, Encoding};
 use super::engine::{Buffer, Engine, Launch, Region, Timing};
 use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
 use crate::backend::cuda::kernels::FillVerify;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
+use crate::dist::collective::Collective;
 use crate::dist::nccl::{check, NcclComm};
 use crate::dist::world::World;
 use anyhow::{bail, Result};
@@ -69,15 +69,7 @@ pub struct NcclEngine<'w> {
 
 impl<'w> NcclEngine<'w> {
     pub fn new(world: &'w World, gpu: &'w Gpu, comm: &'w NcclComm) -> Result<Self> {
-        Ok(NcclEngine {
-            kernels: FillVerify::load(gpu)?,
-            wrong: gpu.alloc(8)?,
-            world,
-            gpu,
-            comm,
-            send: None,
-            recv: None,
-        })
+        Ok(NcclEngine { kernels: FillVerify::load(gpu)?, wrong: gpu.alloc(8)?, world, gpu, comm, send: None, recv: None })
     }
 
     /// Our fill and verify kernels against the CPU reference (pattern.rs) for every dtype and
@@ -101,9 +93,8 @@ impl<'w> NcclEngine<'w> {
                 }
                 // The verify kernel must accept the CPU's expected output and catch one change.
                 let mapping = Mapping::Reduce { offset: 0 };
-                let mut expected: Vec<u8> = (0..COUNT as u64)
-                    .flat_map(|j| dtype.encode(pattern.expected(mapping, j)).to_le_bytes()[..dtype.size()].to_vec())
-                    .collect();
+                let mut expected: Vec<u8> =
+                    (0..COUNT as u64).flat_map(|j| dtype.encode(pattern.expected(mapping, j)).to_le_bytes()[..dtype.size()].to_vec()).collect();
                 for flips in [0u64, 1] {
                     if flips == 1 {
                         expected[dtype.size() * 1234] ^= 1;
@@ -217,8 +208,7 @@ impl Engine for NcclEngine<'_> {
     fn run(&mut self, launch: &Launch, shifts: &[usize], graph_launches: usize, per_launch: bool) -> Result<Timing> {
         let stream = &self.gpu.stream;
         // Without graphs a mark is one launch; with graphs one replay of `shifts.len()` launches.
-        let (marks, launches_per_mark) =
-            if graph_launches > 0 { (graph_launches, shifts.len().max(1)) } else { (shifts.len(), 1) };
+        let (marks, launches_per_mark) = if graph_launches > 0 { (graph_launches, shifts.len().max(1)) } else { (shifts.len(), 1) };
         let events = if per_launch {
             let timing = Some(cu::CUevent_flags::CU_EVENT_DEFAULT);
             (0..=marks).map(|_| self.gpu.ctx.new_event(timing)).collect::<Result<Vec<_>, _>>()?
@@ -256,10 +246,7 @@ impl Engine for NcclEngine<'_> {
         }
         self.gpu.synchronize()?;
         let mean = start.elapsed().as_secs_f64() / (marks * launches_per_mark).max(1) as f64;
-        let per_launch = events
-            .windows(2)
-            .map(|w| Ok(w[0].elapsed_ms(&w[1])? as f64 / 1e3 / launches_per_mark as f64))
-            .collect::<Result<Vec<_>>>()?;
+        let per_launch = events.windows(2).map(|w| Ok(w[0].elapsed_ms(&w[1])? as f64 / 1e3 / launches_per_mark as f64)).collect::<Result<Vec<_>>>()?;
         Ok(Timing { mean, per_launch })
     }
 

@@ -118,9 +118,7 @@ impl DType {
     pub fn encode(self, v: i64) -> u64 {
         match self.encoding() {
             Encoding::Signed | Encoding::Unsigned => (v as u64) & self.mask(),
-            Encoding::Float { exponent_bits, mantissa_bits } => {
-                encode_integer_as_float(v, exponent_bits, mantissa_bits)
-            }
+            Encoding::Float { exponent_bits, mantissa_bits } => encode_integer_as_float(v, exponent_bits, mantissa_bits),
         }
     }
 
@@ -148,9 +146,7 @@ pub fn encode_integer_as_float(v: i64, exponent_bits: u32, mantissa_bits: u32) -
     } else {
         (magnitude << (mantissa_bits - exponent)) & ((1u64 << mantissa_bits) - 1)
     };
-    (sign << (exponent_bits + mantissa_bits))
-        | ((exponent as u64 + bias) << mantissa_bits)
-        | fraction
+    (sign << (exponent_bits + mantissa_bits)) | ((exponent as u64 + bias) << mantissa_bits) | fraction
 }
 
 impl fmt::Display for DType {

@@ -2,10 +2,10 @@
 //! (`device_nccl.rs`) or MPI on host buffers (`host_mpi.rs`). The runner owns the schedule,
 //! timing rules and bookkeeping; an engine only allocates, fills, launches and checks.
 
-use crate::dist::collective::{Collective, Counts};
 use super::dtype::DType;
 use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
+use crate::dist::collective::{Collective, Counts};
 use anyhow::Result;
 
 /// One collective call of a sweep row.

@@ -2,12 +2,12 @@
 //! NCCL). MPI has no 16- or 8-bit floats, so those reduce through a user-defined MPI_Op that
 //! rounds each partial result to the element type, as a GPU reduction does.
 
-use crate::dist::collective::Collective;
 use super::dtype::DType;
 use super::engine::{Buffer, Engine, Launch, Region, Timing};
 use super::minifloat::Fp8;
 use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
+use crate::dist::collective::Collective;
 use crate::dist::world::World;
 use anyhow::{ensure, Result};
 use mpi::ffi;
@@ -93,16 +93,12 @@ impl<'w> HostMpiEngine<'w> {
             }
             send = staged.as_mut_ptr() as *mut c_void;
         }
-        let count = |c: usize| -> Result<c_int> {
-            c_int::try_from(c).map_err(|_| anyhow::anyhow!("the MPI host path takes at most 2^31-1 elements per call"))
-        };
+        let count = |c: usize| -> Result<c_int> { c_int::try_from(c).map_err(|_| anyhow::anyhow!("the MPI host path takes at most 2^31-1 elements per call")) };
         IN_FLIGHT.with(|f| f.set((l.dtype, l.op)));
         let status = unsafe {
             match l.collective {
                 Collective::AllReduce => ffi::MPI_Allreduce(send, recv, count(l.counts.param)?, dt, op, comm),
-                Collective::ReduceScatter => {
-                    ffi::MPI_Reduce_scatter_block(send, recv, count(l.counts.param)?, dt, op, comm)
-                }
+                Collective::ReduceScatter => ffi::MPI_Reduce_scatter_block(send, recv, count(l.counts.param)?, dt, op, comm),
                 Collective::AllGather => {
                     let c = count(l.counts.param)?;
                     ffi::MPI_Allgather(send, c, dt, recv, c, dt, comm)
@@ -228,12 +224,7 @@ fn read_element(bytes: &[u8]) -> u64 {
 }
 
 /// Element-wise `combine(inout, in)` on 16- and 8-bit floats, rounding like the GPU does.
-unsafe extern "C" fn reduce_small_floats(
-    input: *mut c_void,
-    inout: *mut c_void,
-    len: *mut c_int,
-    _datatype: *mut ffi::MPI_Datatype,
-) {
+unsafe extern "C" fn reduce_small_floats(input: *mut c_void, inout: *mut c_void, len: *mut c_int, _datatype: *mut ffi::MPI_Datatype) {
     let (dtype, op) = IN_FLIGHT.with(|f| f.get());
     let Some((decode, encode)) = small_float(dtype) else { return };
     let size = dtype.size();
@@ -279,11 +270,7 @@ fn divide_elements(dtype: DType, bytes: &mut [u8], n: i64) {
             super::dtype::Encoding::Signed => ((raw << (64 - bits)) as i64) >> (64 - bits),
             _ => raw as i64,
         };
-        let q = if dtype.encoding() == super::dtype::Encoding::Unsigned {
-            ((raw as u128) / n as u128) as u64
-        } else {
-            (value / n) as u64
-        };
+        let q = if dtype.encoding() == super::dtype::Encoding::Unsigned { ((raw as u128) / n as u128) as u64 } else { (value / n) as u64 };
         element.copy_from_slice(&q.to_le_bytes()[..size]);
     }
 }

@@ -30,13 +30,7 @@ pub fn largest_buffer(plan: &SweepPlan, ranks: usize) -> usize {
 }
 
 /// Runs the whole plan; returns the wrong elements found over all series and ranks.
-pub fn run_all(
-    world: &World,
-    engine: &mut dyn Engine,
-    plan: &SweepPlan,
-    watchdog: &Watchdog,
-    results: Option<&ResultsFile>,
-) -> Result<u64> {
+pub fn run_all(world: &World, engine: &mut dyn Engine, plan: &SweepPlan, watchdog: &Watchdog, results: Option<&ResultsFile>) -> Result<u64> {
     let s = &plan.settings;
     let engine_name = engine.name();
     let recorded = SeriesSettings {

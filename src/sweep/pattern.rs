@@ -4,9 +4,9 @@
 //! hash, so no expected buffer is needed. kernels/fill_verify.cu implements the same
 //! arithmetic on the GPU; `selftest`-style checks at sweep start compare the two.
 
-use crate::dist::collective::{Collective, Counts};
 use super::dtype::{DType, Encoding};
 use super::redop::RedOp;
+use crate::dist::collective::{Collective, Counts};
 use rayon::prelude::*;
 
 /// Values never exceed this magnitude, so that misplaced elements differ with high probability
@@ -43,9 +43,7 @@ impl Mapping {
             Collective::AllReduce => Mapping::Reduce { offset: 0 },
             Collective::ReduceScatter => Mapping::Reduce { offset: rank * counts.param },
             Collective::AllGather => Mapping::Gather { block: counts.param.max(1) },
-            Collective::AllToAll => {
-                Mapping::AllToAll { block: counts.param.max(1), offset: rank * counts.param }
-            }
+            Collective::AllToAll => Mapping::AllToAll { block: counts.param.max(1), offset: rank * counts.param },
             Collective::Broadcast => Mapping::Copy { source: root },
             Collective::SendRecv => Mapping::Copy { source: (rank + ranks - 1) % ranks },
         }
@@ -110,9 +108,7 @@ impl Pattern {
         match mapping {
             Mapping::Reduce { offset } => {
                 let index = offset as u64 + j;
-                let total = (1..self.ranks).fold(self.value(0, index), |acc, s| {
-                    self.op.combine(acc, self.value(s, index))
-                });
+                let total = (1..self.ranks).fold(self.value(0, index), |acc, s| self.op.combine(acc, self.value(s, index)));
                 if self.op == RedOp::Avg {
                     total / self.ranks as i64 // exact for floats by construction, truncating for integers
                 } else {
@@ -199,19 +195,14 @@ mod tests {
                     let p = Pattern { dtype, op, ranks, seed: 42 };
                     let forward: Vec<usize> = (0..ranks).collect();
                     let backward: Vec<usize> = (0..ranks).rev().collect();
-                    let interleaved: Vec<usize> =
-                        (0..ranks).step_by(2).chain((1..ranks).step_by(2)).collect();
+                    let interleaved: Vec<usize> = (0..ranks).step_by(2).chain((1..ranks).step_by(2)).collect();
                     for index in 0..200u64 {
                         let want = p.dtype.encode(p.expected(Mapping::Reduce { offset: 0 }, index));
                         for order in [&forward, &backward, &interleaved] {
                             if op == RedOp::Avg && ranks > p.dtype.exact_capacity() as usize {
                                 continue; // documented limit: avg over more ranks than exact integers
                             }
-                            assert_eq!(
-                                reduce_in_dtype_any_order(&p, index, order),
-                                want,
-                                "{dtype} {op} ranks {ranks} index {index}"
-                            );
+                            assert_eq!(reduce_in_dtype_any_order(&p, index, order), want, "{dtype} {op} ranks {ranks} index {index}");
                         }
                     }
                 }

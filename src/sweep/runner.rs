@@ -3,12 +3,12 @@
 //! `-n` launches walking through the buffers, times averaged over ranks per `-a`, then `-c`
 //! checks on fresh pattern data, wrong elements summed over ranks.
 
-use crate::dist::collective::Collective;
 use super::dtype::DType;
 use super::engine::{Engine, Launch};
 use super::fault::Fault;
 use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
+use crate::dist::collective::Collective;
 use crate::dist::watchdog::Watchdog;
 use crate::dist::world::World;
 use anyhow::{Context, Result};
@@ -88,23 +88,11 @@ pub struct Sweep<'a> {
 
 impl Sweep<'_> {
     /// Runs every size of one series; `on_row` sees each measurement as it completes.
-    pub fn run_series(
-        &mut self,
-        collective: Collective,
-        dtype: DType,
-        op: RedOp,
-        on_row: &mut dyn FnMut(&Measurement),
-    ) -> Result<Series> {
+    pub fn run_series(&mut self, collective: Collective, dtype: DType, op: RedOp, on_row: &mut dyn FnMut(&Measurement)) -> Result<Series> {
         let ranks = self.world.size;
         let s = self.settings;
-        let launch_at = |bytes: usize, in_place: bool| Launch {
-            collective,
-            dtype,
-            op,
-            root: s.root,
-            counts: collective.counts(bytes, dtype.size(), ranks),
-            in_place,
-        };
+        let launch_at =
+            |bytes: usize, in_place: bool| Launch { collective, dtype, op, root: s.root, counts: collective.counts(bytes, dtype.size(), ranks), in_place };
         let capacity = capacity(collective, dtype, &s.sizes, ranks);
         tracing::debug!(%collective, %dtype, %op, capacity, "series start");
         self.engine.allocate(capacity.max(1))?;
@@ -124,22 +112,13 @@ impl Sweep<'_> {
                 let launch = launch_at(bytes, in_place);
                 self.watch(&format!("{collective} {dtype} {bytes} B"));
                 let place = if in_place { "in-place" } else { "out-of-place" };
-                let row = self
-                    .measure(&launch, capacity)
-                    .with_context(|| format!("{collective} {dtype} {op} {place} at {bytes} B"))?;
+                let row = self.measure(&launch, capacity).with_context(|| format!("{collective} {dtype} {op} {place} at {bytes} B"))?;
                 on_row(&row);
                 rows.push(row);
             }
         }
         self.watchdog.disarm();
-        Ok(Series {
-            collective,
-            dtype,
-            op: collective.reduces().then_some(op),
-            root: collective.has_root().then_some(s.root),
-            ranks,
-            rows,
-        })
+        Ok(Series { collective, dtype, op: collective.reduces().then_some(op), root: collective.has_root().then_some(s.root), ranks, rows })
     }
 
     fn watch(&self, phase: &str) {
@@ -162,8 +141,7 @@ impl Sweep<'_> {
         // A second batch with a timer per launch, for the distribution (p50, p99).
         world.barrier();
         let sampled = self.engine.run(launch, &batch, s.graph_launches, true)?;
-        let iteration_us: Vec<f64> =
-            world.all_gather_f64(&sampled.per_launch).iter().map(|t| t * 1e6).collect();
+        let iteration_us: Vec<f64> = world.all_gather_f64(&sampled.per_launch).iter().map(|t| t * 1e6).collect();
         let (min, max) = means.iter().fold((f64::MAX, 0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
         let avg = means.iter().sum::<f64>() / means.len() as f64;
         let reported = match s.aggregate {

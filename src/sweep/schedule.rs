@@ -10,15 +10,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
         _ => (t, 1),
     };
-    let value: usize = digits
-        .parse()
-        .map_err(|_| format!("invalid size '{text}' (expected bytes, optionally with K, M or G)"))?;
+    let value: usize = digits.parse().map_err(|_| format!("invalid size '{text}' (expected bytes, optionally with K, M or G)"))?;
     if value == 0 {
         return Err(format!("invalid size '{text}': must be at least 1 byte"));
     }
-    value
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("invalid size '{text}': too large"))
+    value.checked_mul(multiplier).ok_or_else(|| format!("invalid size '{text}': too large"))
 }
 
 /// How sizes grow from one row to the next.

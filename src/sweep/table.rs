@@ -3,10 +3,7 @@
 use super::runner::Measurement;
 
 pub fn header() -> String {
-    let h1 = format!(
-        "# {:>10}  {:>12}  {:>8}  {:>6}  {:>6}  {:^31}  {:^31}",
-        "", "", "", "", "", "out-of-place", "in-place"
-    );
+    let h1 = format!("# {:>10}  {:>12}  {:>8}  {:>6}  {:>6}  {:^31}  {:^31}", "", "", "", "", "", "out-of-place", "in-place");
     let h2 = format!(
         "# {:>10}  {:>12}  {:>8}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}  {:>6}  {:>6}",
         "size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong"

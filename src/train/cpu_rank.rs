@@ -3,16 +3,16 @@
 //! (zero/buffers.rs): whole weights and gradients, or the two unit slots of stages 2-3, so a
 //! schedule that computes on a unit out of place stops as it would on the GPU.
 
-use crate::dist::ranks::Ranks;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::{global_norm, AdamW};
+use crate::dist::collective::Collective;
+use crate::dist::ranks::Ranks;
 use crate::model::cpu_ops::{host_buffer, CpuOps, HostBuf};
 use crate::model::init::{initialise, initialise_range};
 use crate::model::llama::{Activations, Llama};
 use crate::zero::buffers::{slot_gradients, step_buffers, Allocated, Step};
 use crate::zero::places::UnitStore;
 use crate::zero::schedule::{self, Piece, UnitWork};
-use crate::dist::collective::Collective;
 use crate::zero::stage::Shards;
 use anyhow::Result;
 use std::cell::Ref;

@@ -4,11 +4,11 @@
 
 use super::cpu_rank::{CpuRank, MicroBatch};
 use super::data::Source;
-use crate::dist::ranks::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use super::step_loop::{self, StepCosts, StepEngine};
 use crate::backend::cpu::adamw::AdamW;
+use crate::dist::ranks::Ranks;
 use crate::model::config::LlamaConfig;
 use crate::model::layout::Layout;
 use crate::model::llama::Llama;
@@ -20,7 +20,14 @@ use std::time::Instant;
 
 /// Trains `run.steps` steps from the seeded initialisation (`seed`) on this rank's share of
 /// each global batch; `on_step` sees each record (loss: mean over ranks) as it lands.
-pub fn train(config: &LlamaConfig, run: &RunConfig, seed: u64, data: &Source, ranks: &dyn Ranks, on_step: &mut dyn FnMut(&StepRecord)) -> Result<Vec<StepRecord>> {
+pub fn train(
+    config: &LlamaConfig,
+    run: &RunConfig,
+    seed: u64,
+    data: &Source,
+    ranks: &dyn Ranks,
+    on_step: &mut dyn FnMut(&StepRecord),
+) -> Result<Vec<StepRecord>> {
     let layout = Layout::sharded(config, ranks.count(), run.bucket_layers);
     let shards = Shards::new(&layout, ranks.count(), ranks.rank(), run.zero);
     let model = Llama { config: config.clone(), layout, batch: run.micro_batch, seq: run.seq, recompute: run.recompute };
@@ -74,7 +81,13 @@ impl StepEngine for CpuEngine<'_> {
 
     fn end_step(&mut self) -> Result<StepCosts> {
         let comm_s = self.rank.comm_s - self.comm_at_start.0;
-        Ok(StepCosts { comm_s, comm_busy_s: comm_s, comm_bytes: self.rank.comm_bytes - self.comm_at_start.1, peak_memory_bytes: peak_rss_bytes(), ..self.costs })
+        Ok(StepCosts {
+            comm_s,
+            comm_busy_s: comm_s,
+            comm_bytes: self.rank.comm_bytes - self.comm_at_start.1,
+            peak_memory_bytes: peak_rss_bytes(),
+            ..self.costs
+        })
     }
 }
 
@@ -140,7 +153,10 @@ mod tests {
                 let got = losses(&run);
                 let want = if grad_accum == 1 { want.clone() } else { losses(&RunConfig { grad_accum, ..base.clone() }) };
                 for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-6 * w.abs(), "ZeRO-{zero} recompute {recompute} bucket {bucket_layers} accum {grad_accum}: {got:?} vs {want:?}");
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.abs(),
+                        "ZeRO-{zero} recompute {recompute} bucket {bucket_layers} accum {grad_accum}: {got:?} vs {want:?}"
+                    );
                 }
             }
         }

@@ -16,7 +16,9 @@ const MAX_DATA_BYTES: u64 = 4 << 30;
 
 /// Where micro-batches come from.
 pub enum Source {
-    Synthetic { seed: u64 },
+    Synthetic {
+        seed: u64,
+    },
     /// Token ids (little-endian u32, as written by any tokenizer script): sample i is the
     /// `seq` + 1 tokens from position i·seq (wrapping), every next-token label counted.
     Tokens(Vec<u32>),
@@ -91,8 +93,9 @@ mod tests {
 
     #[test]
     fn token_files_are_checked_and_sampled() {
-        let dir = std::env::temp_dir().join(format!("data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends, passed or failed.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         let path = dir.join("tokens.bin");
         let ids: Vec<u32> = (0..100).map(|i| i % 50).collect();
         std::fs::write(&path, ids.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>()).unwrap();

@@ -20,9 +20,7 @@ mod tests {
         let run = |mb, acc| RunConfig { micro_batch: mb, grad_accum: acc, ..RunConfig::defaults_for("tiny") };
         // One rank with 4 × 2 and two ranks with 2 × 2 each cover samples 8..16 of step 2.
         let one: Vec<u64> = (0..2).flat_map(|m| (0..4).map(move |i| first_sample(&run(4, 2), 2, m, 0, 1) + i)).collect();
-        let mut two: Vec<u64> = (0..2)
-            .flat_map(|r| (0..2).flat_map(move |m| (0..2).map(move |i| first_sample(&run(2, 2), 2, m, r, 2) + i)))
-            .collect();
+        let mut two: Vec<u64> = (0..2).flat_map(|r| (0..2).flat_map(move |m| (0..2).map(move |i| first_sample(&run(2, 2), 2, m, r, 2) + i))).collect();
         two.sort();
         assert_eq!(one, (8..16).collect::<Vec<_>>());
         assert_eq!(two, one);

@@ -2,7 +2,6 @@
 //! NCCL, phase times from CUDA events on the compute stream.
 
 use super::data::Source;
-use crate::dist::ranks::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use super::step_loop::{self, StepCosts, StepEngine};
@@ -10,6 +9,7 @@ use crate::backend::cpu::adamw::AdamW;
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::backend::cuda::Gpu;
 use crate::dist::nccl::NcclComm;
+use crate::dist::ranks::Ranks;
 use crate::model::config::LlamaConfig;
 use crate::model::gpu_model::GpuModel;
 use crate::model::layout::Layout;
@@ -36,7 +36,8 @@ pub fn train(
     profile: bool,
     on_step: &mut dyn FnMut(&StepRecord),
 ) -> Result<(Vec<StepRecord>, Option<StepProfile>)> {
-    let mut engine = GpuEngine { gpu, model, profiled_step: profile.then_some(run.steps), step: 0, micro_marks: Vec::new(), optimizer_marks: None, profile: None };
+    let mut engine =
+        GpuEngine { gpu, model, profiled_step: profile.then_some(run.steps), step: 0, micro_marks: Vec::new(), optimizer_marks: None, profile: None };
     let records = step_loop::train(&mut engine, run, model.llama.config.vocab_size, data, ranks, on_step)?;
     // The profiled step is the last: its op times beside its wall time.
     let profile = engine.profile.map(|p| StepProfile { step_ms: records.last().map_or(0.0, |r| r.step_s * 1e3), ..p });

@@ -62,7 +62,13 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        let sizes = [("--seq", self.seq), ("--micro-batch", self.micro_batch), ("--grad-accum", self.grad_accum), ("--steps", self.steps), ("--bucket-layers", self.bucket_layers)];
+        let sizes = [
+            ("--seq", self.seq),
+            ("--micro-batch", self.micro_batch),
+            ("--grad-accum", self.grad_accum),
+            ("--steps", self.steps),
+            ("--bucket-layers", self.bucket_layers),
+        ];
         for (name, v) in sizes {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));

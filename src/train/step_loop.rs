@@ -5,10 +5,10 @@
 
 use super::data::Source;
 use super::data_parallel::first_sample;
-use crate::dist::ranks::Ranks;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::{clip_factor, AdamW};
+use crate::dist::ranks::Ranks;
 use anyhow::Result;
 use std::time::Instant;
 

@@ -231,8 +231,25 @@ mod tests {
     fn the_table_holds_what_the_formulas_plan_with_unique_names() {
         use Category::*;
         for model in ["tiny", "7b", "70b"] {
-            for (ranks, stage, recompute, accum, bucket) in [(1, 0, false, 1, 1), (1, 0, true, 1, 1), (8, 1, false, 2, 1), (8, 2, false, 1, 2), (8, 2, false, 2, 1), (64, 3, true, 1, 2), (16, 3, false, 1, 1)] {
-                let p = PlanInput { model: LlamaConfig::load(model).unwrap(), ranks, stage, micro_batch: 2, grad_accum: accum, seq: 256, recompute, bucket_layers: bucket };
+            for (ranks, stage, recompute, accum, bucket) in [
+                (1, 0, false, 1, 1),
+                (1, 0, true, 1, 1),
+                (8, 1, false, 2, 1),
+                (8, 2, false, 1, 2),
+                (8, 2, false, 2, 1),
+                (64, 3, true, 1, 2),
+                (16, 3, false, 1, 1),
+            ] {
+                let p = PlanInput {
+                    model: LlamaConfig::load(model).unwrap(),
+                    ranks,
+                    stage,
+                    micro_batch: 2,
+                    grad_accum: accum,
+                    seq: 256,
+                    recompute,
+                    bucket_layers: bucket,
+                };
                 let table = step_buffers(&p, Step::Gpu);
                 let sum = |cat: Category| table.iter().filter(|b| b.category == cat).map(|b| b.bytes()).sum::<u64>();
                 let got = [Parameters, Gradients, Optimizer, Activations, Communication, Workspace].map(sum);

@@ -7,5 +7,5 @@ pub mod buffers;
 pub mod partition;
 pub mod places;
 pub mod planner;
-pub mod stage;
 pub mod schedule;
+pub mod stage;

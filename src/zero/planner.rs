@@ -95,12 +95,8 @@ pub fn suggestions(p: &PlanInput, budget: u64) -> Vec<String> {
     if !out.is_empty() {
         return out;
     }
-    let more = |recompute: bool| {
-        (1..=16)
-            .map(|e| 1usize << e)
-            .filter(|&n| n > p.ranks)
-            .find(|&n| fits(&PlanInput { ranks: n, stage: 3, recompute, ..p.clone() }))
-    };
+    let more =
+        |recompute: bool| (1..=16).map(|e| 1usize << e).filter(|&n| n > p.ranks).find(|&n| fits(&PlanInput { ranks: n, stage: 3, recompute, ..p.clone() }));
     let plain = more(p.recompute);
     if let Some(ranks) = plain {
         out.push(format!("ZeRO stage 3 on {ranks} ranks"));

@@ -59,10 +59,7 @@ pub fn gathered_after_update(layout: &Layout, shards: &Shards) -> Range<usize> {
 /// Every piece in forward order with its unit.
 fn pieces(layout: &Layout) -> Vec<(Piece, usize)> {
     let layers = layout.layers.iter().enumerate().map(|(i, lt)| (Piece::Layer(i), lt.wq.unit));
-    std::iter::once((Piece::Embedding, layout.embedding.unit))
-        .chain(layers)
-        .chain(std::iter::once((Piece::Head, layout.lm_head.unit)))
-        .collect()
+    std::iter::once((Piece::Embedding, layout.embedding.unit)).chain(layers).chain(std::iter::once((Piece::Head, layout.lm_head.unit))).collect()
 }
 
 /// The forward: each unit's weights before its first piece, with the next unit's on the way.

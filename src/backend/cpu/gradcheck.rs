@@ -1,10 +1,25 @@
 //! Finite-difference gradient checks for the op tests (f64, central differences).
 
 use crate::sweep::pattern::mix;
+use std::sync::OnceLock;
 
-/// Fresh pseudo-random values in [-1, 1): seeded from the clock, different on every run.
+/// The seed of this test run's inputs: H200_TEST_SEED when set (to replay a failure), else
+/// fresh from the clock; printed once (cargo shows it with a failing test's output).
+pub fn test_seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        let seed = match std::env::var("H200_TEST_SEED") {
+            Ok(s) => s.parse().expect("H200_TEST_SEED is a u64"),
+            Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+        };
+        eprintln!("# test inputs from seed {seed} (the same inputs again: H200_TEST_SEED={seed})");
+        seed
+    })
+}
+
+/// Fresh pseudo-random values in [-1, 1) from this run's seed; `salt` tells the draws apart.
 pub fn random(n: usize, salt: u64) -> Vec<f64> {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let seed = test_seed();
     (0..n as u64).map(|i| (mix(seed, salt, i) >> 11) as f64 / (1u64 << 52) as f64 - 1.0).collect()
 }
 

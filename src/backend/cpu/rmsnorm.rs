@@ -16,15 +16,13 @@ pub fn forward<T: Real>(y: &mut [T], inv_rms: &mut [T], x: &[T], w: &[T], d: usi
 
 /// dx = inv·(dy·w) − inv³·x·mean(dy·w·x); dw += Σ_rows dy·x·inv.
 pub fn backward<T: Real>(dx: &mut [T], dw: &mut [T], dy: &[T], x: &[T], w: &[T], inv_rms: &[T], d: usize) {
-    dx.par_chunks_mut(d).zip(dy.par_chunks(d)).zip(x.par_chunks(d)).zip(inv_rms.par_iter()).for_each(
-        |(((dxr, dyr), xr), &inv)| {
-            let inv = inv.f64();
-            let dot = (0..d).map(|i| dyr[i].f64() * w[i].f64() * xr[i].f64()).sum::<f64>() / d as f64;
-            for i in 0..d {
-                dxr[i] = T::of(inv * dyr[i].f64() * w[i].f64() - inv * inv * inv * xr[i].f64() * dot);
-            }
-        },
-    );
+    dx.par_chunks_mut(d).zip(dy.par_chunks(d)).zip(x.par_chunks(d)).zip(inv_rms.par_iter()).for_each(|(((dxr, dyr), xr), &inv)| {
+        let inv = inv.f64();
+        let dot = (0..d).map(|i| dyr[i].f64() * w[i].f64() * xr[i].f64()).sum::<f64>() / d as f64;
+        for i in 0..d {
+            dxr[i] = T::of(inv * dyr[i].f64() * w[i].f64() - inv * inv * inv * xr[i].f64() * dot);
+        }
+    });
     let rows = x.len() / d;
     for (i, g) in dw.iter_mut().enumerate() {
         let s: f64 = (0..rows).map(|r| dy[r * d + i].f64() * x[r * d + i].f64() * inv_rms[r].f64()).sum();

@@ -71,9 +71,8 @@ impl Inputs {
 
     pub fn take(&mut self, n: usize, scale: f64) -> Input {
         self.next += 1;
-        let bits: Vec<bf16> = (0..n as u64)
-            .map(|i| bf16::from_f64(((mix(self.seed, self.next, i) >> 11) as f64 / (1u64 << 52) as f64 - 1.0) * scale))
-            .collect();
+        let bits: Vec<bf16> =
+            (0..n as u64).map(|i| bf16::from_f64(((mix(self.seed, self.next, i) >> 11) as f64 / (1u64 << 52) as f64 - 1.0) * scale)).collect();
         let values = bits.iter().map(|b| b.to_f64()).collect();
         Input { bits, values }
     }

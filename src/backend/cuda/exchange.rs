@@ -145,9 +145,7 @@ impl<'g> Exchange<'g> {
     pub fn take_cost(&self) -> Result<CommCost> {
         self.stream.synchronize()?;
         self.gpu.synchronize()?;
-        let sum = |pairs: Vec<(CudaEvent, CudaEvent)>| -> Result<f64> {
-            pairs.iter().try_fold(0.0, |total, (a, b)| Ok(total + a.elapsed_ms(b)? as f64 / 1e3))
-        };
+        let sum = |pairs: Vec<(CudaEvent, CudaEvent)>| -> Result<f64> { pairs.iter().try_fold(0.0, |total, (a, b)| Ok(total + a.elapsed_ms(b)? as f64 / 1e3)) };
         Ok(CommCost { exposed_s: sum(self.stalls.take())?, busy_s: sum(self.busy.take())?, bytes: self.bytes.replace(0) })
     }
 }

@@ -126,11 +126,7 @@ impl Plan {
         };
         let mut plan = Plan {
             desc,
-            layouts: [
-                stored(g.a, m, k)?,
-                stored(g.b, k, n)?,
-                layout(if g.c.1 { F32 } else { BF16 }, m, n, g.c.0)?,
-            ],
+            layouts: [stored(g.a, m, k)?, stored(g.b, k, n)?, layout(if g.c.1 { F32 } else { BF16 }, m, n, g.c.0)?],
             candidates: Vec::new(),
             trials: Vec::new(),
             chosen: None,

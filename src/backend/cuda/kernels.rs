@@ -93,11 +93,8 @@ pub const FILL_VERIFY_SOURCE: &str = include_str!("../../../kernels/fill_verify.
 
 /// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.
 pub fn compile(source: &str, name: &str, major: i32, minor: i32) -> Result<Ptx> {
-    let opts = CompileOptions {
-        options: vec![format!("--gpu-architecture=sm_{major}{minor}"), "--std=c++17".into()],
-        name: Some(name.into()),
-        ..Default::default()
-    };
+    let opts =
+        CompileOptions { options: vec![format!("--gpu-architecture=sm_{major}{minor}"), "--std=c++17".into()], name: Some(name.into()), ..Default::default() };
     compile_ptx_with_opts(source, opts).map_err(|e| anyhow::anyhow!("NVRTC failed on {name}: {e}"))
 }
 
@@ -112,10 +109,6 @@ impl FillVerify {
         let (major, minor) = gpu.compute_capability()?;
         let ptx = compile(FILL_VERIFY_SOURCE, "fill_verify.cu", major, minor)?;
         let module = gpu.ctx.load_module(ptx).context("cannot load fill_verify kernels")?;
-        Ok(FillVerify {
-            fill_pattern: module.load_function("fill_pattern")?,
-            count_wrong: module.load_function("count_wrong")?,
-            _module: module,
-        })
+        Ok(FillVerify { fill_pattern: module.load_function("fill_pattern")?, count_wrong: module.load_function("count_wrong")?, _module: module })
     }
 }

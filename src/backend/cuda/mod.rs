@@ -86,12 +86,7 @@ impl Gpu {
     pub fn pci_bus_id(&self) -> String {
         use sys::CUdevice_attribute::*;
         let get = |a| self.ctx.attribute(a).unwrap_or(-1);
-        format!(
-            "{:08X}:{:02X}:{:02X}.0",
-            get(CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID),
-            get(CU_DEVICE_ATTRIBUTE_PCI_BUS_ID),
-            get(CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID)
-        )
+        format!("{:08X}:{:02X}:{:02X}.0", get(CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID), get(CU_DEVICE_ATTRIBUTE_PCI_BUS_ID), get(CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID))
     }
 
     pub fn uuid(&self) -> String {

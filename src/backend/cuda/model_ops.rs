@@ -2,8 +2,8 @@
 //! sources) compiled as one module, and cuBLASLt for the matrix multiplies (gemm.rs).
 
 use super::gemm::Gemm;
-pub use super::kernels::ModelOps;
 use super::kernels::compile;
+pub use super::kernels::ModelOps;
 use super::op_timer::OpTimer;
 use super::ops;
 use super::{DeviceBuffer, Gpu};

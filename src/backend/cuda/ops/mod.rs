@@ -19,13 +19,32 @@ use anyhow::Result;
 
 /// Every op's source and kernels, in the order the model source concatenates them.
 pub fn all() -> Vec<OpSource> {
-    vec![rmsnorm::source(), rope::source(), swiglu::source(), embedding::source(), cross_entropy::source(), adamw::source(), residual::source(), attention::source()]
+    vec![
+        rmsnorm::source(),
+        rope::source(),
+        swiglu::source(),
+        embedding::source(),
+        cross_entropy::source(),
+        adamw::source(),
+        residual::source(),
+        attention::source(),
+    ]
 }
 
 /// Every op's checks, op by op, each handed to `on_checks` as its op completes.
 pub fn checks(ops: &ModelOps, r: &mut Inputs, on_checks: &mut dyn FnMut(Vec<Check>)) -> Result<()> {
     type OpChecks = fn(&ModelOps, &mut Inputs) -> Result<Vec<Check>>;
-    let all: [OpChecks; 9] = [matmul::checks, rmsnorm::checks, rope::checks, swiglu::checks, residual::checks, embedding::checks, cross_entropy::checks, attention::checks, adamw::checks];
+    let all: [OpChecks; 9] = [
+        matmul::checks,
+        rmsnorm::checks,
+        rope::checks,
+        swiglu::checks,
+        residual::checks,
+        embedding::checks,
+        cross_entropy::checks,
+        attention::checks,
+        adamw::checks,
+    ];
     for op in all {
         on_checks(op(ops, r)?);
     }

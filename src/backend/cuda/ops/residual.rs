@@ -38,8 +38,5 @@ pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     ops.add(gy.view(), gx.view())?;
     ops.copy_bf16(gcopy.view(), gx.view())?;
     let sum: Vec<f64> = y.values.iter().zip(&x.values).map(|(a, b)| a + b).collect();
-    Ok(vec![
-        compare("add (bf16)", &shape, &bf16s(gpu, &gy)?, &sum, BF16_TOLERANCE),
-        compare("copy (bf16)", &shape, &bf16s(gpu, &gcopy)?, &x.values, EXACT),
-    ])
+    Ok(vec![compare("add (bf16)", &shape, &bf16s(gpu, &gy)?, &sum, BF16_TOLERANCE), compare("copy (bf16)", &shape, &bf16s(gpu, &gcopy)?, &x.values, EXACT)])
 }
