@@ -18,6 +18,9 @@ fn tiny_sft_trains_and_records_every_step() {
     let sft = &summary["sft"];
     let loss = sft["loss"].as_array().unwrap();
     assert_eq!(loss.len(), 40);
+    // Synthetic SFT samples leave their prompt out of the loss: fewer loss tokens than tokens.
+    let (tokens, loss_tokens) = (sft["tokens"][0].as_u64().unwrap(), sft["loss_tokens"][0].as_u64().unwrap());
+    assert!(loss_tokens > 0 && loss_tokens < tokens, "{loss_tokens} of {tokens}");
     let (first, last) = (loss[0].as_f64().unwrap(), loss[39].as_f64().unwrap());
     assert!(last < 0.7 * first, "loss {first} -> {last}");
     assert_eq!(sft["engine"], "cpu");

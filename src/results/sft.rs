@@ -16,7 +16,7 @@ type StepField = fn(&StepRecord, f64) -> Cell;
 
 /// Every per-step column of /sft: its name, type and value (the second argument is the
 /// model FLOPs per token). A new step figure is one line here.
-const STEP_COLUMNS: [(&str, Kind, StepField); 18] = [
+const STEP_COLUMNS: [(&str, Kind, StepField); 19] = [
     ("step", Kind::U64, |r, _| Cell::U64(r.step as u64)),
     ("loss", Kind::F64, |r, _| Cell::F64(r.loss)),
     ("lr", Kind::F64, |r, _| Cell::F64(r.lr)),
@@ -30,6 +30,7 @@ const STEP_COLUMNS: [(&str, Kind, StepField); 18] = [
     ("comm_compute_ratio", Kind::F64, |r, _| Cell::F64(r.comm_compute_ratio())),
     ("optimizer_s", Kind::F64, |r, _| Cell::F64(r.optimizer_s)),
     ("tokens", Kind::U64, |r, _| Cell::U64(r.tokens as u64)),
+    ("loss_tokens", Kind::U64, |r, _| Cell::U64(r.loss_tokens as u64)),
     ("samples", Kind::U64, |r, _| Cell::U64(r.samples as u64)),
     ("tokens_per_s", Kind::F64, |r, _| Cell::F64(r.tokens_per_s())),
     ("samples_per_s", Kind::F64, |r, _| Cell::F64(r.samples_per_s())),

@@ -23,6 +23,8 @@ pub struct StepRecord {
     pub optimizer_s: f64,
     /// Tokens this rank processed in the step (micro-batch × seq × accumulation).
     pub tokens: usize,
+    /// Of those, the ones whose label counts in the loss (SFT leaves the prompts out).
+    pub loss_tokens: usize,
     pub samples: usize,
     /// GPU: the most bytes our buffers held at once (cuBLASLt and the CUDA context aside);
     /// CPU: the process's peak resident memory.

@@ -61,10 +61,11 @@ pub fn train(
     for step in 1..=run.steps {
         let start = Instant::now();
         engine.begin_step(step)?;
-        let mut loss = 0.0;
+        let (mut loss, mut loss_tokens) = (0.0, 0);
         for micro in 0..run.grad_accum {
             let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
             let (tokens, labels) = data.batch(first, run.micro_batch, run.seq, vocab);
+            loss_tokens += labels.iter().filter(|&&l| l >= 0).count();
             loss += engine.micro_batch(&tokens, &labels, 1.0 / accum, micro + 1 == run.grad_accum)? / accum;
         }
         // The reductions summed over ranks: 1/n goes into the norm and the update's scale.
@@ -88,6 +89,7 @@ pub fn train(
             comm_bytes: c.comm_bytes,
             optimizer_s: c.optimizer_s,
             tokens: per_step * run.seq,
+            loss_tokens,
             samples: per_step,
             peak_memory_bytes: c.peak_memory_bytes,
         };

@@ -1,16 +1,18 @@
 //! The optimizer's kernels (kernels/adamw.cu): AdamW on fp32 master weights with their bf16
-//! copy, and the sum of squares behind the global gradient norm.
+//! copy (four elements per thread where the buffers are aligned for it), and the sum of squares
+//! behind the global gradient norm.
 
 use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
 use super::super::kernels::{launch, ModelOps, OpSource};
 use super::super::view::{lengths, View};
+use super::super::DeviceBuffer;
 use crate::backend::cpu::adamw::AdamW;
 use anyhow::Result;
 use cudarc::driver::PushKernelArg;
 use half::bf16;
 
 pub fn source() -> OpSource {
-    OpSource::plain(include_str!("../../../../kernels/adamw.cu"), &["adamw", "sum_squares"])
+    OpSource::plain(include_str!("../../../../kernels/adamw.cu"), &["adamw", "adamw_x4", "sum_squares"])
 }
 
 /// Which step of the optimizer, on what.
@@ -34,7 +36,10 @@ impl ModelOps<'_> {
         let (c1, c2) = ((1.0 - opt.beta1.powi(s.t as i32)) as f32, (1.0 - opt.beta2.powi(s.t as i32)) as f32);
         let scale = s.grad_scale as f32;
         let (params, params_bf16, grads, m, v, n) = (params.ptr(), params_bf16.ptr(), grads.ptr(), m.ptr(), v.ptr(), n as u64);
-        launch!(self, "adamw", self.elementwise(n), params, params_bf16, grads, m, v, n, lr, b1, b2, eps, wd, c1, c2, scale)
+        // 16-byte fp32 and 8-byte bf16 accesses where every buffer allows them.
+        let x4 = [params, grads, m, v].iter().all(|p| p % 16 == 0) && params_bf16 % 8 == 0;
+        let (name, cfg) = if x4 { ("adamw_x4", self.elementwise(n.div_ceil(4))) } else { ("adamw", self.elementwise(n)) };
+        launch!(self, name, cfg, params, params_bf16, grads, m, v, n, lr, b1, b2, eps, wd, c1, c2, scale)
     }
 
     /// Adds Σx² of the fp32 `x` into the fp64 `total`.
@@ -45,28 +50,36 @@ impl ModelOps<'_> {
     }
 }
 
-/// Two AdamW steps, and the sum of squares.
+/// Two AdamW steps four elements per thread (with a tail of 3), and one element per thread (the
+/// buffers one element off 16-byte alignment); the sum of squares.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
-    let n = 1 << 20;
-    let shape = format!("n {n}");
+    let n = (1 << 20) + 3;
     let opt = AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let p0: Vec<f32> = r.take(n, 1.0).values.iter().map(|&v| v as f32).collect();
     let grads: Vec<f32> = r.take(n, 1.0).values.iter().map(|&v| v as f32).collect();
-    let (gp, gg, gm, gv) = (gpu.upload(&p0)?, gpu.upload(&grads)?, gpu.upload(&vec![0f32; n])?, gpu.upload(&vec![0f32; n])?);
-    let gpb = gpu.alloc(n * 2)?;
-    let (mut p, mut m, mut v) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
-    for t in 1..=2 {
-        ops.adamw(&opt, gp.view(), gpb.view(), gg.view(), [gm.view(), gv.view()], AdamStep { t, decay: true, grad_scale: 0.5 })?;
-        opt.step(&mut p, &grads, &mut m, &mut v, &vec![true; n], t, 0.5);
+    let mut out = Vec::new();
+    for (skip, path) in [(0, "x4"), (1, "x1")] {
+        let shape = format!("n {} ({path})", n - skip);
+        let (gp, gg, gm, gv) = (gpu.upload(&p0)?, gpu.upload(&grads)?, gpu.upload(&vec![0f32; n])?, gpu.upload(&vec![0f32; n])?);
+        let gpb = gpu.alloc(n * 2)?;
+        fn from(b: &DeviceBuffer, skip: usize) -> View<'_, f32> {
+            b.view().slice(skip..b.view::<f32>().len())
+        }
+        let part = |b| from(b, skip);
+        let (mut p, mut m, mut v) = (p0[skip..].to_vec(), vec![0f32; n - skip], vec![0f32; n - skip]);
+        for t in 1..=2 {
+            let bf16_copy = gpb.view::<bf16>().slice(skip..n);
+            ops.adamw(&opt, part(&gp), bf16_copy, part(&gg), [part(&gm), part(&gv)], AdamStep { t, decay: true, grad_scale: 0.5 })?;
+            opt.step(&mut p, &grads[skip..], &mut m, &mut v, &vec![true; n - skip], t, 0.5);
+        }
+        let want: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+        out.push(compare(&format!("adamw params (fp32, {path})"), &shape, &f32s(gpu, &gp)?[skip..], &want, F32_TOLERANCE));
+        out.push(compare(&format!("adamw bf16 copy ({path})"), &shape, &bf16s(gpu, &gpb)?[skip..], &want, BF16_TOLERANCE));
     }
-    let want: Vec<f64> = p.iter().map(|&x| x as f64).collect();
-    let total = gpu.upload(&[0f64])?;
+    let (gg, total) = (gpu.upload(&grads)?, gpu.upload(&[0f64])?);
     ops.sum_squares(total.view(), gg.view())?;
     let squares = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>();
-    Ok(vec![
-        compare("adamw params (fp32)", &shape, &f32s(gpu, &gp)?, &want, F32_TOLERANCE),
-        compare("adamw bf16 copy", &shape, &bf16s(gpu, &gpb)?, &want, BF16_TOLERANCE),
-        compare("sum of squares (fp64)", &shape, &gpu.download::<f64>(&total)?, &[squares], F32_TOLERANCE),
-    ])
+    out.push(compare("sum of squares (fp64)", &format!("n {n}"), &gpu.download::<f64>(&total)?, &[squares], F32_TOLERANCE));
+    Ok(out)
 }
