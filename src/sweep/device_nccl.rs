@@ -185,7 +185,7 @@ impl<'w> NcclEngine<'w> {
     }
 
     fn launch_config(&self, count: usize) -> LaunchConfig {
-        let blocks = count.div_ceil(256).clamp(1, 132 * 16) as u32;
+        let blocks = count.div_ceil(256).clamp(1, self.gpu.sm_count() as usize * 16) as u32;
         LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
     }
 }

@@ -31,8 +31,6 @@ pub struct ModelOps<'g> {
     pub(super) _module: Arc<CudaModule>,
     pub(super) functions: Vec<(String, CudaFunction)>,
     pub(super) gemm: Gemm,
-    /// The GPU's multiprocessors, which size the grid-stride launches.
-    pub(super) sm_count: u32,
     /// Times every launch and cuBLASLt call when enabled (`--profile`).
     pub timer: OpTimer,
 }
@@ -67,7 +65,7 @@ pub(super) const THREADS: u32 = 256;
 impl ModelOps<'_> {
     /// A grid-stride launch over `n` items: enough blocks to fill every SM several times over.
     pub(super) fn elementwise(&self, n: u64) -> LaunchConfig {
-        let blocks = n.div_ceil(THREADS as u64).clamp(1, self.sm_count as u64 * 32) as u32;
+        let blocks = n.div_ceil(THREADS as u64).clamp(1, self.gpu.sm_count() as u64 * 32) as u32;
         LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
     }
 }

@@ -55,6 +55,8 @@ pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     pub ordinal: usize,
+    /// Streaming multiprocessors: what grid-stride launches are sized by.
+    sm_count: u32,
     /// Bytes of our live buffers, and the most there ever were (cuBLASLt and the context aside).
     allocated: Arc<AtomicU64>,
     peak: AtomicU64,
@@ -66,7 +68,8 @@ impl Gpu {
         // One stream, ordered by us: cudarc's per-buffer event tracking would only add launches.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
-        Ok(Gpu { ctx, stream, ordinal, allocated: Arc::new(AtomicU64::new(0)), peak: AtomicU64::new(0) })
+        let sm_count = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+        Ok(Gpu { ctx, stream, ordinal, sm_count, allocated: Arc::new(AtomicU64::new(0)), peak: AtomicU64::new(0) })
     }
 
     pub fn name(&self) -> String {
@@ -74,8 +77,8 @@ impl Gpu {
     }
 
     /// The number of streaming multiprocessors.
-    pub fn sm_count(&self) -> Result<u32> {
-        Ok(self.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32)
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
     }
 
     pub fn compute_capability(&self) -> Result<(i32, i32)> {

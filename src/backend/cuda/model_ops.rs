@@ -45,6 +45,6 @@ impl<'g> ModelOps<'g> {
             })
             .collect::<Result<Vec<_>>>()?;
         let timer = OpTimer::new(gpu.ctx.clone(), gpu.stream.clone());
-        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, gemm_workspace)?, sm_count: gpu.sm_count()?, timer })
+        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, gemm_workspace)?, timer })
     }
 }
