@@ -25,6 +25,33 @@ def scalar(value):
     return None if isinstance(value, float) and value != value else value
 
 
+def plain(values):
+    """A dataset's values as lists, NaN (not read) as None: JSON has no NaN."""
+    values = np.asarray(values).tolist()
+    if isinstance(values, list):
+        return [plain(v) for v in values]
+    return None if isinstance(values, float) and values != values else values
+
+
+TELEMETRY_META = ("t_s", "rank", "phase", "events", "source_per_rank")
+
+
+def telemetry_summary(g, world_size):
+    """What /telemetry holds: rows per rank, the phases, which fields were read, the figures."""
+    rank, t = g["rank"][:], g["t_s"][:]
+    fields = [k for k in g if isinstance(g[k], h5py.Dataset) and k not in TELEMETRY_META and g[k].ndim == 1 and len(g[k]) == len(rank)]
+    return {
+        "period_ms": scalar(g.attrs["period_ms"]),
+        "rows_per_rank": [int((rank == r).sum()) for r in range(world_size)],
+        "time_ordered_per_rank": all(bool(np.all(np.diff(t[rank == r]) > 0)) for r in range(world_size)),
+        "phases": sorted({text(p) for p in g["phase"][:]}),
+        "fields_read": sorted(k for k in fields if np.isfinite(g[k][:]).any()),
+        "source_per_rank": [text(x) for x in g["source_per_rank"][:]],
+        "events": len(g["events"]["t_s"]),
+        "figures": {k: plain(g[k][:]) for k in g if k.endswith("_per_rank") and k != "source_per_rank"},
+    }
+
+
 def summarize(path):
     with h5py.File(path, "r") as f:
         run = {k: scalar(v) for k, v in f.attrs.items()}
@@ -47,6 +74,8 @@ def summarize(path):
                         "p99_us": float(np.percentile(launches, 99)) if launches.size else None,
                     })
                 series.append({
+                    "energy_j_per_rank": plain(g["energy_j_per_rank"][:]) if "energy_j_per_rank" in g else None,
+                    "seconds_per_rank": plain(g["seconds_per_rank"][:]) if "seconds_per_rank" in g else None,
                     "collective": text(g.attrs["collective"]),
                     "dtype": text(g.attrs["dtype"]),
                     "op": text(g.attrs["op"]),
@@ -58,7 +87,7 @@ def summarize(path):
         if "sft" in f:
             g = f["sft"]
             sft = {k: scalar(v) for k, v in g.attrs.items()}
-            sft.update({k: g[k][:].tolist() for k in g if isinstance(g[k], h5py.Dataset)})
+            sft.update({k: plain(g[k][:]) for k in g if isinstance(g[k], h5py.Dataset)})
             if "profile" in g:
                 p = g["profile"]
                 sft["profile"] = {
@@ -71,7 +100,9 @@ def summarize(path):
         if "selftest" in f:
             g = f["selftest"]
             selftest = {k: [text(x) for x in g[k][:]] if k in ("op", "shape") else g[k][:].tolist() for k in g}
-    return {"run": run, "ranks": ranks, "series": series, "sft": sft, "selftest": selftest}
+        world = int(run.get("world_size", 1) or 1)
+        telemetry = telemetry_summary(f["telemetry"], world) if "telemetry" in f and "t_s" in f["telemetry"] else None
+    return {"run": run, "ranks": ranks, "series": series, "sft": sft, "selftest": selftest, "telemetry": telemetry}
 
 
 def main():

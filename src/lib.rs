@@ -7,5 +7,6 @@ pub mod model;
 pub mod results;
 pub mod selftest;
 pub mod sweep;
+pub mod telemetry;
 pub mod train;
 pub mod zero;

@@ -96,6 +96,8 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["--suite", "sft", "--seq", "4"], "needs at least 9 tokens"),
         case(2, &["--suite", "sft", "--seq", "0"], "--seq must be at least 1"),
         case(2, &["--suite", "sft", "--timeout", "0"], "--timeout 0"),
+        case(2, &["--suite", "sft", "--telemetry-ms", "5"], "--telemetry-ms 5: 0 (off) or 10 to 60000"),
+        case(2, &["--telemetry-ms", "100000"], "--telemetry-ms 100000"),
         case(2, &["--suite", "sft", "--micro-batch", "100000"], "of host memory per rank"),
         case(2, &["--suite", "sft", "--micro-batch", "100000", "--seq", "1000"], "tokens per micro-batch"),
         case(2, &["--suite", "sft", "--layers", "1000000000"], "--layers 1000000000: must be 1 to 1024"),
@@ -136,6 +138,7 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["selftest"], "selftest checks GPU kernels"),
         case(2, &["-d", "half", "selftest"], "-d/--datatype is a flag of --suite nccl, not of selftest"),
         case(2, &["selftest", "--zero", "1"], "flag of --suite sft (and plan), not of selftest"),
+        case(2, &["selftest", "--telemetry-ms", "50"], "--telemetry-ms does not apply to selftest"),
     ];
     assert!(cases.len() >= 40);
     let tokens_before = std::fs::read(&tokens).unwrap();

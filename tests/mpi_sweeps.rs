@@ -138,6 +138,9 @@ fn a_killed_rank_ends_the_job_and_leaves_a_readable_partial_file() {
     assert_ne!(r.code, Some(0), "{}", r.stdout);
     assert!(!out.exists(), "an interrupted run must not look complete");
     let summary = read_results(&partial);
+    // Telemetry reached rank 0 at the end of each finished series: the killed rank's too.
+    let rows = &summary["telemetry"]["rows_per_rank"];
+    assert!(rows[0].as_u64().unwrap() > 0 && rows[1].as_u64().unwrap() > 0, "{rows}");
     assert!(!summary["series"].as_array().unwrap().is_empty(), "the finished series are in the partial file");
     assert!(summary["run"].get("exit_code").is_none());
 }

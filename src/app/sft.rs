@@ -9,6 +9,8 @@ use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::World;
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
+use h200_mpibench::telemetry::collect::Telemetry;
+use h200_mpibench::telemetry::figures;
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
 use h200_mpibench::zero::planner;
 use std::time::Duration;
@@ -106,12 +108,25 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     }
     // Steps land in the file as they complete, so a run cut short keeps the ones it finished.
     let log = file.map(|f| f.begin_sft(m, r, &meta.engine, plan_bytes)).transpose()?;
+    // Samples of the steps after the warm-up make the figures; every rank's energy counter is
+    // read at each step boundary.
+    let warmup = r.warmup_steps;
+    let measured = move |phase: &str| phase.strip_prefix("sft step ").and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n > warmup);
+    let pci = gpu.as_ref().map(|g| g.pci_bus_id());
+    let mut telemetry = Telemetry::start(world, cli.telemetry_ms, pci.as_deref(), "the CPU path", file, Box::new(measured))?;
+    let (mut energy_at, mut step_energy) = (telemetry.energy_j(), Vec::with_capacity(r.steps));
     let mut log_error = None;
     // Never hang: each step must finish within --timeout, or every rank is stopped.
     let watchdog = Watchdog::start(world.who());
     let timeout = Duration::from_secs(cli.timeout);
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
+        let now = telemetry.energy_j();
+        step_energy.push(now - energy_at);
+        energy_at = now;
+        if let Err(e) = telemetry.maybe_flush(world) {
+            log_error.get_or_insert(e);
+        }
         watchdog.arm(&format!("sft step {}", s.step + 1), timeout);
         // Shown only once kept: after an interrupt's save no step is printed that the file lacks.
         let kept = match (&log, &log_error) {
@@ -190,7 +205,17 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             100.0 * (peak as f64 / plan_bytes as f64 - 1.0)
         );
     }
+    let stats = telemetry.finish(world)?;
+    // Every rank's own step times and energies, [steps, ranks], behind the figures.
+    let ranks_energy = world.all_gather_f64(&step_energy);
+    let ranks_step_s = world.all_gather_f64(&records.iter().map(|s| s.step_s).collect::<Vec<_>>());
+    let per_rank = |flat: &[f64]| -> Vec<Vec<f64>> { flat.chunks(records.len().max(1)).map(|c| c.to_vec()).collect() };
+    let energy = figures::energy(&per_rank(&ranks_energy), &per_rank(&ranks_step_s), r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
+    if world.is_root() {
+        print!("{}", figures::sft_lines(&energy, &stats));
+    }
     if let Some(log) = &log {
+        log.per_rank(records.len(), world.size, &ranks_step_s, &ranks_energy, &energy)?;
         log.finish(&summary, profile.as_ref())?;
     }
     match diverged {

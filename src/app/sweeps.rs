@@ -8,6 +8,7 @@ use h200_mpibench::dist::world::World;
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::sweep;
+use h200_mpibench::telemetry::collect::Telemetry;
 use std::time::Duration;
 
 pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
@@ -24,7 +25,10 @@ pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile
             record_gpu_software(meta, true);
             meta.engine = "nccl".into();
             announce(world, file, meta, &gpu.identity(), "collective sweeps over nccl", None)?;
-            sweep::run_all(world, &mut engine, plan, &watchdog, file)?
+            let mut telemetry = Telemetry::start(world, cli.telemetry_ms, Some(&gpu.pci_bus_id()), "", file, Box::new(|_| true))?;
+            let wrong = sweep::run_all(world, &mut engine, plan, &watchdog, file, &mut telemetry)?;
+            telemetry.finish(world)?;
+            wrong
         }
         Path::Host { reason } if plan.settings.graph_launches > 0 => {
             return Err(Stop::Agreed(format!("-G (CUDA graphs) needs the NCCL engine, and this run sweeps over MPI on host memory ({reason})")));
@@ -37,7 +41,10 @@ pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile
             meta.engine = "mpi-host".into();
             let note = format!("no GPU path ({reason}): sweeping with MPI on host memory; these figures measure MPI, not NCCL");
             announce(world, file, meta, &GpuIdentity::none(), "collective sweeps over mpi-host", Some(&note))?;
-            sweep::run_all(world, &mut engine, plan, &watchdog, file)?
+            let mut telemetry = Telemetry::start(world, cli.telemetry_ms, None, &reason, file, Box::new(|_| true))?;
+            let wrong = sweep::run_all(world, &mut engine, plan, &watchdog, file, &mut telemetry)?;
+            telemetry.finish(world)?;
+            wrong
         }
     };
     Ok(if wrong == 0 { 0 } else { 3 })

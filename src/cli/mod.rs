@@ -59,6 +59,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 1, global = true)]
     pub seed: u64,
 
+    /// Milliseconds between telemetry samples of every rank's GPU (NVML; without a GPU, the
+    /// process's CPU time and memory), from before the first benchmark to the end, written to
+    /// /telemetry; 0 turns it off.
+    #[arg(long = "telemetry-ms", default_value_t = 100, global = true)]
+    pub telemetry_ms: u64,
+
     #[command(flatten)]
     pub sweep: SweepArgs,
 
@@ -258,6 +264,9 @@ impl Cli {
         scope::check(&self.given, kind)?;
         if !(1..=MAX_TIMEOUT_S).contains(&self.timeout) {
             return Err(format!("--timeout {}: must be 1 to {MAX_TIMEOUT_S} seconds", self.timeout));
+        }
+        if self.telemetry_ms != 0 && !(10..=60_000).contains(&self.telemetry_ms) {
+            return Err(format!("--telemetry-ms {}: 0 (off) or 10 to 60000", self.telemetry_ms));
         }
         Ok(())
     }

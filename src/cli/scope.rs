@@ -26,9 +26,10 @@ pub fn given(matches: &ArgMatches) -> Vec<String> {
     ids
 }
 
-/// Shared flags that plan and selftest do not read: they run no suite, pick no backend and have
-/// no phase to time out; plan draws nothing (selftest's --seed draws its inputs).
-const UNUSED_BY_CHECKS: [&str; 4] = ["suite", "backend", "seed", "timeout"];
+/// Shared flags that plan and selftest do not read: they run no suite, pick no backend, have
+/// no phase to time out and no benchmark to sample; plan draws nothing (selftest's --seed draws
+/// its inputs).
+const UNUSED_BY_CHECKS: [&str; 5] = ["suite", "backend", "seed", "timeout", "telemetry_ms"];
 
 /// The sft flags `plan` reads; the others describe training, not memory.
 const PLAN_READS: [&str; 8] = ["model", "layers", "seq", "micro_batch", "grad_accum", "recompute", "zero", "bucket_layers"];
@@ -53,8 +54,10 @@ pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
             (RunKind::Plan, None, None) if ["out", "overwrite"].contains(&id.as_str()) => {
                 Some(format!("--{id}: plan prints its table and writes no results file"))
             }
-            (RunKind::Plan, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{id} does not apply to plan")),
-            (RunKind::Selftest, None, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{id} does not apply to selftest")),
+            (RunKind::Plan, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{} does not apply to plan", id.replace('_', "-"))),
+            (RunKind::Selftest, None, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
+                Some(format!("--{} does not apply to selftest", id.replace('_', "-")))
+            }
             _ => None,
         };
         if let Some(refusal) = refusal {

@@ -87,6 +87,24 @@ impl World {
         all.chunks(width.max(1)).zip(&lens).map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned()).take(self.size).collect()
     }
 
+    /// Every rank's string, on rank 0 only (in rank order; empty elsewhere).
+    pub fn gather_string_to_root(&self, s: &str) -> Vec<String> {
+        let bytes = s.as_bytes();
+        let mut lens = vec![0u64; self.size];
+        self.comm.all_gather_into(&(bytes.len() as u64), &mut lens[..]);
+        let width = (*lens.iter().max().unwrap_or(&0) as usize).max(1);
+        let mut padded = bytes.to_vec();
+        padded.resize(width, 0);
+        let root = self.comm.process_at_rank(0);
+        if !self.is_root() {
+            root.gather_into(&padded[..]);
+            return Vec::new();
+        }
+        let mut all = vec![0u8; width * self.size];
+        root.gather_into_root(&padded[..], &mut all[..]);
+        all.chunks(width).zip(&lens).map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned()).collect()
+    }
+
     pub fn sum_u64(&self, x: u64) -> u64 {
         let mut out = 0u64;
         self.comm.all_reduce_into(&x, &mut out, SystemOperation::sum());

@@ -87,7 +87,7 @@ impl ResultsFile {
     }
 
     /// Writes one series under /nccl/<collective>/<dtype>[_<op>][_root<r>] and flushes.
-    pub fn write_series(&self, s: &Series, settings: &SeriesSettings) -> Result<()> {
+    pub fn write_series(&self, s: &Series, settings: &SeriesSettings, energy: &SeriesEnergy) -> Result<()> {
         let parent = match self.file.group("nccl") {
             Ok(g) => g,
             Err(_) => self.file.create_group("nccl")?,
@@ -136,6 +136,8 @@ impl ResultsFile {
         let raw: Vec<f64> = s.rows.iter().flat_map(|r| r.iteration_us.iter().copied()).collect();
         let raw = ndarray::Array3::from_shape_vec((s.rows.len(), s.ranks, launches), raw).context("per-iteration times have uneven lengths")?;
         g.new_dataset_builder().with_data(&raw).create("iteration_time_us")?;
+        put_column(&g, "energy_j_per_rank", &energy.joules)?;
+        put_column(&g, "seconds_per_rank", &energy.seconds)?;
         self.file.flush()?;
         Ok(())
     }
@@ -179,6 +181,29 @@ impl ResultsFile {
 }
 
 /// The run-wide settings recorded with each series.
+/// A series' energy per rank from its energy counter (NaN without one) over its wall time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesEnergy {
+    pub joules: Vec<f64>,
+    pub seconds: Vec<f64>,
+}
+
+impl SeriesEnergy {
+    /// From every rank's [joules, seconds], in rank order.
+    pub fn from_ranks(pairs: &[f64]) -> SeriesEnergy {
+        SeriesEnergy { joules: pairs.iter().step_by(2).copied().collect(), seconds: pairs.iter().skip(1).step_by(2).copied().collect() }
+    }
+
+    pub fn total_j(&self) -> f64 {
+        self.joules.iter().sum()
+    }
+
+    /// Mean over the ranks of each one's joules / seconds.
+    pub fn mean_power_w(&self) -> f64 {
+        self.joules.iter().zip(&self.seconds).map(|(j, s)| j / s).sum::<f64>() / self.joules.len().max(1) as f64
+    }
+}
+
 pub struct SeriesSettings {
     pub iters: usize,
     pub warmup_iters: usize,

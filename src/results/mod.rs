@@ -5,3 +5,4 @@ pub mod hdf5_file;
 pub mod metadata;
 pub mod out_path;
 pub mod sft;
+pub mod telemetry;

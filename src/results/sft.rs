@@ -7,6 +7,7 @@ use super::hdf5_file::{put_column, put_num, put_str, ResultsFile};
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::model::config::LlamaConfig;
 use crate::selftest::Check;
+use crate::telemetry::figures::EnergyFigures;
 use crate::train::metrics::{StepRecord, Summary, PEAK_FLOPS};
 use crate::train::run_config::RunConfig;
 use anyhow::Result;
@@ -88,6 +89,19 @@ impl SftLog {
     /// interrupted (the row is not kept, so it must not be shown either).
     pub fn step(&self, r: &StepRecord) -> Result<bool> {
         self.steps.append(STEP_COLUMNS.iter().map(|(_, _, field)| field(r, self.flops_per_token)).collect())
+    }
+
+    /// Every rank's step times and energies, [steps, ranks] (rank-major `flat` as gathered),
+    /// and the energy figures.
+    pub fn per_rank(&self, steps: usize, ranks: usize, step_s: &[f64], energy_j: &[f64], e: &EnergyFigures) -> Result<()> {
+        for (name, flat) in [("rank_step_s", step_s), ("rank_energy_j", energy_j)] {
+            let by_rank = ndarray::Array2::from_shape_vec((ranks, steps), flat.to_vec())?;
+            self.group.new_dataset_builder().with_data(&by_rank.t().as_standard_layout()).create(name)?;
+        }
+        put_num(&self.group, "summary_joules_per_token", e.joules_per_token)?;
+        put_num(&self.group, "summary_tokens_per_kwh", e.tokens_per_kwh)?;
+        put_column(&self.group, "mean_power_w_per_rank", &e.mean_power_w)?;
+        Ok(())
     }
 
     /// The remaining steps, the summary attributes and the profile.

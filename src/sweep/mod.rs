@@ -16,12 +16,14 @@ pub mod table;
 use crate::cli::SweepPlan;
 use crate::dist::watchdog::Watchdog;
 use crate::dist::world::World;
-use crate::results::hdf5_file::{ResultsFile, SeriesSettings};
+use crate::results::hdf5_file::{ResultsFile, SeriesEnergy, SeriesSettings};
+use crate::telemetry::collect::Telemetry;
 use anyhow::Result;
 use engine::Engine;
 use redop::RedOp;
 use runner::{Measurement, Sweep};
 use std::io::Write;
+use std::time::Instant;
 
 /// The largest send (and receive) buffer any series of the plan needs, bytes per rank.
 pub fn largest_buffer(plan: &SweepPlan, ranks: usize) -> usize {
@@ -30,7 +32,16 @@ pub fn largest_buffer(plan: &SweepPlan, ranks: usize) -> usize {
 }
 
 /// Runs the whole plan; returns the wrong elements found over all series and ranks.
-pub fn run_all(world: &World, engine: &mut dyn Engine, plan: &SweepPlan, watchdog: &Watchdog, results: Option<&ResultsFile>) -> Result<u64> {
+/// Each series' energy and wall time per rank go with it to the file, and its telemetry to
+/// rank 0 as it ends.
+pub fn run_all(
+    world: &World,
+    engine: &mut dyn Engine,
+    plan: &SweepPlan,
+    watchdog: &Watchdog,
+    results: Option<&ResultsFile>,
+    telemetry: &mut Telemetry,
+) -> Result<u64> {
     let s = &plan.settings;
     let engine_name = engine.name();
     let recorded = SeriesSettings {
@@ -66,7 +77,14 @@ pub fn run_all(world: &World, engine: &mut dyn Engine, plan: &SweepPlan, watchdo
                         }
                     }
                 };
+                let (energy_at_start, start) = (telemetry.energy_j(), Instant::now());
                 let series = sweep.run_series(collective, dtype, op, &mut print_row)?;
+                let mine = [telemetry.energy_j() - energy_at_start, start.elapsed().as_secs_f64()];
+                telemetry.flush(world)?;
+                let energy = SeriesEnergy::from_ranks(&world.all_gather_f64(&mine));
+                if world.is_root() && energy.total_j().is_finite() {
+                    println!("#  energy {:.1} J over {} rank(s), mean power {:.0} W per GPU", energy.total_j(), world.size, energy.mean_power_w());
+                }
                 for row in &series.rows {
                     wrong += row.wrong.unwrap_or(0);
                     checked += row.wrong.is_some() as usize;
@@ -74,7 +92,7 @@ pub fn run_all(world: &World, engine: &mut dyn Engine, plan: &SweepPlan, watchdo
                     halves += 1;
                 }
                 if let Some(file) = results {
-                    file.write_series(&series, &recorded)?;
+                    file.write_series(&series, &recorded, &energy)?;
                 }
             }
         }

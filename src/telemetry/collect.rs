@@ -1,0 +1,148 @@
+//! One rank's telemetry for the length of a suite: its sampler, an energy meter of its own for
+//! the step and series boundaries, and the batches: every rank sends what it sampled to rank 0
+//! at each phase end (`flush`) and at least every FLUSH_EVERY (`maybe_flush`, rank 0's clock
+//! deciding for all), where the rows go to /telemetry, each event is printed as one warning
+//! line, and the measured samples are summed up per rank (figures.rs).
+
+use super::clock::RunClock;
+use super::figures::RankStats;
+use super::sample::Sample;
+use super::sampler::{Event, Sampler};
+use super::source::{HostSource, NvmlSource, Source};
+use crate::dist::world::{print_line, World};
+use crate::results::hdf5_file::ResultsFile;
+use crate::results::telemetry::TelemetryLog;
+use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+
+/// The longest a batch waits on its rank: a killed run loses at most this much.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// One rank's batch as it travels to rank 0.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Batch {
+    samples: Vec<Sample>,
+    events: Vec<Event>,
+}
+
+/// Rank 0's side: the table, every rank's host, and each rank's measured statistics.
+struct Collector {
+    log: Option<TelemetryLog>,
+    hosts: Vec<String>,
+    stats: Vec<RankStats>,
+}
+
+pub struct Telemetry {
+    sampler: Option<Sampler>,
+    meter: Option<Box<dyn Source>>,
+    collector: Option<Collector>,
+    last_flush: Instant,
+    /// Which phases' samples count in the figures (e.g. SFT steps after the warm-up).
+    measured: Box<dyn Fn(&str) -> bool>,
+}
+
+/// This rank's source: NVML for its GPU (`pci_bus_id`), else the process alone.
+fn source(pci_bus_id: Option<&str>, why_none: &str, xid: bool) -> Box<dyn Source> {
+    match pci_bus_id.map(|id| NvmlSource::open(id, xid)) {
+        Some(Ok(nvml)) => Box::new(nvml),
+        Some(Err(e)) => Box::new(HostSource { why: format!("{e:#}") }),
+        None => Box::new(HostSource { why: why_none.to_string() }),
+    }
+}
+
+impl Telemetry {
+    /// Collective. Every `period_ms` (0: no sampler, and no /telemetry), from now on; `gpu`:
+    /// this rank's GPU's PCI bus id, or None with why not; `file`: rank 0's results.
+    pub fn start(
+        world: &World,
+        period_ms: u64,
+        gpu: Option<&str>,
+        why_none: &str,
+        file: Option<&ResultsFile>,
+        measured: Box<dyn Fn(&str) -> bool>,
+    ) -> Result<Telemetry> {
+        let clock = RunClock::agree(world);
+        let mut telemetry = Telemetry { sampler: None, meter: None, collector: None, last_flush: Instant::now(), measured };
+        if period_ms == 0 {
+            return Ok(telemetry);
+        }
+        let sampled = source(gpu, why_none, true);
+        let described = world.gather_string_to_root(&sampled.describe());
+        let hosts = world.gather_string_to_root(&world.host);
+        if world.is_root() {
+            let log = file.map(|f| f.begin_telemetry(period_ms, &described)).transpose()?;
+            telemetry.collector = Some(Collector { log, stats: vec![RankStats::new(); world.size], hosts });
+        }
+        telemetry.meter = Some(source(gpu, why_none, false));
+        telemetry.sampler = Some(Sampler::start(sampled, Duration::from_millis(period_ms), clock));
+        Ok(telemetry)
+    }
+
+    /// The energy counter now, joules (NaN without one, or without telemetry).
+    pub fn energy_j(&mut self) -> f64 {
+        self.meter.as_mut().and_then(|m| m.energy_j()).unwrap_or(f64::NAN)
+    }
+
+    /// Collective: every rank's samples so far to rank 0's table.
+    pub fn flush(&mut self, world: &World) -> Result<()> {
+        let Some(sampler) = &self.sampler else { return Ok(()) };
+        let (samples, events) = sampler.take();
+        self.send(world, Batch { samples, events })
+    }
+
+    /// Collective: a flush when FLUSH_EVERY has passed on rank 0 since the last.
+    pub fn maybe_flush(&mut self, world: &World) -> Result<()> {
+        if self.sampler.is_none() {
+            return Ok(());
+        }
+        let mut due = [(world.is_root() && self.last_flush.elapsed() >= FLUSH_EVERY) as u8];
+        world.broadcast_from_root(&mut due);
+        if due[0] == 1 {
+            self.flush(world)?;
+        }
+        Ok(())
+    }
+
+    /// Collective: stops sampling, sends the rest, writes each rank's figures.
+    pub fn finish(mut self, world: &World) -> Result<Vec<RankStats>> {
+        let Some(sampler) = self.sampler.take() else { return Ok(Vec::new()) };
+        let (samples, events) = sampler.stop();
+        self.send(world, Batch { samples, events })?;
+        match self.collector.take() {
+            Some(c) => {
+                if let Some(log) = &c.log {
+                    log.finish(&c.stats)?;
+                }
+                Ok(c.stats)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn send(&mut self, world: &World, batch: Batch) -> Result<()> {
+        self.last_flush = Instant::now();
+        let all = world.gather_string_to_root(&serde_json::to_string(&batch)?);
+        let Some(c) = &mut self.collector else { return Ok(()) };
+        for (rank, json) in all.iter().enumerate() {
+            let batch: Batch = serde_json::from_str(json).with_context(|| format!("rank {rank}'s telemetry batch"))?;
+            for e in &batch.events {
+                print_line(&format!("h200-mpibench: warning: rank {rank} on {}: its GPU reported {} at {:.1} s", c.hosts[rank], e.what, e.t_s));
+                if let Some(log) = &c.log {
+                    log.event(rank, &c.hosts[rank], e)?;
+                }
+            }
+            for s in &batch.samples {
+                if (self.measured)(&s.phase) {
+                    c.stats[rank].add(s);
+                }
+                if let Some(log) = &c.log {
+                    log.sample(rank, s)?;
+                }
+            }
+        }
+        if let Some(log) = &c.log {
+            log.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Figures from the telemetry: energy per token and mean power from the energy counter read at
+//! step boundaries, and, from the samples of the measured phases, peak temperatures and the
+//! share of samples each throttle reason was active in.
+
+use super::sample::Sample;
+use nvml_wrapper::bitmasks::device::ThrottleReasons;
+
+/// The clock-event (throttle) reasons NVML reports, by name.
+pub const THROTTLE_REASONS: [(&str, ThrottleReasons); 9] = [
+    ("gpu_idle", ThrottleReasons::GPU_IDLE),
+    ("applications_clocks_setting", ThrottleReasons::APPLICATIONS_CLOCKS_SETTING),
+    ("sw_power_cap", ThrottleReasons::SW_POWER_CAP),
+    ("hw_slowdown", ThrottleReasons::HW_SLOWDOWN),
+    ("sync_boost", ThrottleReasons::SYNC_BOOST),
+    ("sw_thermal_slowdown", ThrottleReasons::SW_THERMAL_SLOWDOWN),
+    ("hw_thermal_slowdown", ThrottleReasons::HW_THERMAL_SLOWDOWN),
+    ("hw_power_brake_slowdown", ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN),
+    ("display_clock_setting", ThrottleReasons::DISPLAY_CLOCK_SETTING),
+];
+
+/// One rank's samples of the measured phases, summed up as they arrive.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RankStats {
+    pub samples: usize,
+    /// NaN until a sample has the field.
+    pub peak_temp_gpu_c: f64,
+    pub peak_temp_hbm_c: f64,
+    /// Samples with a throttle bitmask, and per reason those with its bit set.
+    pub throttle_samples: usize,
+    pub throttled: [usize; THROTTLE_REASONS.len()],
+}
+
+impl RankStats {
+    pub fn new() -> RankStats {
+        RankStats { peak_temp_gpu_c: f64::NAN, peak_temp_hbm_c: f64::NAN, ..Default::default() }
+    }
+
+    pub fn add(&mut self, s: &Sample) {
+        self.samples += 1;
+        // f64::max keeps the number over a NaN: missing fields change nothing.
+        self.peak_temp_gpu_c = self.peak_temp_gpu_c.max(s.get("temp_gpu_c"));
+        self.peak_temp_hbm_c = self.peak_temp_hbm_c.max(s.get("temp_hbm_c"));
+        let bits = s.get("throttle_reasons");
+        if bits.is_finite() {
+            self.throttle_samples += 1;
+            for (count, (_, reason)) in self.throttled.iter_mut().zip(THROTTLE_REASONS) {
+                *count += (bits as u64 & reason.bits() != 0) as usize;
+            }
+        }
+    }
+
+    /// Per reason, the share of the measured samples it was active in (NaN without any).
+    pub fn throttle_shares(&self) -> [f64; THROTTLE_REASONS.len()] {
+        self.throttled.map(|n| if self.throttle_samples == 0 { f64::NAN } else { n as f64 / self.throttle_samples as f64 })
+    }
+}
+
+/// Energy of a training run from each rank's counter read at every step boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnergyFigures {
+    /// Joules over every rank and measured step, per token processed.
+    pub joules_per_token: f64,
+    pub tokens_per_kwh: f64,
+    /// Per rank: its measured energy over its measured time.
+    pub mean_power_w: Vec<f64>,
+}
+
+/// `energy_j[rank][step]` and `step_s[rank][step]` of every rank, `tokens` per rank and step,
+/// the first `warmup` steps left out. NaN without an energy counter.
+pub fn energy(energy_j: &[Vec<f64>], step_s: &[Vec<f64>], tokens: usize, warmup: usize) -> EnergyFigures {
+    let measured = |v: &Vec<f64>| v.iter().skip(warmup).sum::<f64>();
+    let joules: f64 = energy_j.iter().map(measured).sum();
+    let steps = energy_j.first().map_or(0, |v| v.len().saturating_sub(warmup));
+    let all_tokens = (tokens * steps * energy_j.len()) as f64;
+    let joules_per_token = joules / all_tokens;
+    EnergyFigures {
+        joules_per_token,
+        tokens_per_kwh: 3.6e6 / joules_per_token,
+        mean_power_w: energy_j.iter().zip(step_s).map(|(e, s)| measured(e) / measured(s)).collect(),
+    }
+}
+
+/// What rank 0 prints of a training run's telemetry: energy, then peak temperatures and the
+/// throttle reasons seen in the measured steps (nothing where nothing was read).
+pub fn sft_lines(e: &EnergyFigures, stats: &[RankStats]) -> String {
+    let mut out = String::new();
+    if e.joules_per_token.is_finite() {
+        let (lo, hi) = e.mean_power_w.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+        out += &format!("# energy: {:.4} J per token, {:.3e} tokens per kWh, mean power {lo:.0}-{hi:.0} W per GPU\n", e.joules_per_token, e.tokens_per_kwh);
+    }
+    let peak = |f: fn(&RankStats) -> f64| stats.iter().map(f).fold(f64::NAN, f64::max);
+    let (gpu, hbm) = (peak(|s| s.peak_temp_gpu_c), peak(|s| s.peak_temp_hbm_c));
+    if gpu.is_finite() {
+        out += &format!("# peak temperature: GPU {gpu:.0} C, HBM {hbm:.0} C\n");
+    }
+    let throttled: Vec<String> = THROTTLE_REASONS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, _))| {
+            let shares: Vec<f64> = stats.iter().map(|s| s.throttle_shares()[i]).filter(|x| x.is_finite()).collect();
+            let worst = shares.iter().fold(0.0f64, |a, &b| a.max(b));
+            (worst > 0.0).then(|| format!("{name} {:.0}%", 100.0 * worst))
+        })
+        .collect();
+    if stats.iter().any(|s| s.throttle_samples > 0) {
+        let seen = if throttled.is_empty() { "none".to_string() } else { throttled.join(", ") };
+        out += &format!("# clock-event reasons in the measured steps (share of samples, worst GPU): {seen}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::sample::{field, missing};
+
+    #[test]
+    fn energy_per_token_from_a_synthetic_counter() {
+        // Two ranks, 3 steps of 0.5 s, the first warm-up: 300 J then 200 J a step on rank 0,
+        // 250 J on rank 1; 1000 tokens per rank and step.
+        let e = [vec![300.0, 200.0, 200.0], vec![300.0, 250.0, 250.0]];
+        let s = [vec![0.5; 3], vec![0.5; 3]];
+        let f = energy(&e, &s, 1000, 1);
+        assert!((f.joules_per_token - 900.0 / 4000.0).abs() < 1e-12);
+        assert!((f.tokens_per_kwh - 3.6e6 / 0.225).abs() < 1e-6);
+        assert_eq!(f.mean_power_w, vec![400.0, 500.0]);
+        assert!(energy(&[vec![f64::NAN; 3]], &[vec![0.5; 3]], 1000, 1).joules_per_token.is_nan(), "no counter, no figure");
+    }
+
+    #[test]
+    fn throttle_shares_and_peaks_count_only_what_was_read() {
+        let mut stats = RankStats::new();
+        for (temp, bits) in [(60.0, ThrottleReasons::SW_POWER_CAP.bits()), (71.0, 0), (f64::NAN, ThrottleReasons::SW_POWER_CAP.bits())] {
+            let mut r = missing();
+            r[field("temp_gpu_c")] = temp;
+            r[field("throttle_reasons")] = bits as f64;
+            stats.add(&Sample::new(0.0, "p".into(), &r));
+        }
+        stats.add(&Sample::new(0.0, "p".into(), &missing()));
+        assert_eq!((stats.samples, stats.throttle_samples, stats.peak_temp_gpu_c), (4, 3, 71.0));
+        let shares = stats.throttle_shares();
+        assert!((shares[2] - 2.0 / 3.0).abs() < 1e-12 && shares[0] == 0.0);
+        assert!(stats.peak_temp_hbm_c.is_nan());
+    }
+}
