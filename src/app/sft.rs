@@ -206,16 +206,29 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         );
     }
     let stats = telemetry.finish(world)?;
-    // Every rank's own step times and energies, [steps, ranks], behind the figures.
-    let ranks_energy = world.all_gather_f64(&step_energy);
-    let ranks_step_s = world.all_gather_f64(&records.iter().map(|s| s.step_s).collect::<Vec<_>>());
-    let per_rank = |flat: &[f64]| -> Vec<Vec<f64>> { flat.chunks(records.len().max(1)).map(|c| c.to_vec()).collect() };
-    let energy = figures::energy(&per_rank(&ranks_energy), &per_rank(&ranks_step_s), r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
+    // Every rank's own step times, split and energy, [steps, ranks]: what the energy figures
+    // and the straggler naming are computed from.
+    let column = |f: fn(&metrics::StepRecord) -> f64| world.all_gather_f64(&records.iter().map(f).collect::<Vec<_>>());
+    let per_rank: Vec<(&str, Vec<f64>)> = vec![
+        ("rank_step_s", column(|s| s.step_s)),
+        ("rank_forward_s", column(|s| s.forward_s)),
+        ("rank_backward_s", column(|s| s.backward_s)),
+        ("rank_optimizer_s", column(|s| s.optimizer_s)),
+        ("rank_comm_s", column(|s| s.comm_s)),
+        ("rank_energy_j", world.all_gather_f64(&step_energy)),
+    ];
+    let by_rank = |flat: &[f64]| -> Vec<Vec<f64>> { flat.chunks(records.len().max(1)).map(|c| c.to_vec()).collect() };
+    let (step_s, comm_s) = (by_rank(&per_rank[0].1), by_rank(&per_rank[4].1));
+    let energy = figures::energy(&by_rank(&per_rank[5].1), &step_s, r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
+    let compute_s: Vec<Vec<f64>> = step_s.iter().zip(&comm_s).map(|(s, c)| s.iter().zip(c).map(|(s, c)| s - c).collect()).collect();
+    let stragglers = figures::stragglers(&compute_s, r.warmup_steps, cli.sft.straggler_pct);
+    let hosts = world.all_gather_string(&world.host);
     if world.is_root() {
         print!("{}", figures::sft_lines(&energy, &stats));
+        print!("{}", stragglers.lines(&hosts, &stats, cli.sft.straggler_pct));
     }
     if let Some(log) = &log {
-        log.per_rank(records.len(), world.size, &ranks_step_s, &ranks_energy, &energy)?;
+        log.per_rank(records.len(), &per_rank, &energy, &stragglers, cli.sft.straggler_pct)?;
         log.finish(&summary, profile.as_ref())?;
     }
     match diverged {

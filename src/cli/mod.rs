@@ -4,9 +4,9 @@
 pub mod scope;
 
 use crate::dist::collective::Collective;
+use crate::dist::fault::Fault;
 use crate::model::config::LlamaConfig;
 use crate::sweep::dtype::DType;
-use crate::sweep::fault::Fault;
 use crate::sweep::redop::RedOp;
 use crate::sweep::runner::{Aggregate, SweepSettings};
 use crate::sweep::schedule::{parse_size, sizes, Step};
@@ -174,6 +174,11 @@ pub struct SftArgs {
     #[arg(long, global = true)]
     pub profile: bool,
 
+    /// Name every rank whose median step compute (step time less the communication it waited
+    /// for) is more than this many percent above the median over ranks.
+    #[arg(long = "straggler-pct", default_value_t = 5.0, global = true)]
+    pub straggler_pct: f64,
+
     /// Train on this file of token ids (little-endian u32) instead of synthetic data.
     #[arg(long, global = true)]
     pub data: Option<String>,
@@ -223,6 +228,9 @@ impl SftArgs {
         run.recompute |= self.recompute;
         run.zero = self.zero.unwrap_or(0);
         run.validate()?;
+        if !(self.straggler_pct > 0.0 && self.straggler_pct <= 1000.0) {
+            return Err(format!("--straggler-pct {}: more than 0 and at most 1000", self.straggler_pct));
+        }
         if run.bucket_layers > model.n_layers {
             return Err(format!("--bucket-layers {}: the model has {} layers", run.bucket_layers, model.n_layers));
         }
@@ -426,9 +434,9 @@ impl Cli {
             ));
         }
         let fault = Fault::from_env()?;
-        if let Fault::Corrupt(r) | Fault::Stall(r) = fault {
+        if let Some(r) = fault.rank() {
             if r >= ranks {
-                return Err(format!("{}: rank {r} does not exist (the job has {ranks} ranks)", crate::sweep::fault::VARIABLE));
+                return Err(format!("{}: rank {r} does not exist (the job has {ranks} ranks)", crate::dist::fault::VARIABLE));
             }
         }
         Ok(SweepPlan {

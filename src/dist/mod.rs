@@ -3,6 +3,7 @@
 //! the others.
 
 pub mod collective;
+pub mod fault;
 pub mod interrupt;
 pub mod nccl;
 pub mod phase;

@@ -7,7 +7,7 @@ use super::hdf5_file::{put_column, put_num, put_str, ResultsFile};
 use crate::backend::cuda::op_timer::StepProfile;
 use crate::model::config::LlamaConfig;
 use crate::selftest::Check;
-use crate::telemetry::figures::EnergyFigures;
+use crate::telemetry::figures::{EnergyFigures, Stragglers};
 use crate::train::metrics::{StepRecord, Summary, PEAK_FLOPS};
 use crate::train::run_config::RunConfig;
 use anyhow::Result;
@@ -91,16 +91,21 @@ impl SftLog {
         self.steps.append(STEP_COLUMNS.iter().map(|(_, _, field)| field(r, self.flops_per_token)).collect())
     }
 
-    /// Every rank's step times and energies, [steps, ranks] (rank-major `flat` as gathered),
-    /// and the energy figures.
-    pub fn per_rank(&self, steps: usize, ranks: usize, step_s: &[f64], energy_j: &[f64], e: &EnergyFigures) -> Result<()> {
-        for (name, flat) in [("rank_step_s", step_s), ("rank_energy_j", energy_j)] {
-            let by_rank = ndarray::Array2::from_shape_vec((ranks, steps), flat.to_vec())?;
-            self.group.new_dataset_builder().with_data(&by_rank.t().as_standard_layout()).create(name)?;
+    /// Every rank's per-step figures `(name, rank-major values as gathered)`, each written as
+    /// [steps, ranks]; the energy figures and who straggled.
+    pub fn per_rank(&self, steps: usize, columns: &[(&str, Vec<f64>)], e: &EnergyFigures, s: &Stragglers, pct: f64) -> Result<()> {
+        let g = &self.group;
+        for (name, flat) in columns {
+            let by_rank = ndarray::Array2::from_shape_vec((flat.len() / steps.max(1), steps), flat.clone())?;
+            g.new_dataset_builder().with_data(&by_rank.t().as_standard_layout()).create(*name)?;
         }
-        put_num(&self.group, "summary_joules_per_token", e.joules_per_token)?;
-        put_num(&self.group, "summary_tokens_per_kwh", e.tokens_per_kwh)?;
-        put_column(&self.group, "mean_power_w_per_rank", &e.mean_power_w)?;
+        put_num(g, "summary_joules_per_token", e.joules_per_token)?;
+        put_num(g, "summary_tokens_per_kwh", e.tokens_per_kwh)?;
+        put_column(g, "mean_power_w_per_rank", &e.mean_power_w)?;
+        put_column(g, "median_compute_s_per_rank", &s.median_per_rank)?;
+        put_num(g, "slowest_rank", s.slowest as u64)?;
+        put_num(g, "straggler_pct", pct)?;
+        put_column(g, "straggler_ranks", &s.slow.iter().map(|&r| r as u64).collect::<Vec<_>>())?;
         Ok(())
     }
 

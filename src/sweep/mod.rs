@@ -4,7 +4,6 @@
 pub mod device_nccl;
 pub mod dtype;
 pub mod engine;
-pub mod fault;
 pub mod host_mpi;
 pub mod minifloat;
 pub mod pattern;

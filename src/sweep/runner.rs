@@ -5,10 +5,10 @@
 
 use super::dtype::DType;
 use super::engine::{Engine, Launch};
-use super::fault::Fault;
 use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
 use crate::dist::collective::Collective;
+use crate::dist::fault::Fault;
 use crate::dist::watchdog::Watchdog;
 use crate::dist::world::World;
 use anyhow::{Context, Result};

@@ -25,11 +25,16 @@ struct Batch {
     events: Vec<Event>,
 }
 
-/// Rank 0's side: the table, every rank's host, and each rank's measured statistics.
+/// The health counters whose rise during the run is worth a warning line each.
+const HEALTH: [&str; 6] = ["ecc_corrected", "ecc_uncorrected", "remapped_rows_corrected", "remapped_rows_uncorrected", "remapped_rows_pending", "remapped_rows_failed"];
+
+/// Rank 0's side: the table, every rank's host, each rank's measured statistics and the last
+/// value of its health counters.
 struct Collector {
     log: Option<TelemetryLog>,
     hosts: Vec<String>,
     stats: Vec<RankStats>,
+    health: Vec<[f64; HEALTH.len()]>,
 }
 
 pub struct Telemetry {
@@ -71,7 +76,7 @@ impl Telemetry {
         let hosts = world.gather_string_to_root(&world.host);
         if world.is_root() {
             let log = file.map(|f| f.begin_telemetry(period_ms, &described)).transpose()?;
-            telemetry.collector = Some(Collector { log, stats: vec![RankStats::new(); world.size], hosts });
+            telemetry.collector = Some(Collector { log, stats: vec![RankStats::new(); world.size], health: vec![[f64::NAN; HEALTH.len()]; world.size], hosts });
         }
         telemetry.meter = Some(source(gpu, why_none, false));
         telemetry.sampler = Some(Sampler::start(sampled, Duration::from_millis(period_ms), clock));
@@ -132,6 +137,15 @@ impl Telemetry {
                 }
             }
             for s in &batch.samples {
+                for (last, name) in c.health[rank].iter_mut().zip(HEALTH) {
+                    let now = s.get(name);
+                    if now > *last {
+                        print_line(&format!("h200-mpibench: warning: rank {rank} on {}: its GPU's {name} rose from {last} to {now} at {:.1} s", c.hosts[rank], s.t_s));
+                    }
+                    if now.is_finite() {
+                        *last = now;
+                    }
+                }
                 if (self.measured)(&s.phase) {
                     c.stats[rank].add(s);
                 }

@@ -80,6 +80,75 @@ pub fn energy(energy_j: &[Vec<f64>], step_s: &[Vec<f64>], tokens: usize, warmup:
     }
 }
 
+/// Which ranks computed slower than the others over the measured steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stragglers {
+    /// Per rank, the median of its measured steps' compute seconds.
+    pub median_per_rank: Vec<f64>,
+    /// The median of those medians.
+    pub median: f64,
+    pub slowest: usize,
+    /// The ranks more than the threshold above the median, slowest first.
+    pub slow: Vec<usize>,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `compute_s[rank][step]`: each step's time less the communication the rank waited for (in
+/// data parallel every rank's step lasts as long as the slowest's; the others wait). The first
+/// `warmup` steps are left out; `pct`: the threshold above the median over ranks.
+pub fn stragglers(compute_s: &[Vec<f64>], warmup: usize, pct: f64) -> Stragglers {
+    let median_per_rank: Vec<f64> = compute_s.iter().map(|steps| median(&steps[warmup.min(steps.len())..])).collect();
+    let median = median(&median_per_rank);
+    let slowest = (0..median_per_rank.len()).max_by(|&a, &b| median_per_rank[a].total_cmp(&median_per_rank[b])).unwrap_or(0);
+    let mut slow: Vec<usize> = (0..median_per_rank.len()).filter(|&r| median_per_rank[r] > median * (1.0 + pct / 100.0)).collect();
+    slow.sort_by(|&a, &b| median_per_rank[b].total_cmp(&median_per_rank[a]));
+    Stragglers { median_per_rank, median, slowest, slow }
+}
+
+impl Stragglers {
+    /// The slowest rank's line, then one warning line per straggler with the throttle reasons
+    /// its GPU showed (`stats`, empty without telemetry).
+    pub fn lines(&self, hosts: &[String], stats: &[RankStats], pct: f64) -> String {
+        if self.median_per_rank.len() < 2 {
+            return String::new();
+        }
+        let above = |r: usize| 100.0 * (self.median_per_rank[r] / self.median - 1.0);
+        let (s, m) = (self.slowest, self.median);
+        let mut out = format!(
+            "# slowest rank: {s} on {}: median step compute {:.4} s, {:+.1}% against the median over ranks ({m:.4} s)\n",
+            hosts[s],
+            self.median_per_rank[s],
+            above(s)
+        );
+        for &r in &self.slow {
+            let reasons: Vec<String> = stats.get(r).map_or(Vec::new(), |st| {
+                THROTTLE_REASONS.iter().zip(st.throttle_shares()).filter(|(_, x)| *x > 0.0).map(|((n, _), x)| format!("{n} {:.0}%", 100.0 * x)).collect()
+            });
+            let showed = if stats.get(r).is_none_or(|st| st.throttle_samples == 0) {
+                "no GPU telemetry".to_string()
+            } else if reasons.is_empty() {
+                "no clock-event reason".to_string()
+            } else {
+                reasons.join(", ")
+            };
+            out += &format!(
+                "h200-mpibench: straggler: rank {r} on {}: median step compute {:.4} s, {:.1}% above the median over ranks ({m:.4} s, threshold {pct}%); its GPU showed {showed}\n",
+                hosts[r], self.median_per_rank[r], above(r)
+            );
+        }
+        out
+    }
+}
+
 /// What rank 0 prints of a training run's telemetry: energy, then peak temperatures and the
 /// throttle reasons seen in the measured steps (nothing where nothing was read).
 pub fn sft_lines(e: &EnergyFigures, stats: &[RankStats]) -> String {
@@ -125,6 +194,20 @@ mod tests {
         assert!((f.tokens_per_kwh - 3.6e6 / 0.225).abs() < 1e-6);
         assert_eq!(f.mean_power_w, vec![400.0, 500.0]);
         assert!(energy(&[vec![f64::NAN; 3]], &[vec![0.5; 3]], 1000, 1).joules_per_token.is_nan(), "no counter, no figure");
+    }
+
+    #[test]
+    fn the_slow_rank_is_named_and_only_it() {
+        let fast = vec![9.0, 0.20, 0.21, 0.19, 0.20];
+        let slow = vec![9.0, 0.41, 0.40, 0.42, 0.40];
+        let s = stragglers(&[fast.clone(), fast.clone(), slow, fast], 1, 5.0);
+        assert_eq!((s.slowest, s.slow.clone(), s.median), (2, vec![2], 0.2));
+        let hosts: Vec<String> = (0..4).map(|r| format!("h{r}")).collect();
+        let lines = s.lines(&hosts, &[], 5.0);
+        assert!(lines.contains("# slowest rank: 2 on h2") && lines.contains("straggler: rank 2 on h2") && lines.contains("no GPU telemetry"), "{lines}");
+        assert_eq!(lines.matches("straggler:").count(), 1);
+        let even = stragglers(&[vec![0.2; 3], vec![0.203; 3]], 0, 5.0);
+        assert!(even.slow.is_empty() && even.slowest == 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::data_parallel::first_sample;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::{clip_factor, AdamW};
+use crate::dist::fault::Fault;
 use crate::dist::ranks::Ranks;
 use anyhow::Result;
 use std::time::Instant;
@@ -58,9 +59,14 @@ pub fn train(
     let accum = run.grad_accum as f64;
     let n = ranks.count() as f64;
     let mut records = Vec::with_capacity(run.steps);
+    // The test hook `slow:R:MS` (dist/fault.rs): rank R computes that much longer each step.
+    let delay = Fault::from_env().ok().and_then(|f| f.step_delay(ranks.rank()));
     for step in 1..=run.steps {
         let start = Instant::now();
         engine.begin_step(step)?;
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         let (mut loss, mut loss_tokens) = (0.0, 0);
         for micro in 0..run.grad_accum {
             let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
