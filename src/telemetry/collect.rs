@@ -26,7 +26,8 @@ struct Batch {
 }
 
 /// The health counters whose rise during the run is worth a warning line each.
-const HEALTH: [&str; 6] = ["ecc_corrected", "ecc_uncorrected", "remapped_rows_corrected", "remapped_rows_uncorrected", "remapped_rows_pending", "remapped_rows_failed"];
+const HEALTH: [&str; 6] =
+    ["ecc_corrected", "ecc_uncorrected", "remapped_rows_corrected", "remapped_rows_uncorrected", "remapped_rows_pending", "remapped_rows_failed"];
 
 /// Rank 0's side: the table, every rank's host, each rank's measured statistics and the last
 /// value of its health counters.
@@ -140,7 +141,10 @@ impl Telemetry {
                 for (last, name) in c.health[rank].iter_mut().zip(HEALTH) {
                     let now = s.get(name);
                     if now > *last {
-                        print_line(&format!("h200-mpibench: warning: rank {rank} on {}: its GPU's {name} rose from {last} to {now} at {:.1} s", c.hosts[rank], s.t_s));
+                        print_line(&format!(
+                            "h200-mpibench: warning: rank {rank} on {}: its GPU's {name} rose from {last} to {now} at {:.1} s",
+                            c.hosts[rank], s.t_s
+                        ));
                     }
                     if now.is_finite() {
                         *last = now;
