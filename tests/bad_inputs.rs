@@ -99,7 +99,7 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["--suite", "sft", "--telemetry-ms", "5"], "--telemetry-ms 5: 0 (off) or 10 to 60000"),
         case(2, &["--telemetry-ms", "100000"], "--telemetry-ms 100000"),
         case(2, &["--suite", "sft", "--straggler-pct", "0"], "--straggler-pct 0: more than 0"),
-        case(2, &["--straggler-pct", "10"], "--straggler-pct is a flag of --suite sft"),
+        case(2, &["plan", "--straggler-pct", "10"], "--straggler-pct does not apply to plan"),
         case(2, &["--suite", "sft", "--micro-batch", "100000"], "of host memory per rank"),
         case(2, &["--suite", "sft", "--micro-batch", "100000", "--seq", "1000"], "tokens per micro-batch"),
         case(2, &["--suite", "sft", "--layers", "1000000000"], "--layers 1000000000: must be 1 to 1024"),

@@ -221,14 +221,14 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     let (step_s, comm_s) = (by_rank(&per_rank[0].1), by_rank(&per_rank[4].1));
     let energy = figures::energy(&by_rank(&per_rank[5].1), &step_s, r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
     let compute_s: Vec<Vec<f64>> = step_s.iter().zip(&comm_s).map(|(s, c)| s.iter().zip(c).map(|(s, c)| s - c).collect()).collect();
-    let stragglers = figures::stragglers(&compute_s, r.warmup_steps, cli.sft.straggler_pct);
+    let stragglers = figures::stragglers(&compute_s, r.warmup_steps, cli.straggler_pct);
     let hosts = world.all_gather_string(&world.host);
     if world.is_root() {
         print!("{}", figures::sft_lines(&energy, &stats));
-        print!("{}", stragglers.lines(&hosts, &stats, cli.sft.straggler_pct));
+        print!("{}", stragglers.lines(&hosts, &stats, cli.straggler_pct, ("step compute", " s")));
     }
     if let Some(log) = &log {
-        log.per_rank(records.len(), &per_rank, &energy, &stragglers, cli.sft.straggler_pct)?;
+        log.per_rank(records.len(), &per_rank, &energy, &stragglers, cli.straggler_pct)?;
         log.finish(&summary, profile.as_ref())?;
     }
     match diverged {

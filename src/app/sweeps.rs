@@ -8,7 +8,9 @@ use h200_mpibench::dist::world::World;
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::sweep;
+use h200_mpibench::sweep::engine::Engine;
 use h200_mpibench::telemetry::collect::Telemetry;
+use h200_mpibench::telemetry::figures;
 use std::time::Duration;
 
 pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
@@ -25,10 +27,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile
             record_gpu_software(meta, true);
             meta.engine = "nccl".into();
             announce(world, file, meta, &gpu.identity(), "collective sweeps over nccl", None)?;
-            let mut telemetry = Telemetry::start(world, cli.telemetry_ms, Some(&gpu.pci_bus_id()), "", file, Box::new(|_| true))?;
-            let wrong = sweep::run_all(world, &mut engine, plan, &watchdog, file, &mut telemetry)?;
-            telemetry.finish(world)?;
-            wrong
+            sampled(world, cli, plan, &mut engine, &watchdog, file, (Some(&gpu.pci_bus_id()), ""))?
         }
         Path::Host { reason } if plan.settings.graph_launches > 0 => {
             return Err(Stop::Agreed(format!("-G (CUDA graphs) needs the NCCL engine, and this run sweeps over MPI on host memory ({reason})")));
@@ -41,11 +40,31 @@ pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile
             meta.engine = "mpi-host".into();
             let note = format!("no GPU path ({reason}): sweeping with MPI on host memory; these figures measure MPI, not NCCL");
             announce(world, file, meta, &GpuIdentity::none(), "collective sweeps over mpi-host", Some(&note))?;
-            let mut telemetry = Telemetry::start(world, cli.telemetry_ms, None, &reason, file, Box::new(|_| true))?;
-            let wrong = sweep::run_all(world, &mut engine, plan, &watchdog, file, &mut telemetry)?;
-            telemetry.finish(world)?;
-            wrong
+            sampled(world, cli, plan, &mut engine, &watchdog, file, (None, &reason))?
         }
     };
     Ok(if wrong == 0 { 0 } else { 3 })
+}
+
+/// The sweeps with telemetry from the first series to the last (`source`: this rank's GPU's
+/// PCI bus id, or why it has none), then the slowest rank and any straggler named; returns the
+/// wrong elements found.
+fn sampled(
+    world: &World,
+    cli: &Cli,
+    plan: &SweepPlan,
+    engine: &mut dyn Engine,
+    watchdog: &Watchdog,
+    file: Option<&ResultsFile>,
+    source: (Option<&str>, &str),
+) -> Result<u64, Stop> {
+    let mut telemetry = Telemetry::start(world, cli.telemetry_ms, source.0, source.1, file, Box::new(|_| true))?;
+    let outcome = sweep::run_all(world, engine, plan, watchdog, file, &mut telemetry)?;
+    let stats = telemetry.finish(world)?;
+    let hosts = world.all_gather_string(&world.host);
+    if world.is_root() {
+        let slow = figures::stragglers(&outcome.launch_ratio_per_rank, 0, cli.straggler_pct);
+        print!("{}", slow.lines(&hosts, &stats, cli.straggler_pct, ("launch time against its row's median over ranks", "x")));
+    }
+    Ok(outcome.wrong)
 }

@@ -65,6 +65,12 @@ pub struct Cli {
     #[arg(long = "telemetry-ms", default_value_t = 100, global = true)]
     pub telemetry_ms: u64,
 
+    /// Name every rank more than this many percent slower than the median over ranks: in SFT
+    /// by its median step compute (step time less the communication it waited for), in the
+    /// sweeps by its launch times against each row's median.
+    #[arg(long = "straggler-pct", default_value_t = 5.0, global = true)]
+    pub straggler_pct: f64,
+
     #[command(flatten)]
     pub sweep: SweepArgs,
 
@@ -174,11 +180,6 @@ pub struct SftArgs {
     #[arg(long, global = true)]
     pub profile: bool,
 
-    /// Name every rank whose median step compute (step time less the communication it waited
-    /// for) is more than this many percent above the median over ranks.
-    #[arg(long = "straggler-pct", default_value_t = 5.0, global = true)]
-    pub straggler_pct: f64,
-
     /// Train on this file of token ids (little-endian u32) instead of synthetic data.
     #[arg(long, global = true)]
     pub data: Option<String>,
@@ -228,9 +229,6 @@ impl SftArgs {
         run.recompute |= self.recompute;
         run.zero = self.zero.unwrap_or(0);
         run.validate()?;
-        if !(self.straggler_pct > 0.0 && self.straggler_pct <= 1000.0) {
-            return Err(format!("--straggler-pct {}: more than 0 and at most 1000", self.straggler_pct));
-        }
         if run.bucket_layers > model.n_layers {
             return Err(format!("--bucket-layers {}: the model has {} layers", run.bucket_layers, model.n_layers));
         }
@@ -275,6 +273,9 @@ impl Cli {
         }
         if self.telemetry_ms != 0 && !(10..=60_000).contains(&self.telemetry_ms) {
             return Err(format!("--telemetry-ms {}: 0 (off) or 10 to 60000", self.telemetry_ms));
+        }
+        if !(self.straggler_pct > 0.0 && self.straggler_pct <= 1000.0) {
+            return Err(format!("--straggler-pct {}: more than 0 and at most 1000", self.straggler_pct));
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ pub fn given(matches: &ArgMatches) -> Vec<String> {
 /// Shared flags that plan and selftest do not read: they run no suite, pick no backend, have
 /// no phase to time out and no benchmark to sample; plan draws nothing (selftest's --seed draws
 /// its inputs).
-const UNUSED_BY_CHECKS: [&str; 5] = ["suite", "backend", "seed", "timeout", "telemetry_ms"];
+const UNUSED_BY_CHECKS: [&str; 6] = ["suite", "backend", "seed", "timeout", "telemetry_ms", "straggler_pct"];
 
 /// The sft flags `plan` reads; the others describe training, not memory.
 const PLAN_READS: [&str; 8] = ["model", "layers", "seq", "micro_batch", "grad_accum", "recompute", "zero", "bucket_layers"];

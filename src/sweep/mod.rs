@@ -17,6 +17,7 @@ use crate::dist::watchdog::Watchdog;
 use crate::dist::world::World;
 use crate::results::hdf5_file::{ResultsFile, SeriesEnergy, SeriesSettings};
 use crate::telemetry::collect::Telemetry;
+use crate::telemetry::figures;
 use anyhow::Result;
 use engine::Engine;
 use redop::RedOp;
@@ -30,9 +31,15 @@ pub fn largest_buffer(plan: &SweepPlan, ranks: usize) -> usize {
     series.map(|(c, d)| runner::capacity(c, d, &plan.settings.sizes, ranks)).max().unwrap_or(0)
 }
 
-/// Runs the whole plan; returns the wrong elements found over all series and ranks.
-/// Each series' energy and wall time per rank go with it to the file, and its telemetry to
-/// rank 0 as it ends.
+/// What the sweeps found: wrong elements over all series and ranks, and per rank each row's
+/// launch time over the median over ranks of that row (the straggler measure).
+pub struct Outcome {
+    pub wrong: u64,
+    pub launch_ratio_per_rank: Vec<Vec<f64>>,
+}
+
+/// Runs the whole plan. Each series' energy and wall time per rank go with it to the file,
+/// and its telemetry to rank 0 as it ends.
 pub fn run_all(
     world: &World,
     engine: &mut dyn Engine,
@@ -40,7 +47,7 @@ pub fn run_all(
     watchdog: &Watchdog,
     results: Option<&ResultsFile>,
     telemetry: &mut Telemetry,
-) -> Result<u64> {
+) -> Result<Outcome> {
     let s = &plan.settings;
     let engine_name = engine.name();
     let recorded = SeriesSettings {
@@ -53,6 +60,7 @@ pub fn run_all(
     };
     let mut sweep = Sweep { world, engine, settings: s, watchdog, fault: plan.fault };
     let (mut wrong, mut checked, mut busbw_sum, mut halves) = (0u64, 0usize, 0f64, 0usize);
+    let mut ratios = vec![Vec::new(); world.size];
     for &collective in &plan.collectives {
         if world.is_root() {
             println!("#\n# {collective}\n{}", table::header());
@@ -85,6 +93,10 @@ pub fn run_all(
                     println!("#  energy {:.1} J over {} rank(s), mean power {:.0} W per GPU", energy.total_j(), world.size, energy.mean_power_w());
                 }
                 for row in &series.rows {
+                    let median = figures::median(&row.rank_time_us);
+                    if median > 0.0 {
+                        ratios.iter_mut().zip(&row.rank_time_us).for_each(|(r, t)| r.push(t / median));
+                    }
                     wrong += row.wrong.unwrap_or(0);
                     checked += row.wrong.is_some() as usize;
                     busbw_sum += row.busbw_gbs;
@@ -99,5 +111,5 @@ pub fn run_all(
     if world.is_root() {
         println!("{}", table::footer((checked > 0).then_some(wrong), busbw_sum, halves));
     }
-    Ok(wrong)
+    Ok(Outcome { wrong, launch_ratio_per_rank: ratios })
 }

