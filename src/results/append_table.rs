@@ -1,4 +1,4 @@
-//! A table that grows row by row in the results file: one resizable, chunked column per field,
+//! A table that grows row by row in the results file: one resizable, chunked, compressed column per field,
 //! rows kept in memory and written in batches (every FLUSH_ROWS rows or FLUSH_AFTER, and at
 //! the end), so a run cut short keeps every row up to its last flush. Clones share the table,
 //! so the interrupt handler can write what is pending.
@@ -156,8 +156,10 @@ impl Inner {
     }
 }
 
+/// An empty column that grows: chunked, and deflate-compressed (the telemetry's columns repeat
+/// themselves a lot).
 fn empty<T: H5Type>(group: &Group, name: &str) -> Result<Dataset> {
-    Ok(group.new_dataset::<T>().chunk(CHUNK_ROWS).shape(0..).create(name)?)
+    Ok(group.new_dataset::<T>().chunk(CHUNK_ROWS).deflate(4).shape(0..).create(name)?)
 }
 
 #[cfg(test)]
