@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{mpirun, pid_of_rank, read_results, singleton, tempdir};
+use common::{mpirun, mpirun_command, pid_of_rank, read_results, singleton, spawn, tempdir};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -112,29 +112,14 @@ fn a_killed_rank_ends_the_job_and_leaves_a_readable_partial_file() {
     let out = dir.join("k.h5");
     let out_s = out.to_str().unwrap().to_string();
     let partial = dir.join("k.h5.partial");
-    let killer = std::thread::spawn({
-        let (out_s, partial) = (out_s.clone(), partial.clone());
-        move || {
-            // Once the file grows past its metadata (a series is in), kill rank 1 outright.
-            let size = || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-            let mut metadata_only = 0;
-            for _ in 0..900 {
-                std::thread::sleep(Duration::from_millis(100));
-                if metadata_only == 0 {
-                    metadata_only = size();
-                    continue;
-                }
-                if let (true, Some(pid)) = (size() > metadata_only, pid_of_rank(&out_s, 1)) {
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    return true;
-                }
-            }
-            false
-        }
-    });
     let args = ["-b", "8", "-e", "1M", "-d", "all", "-o", "all", "--out", &out_s];
-    let r = mpirun(2, &args, &[], Duration::from_secs(100));
-    assert!(killer.join().unwrap(), "rank 1 was never killed: {}{}", r.stdout, r.stderr);
+    let mut run = spawn(mpirun_command(2, &args), &[], None);
+    // Once the second series prints its rows (all_reduce int8 prod), the first is in the file:
+    // kill rank 1 outright.
+    assert!(run.wait_for_output(" prod ", Duration::from_secs(90)), "the second series never started: {}", run.stdout_so_far());
+    let pid = pid_of_rank(&out_s, 1).expect("rank 1 runs");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let r = run.wait(Duration::from_secs(100));
     assert_ne!(r.code, Some(0), "{}", r.stdout);
     assert!(!out.exists(), "an interrupted run must not look complete");
     let summary = read_results(&partial);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The fields, in column order, with their units in the name.
-pub const FIELDS: [&str; 21] = [
+pub const FIELDS: [&str; 23] = [
     "gpu_util_pct",
     "mem_util_pct",
     "mem_used_bytes",
@@ -17,6 +17,8 @@ pub const FIELDS: [&str; 21] = [
     "throttle_reasons",
     "pcie_tx_bytes_per_s",
     "pcie_rx_bytes_per_s",
+    "nvlink_tx_bytes",
+    "nvlink_rx_bytes",
     "ecc_corrected",
     "ecc_uncorrected",
     "remapped_rows_corrected",

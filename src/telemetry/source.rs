@@ -10,6 +10,7 @@ use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, EventSet, Nvml};
+use nvml_wrapper_sys::bindings::{nvmlFieldValue_t, nvmlReturn_enum_NVML_SUCCESS, NvmlLib, NVML_NVLINK_MAX_LINKS};
 use std::sync::OnceLock;
 
 /// A source of samples, read from the sampler thread and, for the energy counter at step
@@ -32,6 +33,16 @@ fn nvml() -> Result<&'static Nvml> {
     static NVML: OnceLock<Result<Nvml, String>> = OnceLock::new();
     NVML.get_or_init(|| Nvml::init().map_err(|e| e.to_string())).as_ref().map_err(|e| anyhow::anyhow!("NVML: {e}"))
 }
+
+/// NVML itself, for the one call nvml-wrapper cannot make: field values with a scope (the
+/// NVLink counters are per link). The same library, so the same initialised NVML.
+fn raw_nvml() -> Option<&'static NvmlLib> {
+    static LIB: OnceLock<Option<NvmlLib>> = OnceLock::new();
+    LIB.get_or_init(|| unsafe { NvmlLib::new("libnvidia-ml.so.1") }.ok()).as_ref()
+}
+
+/// NVML's NVLink data counters (KiB since the driver loaded), transmitted and received.
+const NVLINK_DATA: [u32; 2] = [138, 139];
 
 /// NVML's field ids of the HBM temperature and the row-remapping counters.
 const MEMORY_TEMP: u32 = 82;
@@ -61,6 +72,35 @@ fn value(v: &SampleValue) -> f64 {
         SampleValue::U32(x) => x as f64,
         SampleValue::U64(x) => x as f64,
         SampleValue::I64(x) => x as f64,
+    }
+}
+
+impl NvmlSource {
+    /// Bytes over all NVLink links since the driver loaded, transmitted and received (None: no
+    /// link gave a value).
+    fn nvlink_bytes(&self) -> [Option<f64>; 2] {
+        let Some(lib) = raw_nvml() else { return [None, None] };
+        let mut values: Vec<nvmlFieldValue_t> = (0..NVML_NVLINK_MAX_LINKS)
+            .flat_map(|link| {
+                NVLINK_DATA.map(|id| {
+                    let mut v: nvmlFieldValue_t = unsafe { std::mem::zeroed() };
+                    (v.fieldId, v.scopeId) = (id, link);
+                    v
+                })
+            })
+            .collect();
+        let called = unsafe { lib.nvmlDeviceGetFieldValues(self.device.handle(), values.len() as i32, values.as_mut_ptr()) };
+        if called != nvmlReturn_enum_NVML_SUCCESS {
+            return [None, None];
+        }
+        NVLINK_DATA.map(|id| {
+            let read: Vec<f64> = values
+                .iter()
+                .filter(|v| v.fieldId == id && v.nvmlReturn == nvmlReturn_enum_NVML_SUCCESS)
+                .map(|v| 1024.0 * unsafe { v.value.ullVal } as f64)
+                .collect();
+            (!read.is_empty()).then(|| read.iter().sum())
+        })
     }
 }
 
@@ -95,6 +135,9 @@ impl Source for NvmlSource {
                 set(name, v.ok().and_then(|s| s.value.ok()).map(|v| value(&v)));
             }
         }
+        let [tx, rx] = self.nvlink_bytes();
+        set("nvlink_tx_bytes", tx);
+        set("nvlink_rx_bytes", rx);
         set("xid_events", self.events.is_some().then_some(self.xids as f64));
         r
     }
