@@ -13,7 +13,8 @@ use h200_mpibench::telemetry::collect::Telemetry;
 use h200_mpibench::telemetry::figures;
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
 use h200_mpibench::zero::planner;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 /// This rank's sft plan, or why it cannot do it (the caller agrees over the ranks: the model
 /// file, the data file and the GPU are each rank's own).
@@ -113,19 +114,25 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     let warmup = r.warmup_steps;
     let measured = move |phase: &str| phase.strip_prefix("sft step ").and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n > warmup);
     let pci = gpu.as_ref().map(|g| g.pci_bus_id());
-    let mut telemetry = Telemetry::start(world, cli.telemetry_ms, pci.as_deref(), "the CPU path", file, Box::new(measured))?;
-    let (mut energy_at, mut step_energy) = (telemetry.energy_j(), Vec::with_capacity(r.steps));
+    let telemetry = RefCell::new(Telemetry::start(world, cli.telemetry_ms, pci.as_deref(), "the CPU path", file, Box::new(measured))?);
+    // The energy counter and the clock at the last step boundary (the first: just before step 1,
+    // after the start-up), and per step their rise.
+    let reading = || (telemetry.borrow_mut().energy_j(), Instant::now());
+    let boundary = Cell::new(reading());
+    let (mut step_energy, mut step_wall) = (Vec::with_capacity(r.steps), Vec::with_capacity(r.steps));
+    let mut telemetry_error = None;
     let mut log_error = None;
     // Never hang: each step must finish within --timeout, or every rank is stopped.
     let watchdog = Watchdog::start(world.who());
     let timeout = Duration::from_secs(cli.timeout);
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
-        let now = telemetry.energy_j();
-        step_energy.push(now - energy_at);
-        energy_at = now;
-        if let Err(e) = telemetry.maybe_flush(world) {
-            log_error.get_or_insert(e);
+        let ((energy, at), now) = (boundary.get(), reading());
+        step_energy.push(now.0 - energy);
+        step_wall.push(now.1.duration_since(at).as_secs_f64());
+        boundary.set(now);
+        if let Err(e) = telemetry.borrow_mut().maybe_flush(world) {
+            telemetry_error.get_or_insert(e);
         }
         watchdog.arm(&format!("sft step {}", s.step + 1), timeout);
         // Shown only once kept: after an interrupt's save no step is printed that the file lacks.
@@ -164,15 +171,22 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
                 _ => Some(NcclComm::bootstrap(world, &watchdog, timeout)?),
             };
             let model = gpu_trainer::build(g, m, r, cli.seed, world, comm.as_ref())?;
+            boundary.set(reading());
             watchdog.arm("sft step 1", timeout);
             gpu_trainer::train(g, &model, r, &plan.data, world, cli.sft.profile, &mut report)?
         }
         None => {
+            boundary.set(reading());
             watchdog.arm("sft step 1", timeout);
             (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report)?, None)
         }
     };
     watchdog.disarm();
+    // Samples from here on belong to no step.
+    h200_mpibench::dist::phase::set("sft summary");
+    if let Some(e) = telemetry_error {
+        return Err(Stop::Fatal(e.context("cannot send the telemetry to rank 0")));
+    }
     if let Some(e) = log_error {
         return Err(Stop::Fatal(e.context("cannot write the steps to the results file")));
     }
@@ -205,7 +219,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             100.0 * (peak as f64 / plan_bytes as f64 - 1.0)
         );
     }
-    let stats = telemetry.finish(world)?;
+    let stats = telemetry.into_inner().finish(world)?;
     // Every rank's own step times, split and energy, [steps, ranks]: what the energy figures
     // and the straggler naming are computed from.
     let column = |f: fn(&metrics::StepRecord) -> f64| world.all_gather_f64(&records.iter().map(f).collect::<Vec<_>>());
@@ -216,10 +230,11 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         ("rank_optimizer_s", column(|s| s.optimizer_s)),
         ("rank_comm_s", column(|s| s.comm_s)),
         ("rank_energy_j", world.all_gather_f64(&step_energy)),
+        ("rank_boundary_s", world.all_gather_f64(&step_wall)),
     ];
     let by_rank = |flat: &[f64]| -> Vec<Vec<f64>> { flat.chunks(records.len().max(1)).map(|c| c.to_vec()).collect() };
     let (step_s, comm_s) = (by_rank(&per_rank[0].1), by_rank(&per_rank[4].1));
-    let energy = figures::energy(&by_rank(&per_rank[5].1), &step_s, r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
+    let energy = figures::energy(&by_rank(&per_rank[5].1), &by_rank(&per_rank[6].1), r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
     let compute_s: Vec<Vec<f64>> = step_s.iter().zip(&comm_s).map(|(s, c)| s.iter().zip(c).map(|(s, c)| s - c).collect()).collect();
     let stragglers = figures::stragglers(&compute_s, r.warmup_steps, cli.straggler_pct);
     let hosts = world.all_gather_string(&world.host);

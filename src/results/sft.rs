@@ -92,7 +92,8 @@ impl SftLog {
     }
 
     /// Every rank's per-step figures `(name, rank-major values as gathered)`, each written as
-    /// [steps, ranks]; the energy figures and who straggled.
+    /// [steps, ranks] (`rank_boundary_s`: the time between the energy readings at two step
+    /// boundaries, the step and its bookkeeping); the energy figures and who straggled.
     pub fn per_rank(&self, steps: usize, columns: &[(&str, Vec<f64>)], e: &EnergyFigures, s: &Stragglers, pct: f64) -> Result<()> {
         let g = &self.group;
         for (name, flat) in columns {

@@ -8,7 +8,7 @@ use super::clock::RunClock;
 use super::figures::RankStats;
 use super::sample::Sample;
 use super::sampler::{Event, Sampler};
-use super::source::{HostSource, NvmlSource, Source};
+use super::source::{HostSource, NvmlSource, Source, PCIE_PERIOD_MS};
 use crate::dist::world::{print_line, World};
 use crate::results::hdf5_file::ResultsFile;
 use crate::results::telemetry::TelemetryLog;
@@ -47,9 +47,11 @@ pub struct Telemetry {
     measured: Box<dyn Fn(&str) -> bool>,
 }
 
-/// This rank's source: NVML for its GPU (`pci_bus_id`), else the process alone.
-fn source(pci_bus_id: Option<&str>, why_none: &str, xid: bool) -> Box<dyn Source> {
-    match pci_bus_id.map(|id| NvmlSource::open(id, xid)) {
+/// This rank's source: NVML for its GPU (`pci_bus_id`), else the process alone; the sampler's
+/// has the XID event set and, at `period_ms` of PCIE_PERIOD_MS or more, PCIe.
+fn source(pci_bus_id: Option<&str>, why_none: &str, sampler: Option<u64>) -> Box<dyn Source> {
+    let (xid, pcie) = (sampler.is_some(), sampler.is_some_and(|ms| ms >= PCIE_PERIOD_MS));
+    match pci_bus_id.map(|id| NvmlSource::open(id, xid, pcie)) {
         Some(Ok(nvml)) => Box::new(nvml),
         Some(Err(e)) => Box::new(HostSource { why: format!("{e:#}") }),
         None => Box::new(HostSource { why: why_none.to_string() }),
@@ -72,14 +74,14 @@ impl Telemetry {
         if period_ms == 0 {
             return Ok(telemetry);
         }
-        let sampled = source(gpu, why_none, true);
+        let sampled = source(gpu, why_none, Some(period_ms));
         let described = world.gather_string_to_root(&sampled.describe());
         let hosts = world.gather_string_to_root(&world.host);
         if world.is_root() {
             let log = file.map(|f| f.begin_telemetry(period_ms, &described)).transpose()?;
             telemetry.collector = Some(Collector { log, stats: vec![RankStats::new(); world.size], health: vec![[f64::NAN; HEALTH.len()]; world.size], hosts });
         }
-        telemetry.meter = Some(source(gpu, why_none, false));
+        telemetry.meter = Some(source(gpu, why_none, None));
         telemetry.sampler = Some(Sampler::start(sampled, Duration::from_millis(period_ms), clock));
         Ok(telemetry)
     }

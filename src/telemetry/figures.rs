@@ -65,9 +65,10 @@ pub struct EnergyFigures {
     pub mean_power_w: Vec<f64>,
 }
 
-/// `energy_j[rank][step]` and `step_s[rank][step]` of every rank, `tokens` per rank and step,
-/// the first `warmup` steps left out. NaN without an energy counter.
-pub fn energy(energy_j: &[Vec<f64>], step_s: &[Vec<f64>], tokens: usize, warmup: usize) -> EnergyFigures {
+/// `energy_j[rank][step]`: the counter's rise from one step boundary to the next, and
+/// `interval_s[rank][step]` the time between those readings, of every rank; `tokens` per rank
+/// and step, the first `warmup` steps left out. NaN without an energy counter.
+pub fn energy(energy_j: &[Vec<f64>], interval_s: &[Vec<f64>], tokens: usize, warmup: usize) -> EnergyFigures {
     let measured = |v: &Vec<f64>| v.iter().skip(warmup).sum::<f64>();
     let joules: f64 = energy_j.iter().map(measured).sum();
     let steps = energy_j.first().map_or(0, |v| v.len().saturating_sub(warmup));
@@ -76,7 +77,7 @@ pub fn energy(energy_j: &[Vec<f64>], step_s: &[Vec<f64>], tokens: usize, warmup:
     EnergyFigures {
         joules_per_token,
         tokens_per_kwh: 3.6e6 / joules_per_token,
-        mean_power_w: energy_j.iter().zip(step_s).map(|(e, s)| measured(e) / measured(s)).collect(),
+        mean_power_w: energy_j.iter().zip(interval_s).map(|(e, s)| measured(e) / measured(s)).collect(),
     }
 }
 

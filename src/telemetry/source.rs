@@ -53,16 +53,22 @@ pub struct NvmlSource {
     device: Device<'static>,
     events: Option<EventSet<'static>>,
     xids: u64,
+    /// NVML measures PCIe throughput over 20 ms per direction, a wait in every read: only at
+    /// periods long enough for it.
+    pcie: bool,
 }
+
+/// The shortest period at which a sample reads PCIe throughput (two 20 ms windows).
+pub const PCIE_PERIOD_MS: u64 = 100;
 
 impl NvmlSource {
     /// The GPU at `pci_bus_id` (as nvidia-smi prints it); with `xid`, an event set for its
-    /// critical XID errors (one source per rank should have it).
-    pub fn open(pci_bus_id: &str, xid: bool) -> Result<NvmlSource> {
+    /// critical XID errors (one source per rank should have it); `pcie`: read PCIe throughput.
+    pub fn open(pci_bus_id: &str, xid: bool, pcie: bool) -> Result<NvmlSource> {
         let nvml = nvml()?;
         let device = nvml.device_by_pci_bus_id(pci_bus_id).with_context(|| format!("NVML has no GPU at {pci_bus_id}"))?;
         let events = if xid { nvml.create_event_set().ok().and_then(|set| device.register_events(EventTypes::CRITICAL_XID_ERROR, set).ok()) } else { None };
-        Ok(NvmlSource { device, events, xids: 0 })
+        Ok(NvmlSource { device, events, xids: 0, pcie })
     }
 }
 
@@ -124,8 +130,10 @@ impl Source for NvmlSource {
         set("sm_clock_mhz", d.clock_info(Clock::SM).ok().map(|c| c as f64));
         set("mem_clock_mhz", d.clock_info(Clock::Memory).ok().map(|c| c as f64));
         set("throttle_reasons", d.current_throttle_reasons().ok().map(|t| t.bits() as f64));
-        set("pcie_tx_bytes_per_s", d.pcie_throughput(PcieUtilCounter::Send).ok().map(|kb| kb as f64 * 1024.0));
-        set("pcie_rx_bytes_per_s", d.pcie_throughput(PcieUtilCounter::Receive).ok().map(|kb| kb as f64 * 1024.0));
+        if self.pcie {
+            set("pcie_tx_bytes_per_s", d.pcie_throughput(PcieUtilCounter::Send).ok().map(|kb| kb as f64 * 1024.0));
+            set("pcie_rx_bytes_per_s", d.pcie_throughput(PcieUtilCounter::Receive).ok().map(|kb| kb as f64 * 1024.0));
+        }
         set("ecc_corrected", d.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile).ok().map(|n| n as f64));
         set("ecc_uncorrected", d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile).ok().map(|n| n as f64));
         let ids: Vec<FieldId> = std::iter::once(MEMORY_TEMP).chain(REMAPPED.iter().map(|r| r.0)).map(FieldId).collect();
