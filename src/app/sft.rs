@@ -9,7 +9,7 @@ use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::World;
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
-use h200_mpibench::telemetry::collect::Telemetry;
+use h200_mpibench::telemetry::collect::{SinkOpener, Telemetry};
 use h200_mpibench::telemetry::figures;
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
 use h200_mpibench::zero::planner;
@@ -114,7 +114,8 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     let warmup = r.warmup_steps;
     let measured = move |phase: &str| phase.strip_prefix("sft step ").and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n > warmup);
     let pci = gpu.as_ref().map(|g| g.pci_bus_id());
-    let telemetry = RefCell::new(Telemetry::start(world, cli.telemetry_ms, pci.as_deref(), "the CPU path", file, Box::new(measured))?);
+    let telemetry =
+        RefCell::new(Telemetry::start(world, cli.telemetry_ms, pci.as_deref(), "the CPU path", file.map(|f| f as &dyn SinkOpener), Box::new(measured))?);
     // The energy counter and the clock at the last step boundary (the first: just before step 1,
     // after the start-up), and per step their rise.
     let reading = || (telemetry.borrow_mut().energy_j(), Instant::now());

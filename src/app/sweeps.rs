@@ -9,7 +9,7 @@ use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::sweep;
 use h200_mpibench::sweep::engine::Engine;
-use h200_mpibench::telemetry::collect::Telemetry;
+use h200_mpibench::telemetry::collect::{SinkOpener, Telemetry};
 use h200_mpibench::telemetry::figures;
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ fn sampled(
     file: Option<&ResultsFile>,
     source: (Option<&str>, &str),
 ) -> Result<u64, Stop> {
-    let mut telemetry = Telemetry::start(world, cli.telemetry_ms, source.0, source.1, file, Box::new(|_| true))?;
+    let mut telemetry = Telemetry::start(world, cli.telemetry_ms, source.0, source.1, file.map(|f| f as &dyn SinkOpener), Box::new(|_| true))?;
     let outcome = sweep::run_all(world, engine, plan, watchdog, file, &mut telemetry)?;
     let stats = telemetry.finish(world)?;
     let hosts = world.all_gather_string(&world.host);

@@ -4,6 +4,7 @@
 
 use super::append_table::{AppendTable, Cell, Kind};
 use super::hdf5_file::{put_column, put_num, put_str, ResultsFile};
+use crate::telemetry::collect::{Sink, SinkOpener};
 use crate::telemetry::figures::{RankStats, THROTTLE_REASONS};
 use crate::telemetry::sample::{Sample, FIELDS};
 use crate::telemetry::sampler::Event;
@@ -16,9 +17,9 @@ pub struct TelemetryLog {
     events: AppendTable,
 }
 
-impl ResultsFile {
+impl SinkOpener for ResultsFile {
     /// /telemetry with its empty tables; `sources[rank]` says what each rank samples.
-    pub fn begin_telemetry(&self, period_ms: u64, sources: &[String]) -> Result<TelemetryLog> {
+    fn open_telemetry(&self, period_ms: u64, sources: &[String]) -> Result<Box<dyn Sink>> {
         let group = self.file.create_group("telemetry")?;
         put_num(&group, "period_ms", period_ms)?;
         put_str(&group, "layout", "one row per sample: t_s (seconds since rank 0's start, on rank 0's clock), rank, phase, then every field (NaN: not read)")?;
@@ -30,30 +31,30 @@ impl ResultsFile {
         let events_group = group.create_group("events")?;
         let events = self.table(&events_group, &[("t_s", Kind::F64), ("rank", Kind::U64), ("host", Kind::Text), ("event", Kind::Text)])?;
         self.file.flush()?;
-        Ok(TelemetryLog { group, samples, events })
+        Ok(Box::new(TelemetryLog { group, samples, events }))
     }
 }
 
-impl TelemetryLog {
-    pub fn sample(&self, rank: usize, s: &Sample) -> Result<bool> {
+impl Sink for TelemetryLog {
+    fn sample(&self, rank: usize, s: &Sample) -> Result<bool> {
         let mut row = vec![Cell::F64(s.t_s), Cell::U64(rank as u64), Cell::Text(s.phase.clone())];
         row.extend(s.values.iter().map(|v| Cell::F64(v.unwrap_or(f64::NAN))));
         self.samples.append(row)
     }
 
-    pub fn event(&self, rank: usize, host: &str, e: &Event) -> Result<bool> {
+    fn event(&self, rank: usize, host: &str, e: &Event) -> Result<bool> {
         self.events.append(vec![Cell::F64(e.t_s), Cell::U64(rank as u64), Cell::Text(host.into()), Cell::Text(e.what.clone())])
     }
 
     /// What is pending, written.
-    pub fn flush(&self) -> Result<()> {
+    fn flush(&self) -> Result<()> {
         self.samples.flush()?;
         self.events.flush()
     }
 
     /// Each rank's figures over the measured phases: peak temperatures, and per throttle
     /// reason (attribute `throttle_reasons`) the share of samples it was active in.
-    pub fn finish(&self, stats: &[RankStats]) -> Result<()> {
+    fn finish(&self, stats: &[RankStats]) -> Result<()> {
         self.flush()?;
         let g = &self.group;
         put_column(g, "measured_samples_per_rank", &stats.iter().map(|s| s.samples as u64).collect::<Vec<_>>())?;

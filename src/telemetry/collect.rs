@@ -10,13 +10,26 @@ use super::sample::Sample;
 use super::sampler::{Event, Sampler};
 use super::source::{HostSource, NvmlSource, Source, PCIE_PERIOD_MS};
 use crate::dist::world::{print_line, World};
-use crate::results::hdf5_file::ResultsFile;
-use crate::results::telemetry::TelemetryLog;
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
 /// The longest a batch waits on its rank: a killed run loses at most this much.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// Where rank 0 keeps the rows: results/telemetry.rs's /telemetry tables.
+pub trait Sink {
+    fn sample(&self, rank: usize, s: &Sample) -> Result<bool>;
+    fn event(&self, rank: usize, host: &str, e: &Event) -> Result<bool>;
+    fn flush(&self) -> Result<()>;
+    /// Each rank's figures, at the end.
+    fn finish(&self, stats: &[RankStats]) -> Result<()>;
+}
+
+/// What opens rank 0's sink: the results file.
+pub trait SinkOpener {
+    /// Sampling every `period_ms`; `sources[rank]` says what each rank samples.
+    fn open_telemetry(&self, period_ms: u64, sources: &[String]) -> Result<Box<dyn Sink>>;
+}
 
 /// One rank's batch as it travels to rank 0.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -32,7 +45,7 @@ const HEALTH: [&str; 6] =
 /// Rank 0's side: the table, every rank's host, each rank's measured statistics and the last
 /// value of its health counters.
 struct Collector {
-    log: Option<TelemetryLog>,
+    log: Option<Box<dyn Sink>>,
     hosts: Vec<String>,
     stats: Vec<RankStats>,
     health: Vec<[f64; HEALTH.len()]>,
@@ -66,7 +79,7 @@ impl Telemetry {
         period_ms: u64,
         gpu: Option<&str>,
         why_none: &str,
-        file: Option<&ResultsFile>,
+        file: Option<&dyn SinkOpener>,
         measured: Box<dyn Fn(&str) -> bool>,
     ) -> Result<Telemetry> {
         let clock = RunClock::agree(world);
@@ -78,7 +91,7 @@ impl Telemetry {
         let described = world.gather_string_to_root(&sampled.describe());
         let hosts = world.gather_string_to_root(&world.host);
         if world.is_root() {
-            let log = file.map(|f| f.begin_telemetry(period_ms, &described)).transpose()?;
+            let log = file.map(|f| f.open_telemetry(period_ms, &described)).transpose()?;
             telemetry.collector = Some(Collector { log, stats: vec![RankStats::new(); world.size], health: vec![[f64::NAN; HEALTH.len()]; world.size], hosts });
         }
         telemetry.meter = Some(source(gpu, why_none, None));
