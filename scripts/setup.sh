@@ -11,6 +11,8 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -e /usr/include/x86_64-linux-gnu/openmpi/include/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] \
   || need_apt+=(libopenmpi-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# HDF5's deflate filter (the growing tables are compressed) links the system zlib.
+[ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v cc >/dev/null || need_apt+=(build-essential)

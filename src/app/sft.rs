@@ -224,20 +224,20 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     // Every rank's own step times, split and energy, [steps, ranks]: what the energy figures
     // and the straggler naming are computed from.
     let column = |f: fn(&metrics::StepRecord) -> f64| world.all_gather_f64(&records.iter().map(f).collect::<Vec<_>>());
+    let by_rank = |flat: &[f64]| -> Vec<Vec<f64>> { flat.chunks(records.len().max(1)).map(|c| c.to_vec()).collect() };
+    let (energy_j, boundary_s) = (world.all_gather_f64(&step_energy), world.all_gather_f64(&step_wall));
+    let energy = figures::energy(&by_rank(&energy_j), &by_rank(&boundary_s), r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
+    let compute_s = by_rank(&column(|s| s.step_s - s.comm_s));
+    let stragglers = figures::stragglers(&compute_s, r.warmup_steps, cli.straggler_pct);
     let per_rank: Vec<(&str, Vec<f64>)> = vec![
         ("rank_step_s", column(|s| s.step_s)),
         ("rank_forward_s", column(|s| s.forward_s)),
         ("rank_backward_s", column(|s| s.backward_s)),
         ("rank_optimizer_s", column(|s| s.optimizer_s)),
         ("rank_comm_s", column(|s| s.comm_s)),
-        ("rank_energy_j", world.all_gather_f64(&step_energy)),
-        ("rank_boundary_s", world.all_gather_f64(&step_wall)),
+        ("rank_energy_j", energy_j),
+        ("rank_boundary_s", boundary_s),
     ];
-    let by_rank = |flat: &[f64]| -> Vec<Vec<f64>> { flat.chunks(records.len().max(1)).map(|c| c.to_vec()).collect() };
-    let (step_s, comm_s) = (by_rank(&per_rank[0].1), by_rank(&per_rank[4].1));
-    let energy = figures::energy(&by_rank(&per_rank[5].1), &by_rank(&per_rank[6].1), r.micro_batch * r.grad_accum * r.seq, r.warmup_steps);
-    let compute_s: Vec<Vec<f64>> = step_s.iter().zip(&comm_s).map(|(s, c)| s.iter().zip(c).map(|(s, c)| s - c).collect()).collect();
-    let stragglers = figures::stragglers(&compute_s, r.warmup_steps, cli.straggler_pct);
     let hosts = world.all_gather_string(&world.host);
     if world.is_root() {
         print!("{}", figures::sft_lines(&energy, &stats));

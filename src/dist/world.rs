@@ -76,33 +76,32 @@ impl World {
     }
 
     pub fn all_gather_string(&self, s: &str) -> Vec<String> {
-        let bytes = s.as_bytes();
-        let mut lens = vec![0u64; self.size];
-        self.comm.all_gather_into(&(bytes.len() as u64), &mut lens[..]);
-        let width = *lens.iter().max().unwrap_or(&0) as usize;
-        let mut padded = bytes.to_vec();
-        padded.resize(width, 0);
-        let mut all = vec![0u8; width * self.size];
+        let (lens, padded) = self.padded(s);
+        let mut all = vec![0u8; padded.len() * self.size];
         self.comm.all_gather_into(&padded[..], &mut all[..]);
-        all.chunks(width.max(1)).zip(&lens).map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned()).take(self.size).collect()
+        unpad(&all, &lens)
     }
 
     /// Every rank's string, on rank 0 only (in rank order; empty elsewhere).
     pub fn gather_string_to_root(&self, s: &str) -> Vec<String> {
-        let bytes = s.as_bytes();
-        let mut lens = vec![0u64; self.size];
-        self.comm.all_gather_into(&(bytes.len() as u64), &mut lens[..]);
-        let width = (*lens.iter().max().unwrap_or(&0) as usize).max(1);
-        let mut padded = bytes.to_vec();
-        padded.resize(width, 0);
+        let (lens, padded) = self.padded(s);
         let root = self.comm.process_at_rank(0);
         if !self.is_root() {
             root.gather_into(&padded[..]);
             return Vec::new();
         }
-        let mut all = vec![0u8; width * self.size];
+        let mut all = vec![0u8; padded.len() * self.size];
         root.gather_into_root(&padded[..], &mut all[..]);
-        all.chunks(width).zip(&lens).map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned()).collect()
+        unpad(&all, &lens)
+    }
+
+    /// Collective: every rank's length of `s`, and `s`'s bytes padded to the longest (at least 1).
+    fn padded(&self, s: &str) -> (Vec<u64>, Vec<u8>) {
+        let mut lens = vec![0u64; self.size];
+        self.comm.all_gather_into(&(s.len() as u64), &mut lens[..]);
+        let mut padded = s.as_bytes().to_vec();
+        padded.resize((*lens.iter().max().unwrap_or(&0) as usize).max(1), 0);
+        (lens, padded)
     }
 
     pub fn sum_u64(&self, x: u64) -> u64 {
@@ -127,6 +126,12 @@ impl World {
 }
 
 /// Prints one line to stderr in a single write, so lines of ranks sharing a terminal or
+/// Each rank's string from padded blocks of equal width.
+fn unpad(all: &[u8], lens: &[u64]) -> Vec<String> {
+    let width = all.len() / lens.len().max(1);
+    all.chunks(width.max(1)).zip(lens).map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned()).collect()
+}
+
 /// pipe never interleave.
 pub fn print_line(text: &str) {
     use std::io::Write;

@@ -6,7 +6,8 @@
 use super::config::LlamaConfig;
 use super::layout::{LayerTensors, Layout};
 use super::ops::{Dims, Heads, LlamaOps, Rows, Shape};
-use crate::zero::buffers::{Allocated, LAYER_ACTS, SCRATCH};
+use crate::backend::cpu::cross_entropy;
+use crate::zero::buffers::Allocated;
 use crate::zero::schedule::Piece;
 use anyhow::{ensure, Result};
 
@@ -98,7 +99,6 @@ impl<B> Activations<B> {
             dup: t("dup")?,
             dh: t("dh")?,
         };
-        debug_assert_eq!((LAYER_ACTS.len(), SCRATCH.len()), (13, 11), "the structs above name every table entry");
         let inputs = (0..=n_layers).map(|i| all.take(&format!("layer input {i}"))).collect::<Result<Vec<_>>>()?;
         Ok(Activations {
             inputs,
@@ -262,5 +262,5 @@ impl Llama {
 
 /// Positions whose label counts (at least 1, so that an all-ignored batch has loss 0).
 fn counted(labels: &[i32]) -> usize {
-    labels.iter().filter(|&&x| x >= 0).count().max(1)
+    cross_entropy::counted(labels).max(1)
 }

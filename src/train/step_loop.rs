@@ -8,6 +8,7 @@ use super::data_parallel::first_sample;
 use super::metrics::StepRecord;
 use super::run_config::RunConfig;
 use crate::backend::cpu::adamw::{clip_factor, AdamW};
+use crate::backend::cpu::cross_entropy;
 use crate::dist::fault::Fault;
 use crate::dist::ranks::Ranks;
 use anyhow::Result;
@@ -71,7 +72,7 @@ pub fn train(
         for micro in 0..run.grad_accum {
             let first = first_sample(run, step, micro, ranks.rank(), ranks.count());
             let (tokens, labels) = data.batch(first, run.micro_batch, run.seq, vocab);
-            loss_tokens += labels.iter().filter(|&&l| l >= 0).count();
+            loss_tokens += cross_entropy::counted(&labels);
             loss += engine.micro_batch(&tokens, &labels, 1.0 / accum, micro + 1 == run.grad_accum)? / accum;
         }
         // The reductions summed over ranks: 1/n goes into the norm and the update's scale.

@@ -113,14 +113,6 @@ impl<B> UnitStore<B> {
             Storage::Slots(_) => None,
         }
     }
-
-    /// Every buffer: the whole one, or both slots.
-    pub fn buffers(&self) -> Vec<&B> {
-        match &self.storage {
-            Storage::Whole(b) => vec![b],
-            Storage::Slots(s) => s.iter().collect(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,12 @@ use rayon::prelude::*;
 /// Label of a position that does not count (prompt tokens in SFT, padding).
 pub const IGNORE: i32 = -1;
 
+/// The positions whose label counts in the loss (any negative label is left out, as the kernel
+/// does).
+pub fn counted(labels: &[i32]) -> usize {
+    labels.iter().filter(|&&l| l >= 0).count()
+}
+
 /// `logits` [rows, vocab] become (softmax − onehot) · `scale`, and `losses[row]` their row's
 /// loss; a row labelled IGNORE gets loss 0 and gradient 0. For the mean loss's gradient, scale
 /// = 1 / counted rows.
@@ -31,7 +37,7 @@ pub fn forward_backward<T: Real>(logits: &mut [T], losses: &mut [T], labels: &[i
 
 /// The mean loss over the counted rows (0 when none counts), and the logits become its gradient.
 pub fn mean_loss<T: Real>(logits: &mut [T], labels: &[i32], vocab: usize) -> f64 {
-    let counted = labels.iter().filter(|&&l| l != IGNORE).count().max(1);
+    let counted = counted(labels).max(1);
     let mut losses = vec![T::zero(); labels.len()];
     forward_backward(logits, &mut losses, labels, vocab, 1.0 / counted as f64);
     losses.iter().map(|l| l.f64()).sum::<f64>() / counted as f64
