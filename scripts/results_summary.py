@@ -52,6 +52,21 @@ def telemetry_summary(g, world_size):
     }
 
 
+def verify_summary(g):
+    """/verify: its attributes, every verdict, each probe's raw shape, the inventory and health."""
+    columns = lambda h: {k: ([text(x) for x in h[k][:]] if h[k].dtype.kind == "O" else plain(h[k][:])) for k in h if isinstance(h[k], h5py.Dataset)}
+    probes = {}
+    for name, p in g["probes"].items():
+        probes[name] = {"unit": text(p.attrs["unit"]), "subject": [text(x) for x in p["subject"][:]], "ranks": [text(x) for x in p["ranks"][:]],
+                        "work": plain(p["work"][:]), "value": plain(p["value"][:]), "seconds": plain(p["seconds"][:]), "seconds_shape": list(p["seconds"].shape)}
+    out = {k: scalar(v) for k, v in g.attrs.items()}
+    out.update({"verdicts": columns(g["verdicts"]), "probes": probes, "inventory": columns(g["inventory"]),
+                "health": columns(g["health"]), "skipped": columns(g["skipped"]), "reference_per_rank": [text(x) for x in g["reference_per_rank"][:]],
+                "p2p_copy_gbs": plain(g["p2p_copy_gbs"][:]) if "p2p_copy_gbs" in g else None,
+                "burn": columns(g["burn"]) if "burn" in g else None})
+    return out
+
+
 def summarize(path):
     with h5py.File(path, "r") as f:
         run = {k: scalar(v) for k, v in f.attrs.items()}
@@ -100,9 +115,10 @@ def summarize(path):
         if "selftest" in f:
             g = f["selftest"]
             selftest = {k: [text(x) for x in g[k][:]] if k in ("op", "shape") else g[k][:].tolist() for k in g}
+        verify = verify_summary(f["verify"]) if "verify" in f else None
         world = int(run.get("world_size", 1) or 1)
         telemetry = telemetry_summary(f["telemetry"], world) if "telemetry" in f and "t_s" in f["telemetry"] else None
-    return {"run": run, "ranks": ranks, "series": series, "sft": sft, "selftest": selftest, "telemetry": telemetry}
+    return {"run": run, "ranks": ranks, "series": series, "sft": sft, "selftest": selftest, "telemetry": telemetry, "verify": verify}
 
 
 def main():
@@ -140,6 +156,15 @@ def main():
             print(f"\n## GPU time by op, last step ({p['step_ms']:.1f} ms)")
             for op, calls, ms in sorted(zip(p["op"], p["calls"], p["ms"]), key=lambda r: -r[2]):
                 print(f"{op:<44} {calls:>6} {ms:>9.3f} {100 * ms / p['step_ms']:>6.1f}%")
+    v = summary["verify"]
+    if v:
+        print(f"\n## verify ({v['level']}): {v['figures_failed']} figure(s) and the health of {v['ranks_health_failed']} rank(s) failed")
+        d = v["verdicts"]
+        for i, figure in enumerate(d["figure"]):
+            verdict = "ok" if d["passed"][i] else "FAILED"
+            print(f"{figure:<26} {d['subject'][i]:<52} {d['value'][i]:>10.4g}  median {d['median'][i]:>10.4g}  {verdict}")
+        for rank, failure in zip(v["health"]["rank"], v["health"]["failure"]):
+            print(f"health of rank {rank}: {failure}")
     for s in summary["series"]:
         print(f"\n## {s['collective']} {s['dtype']} {s['op']} ({s['ranks']} ranks)")
         print(f"{'bytes':>12} {'busbw GB/s':>11} {'time us':>9} {'p50 us':>9} {'p99 us':>9} {'wrong':>6}")

@@ -9,4 +9,5 @@ pub mod selftest;
 pub mod sweep;
 pub mod telemetry;
 pub mod train;
+pub mod verify;
 pub mod zero;

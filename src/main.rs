@@ -1,7 +1,7 @@
 //! h200-mpibench: one rank per GPU under mpirun/srun (or alone), every number to one HDF5 file.
 //! Exit codes: 0 success, 1 runtime failure (every rank is stopped), 2 bad input or
 //! environment (every rank says why), 3 wrong elements found by verification, 4 interrupted
-//! by SIGINT or SIGTERM (dist/interrupt.rs).
+//! by SIGINT or SIGTERM (dist/interrupt.rs), 5 a component failed `verify`.
 
 mod app;
 
@@ -77,6 +77,7 @@ enum Work {
     Sweeps(cli::SweepPlan),
     Sft(cli::SftPlan),
     Selftest,
+    Verify(cli::verify::VerifyPlan),
 }
 
 fn run(world: &World) -> Result<i32, Stop> {
@@ -84,6 +85,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     let kind = match (&cli.command, cli.suite()) {
         (Some(Command::Plan { .. }), _) => RunKind::Plan,
         (Some(Command::Selftest), _) => RunKind::Selftest,
+        (Some(Command::Verify(_)), _) => RunKind::Verify,
         (None, Suite::Nccl) => RunKind::Sweeps,
         (None, Suite::Sft) => RunKind::Sft,
     };
@@ -100,6 +102,7 @@ fn run(world: &World) -> Result<i32, Stop> {
             return Ok(0);
         }
         (_, RunKind::Selftest) => (Work::Selftest, "selftest"),
+        (Some(Command::Verify(v)), _) => (Work::Verify(world.agree(v.plan(&cli.given, world.size)).map_err(Stop::Agreed)?), "verify"),
         (_, RunKind::Sweeps) => (Work::Sweeps(world.agree(cli.sweep_plan(world.size)).map_err(Stop::Agreed)?), "nccl"),
         _ => (Work::Sft(world.agree(app::sft::plan(&cli)).map_err(Stop::Agreed)?), "sft"),
     };
@@ -132,6 +135,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     let outcome = match work {
         Work::Sweeps(plan) => app::sweeps::run(world, &cli, &plan, file.as_ref(), &mut meta),
         Work::Sft(plan) => app::sft::run(world, &cli, &plan, file.as_ref(), &mut meta),
+        Work::Verify(plan) => app::verify::run(world, &cli, &plan, file.as_ref(), &mut meta),
         Work::Selftest => app::selftest::run(world, cli.given.iter().any(|g| g == "seed").then_some(cli.seed), file.as_ref(), &mut meta),
     };
     let code = match (outcome, file.as_ref()) {

@@ -141,6 +141,19 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["-d", "half", "selftest"], "-d/--datatype is a flag of --suite nccl, not of selftest"),
         case(2, &["selftest", "--zero", "1"], "flag of --suite sft (and plan), not of selftest"),
         case(2, &["selftest", "--telemetry-ms", "50"], "--telemetry-ms does not apply to selftest"),
+        // verify
+        case(2, &["verify", "--burn-s", "5"], "--burn-s: the burn-in runs with --level long"),
+        case(2, &["verify", "--level", "long", "--burn-s", "0"], "--burn-s 0: 1 to 86400"),
+        case(2, &["verify", "--level", "forever"], "invalid value 'forever'"),
+        case(2, &["verify", "--tolerance-pct", "0"], "--tolerance-pct 0: more than 0"),
+        case(2, &["verify", "--link-tolerance-pct", "nan"], "--link-tolerance-pct NaN"),
+        case(2, &["verify", "--reference", "/no/such.json"], "--reference /no/such.json"),
+        case(2, &["verify", "--reference", &path("broken.json")], "reference table"),
+        case(2, &["verify", "--model", "7b"], "is a flag of --suite sft (and plan), not of verify"),
+        case(2, &["-n", "5", "verify"], "-n/--iters is a flag of --suite nccl, not of verify"),
+        case(2, &["verify", "--straggler-pct", "9"], "--straggler-pct does not apply to verify"),
+        case(2, &["verify", "--backend", "nccl"], "--backend nccl"),
+        Case { env: vec![("H200_MPIBENCH_FAULT", "slowprobe:2")], ..case(2, &["verify"], "rank 2 does not exist") },
     ];
     assert!(cases.len() >= 40);
     let tokens_before = std::fs::read(&tokens).unwrap();

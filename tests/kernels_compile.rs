@@ -3,6 +3,7 @@
 
 use h200_mpibench::backend::cuda::kernels::{compile, FILL_VERIFY_SOURCE};
 use h200_mpibench::backend::cuda::model_ops::{model_kernels, model_source};
+use h200_mpibench::backend::cuda::read_sum;
 
 fn compiles_with(source: &str, name: &str, kernels: &[String]) {
     assert!(
@@ -26,4 +27,9 @@ fn sweep_kernels_compile_for_sm90() {
 fn model_kernels_compile_for_sm90() {
     let names: Vec<String> = model_kernels().into_iter().map(|(name, _)| name).collect();
     compiles_with(&model_source(), "model.cu", &names);
+}
+
+#[test]
+fn verify_kernels_compile_for_sm90() {
+    compiles_with(read_sum::SOURCE, "read_sum.cu", &["read_sum".into()]);
 }

@@ -4,6 +4,7 @@
 pub mod selftest;
 pub mod sft;
 pub mod sweeps;
+pub mod verify;
 
 use h200_mpibench::backend::cuda::{self, Gpu};
 use h200_mpibench::cli::Backend;

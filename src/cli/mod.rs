@@ -2,6 +2,7 @@
 //! -d -o -r -G -a), so an nccl-tests command line carries over unchanged.
 
 pub mod scope;
+pub mod verify;
 
 use crate::dist::collective::Collective;
 use crate::dist::fault::Fault;
@@ -46,12 +47,12 @@ pub struct Cli {
 
     /// nccl: NCCL on GPUs; mpi: MPI on host memory; auto: NCCL where every rank has a GPU and
     /// the NCCL library, MPI otherwise.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    #[arg(long, value_enum, default_value_t = Backend::Auto, global = true)]
     pub backend: Backend,
 
     /// Seconds any single phase (NCCL start-up, one sweep row) may take before every rank is
     /// stopped with the cause.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, global = true)]
     pub timeout: u64,
 
     /// Seed of the verification data, of the SFT run's initialisation and synthetic data, and of
@@ -262,6 +263,10 @@ pub enum Command {
         #[arg(long = "gpu-memory", default_value_t = 140.0)]
         gpu_memory_gib: f64,
     },
+    /// Inventory, health and probes of every GPU, host and link (one rank per GPU), each figure
+    /// judged against the median over its peers and the GPU model's reference table; exit code
+    /// 5 if any component fails.
+    Verify(verify::VerifyArgs),
 }
 
 impl Cli {
@@ -434,12 +439,7 @@ impl Cli {
                 MAX_TIMES_TABLE >> 30
             ));
         }
-        let fault = Fault::from_env()?;
-        if let Some(r) = fault.rank() {
-            if r >= ranks {
-                return Err(format!("{}: rank {r} does not exist (the job has {ranks} ranks)", crate::dist::fault::VARIABLE));
-            }
-        }
+        let fault = Fault::from_env_for(ranks)?;
         Ok(SweepPlan {
             fault,
             collectives: parse_list(&a.collectives, &Collective::ALL)?,

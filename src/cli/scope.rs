@@ -12,6 +12,7 @@ pub enum RunKind {
     Sft,
     Selftest,
     Plan,
+    Verify,
 }
 
 /// The flags given on the command line (not defaults), by clap id, the subcommand's included.
@@ -42,10 +43,10 @@ pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
         let in_sweep = sweep.iter().find(|(i, _)| i == id);
         let in_sft = sft.iter().find(|(i, _)| i == id);
         let refusal = match (kind, in_sweep, in_sft) {
-            (RunKind::Sft | RunKind::Selftest | RunKind::Plan, Some((_, spelling)), _) => {
+            (RunKind::Sft | RunKind::Selftest | RunKind::Plan | RunKind::Verify, Some((_, spelling)), _) => {
                 Some(format!("{spelling} is a flag of --suite nccl, not of {}", kind.name()))
             }
-            (RunKind::Sweeps | RunKind::Selftest, _, Some((_, spelling))) => {
+            (RunKind::Sweeps | RunKind::Selftest | RunKind::Verify, _, Some((_, spelling))) => {
                 Some(format!("{spelling} is a flag of --suite sft (and plan), not of {}", kind.name()))
             }
             (RunKind::Plan, _, Some((i, spelling))) if !PLAN_READS.contains(&i.as_str()) => {
@@ -57,6 +58,9 @@ pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
             (RunKind::Plan, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{} does not apply to plan", id.replace('_', "-"))),
             (RunKind::Selftest, None, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
                 Some(format!("--{} does not apply to selftest", id.replace('_', "-")))
+            }
+            (RunKind::Verify, None, None) if ["suite", "straggler_pct"].contains(&id.as_str()) => {
+                Some(format!("--{} does not apply to verify (its outliers are judged by --tolerance-pct)", id.replace('_', "-")))
             }
             _ => None,
         };
@@ -74,6 +78,7 @@ impl RunKind {
             RunKind::Sft => "--suite sft",
             RunKind::Selftest => "selftest",
             RunKind::Plan => "plan",
+            RunKind::Verify => "verify",
         }
     }
 }
@@ -122,6 +127,10 @@ mod tests {
         assert!(check(&given_of(&["--backend", "mpi", "plan"]), RunKind::Plan).is_err());
         assert!(check(&given_of(&["selftest", "--seed", "7"]), RunKind::Selftest).is_ok());
         assert!(check(&given_of(&["--seed", "7", "plan"]), RunKind::Plan).is_err());
+        assert!(check(&given_of(&["verify", "--model", "7b"]), RunKind::Verify).unwrap_err().ends_with("not of verify"));
+        assert!(check(&given_of(&["-n", "5", "verify"]), RunKind::Verify).unwrap_err().ends_with("not of verify"));
+        assert!(check(&given_of(&["--straggler-pct", "9", "verify"]), RunKind::Verify).is_err());
+        assert!(check(&given_of(&["verify", "--seed", "3", "--timeout", "9", "--backend", "mpi", "--telemetry-ms", "0"]), RunKind::Verify).is_ok());
         // what each run reads is accepted, defaults are not "given"
         assert!(check(&given_of(&["plan", "--model", "70b", "--zero", "3", "--ranks", "16"]), RunKind::Plan).is_ok());
         assert!(check(&given_of(&["--suite", "sft", "--model", "tiny", "--out", "x.h5", "--timeout", "9"]), RunKind::Sft).is_ok());

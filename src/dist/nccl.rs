@@ -65,7 +65,25 @@ impl NcclComm {
         watchdog.disarm();
         check(r, "ncclCommInitRank", None)?;
         tracing::debug!(version = %version(), "NCCL communicator ready");
+        Ok(NcclComm::watched(comm, watchdog))
+    }
 
+    /// Collective over this communicator: the ranks passing the same `color` form a new
+    /// communicator, ranked by `key`; a rank passing None joins none.
+    pub fn split(&self, color: Option<u32>, key: usize, watchdog: &Watchdog, timeout: Duration) -> Result<Option<NcclComm>> {
+        let mut comm: sys::ncclComm_t = std::ptr::null_mut();
+        // NCCL_SPLIT_NOCOLOR
+        let color_code = color.map_or(-1, |c| c as i32);
+        watchdog.arm("ncclCommSplit", timeout);
+        let r = unsafe { sys::ncclCommSplit(self.raw(), color_code, key as i32, &mut comm, std::ptr::null_mut()) };
+        watchdog.disarm();
+        check(r, "ncclCommSplit", Some(self.raw()))?;
+        Ok(color.map(|_| NcclComm::watched(comm, watchdog)))
+    }
+
+    /// `comm` under the watchdog: its asynchronous errors end the job, and a firing watchdog
+    /// aborts it.
+    fn watched(comm: sys::ncclComm_t, watchdog: &Watchdog) -> NcclComm {
         let raw = RawComm(comm);
         watchdog.add_check(Box::new(move || {
             let raw = raw;
@@ -81,7 +99,7 @@ impl NcclComm {
             let raw = raw;
             unsafe { sys::ncclCommAbort(raw.0) };
         }));
-        Ok(NcclComm { raw })
+        NcclComm { raw }
     }
 
     pub fn raw(&self) -> sys::ncclComm_t {

@@ -47,6 +47,19 @@ impl World {
         self.comm.barrier();
     }
 
+    /// A barrier that sleeps while it waits instead of polling: the ranks waiting for another
+    /// one's measurement leave it the host's CPUs and memory.
+    pub fn quiet_barrier(&self) {
+        let mut request = self.comm.immediate_barrier();
+        loop {
+            match request.test() {
+                Ok(_) => return,
+                Err(pending) => request = pending,
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     /// Collective: every rank passes its own outcome and gets Ok only if all ranks succeeded,
     /// otherwise the lowest failing rank's message (naming that rank) on every rank.
     pub fn agree<T>(&self, outcome: Result<T, String>) -> Result<T, String> {

@@ -6,3 +6,4 @@ pub mod metadata;
 pub mod out_path;
 pub mod sft;
 pub mod telemetry;
+pub mod verify;

@@ -146,6 +146,7 @@ impl Telemetry {
         let Some(c) = &mut self.collector else { return Ok(()) };
         for (rank, json) in all.iter().enumerate() {
             let batch: Batch = serde_json::from_str(json).with_context(|| format!("rank {rank}'s telemetry batch"))?;
+            c.stats[rank].xid_events += batch.events.len();
             for e in &batch.events {
                 print_line(&format!("h200-mpibench: warning: rank {rank} on {}: its GPU reported {} at {:.1} s", c.hosts[rank], e.what, e.t_s));
                 if let Some(log) = &c.log {

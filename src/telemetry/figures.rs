@@ -28,6 +28,8 @@ pub struct RankStats {
     /// Samples with a throttle bitmask, and per reason those with its bit set.
     pub throttle_samples: usize,
     pub throttled: [usize; THROTTLE_REASONS.len()],
+    /// XID events its GPU reported, in any phase.
+    pub xid_events: usize,
 }
 
 impl RankStats {

@@ -29,7 +29,7 @@ pub trait Source: Send {
 }
 
 /// NVML, loaded once per process and kept for its life (its devices borrow it).
-fn nvml() -> Result<&'static Nvml> {
+pub fn nvml() -> Result<&'static Nvml> {
     static NVML: OnceLock<Result<Nvml, String>> = OnceLock::new();
     NVML.get_or_init(|| Nvml::init().map_err(|e| e.to_string())).as_ref().map_err(|e| anyhow::anyhow!("NVML: {e}"))
 }

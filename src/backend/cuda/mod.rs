@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod model_ops;
 pub mod op_timer;
 pub mod ops;
+pub mod read_sum;
 pub mod unit_buffers;
 pub mod view;
 

@@ -1,0 +1,153 @@
+//! The links between the GPUs of each host, every host at once: the copy-engine bandwidth of
+//! every ordered pair of its GPUs (cuMemcpyPeer from the rank's GPU to another's memory, like
+//! nvbandwidth's write CE; one pair per host at a time), and NCCL all_reduce over its GPUs.
+
+use super::figure::{Measurement, Subject, HOST_ALL_REDUCE, P2P_COPY};
+use super::gpu_probes::timed;
+use crate::backend::cuda::Gpu;
+use crate::dist::nccl::{check, NcclComm};
+use crate::dist::watchdog::Watchdog;
+use crate::dist::world::World;
+use anyhow::{Context, Result};
+use cudarc::driver::{result, sys, CudaContext};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const P2P_BYTES: usize = 256 << 20;
+pub const ALL_REDUCE_BYTES: usize = 1 << 30;
+const WARMUP: usize = 2;
+const REPETITIONS: usize = 10;
+
+/// Every rank's host, as an index in the order of the hosts' first ranks, and its local rank.
+pub struct Hosts {
+    pub names: Vec<String>,
+    pub host_of: Vec<usize>,
+    pub local_rank_of: Vec<usize>,
+}
+
+impl Hosts {
+    /// Collective.
+    pub fn gather(world: &World) -> Hosts {
+        let all = world.all_gather_string(&world.host);
+        let local_rank_of = world.all_gather_f64(&[world.local_rank as f64]).into_iter().map(|r| r as usize).collect();
+        let mut names: Vec<String> = Vec::new();
+        let host_of = all
+            .iter()
+            .map(|h| match names.iter().position(|n| n == h) {
+                Some(i) => i,
+                None => {
+                    names.push(h.clone());
+                    names.len() - 1
+                }
+            })
+            .collect();
+        Hosts { names, host_of, local_rank_of }
+    }
+
+    /// The world rank of `local` on host `host`.
+    fn rank_of(&self, host: usize, local: usize) -> Option<usize> {
+        (0..self.host_of.len()).find(|&r| self.host_of[r] == host && self.local_rank_of[r] == local)
+    }
+
+    fn most_per_host(&self) -> usize {
+        self.local_rank_of.iter().max().map_or(0, |m| m + 1)
+    }
+}
+
+/// Device memory on another GPU of this host, freed in that GPU's context.
+struct PeerBuffer {
+    ctx: Arc<CudaContext>,
+    ptr: sys::CUdeviceptr,
+}
+
+impl Drop for PeerBuffer {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            unsafe {
+                let _ = result::free_sync(self.ptr);
+            }
+        }
+    }
+}
+
+/// Collective. The copy bandwidth from this rank's GPU to each other GPU of its host (the pairs
+/// of each host one at a time); `visible`: the GPUs this process sees. Err(reason) on every
+/// rank when nothing can be measured.
+pub fn peer_copies(world: &World, hosts: &Hosts, gpu: &Gpu, visible: usize, repeat: usize) -> Result<std::result::Result<Vec<Measurement>, String>> {
+    let most = hosts.most_per_host();
+    if most < 2 {
+        return Ok(Err("one GPU per host: no GPU-to-GPU copies".into()));
+    }
+    let blind = world.sum_u64((visible < world.local_size) as u64);
+    if blind > 0 {
+        return Ok(Err(format!("{blind} rank(s) see fewer GPUs than their host runs ranks (CUDA_VISIBLE_DEVICES per rank): no GPU-to-GPU copies")));
+    }
+    crate::dist::phase::set("verify p2p");
+    let mut out = Vec::new();
+    for from in 0..most {
+        for to in (0..most).filter(|&t| t != from) {
+            if world.local_rank == from && to < world.local_size {
+                let seconds = copy_to_peer(gpu, to, repeat).with_context(|| format!("copying from GPU {from} to GPU {to} of {}", world.host))?;
+                let to_rank = hosts.rank_of(hosts.host_of[world.rank], to).unwrap_or(world.rank);
+                let subject = Subject { label: format!("{} GPU {from} → GPU {to}", world.host), ranks: vec![world.rank, to_rank] };
+                out.push(Measurement::new(P2P_COPY, subject, P2P_BYTES as f64 / 1e9, seconds));
+            }
+            world.quiet_barrier();
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// The seconds of each repetition of copying P2P_BYTES from this rank's GPU to GPU `to`.
+fn copy_to_peer(gpu: &Gpu, to: usize, repeat: usize) -> Result<Vec<f64>> {
+    let peer = CudaContext::new(to)?;
+    peer.bind_to_thread()?;
+    let target = PeerBuffer { ptr: unsafe { result::malloc_sync(P2P_BYTES) }?, ctx: peer.clone() };
+    gpu.ctx.bind_to_thread()?;
+    // Direct access where the pair allows it (NVLink, PCIe P2P); otherwise the driver stages the
+    // copy through the host, and the figure shows it.
+    let enabled = unsafe { sys::cuCtxEnablePeerAccess(peer.cu_ctx(), 0) };
+    tracing::debug!(?enabled, to, "peer access");
+    let source = gpu.alloc(P2P_BYTES)?;
+    let (stream, from_ctx) = (gpu.stream.cu_stream(), gpu.ctx.cu_ctx());
+    let seconds = timed(gpu, WARMUP, REPETITIONS, repeat, &mut || {
+        Ok(unsafe { result::memcpy_peer_async(peer.cu_ctx(), target.ptr, from_ctx, source.ptr, P2P_BYTES, stream) }?)
+    })?;
+    drop(target);
+    gpu.ctx.bind_to_thread()?;
+    Ok(seconds)
+}
+
+/// Collective over `comm` (the world's): NCCL all_reduce (fp32 sum, ALL_REDUCE_BYTES) over the
+/// GPUs of each host, every host at once; the host's first rank returns its measurement.
+/// Err(reason) where a host has one GPU.
+pub fn host_all_reduce(
+    world: &World,
+    hosts: &Hosts,
+    gpu: &Gpu,
+    comm: &NcclComm,
+    watchdog: &Watchdog,
+    timeout: Duration,
+    repeat: usize,
+) -> Result<std::result::Result<Option<Measurement>, String>> {
+    let host = hosts.host_of[world.rank];
+    let local = comm.split(Some(host as u32), world.local_rank, watchdog, timeout)?.context("ncclCommSplit gave no communicator")?;
+    if world.local_size < 2 {
+        return Ok(Err(format!("{} has one GPU: no all_reduce inside it", world.host)));
+    }
+    crate::dist::phase::set("verify host all_reduce");
+    let (send, recv) = (gpu.alloc(ALL_REDUCE_BYTES)?, gpu.alloc(ALL_REDUCE_BYTES)?);
+    let stream = gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t;
+    let count = ALL_REDUCE_BYTES / 4;
+    watchdog.arm("verify host all_reduce", timeout);
+    let seconds = timed(gpu, WARMUP, REPETITIONS, repeat, &mut || {
+        use cudarc::nccl::sys::{ncclAllReduce, ncclDataType_t::ncclFloat32, ncclRedOp_t::ncclSum};
+        let r = unsafe { ncclAllReduce(send.ptr as *const _, recv.ptr as *mut _, count, ncclFloat32, ncclSum, local.raw(), stream) };
+        check(r, "ncclAllReduce", Some(local.raw()))
+    });
+    watchdog.disarm();
+    let seconds = seconds?;
+    let n = world.local_size as f64;
+    let subject = Subject { label: format!("{} ({} GPUs)", world.host, world.local_size), ranks: vec![world.rank] };
+    Ok(Ok((world.local_rank == 0).then(|| Measurement::new(HOST_ALL_REDUCE, subject, ALL_REDUCE_BYTES as f64 * 2.0 * (n - 1.0) / n / 1e9, seconds))))
+}
