@@ -57,7 +57,7 @@ def verify_summary(g):
     columns = lambda h: {k: ([text(x) for x in h[k][:]] if h[k].dtype.kind == "O" else plain(h[k][:])) for k in h if isinstance(h[k], h5py.Dataset)}
     probes = {}
     for name, p in g["probes"].items():
-        probes[name] = {"unit": text(p.attrs["unit"]), "subject": [text(x) for x in p["subject"][:]], "ranks": [text(x) for x in p["ranks"][:]],
+        probes[name] = {"unit": text(p.attrs["unit"]), "subject": [text(x) for x in p["subject"][:]], "variant": [text(x) for x in p["variant"][:]], "ranks": [text(x) for x in p["ranks"][:]],
                         "work": plain(p["work"][:]), "value": plain(p["value"][:]), "seconds": plain(p["seconds"][:]), "seconds_shape": list(p["seconds"].shape)}
     out = {k: scalar(v) for k, v in g.attrs.items()}
     out.update({"verdicts": columns(g["verdicts"]), "probes": probes, "inventory": columns(g["inventory"]),

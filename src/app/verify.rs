@@ -139,6 +139,10 @@ fn gpu_phases(
         Ok(measured) => mine.measurements.extend(measured),
         Err(why) => mine.skipped.push(why),
     }
+    match gpu_links::host_pair_all_reduce(world, &hosts, gpu, &comm, watchdog, timeout, repeat)? {
+        Ok(measured) => mine.measurements.extend(measured),
+        Err(why) => mine.skipped.push(why),
+    }
     telemetry.flush(world)?;
 
     if plan.burn_s > 0 {

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub struct NcclComm {
     raw: RawComm,
+    /// Its watch in the watchdog (`destroy` ends it).
+    watch: u64,
 }
 
 /// The communicator handle, shared with the watchdog thread: NCCL allows
@@ -85,7 +87,7 @@ impl NcclComm {
     /// aborts it.
     fn watched(comm: sys::ncclComm_t, watchdog: &Watchdog) -> NcclComm {
         let raw = RawComm(comm);
-        watchdog.add_check(Box::new(move || {
+        let check = Box::new(move || {
             let raw = raw;
             let mut state = sys::ncclResult_t::ncclSuccess;
             let r = unsafe { sys::ncclCommGetAsyncError(raw.0, &mut state) };
@@ -94,12 +96,19 @@ impl NcclComm {
                 (sys::ncclResult_t::ncclSuccess, err) => Some(format!("NCCL asynchronous error: {}", error_text(err))),
                 (err, _) => Some(format!("ncclCommGetAsyncError failed: {}", error_text(err))),
             }
-        }));
-        watchdog.on_fire(Box::new(move || {
+        });
+        let abort = Box::new(move || {
             let raw = raw;
             unsafe { sys::ncclCommAbort(raw.0) };
-        }));
-        NcclComm { raw }
+        });
+        NcclComm { raw, watch: watchdog.watch(check, abort) }
+    }
+
+    /// Frees the communicator once its work is done (the watchdog no longer looks at it):
+    /// for communicators of one phase, such as verify's per-round splits.
+    pub fn destroy(self, watchdog: &Watchdog) -> Result<()> {
+        watchdog.unwatch(self.watch);
+        check(unsafe { sys::ncclCommDestroy(self.raw()) }, "ncclCommDestroy", None)
     }
 
     pub fn raw(&self) -> sys::ncclComm_t {

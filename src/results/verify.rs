@@ -73,7 +73,7 @@ fn write_inventory(g: &Group, o: &Outcome) -> Result<()> {
     Ok(())
 }
 
-/// Per figure: each subject, its ranks, the work of a repetition, the seconds of every
+/// Per figure: each subject, its variant (a probe's size), its ranks, the work of a repetition, the seconds of every
 /// repetition [subjects, repetitions] and the figure.
 fn write_probes(g: &Group, o: &Outcome) -> Result<()> {
     for kind in figure::ALL {
@@ -93,6 +93,7 @@ fn write_probes(g: &Group, o: &Outcome) -> Result<()> {
             },
         )?;
         put_column(&f, "subject", &texts(all.iter().map(|m| m.subject.label.clone()))?)?;
+        put_column(&f, "variant", &texts(all.iter().map(|m| m.variant.clone()))?)?;
         put_column(&f, "ranks", &texts(all.iter().map(|m| m.subject.ranks.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")))?)?;
         put_column(&f, "work", &all.iter().map(|m| m.work).collect::<Vec<_>>())?;
         put_column(&f, "value", &all.iter().map(|m| m.value()).collect::<Vec<_>>())?;

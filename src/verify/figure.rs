@@ -72,6 +72,13 @@ pub const HOST_ALL_REDUCE: Kind = Kind {
     class: Class::Link,
     what: "NCCL all_reduce over the GPUs of one host, fp32 sum: busbw = bytes × 2(n-1)/n per repetition",
 };
+pub const HOST_PAIR_ALL_REDUCE: Kind = Kind {
+    name: "host_pair_all_reduce_busbw_gbs",
+    unit: "GB/s",
+    formula: Formula::Rate,
+    class: Class::Link,
+    what: "NCCL all_reduce over the GPUs of two hosts, fp32 sum, every pair of hosts (round-robin rounds, the pairs of a round at once), at several sizes: busbw = bytes × 2(n-1)/n per repetition",
+};
 pub const HOST_MEMCPY: Kind = Kind {
     name: "host_memcpy_gbs",
     unit: "GB/s",
@@ -96,7 +103,8 @@ pub const BURN_GEMM: Kind = Kind {
     what: "sustained bf16 GEMM 8192³ over --burn-s seconds, one repetition per second of load",
 };
 
-pub const ALL: [Kind; 11] = [GEMM_BF16, HBM_COPY, HBM_READ, H2D, D2H, P2P_COPY, HOST_ALL_REDUCE, HOST_MEMCPY, MPI_BANDWIDTH, MPI_LATENCY, BURN_GEMM];
+pub const ALL: [Kind; 12] =
+    [GEMM_BF16, HBM_COPY, HBM_READ, H2D, D2H, P2P_COPY, HOST_ALL_REDUCE, HOST_PAIR_ALL_REDUCE, HOST_MEMCPY, MPI_BANDWIDTH, MPI_LATENCY, BURN_GEMM];
 
 /// The kind named `name`.
 pub fn kind(name: &str) -> Option<Kind> {
@@ -116,6 +124,9 @@ pub struct Subject {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
     pub kind: String,
+    /// The probe's setting where it runs at several ("64 MiB"; empty where it has one): a
+    /// figure's peers are the measurements of the same kind and variant.
+    pub variant: String,
     pub subject: Subject,
     /// The work of one repetition in the formula's terms (TFLOP, GB, one-way trips).
     pub work: f64,
@@ -125,7 +136,17 @@ pub struct Measurement {
 
 impl Measurement {
     pub fn new(kind: Kind, subject: Subject, work: f64, seconds: Vec<f64>) -> Measurement {
-        Measurement { kind: kind.name.to_string(), subject, work, seconds }
+        Measurement { kind: kind.name.to_string(), variant: String::new(), subject, work, seconds }
+    }
+
+    /// The same, at one of the probe's settings.
+    pub fn with_variant(self, variant: String) -> Measurement {
+        Measurement { variant, ..self }
+    }
+
+    /// Whether `other` measures the same figure (kind and variant).
+    pub fn same_figure(&self, other: &Measurement) -> bool {
+        self.kind == other.kind && self.variant == other.variant
     }
 
     pub fn kind(&self) -> Kind {

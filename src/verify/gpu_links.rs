@@ -1,8 +1,10 @@
-//! The links between the GPUs of each host, every host at once: the copy-engine bandwidth of
+//! The links between GPUs: within each host (every host at once) the copy-engine bandwidth of
 //! every ordered pair of its GPUs (cuMemcpyPeer from the rank's GPU to another's memory, like
-//! nvbandwidth's write CE; one pair per host at a time), and NCCL all_reduce over its GPUs.
+//! nvbandwidth's write CE; one pair per host at a time) and NCCL all_reduce over its GPUs; and
+//! NCCL all_reduce over the GPUs of every pair of hosts, which is where a bad NIC or cable
+//! shows.
 
-use super::figure::{Measurement, Subject, HOST_ALL_REDUCE, P2P_COPY};
+use super::figure::{Measurement, Subject, HOST_ALL_REDUCE, HOST_PAIR_ALL_REDUCE, P2P_COPY};
 use super::gpu_probes::timed;
 use crate::backend::cuda::Gpu;
 use crate::dist::nccl::{check, NcclComm};
@@ -45,7 +47,7 @@ impl Hosts {
     }
 
     /// The world rank of `local` on host `host`.
-    fn rank_of(&self, host: usize, local: usize) -> Option<usize> {
+    pub fn rank_of(&self, host: usize, local: usize) -> Option<usize> {
         (0..self.host_of.len()).find(|&r| self.host_of[r] == host && self.local_rank_of[r] == local)
     }
 
@@ -118,6 +120,26 @@ fn copy_to_peer(gpu: &Gpu, to: usize, repeat: usize) -> Result<Vec<f64>> {
     Ok(seconds)
 }
 
+/// The seconds of each repetition of an fp32 sum all_reduce of `bytes` over `comm`, under the
+/// watchdog.
+fn time_all_reduce(gpu: &Gpu, comm: &NcclComm, bytes: usize, watchdog: &Watchdog, timeout: Duration, repeat: usize) -> Result<Vec<f64>> {
+    let (send, recv) = (gpu.alloc(bytes)?, gpu.alloc(bytes)?);
+    let stream = gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t;
+    watchdog.arm(&crate::dist::phase::current(), timeout);
+    let seconds = timed(gpu, WARMUP, REPETITIONS, repeat, &mut || {
+        use cudarc::nccl::sys::{ncclAllReduce, ncclDataType_t::ncclFloat32, ncclRedOp_t::ncclSum};
+        let r = unsafe { ncclAllReduce(send.ptr as *const _, recv.ptr as *mut _, bytes / 4, ncclFloat32, ncclSum, comm.raw(), stream) };
+        check(r, "ncclAllReduce", Some(comm.raw()))
+    });
+    watchdog.disarm();
+    seconds
+}
+
+/// nccl-tests' all_reduce busbw bytes of one operation of `bytes` over `n` ranks.
+fn busbw_gb(bytes: usize, n: usize) -> f64 {
+    bytes as f64 * 2.0 * (n as f64 - 1.0) / n as f64 / 1e9
+}
+
 /// Collective over `comm` (the world's): NCCL all_reduce (fp32 sum, ALL_REDUCE_BYTES) over the
 /// GPUs of each host, every host at once; the host's first rank returns its measurement.
 /// Err(reason) where a host has one GPU.
@@ -132,22 +154,79 @@ pub fn host_all_reduce(
 ) -> Result<std::result::Result<Option<Measurement>, String>> {
     let host = hosts.host_of[world.rank];
     let local = comm.split(Some(host as u32), world.local_rank, watchdog, timeout)?.context("ncclCommSplit gave no communicator")?;
-    if world.local_size < 2 {
-        return Ok(Err(format!("{} has one GPU: no all_reduce inside it", world.host)));
+    let outcome = if world.local_size < 2 {
+        Err(format!("{} has one GPU: no all_reduce inside it", world.host))
+    } else {
+        crate::dist::phase::set("verify host all_reduce");
+        let seconds = time_all_reduce(gpu, &local, ALL_REDUCE_BYTES, watchdog, timeout, repeat)?;
+        let subject = Subject { label: format!("{} ({} GPUs)", world.host, world.local_size), ranks: vec![world.rank] };
+        Ok((world.local_rank == 0).then(|| Measurement::new(HOST_ALL_REDUCE, subject, busbw_gb(ALL_REDUCE_BYTES, world.local_size), seconds)))
+    };
+    local.destroy(watchdog)?;
+    Ok(outcome)
+}
+
+/// The sizes of the all_reduce between two hosts.
+pub const PAIR_SIZES: [(usize, &str); 3] = [(64 << 20, "64 MiB"), (256 << 20, "256 MiB"), (1 << 30, "1 GiB")];
+
+/// Each rank's communicator colour in one round of host pairs: the pair its host is in, or None
+/// (its host rests this round).
+pub fn pair_colors(round: &[(usize, usize)], host_of: &[usize]) -> Vec<Option<u32>> {
+    host_of.iter().map(|h| round.iter().position(|&(a, b)| a == *h || b == *h).map(|p| p as u32)).collect()
+}
+
+/// Collective over `comm` (the world's): NCCL all_reduce over the GPUs of every pair of hosts at
+/// PAIR_SIZES, the pairs of a round-robin round at once, a communicator split per round; the
+/// first rank of each pair's first host returns its measurements. Err(reason) with one host.
+pub fn host_pair_all_reduce(
+    world: &World,
+    hosts: &Hosts,
+    gpu: &Gpu,
+    comm: &NcclComm,
+    watchdog: &Watchdog,
+    timeout: Duration,
+    repeat: usize,
+) -> Result<std::result::Result<Vec<Measurement>, String>> {
+    if hosts.names.len() < 2 {
+        return Ok(Err("one host: no NCCL between hosts".into()));
     }
-    crate::dist::phase::set("verify host all_reduce");
-    let (send, recv) = (gpu.alloc(ALL_REDUCE_BYTES)?, gpu.alloc(ALL_REDUCE_BYTES)?);
-    let stream = gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t;
-    let count = ALL_REDUCE_BYTES / 4;
-    watchdog.arm("verify host all_reduce", timeout);
-    let seconds = timed(gpu, WARMUP, REPETITIONS, repeat, &mut || {
-        use cudarc::nccl::sys::{ncclAllReduce, ncclDataType_t::ncclFloat32, ncclRedOp_t::ncclSum};
-        let r = unsafe { ncclAllReduce(send.ptr as *const _, recv.ptr as *mut _, count, ncclFloat32, ncclSum, local.raw(), stream) };
-        check(r, "ncclAllReduce", Some(local.raw()))
-    });
-    watchdog.disarm();
-    let seconds = seconds?;
-    let n = world.local_size as f64;
-    let subject = Subject { label: format!("{} ({} GPUs)", world.host, world.local_size), ranks: vec![world.rank] };
-    Ok(Ok((world.local_rank == 0).then(|| Measurement::new(HOST_ALL_REDUCE, subject, ALL_REDUCE_BYTES as f64 * 2.0 * (n - 1.0) / n / 1e9, seconds))))
+    crate::dist::phase::set("verify host pairs");
+    let mut out = Vec::new();
+    for round in super::schedule::round_robin(hosts.names.len()) {
+        let color = pair_colors(&round, &hosts.host_of)[world.rank];
+        let Some(pair) = comm.split(color, world.rank, watchdog, timeout)? else { continue };
+        let (a, b) = round[color.unwrap_or(0) as usize];
+        let n = (0..world.size).filter(|&r| hosts.host_of[r] == a || hosts.host_of[r] == b).count();
+        let leader = hosts.rank_of(a, 0) == Some(world.rank);
+        for (bytes, size) in PAIR_SIZES {
+            let seconds = time_all_reduce(gpu, &pair, bytes, watchdog, timeout, repeat)?;
+            if leader {
+                let label = format!("{} ↔ {} ({n} GPUs)", hosts.names[a], hosts.names[b]);
+                let subject = Subject { label, ranks: vec![world.rank, hosts.rank_of(b, 0).unwrap_or(world.rank)] };
+                out.push(Measurement::new(HOST_PAIR_ALL_REDUCE, subject, busbw_gb(bytes, n), seconds).with_variant(size.into()));
+            }
+        }
+        pair.destroy(watchdog)?;
+    }
+    Ok(Ok(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_round_puts_the_ranks_of_a_pair_of_hosts_together_and_rests_the_others() {
+        // Three hosts of two ranks: one rests each round.
+        let host_of = [0, 0, 1, 1, 2, 2];
+        let rounds = crate::verify::schedule::round_robin(3);
+        for round in &rounds {
+            let colors = pair_colors(round, &host_of);
+            let (a, b) = round[0];
+            for (rank, color) in colors.iter().enumerate() {
+                assert_eq!(color.is_some(), host_of[rank] == a || host_of[rank] == b, "{round:?}: rank {rank}");
+            }
+        }
+        assert_eq!(busbw_gb(1 << 30, 16), (1u64 << 30) as f64 * 2.0 * 15.0 / 16.0 / 1e9);
+    }
 }

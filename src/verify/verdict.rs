@@ -82,7 +82,7 @@ pub fn judge<'r>(measurements: &[Measurement], tolerances: Tolerances, reference
         .enumerate()
         .map(|(i, m)| {
             let kind = m.kind();
-            let peers: Vec<f64> = measurements.iter().enumerate().filter(|(j, p)| *j != i && p.kind == m.kind).map(|(_, p)| p.value()).collect();
+            let peers: Vec<f64> = measurements.iter().enumerate().filter(|(j, p)| *j != i && p.same_figure(m)).map(|(_, p)| p.value()).collect();
             let mid = median(&peers);
             let pct = match kind.class {
                 super::figure::Class::Compute => tolerances.compute_pct,
@@ -107,7 +107,7 @@ pub fn judge<'r>(measurements: &[Measurement], tolerances: Tolerances, reference
             Verdict {
                 figure: kind.name.to_string(),
                 unit: kind.unit,
-                subject: m.subject.label.clone(),
+                subject: if m.variant.is_empty() { m.subject.label.clone() } else { format!("{}, {}", m.subject.label, m.variant) },
                 ranks: m.subject.ranks.clone(),
                 value,
                 median: mid,
@@ -153,6 +153,22 @@ mod tests {
         assert_eq!(v.iter().map(|v| v.passed).collect::<Vec<_>>(), [true, false]);
         let v = judge(&[on(0, GEMM_BF16, 1.0)], TOL, &|_| None);
         assert!(v[0].passed && v[0].median.is_nan() && v[0].line().ends_with("no peers to compare with; no reference"), "{}", v[0].line());
+    }
+
+    #[test]
+    fn a_figure_at_several_sizes_has_peers_of_its_size_only() {
+        let pair = |r: usize, v: f64, size: &str| on(r, crate::verify::figure::HOST_PAIR_ALL_REDUCE, v).with_variant(size.into());
+        let all = [
+            pair(0, 40.0, "64 MiB"),
+            pair(2, 41.0, "64 MiB"),
+            pair(4, 40.5, "64 MiB"),
+            pair(0, 180.0, "1 GiB"),
+            pair(2, 182.0, "1 GiB"),
+            pair(4, 120.0, "1 GiB"),
+        ];
+        let v = judge(&all, TOL, &|_| None);
+        assert_eq!(v.iter().map(|v| v.passed).collect::<Vec<_>>(), [true, true, true, true, true, false]);
+        assert!(v.iter().all(|v| v.peers == 2) && v[5].subject == "rank 4, 1 GiB", "{v:?}");
     }
 
     #[test]
