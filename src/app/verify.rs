@@ -3,7 +3,7 @@
 //! one line per failure, and writes /verify; exit code 5 when anything failed.
 
 use super::{announce, check_gpu_memory, check_host_memory, choose_path, open_gpu, record_gpu_software, Path, Stop};
-use h200_mpibench::backend::cuda::{self, Gpu};
+use h200_mpibench::backend::cuda::Gpu;
 use h200_mpibench::cli::verify::{Level, VerifyPlan};
 use h200_mpibench::cli::Cli;
 use h200_mpibench::dist::nccl::NcclComm;
@@ -40,7 +40,7 @@ pub fn run(world: &World, cli: &Cli, plan: &VerifyPlan, file: Option<&ResultsFil
             check_host_memory(world, host_need, "verify's host buffers", "fewer ranks per host")?;
             record_gpu_software(meta, true);
             meta.engine = "cuda".into();
-            if let Err(e) = inventory::add_gpu(&mut mine.inventory, &gpu.pci_bus_id(), &meta.cuda_version, &meta.nccl_version) {
+            if let Err(e) = inventory::add_gpu(&mut mine.inventory, &gpu.pci_bus_id(), gpu.ordinal, &meta.cuda_version, &meta.nccl_version) {
                 mine.health.push(format!("nvml: cannot read the GPU's inventory and health: {e:#}"));
             }
             // Read at idle, before any probe loads the GPU.
@@ -129,11 +129,12 @@ fn gpu_phases(
     telemetry.flush(world)?;
 
     let hosts = Hosts::gather(world);
-    let visible = cuda::probe().unwrap_or(0);
-    match gpu_links::peer_copies(world, &hosts, gpu, visible, repeat)? {
+    match gpu_links::peer_copies(world, &hosts, gpu, repeat)? {
         Ok(copies) => mine.measurements.extend(copies),
         Err(why) => mine.skipped.push(why),
     }
+    // NCCL takes the thread's current GPU: this rank's.
+    gpu.ctx.bind_to_thread().map_err(anyhow::Error::from)?;
     let comm = NcclComm::bootstrap(world, watchdog, timeout)?;
     match gpu_links::host_all_reduce(world, &hosts, gpu, &comm, watchdog, timeout, repeat)? {
         Ok(measured) => mine.measurements.extend(measured),

@@ -73,43 +73,54 @@ impl Drop for PeerBuffer {
 }
 
 /// Collective. The copy bandwidth from this rank's GPU to each other GPU of its host (the pairs
-/// of each host one at a time); `visible`: the GPUs this process sees. Err(reason) on every
-/// rank when nothing can be measured.
-pub fn peer_copies(world: &World, hosts: &Hosts, gpu: &Gpu, visible: usize, repeat: usize) -> Result<std::result::Result<Vec<Measurement>, String>> {
+/// of each host one at a time); skipped, with the reason, where hosts have one GPU (on every
+/// rank) or a rank cannot open another GPU (exclusive compute mode: that rank's copies only).
+pub fn peer_copies(world: &World, hosts: &Hosts, gpu: &Gpu, repeat: usize) -> Result<std::result::Result<Vec<Measurement>, String>> {
     let most = hosts.most_per_host();
     if most < 2 {
         return Ok(Err("one GPU per host: no GPU-to-GPU copies".into()));
     }
-    let blind = world.sum_u64((visible < world.local_size) as u64);
-    if blind > 0 {
-        return Ok(Err(format!("{blind} rank(s) see fewer GPUs than their host runs ranks (CUDA_VISIBLE_DEVICES per rank): no GPU-to-GPU copies")));
-    }
     crate::dist::phase::set("verify p2p");
     let mut out = Vec::new();
+    let mut unopened = None;
     for from in 0..most {
+        // This rank's turn: the other GPUs' contexts, opened once for all its copies.
+        let mine = world.local_rank == from;
+        let peers: Vec<(usize, Arc<CudaContext>)> = match mine {
+            true => match (0..world.local_size).filter(|&to| to != from).map(|to| Ok((to, CudaContext::new(to)?))).collect::<Result<Vec<_>>>() {
+                Ok(peers) => peers,
+                Err(e) => {
+                    unopened = Some(format!("rank {} cannot open another GPU of {} ({e:#}): no GPU-to-GPU copies from it", world.rank, world.host));
+                    Vec::new()
+                }
+            },
+            false => Vec::new(),
+        };
         for to in (0..most).filter(|&t| t != from) {
-            if world.local_rank == from && to < world.local_size {
-                let seconds = copy_to_peer(gpu, to, repeat).with_context(|| format!("copying from GPU {from} to GPU {to} of {}", world.host))?;
+            if let Some((_, peer)) = peers.iter().find(|(t, _)| *t == to) {
+                let seconds = copy_to_peer(gpu, peer, repeat).with_context(|| format!("copying from GPU {from} to GPU {to} of {}", world.host))?;
                 let to_rank = hosts.rank_of(hosts.host_of[world.rank], to).unwrap_or(world.rank);
                 let subject = Subject { label: format!("{} GPU {from} → GPU {to}", world.host), ranks: vec![world.rank, to_rank] };
                 out.push(Measurement::new(P2P_COPY, subject, P2P_BYTES as f64 / 1e9, seconds));
             }
             world.quiet_barrier();
         }
+        // Dropping a context makes it current first (cudarc): ours again after them.
+        drop(peers);
+        gpu.ctx.bind_to_thread()?;
     }
-    Ok(Ok(out))
+    Ok(unopened.map_or(Ok(out), Err))
 }
 
-/// The seconds of each repetition of copying P2P_BYTES from this rank's GPU to GPU `to`.
-fn copy_to_peer(gpu: &Gpu, to: usize, repeat: usize) -> Result<Vec<f64>> {
-    let peer = CudaContext::new(to)?;
+/// The seconds of each repetition of copying P2P_BYTES from this rank's GPU to `peer`'s memory.
+fn copy_to_peer(gpu: &Gpu, peer: &Arc<CudaContext>, repeat: usize) -> Result<Vec<f64>> {
     peer.bind_to_thread()?;
     let target = PeerBuffer { ptr: unsafe { result::malloc_sync(P2P_BYTES) }?, ctx: peer.clone() };
     gpu.ctx.bind_to_thread()?;
     // Direct access where the pair allows it (NVLink, PCIe P2P); otherwise the driver stages the
     // copy through the host, and the figure shows it.
     let enabled = unsafe { sys::cuCtxEnablePeerAccess(peer.cu_ctx(), 0) };
-    tracing::debug!(?enabled, to, "peer access");
+    tracing::debug!(?enabled, "peer access");
     let source = gpu.alloc(P2P_BYTES)?;
     let (stream, from_ctx) = (gpu.stream.cu_stream(), gpu.ctx.cu_ctx());
     let seconds = timed(gpu, WARMUP, REPETITIONS, repeat, &mut || {
@@ -120,12 +131,12 @@ fn copy_to_peer(gpu: &Gpu, to: usize, repeat: usize) -> Result<Vec<f64>> {
     Ok(seconds)
 }
 
-/// The seconds of each repetition of an fp32 sum all_reduce of `bytes` over `comm`, under the
-/// watchdog.
-fn time_all_reduce(gpu: &Gpu, comm: &NcclComm, bytes: usize, watchdog: &Watchdog, timeout: Duration, repeat: usize) -> Result<Vec<f64>> {
+/// The seconds of each repetition of an fp32 sum all_reduce of `bytes` over `comm`, as `phase`
+/// (the telemetry's and the watchdog's name for it), under the watchdog.
+fn time_all_reduce(gpu: &Gpu, comm: &NcclComm, bytes: usize, phase: &str, watchdog: &Watchdog, timeout: Duration, repeat: usize) -> Result<Vec<f64>> {
     let (send, recv) = (gpu.alloc(bytes)?, gpu.alloc(bytes)?);
     let stream = gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t;
-    watchdog.arm(&crate::dist::phase::current(), timeout);
+    watchdog.arm(phase, timeout);
     let seconds = timed(gpu, WARMUP, REPETITIONS, repeat, &mut || {
         use cudarc::nccl::sys::{ncclAllReduce, ncclDataType_t::ncclFloat32, ncclRedOp_t::ncclSum};
         let r = unsafe { ncclAllReduce(send.ptr as *const _, recv.ptr as *mut _, bytes / 4, ncclFloat32, ncclSum, comm.raw(), stream) };
@@ -157,8 +168,7 @@ pub fn host_all_reduce(
     let outcome = if world.local_size < 2 {
         Err(format!("{} has one GPU: no all_reduce inside it", world.host))
     } else {
-        crate::dist::phase::set("verify host all_reduce");
-        let seconds = time_all_reduce(gpu, &local, ALL_REDUCE_BYTES, watchdog, timeout, repeat)?;
+        let seconds = time_all_reduce(gpu, &local, ALL_REDUCE_BYTES, "verify host all_reduce", watchdog, timeout, repeat)?;
         let subject = Subject { label: format!("{} ({} GPUs)", world.host, world.local_size), ranks: vec![world.rank] };
         Ok((world.local_rank == 0).then(|| Measurement::new(HOST_ALL_REDUCE, subject, busbw_gb(ALL_REDUCE_BYTES, world.local_size), seconds)))
     };
@@ -190,7 +200,6 @@ pub fn host_pair_all_reduce(
     if hosts.names.len() < 2 {
         return Ok(Err("one host: no NCCL between hosts".into()));
     }
-    crate::dist::phase::set("verify host pairs");
     let mut out = Vec::new();
     for round in super::schedule::round_robin(hosts.names.len()) {
         let color = pair_colors(&round, &hosts.host_of)[world.rank];
@@ -199,7 +208,7 @@ pub fn host_pair_all_reduce(
         let n = (0..world.size).filter(|&r| hosts.host_of[r] == a || hosts.host_of[r] == b).count();
         let leader = hosts.rank_of(a, 0) == Some(world.rank);
         for (bytes, size) in PAIR_SIZES {
-            let seconds = time_all_reduce(gpu, &pair, bytes, watchdog, timeout, repeat)?;
+            let seconds = time_all_reduce(gpu, &pair, bytes, &format!("verify host pairs {size}"), watchdog, timeout, repeat)?;
             if leader {
                 let label = format!("{} ↔ {} ({n} GPUs)", hosts.names[a], hosts.names[b]);
                 let subject = Subject { label, ranks: vec![world.rank, hosts.rank_of(b, 0).unwrap_or(world.rank)] };

@@ -35,8 +35,9 @@ pub fn host(host_name: &str, mpi_version: &str) -> Inventory {
     inv
 }
 
-/// The GPU at `pci_bus_id`, added to `inv`, with the NCCL and CUDA versions this rank loads.
-pub fn add_gpu(inv: &mut Inventory, pci_bus_id: &str, cuda_version: &str, nccl_version: &str) -> anyhow::Result<()> {
+/// The GPU at `pci_bus_id` (CUDA's device `ordinal` in this process), added to `inv`, with the
+/// NCCL and CUDA versions this rank loads.
+pub fn add_gpu(inv: &mut Inventory, pci_bus_id: &str, ordinal: usize, cuda_version: &str, nccl_version: &str) -> anyhow::Result<()> {
     let nvml = nvml()?;
     let d = nvml.device_by_pci_bus_id(pci_bus_id)?;
     let mut unreadable: Vec<&str> = Vec::new();
@@ -50,7 +51,10 @@ pub fn add_gpu(inv: &mut Inventory, pci_bus_id: &str, cuda_version: &str, nccl_v
     put("gpu_uuid", d.uuid().map(|v| json!(v)));
     put("gpu_serial", d.serial().map(|v| json!(v)));
     put("gpu_pci_bus_id", Ok(json!(pci_bus_id)));
-    put("gpu_index", d.index().map(|v| json!(v)));
+    // CUDA's number for it (what the probes' subjects say) and NVML's (nvidia-smi's), which
+    // differ under CUDA_VISIBLE_DEVICES.
+    put("gpu_ordinal", Ok(json!(ordinal)));
+    put("gpu_nvml_index", d.index().map(|v| json!(v)));
     put("vbios", d.vbios_version().map(|v| json!(v)));
     put("driver_version", nvml.sys_driver_version().map(|v| json!(v)));
     put("cuda_driver_version", Ok(json!(cuda_version)));

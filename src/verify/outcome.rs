@@ -65,7 +65,7 @@ impl Outcome {
         let inv = &self.reports[rank].inventory;
         let text = |k: &str| inv.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
         match inv.get("gpu_uuid") {
-            Some(_) => format!("rank {rank}: {} GPU {} ({})", text("host"), inv.get("gpu_index").map_or("?".into(), |v| v.to_string()), text("gpu_uuid")),
+            Some(_) => format!("rank {rank}: {} GPU {} ({})", text("host"), inv.get("gpu_ordinal").map_or("?".into(), |v| v.to_string()), text("gpu_uuid")),
             None => format!("rank {rank} on {}", text("host")),
         }
     }

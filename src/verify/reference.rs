@@ -50,6 +50,10 @@ impl Reference {
             if given.iter().flatten().any(|v| !(v.is_finite() && *v > 0.0)) {
                 return bad("the threshold must be a positive number");
             }
+            let latency = figure::kind(name).is_some_and(|k| k.formula == figure::Formula::Latency);
+            if (latency && e.min.is_some()) || (!latency && e.max.is_some()) {
+                return bad(if latency { "a latency takes expected or max, not min" } else { "a rate takes expected or min, not max" });
+            }
             if !r.sources.contains_key(&e.source) {
                 return bad(&format!("source '{}' is not in the table's sources", e.source));
             }
@@ -104,6 +108,10 @@ mod tests {
         assert!(e.contains("exactly one"), "{e}");
         let e = Reference::parse(&table(r#""h2d_gbs": {"min": -1, "source": "s"}"#), "t").unwrap_err();
         assert!(e.contains("positive"), "{e}");
+        let e = Reference::parse(&table(r#""h2d_gbs": {"max": 5, "source": "s"}"#), "t").unwrap_err();
+        assert!(e.contains("a rate takes expected or min"), "{e}");
+        let e = Reference::parse(&table(r#""mpi_latency_us": {"min": 5, "source": "s"}"#), "t").unwrap_err();
+        assert!(e.contains("a latency takes expected or max"), "{e}");
         let e = Reference::parse(&table(r#""h2d_gbs": {"min": 1, "source": "elsewhere"}"#), "t").unwrap_err();
         assert!(e.contains("not in the table's sources"), "{e}");
         assert!(Reference::parse("{", "t").unwrap_err().starts_with("reference table t: "));

@@ -82,7 +82,9 @@ pub fn judge<'r>(measurements: &[Measurement], tolerances: Tolerances, reference
         .enumerate()
         .map(|(i, m)| {
             let kind = m.kind();
-            let peers: Vec<f64> = measurements.iter().enumerate().filter(|(j, p)| *j != i && p.same_figure(m)).map(|(_, p)| p.value()).collect();
+            // A peer without a figure (NaN) is no peer.
+            let peers: Vec<f64> =
+                measurements.iter().enumerate().filter(|(j, p)| *j != i && p.same_figure(m)).map(|(_, p)| p.value()).filter(|v| v.is_finite()).collect();
             let mid = median(&peers);
             let pct = match kind.class {
                 super::figure::Class::Compute => tolerances.compute_pct,
@@ -195,7 +197,8 @@ mod tests {
         assert_eq!(v[0].threshold(false), limit);
         assert_eq!((v[4].passed, v[5].passed), (false, true), "below Azure's 48 GB/s fails, whatever the median");
         assert!(v[4].line().contains("reference at least 48.0 (NVIDIA H200, minimum: Azure"), "{}", v[4].line());
-        let v = judge(&[on(0, GEMM_BF16, f64::NAN)], TOL, &|_| None);
+        let v = judge(&[on(0, GEMM_BF16, f64::NAN), on(1, GEMM_BF16, 700.0)], TOL, &|_| None);
         assert!(!v[0].passed, "a figure that is not a number fails");
+        assert!(v[1].passed && v[1].peers == 0, "and is nobody's peer");
     }
 }
