@@ -134,6 +134,8 @@ def main():
     run = summary["run"]
     print(f"# {args.file}: {run.get('suite')} over {run.get('engine')}, {run.get('world_size')} ranks, "
           f"NCCL {run.get('nccl_version')}, started {run.get('start_utc')}, exit code {run.get('exit_code', 'unfinished')}")
+    if run.get("stopped"):
+        print(f"# stopped: {run['stopped']}")
     sft = summary["sft"]
     if sft and "summary_tokens_per_s" not in sft:
         print(f"\n## sft {sft['model']} on {sft['engine']}: unfinished, {len(sft['step'])} steps recorded, no summary")

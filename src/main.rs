@@ -8,7 +8,7 @@ mod app;
 use anyhow::Context;
 use app::Stop;
 use h200_mpibench::cli::scope::RunKind;
-use h200_mpibench::cli::{self, Cli, Command, Suite};
+use h200_mpibench::cli::{self, Cli, Command, Phase};
 use h200_mpibench::dist::interrupt;
 use h200_mpibench::dist::world::{print_line, World};
 use h200_mpibench::results::hdf5_file::ResultsFile;
@@ -72,46 +72,46 @@ fn parse_cli() -> Result<Cli, Stop> {
     })
 }
 
-/// A validated request: what the run will do.
-enum Work {
-    Sweeps(cli::SweepPlan),
-    Sft(cli::SftPlan),
-    Selftest,
-    Verify(cli::verify::VerifyPlan),
-}
-
 fn run(world: &World) -> Result<i32, Stop> {
     let cli = parse_cli()?;
-    let kind = match (&cli.command, cli.suite()) {
-        (Some(Command::Plan { .. }), _) => RunKind::Plan,
-        (Some(Command::Selftest), _) => RunKind::Selftest,
-        (Some(Command::Verify(_)), _) => RunKind::Verify,
-        (None, Suite::Nccl) => RunKind::Sweeps,
-        (None, Suite::Sft) => RunKind::Sft,
+    let kind = match &cli.command {
+        Some(Command::Plan { .. }) => RunKind::Plan,
+        Some(Command::Selftest) => RunKind::Selftest,
+        Some(Command::Verify) if cli.suite.is_none() => RunKind::Suite(vec![Phase::Verify]),
+        Some(Command::Verify) => return Err(Stop::Agreed("verify runs the verify phase: give either `verify` or --suite (e.g. --suite full)".into())),
+        None => RunKind::Suite(cli.phases()),
     };
     // Everything is validated before anything is created, and agreed over the ranks: a file
     // or a GPU one rank lacks stops every rank with that rank's line.
     let agreed = |outcome: Result<(), String>| world.agree(outcome).map_err(Stop::Agreed);
-    agreed(cli.check_common(kind))?;
-    let (work, suite) = match (cli.command.clone(), kind) {
+    agreed(cli.check_common(&kind))?;
+    // The suite's plans, or None for selftest.
+    let (plans, suite) = match (&cli.command, &kind) {
         (Some(Command::Plan { ranks, gpu_memory_gib }), _) => {
-            let report = world.agree(cli.memory_report(ranks, gpu_memory_gib)).map_err(Stop::Agreed)?;
+            let report = world.agree(cli.memory_report(*ranks, *gpu_memory_gib)).map_err(Stop::Agreed)?;
             if world.is_root() {
                 print!("{report}");
             }
             return Ok(0);
         }
-        (_, RunKind::Selftest) => (Work::Selftest, "selftest"),
-        (Some(Command::Verify(v)), _) => (Work::Verify(world.agree(v.plan(&cli.given, world.size)).map_err(Stop::Agreed)?), "verify"),
-        (_, RunKind::Sweeps) => (Work::Sweeps(world.agree(cli.sweep_plan(world.size)).map_err(Stop::Agreed)?), "nccl"),
-        _ => (Work::Sft(world.agree(app::sft::plan(&cli)).map_err(Stop::Agreed)?), "sft"),
+        (_, RunKind::Suite(phases)) => {
+            let wants = |p: Phase| phases.contains(&p);
+            let plans = app::session::SuitePlans {
+                verify: wants(Phase::Verify).then(|| world.agree(cli.verify.plan(&cli.given, world.size))).transpose().map_err(Stop::Agreed)?,
+                sweeps: wants(Phase::Nccl).then(|| world.agree(cli.sweep_plan(world.size))).transpose().map_err(Stop::Agreed)?,
+                sft: wants(Phase::Sft).then(|| world.agree(app::sft::plan(&cli))).transpose().map_err(Stop::Agreed)?,
+            };
+            let name = if phases == &Phase::ALL { "full".to_string() } else { cli::phases_name(phases) };
+            (Some(plans), name)
+        }
+        _ => (None, "selftest".to_string()),
     };
     let start_utc = metadata::utc_now();
 
     // The results file exists, writable and new (or --overwrite), before any work.
     let file = if world.is_root() {
         let inputs: Vec<&Path> = [cli.sft.data.as_deref(), cli.sft.model.as_deref()].into_iter().flatten().map(Path::new).collect();
-        let target = out_path::choose(cli.out.as_deref(), suite, cli.overwrite, &inputs);
+        let target = out_path::choose(cli.out.as_deref(), &suite.replace(',', "-"), cli.overwrite, &inputs);
         target.and_then(|p| ResultsFile::create(&p, cli.overwrite).map_err(|e| format!("{e:#}"))).map(Some)
     } else {
         Ok(None)
@@ -122,7 +122,7 @@ fn run(world: &World) -> Result<i32, Stop> {
         version: env!("CARGO_PKG_VERSION").into(),
         git_commit: metadata::git_commit().into(),
         command_line: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
-        suite: suite.into(),
+        suite: suite.clone(),
         engine: String::new(),
         start_utc,
         driver_version: "none".into(),
@@ -132,11 +132,9 @@ fn run(world: &World) -> Result<i32, Stop> {
         nccl_env_json: metadata::nccl_env_json(),
         ranks: Vec::new(),
     };
-    let outcome = match work {
-        Work::Sweeps(plan) => app::sweeps::run(world, &cli, &plan, file.as_ref(), &mut meta),
-        Work::Sft(plan) => app::sft::run(world, &cli, &plan, file.as_ref(), &mut meta),
-        Work::Verify(plan) => app::verify::run(world, &cli, &plan, file.as_ref(), &mut meta),
-        Work::Selftest => app::selftest::run(world, cli.given.iter().any(|g| g == "seed").then_some(cli.seed), file.as_ref(), &mut meta),
+    let outcome = match plans {
+        Some(plans) => app::session::run(world, &cli, &plans, file.as_ref(), &mut meta),
+        None => app::selftest::run(world, cli.given.iter().any(|g| g == "seed").then_some(cli.seed), file.as_ref(), &mut meta),
     };
     let code = match (outcome, file.as_ref()) {
         // A run refused for its environment (no GPU, too many ranks) leaves no file behind.

@@ -154,6 +154,12 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["verify", "--straggler-pct", "9"], "--straggler-pct does not apply to verify"),
         case(2, &["verify", "--backend", "nccl"], "--backend nccl"),
         Case { env: vec![("H200_MPIBENCH_FAULT", "slowprobe:2")], ..case(2, &["verify"], "rank 2 does not exist") },
+        // suites
+        case(2, &["--suite", "nccl,scaling"], "'scaling' is not a suite (verify, nccl, sft, or full)"),
+        case(2, &["--suite", "sft", "--keep-going"], "--keep-going lets the benchmarks after a failed verify run"),
+        case(2, &["--suite", "full", "verify"], "give either `verify` or --suite"),
+        case(2, &["--suite", "nccl,sft", "--burn-s", "5"], "--burn-s is a flag of verify, not of --suite nccl,sft"),
+        case(2, &["--suite", "full", "-e", "99999G"], "of host memory per rank"),
     ];
     assert!(cases.len() >= 40);
     let tokens_before = std::fs::read(&tokens).unwrap();

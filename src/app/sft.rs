@@ -1,15 +1,11 @@
 //! `--suite sft`: Llama supervised fine-tuning steps on the GPU (data parallel over ranks) or
 //! on the CPU, every step's figures printed by rank 0 and written to /sft.
 
-use super::{announce, check_host_memory, choose_path, open_gpu, record_gpu_software, Path, Stop};
-use h200_mpibench::backend::cuda;
+use super::session::Session;
+use super::{check_host_memory, Stop};
+use h200_mpibench::backend::cuda::{self, Gpu};
 use h200_mpibench::cli::{Backend, Cli, SftPlan};
-use h200_mpibench::dist::nccl::NcclComm;
-use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::World;
-use h200_mpibench::results::hdf5_file::ResultsFile;
-use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
-use h200_mpibench::telemetry::collect::{SinkOpener, Telemetry};
 use h200_mpibench::telemetry::figures;
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
 use h200_mpibench::zero::planner;
@@ -27,62 +23,68 @@ pub fn plan(cli: &Cli) -> Result<SftPlan, String> {
     cli.sft.plan(if on_gpu { "7b" } else { "tiny" }, cli.seed)
 }
 
-pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
+/// The planner's bytes per GPU of `plan` on `ranks` ranks.
+fn planned_bytes(plan: &SftPlan, ranks: usize) -> u64 {
+    planner::plan(&plan.run.plan_input(&plan.model, ranks)).total()
+}
+
+/// Collective: refuses, before anything is allocated, a model the GPU kernels do not take or a
+/// run that does not fit this rank's GPU (or its host's memory, on the CPU path).
+pub fn check(world: &World, gpu: Option<&Gpu>, plan: &SftPlan) -> Result<(), Stop> {
     let (m, r) = (&plan.model, &plan.run);
-    let gpu = match choose_path(world, cli.backend)? {
-        Path::Gpu { ordinal } => Some(open_gpu(world, ordinal)?),
-        Path::Host { .. } => None,
-    };
-    // Validate the fit before allocating anything on the GPU.
-    let planned = r.plan_input(m, world.size);
-    let plan_bytes = planner::plan(&planned).total();
-    if let Some(gpu) = &gpu {
-        let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);
-        let supported = if kernels_take.contains(&head_dim) {
-            Ok(())
-        } else {
-            Err(format!("{}: head_dim {head_dim} (dim / heads); the GPU attention kernels take {kernels_take:?}", m.name))
-        };
-        world.agree(supported).map_err(Stop::Agreed)?;
-        let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
-        let fit = if plan_bytes + planner::LIBRARY_RESERVE <= free {
-            Ok(())
-        } else {
-            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-            let advice = planner::suggestions(&planned, free);
-            let advice = if advice.is_empty() { "fewer --layers".to_string() } else { advice.join(", or ") };
-            Err(format!(
-                "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLASLt and the context), \
-                 {:.1} GiB free: would fit with {advice}",
-                m.name,
-                m.n_layers,
-                r.micro_batch,
-                r.seq,
-                gib(plan_bytes),
-                gib(planner::LIBRARY_RESERVE),
-                gib(free)
-            ))
-        };
-        world.agree(fit).map_err(Stop::Agreed)?;
-    }
-    if gpu.is_none() {
+    let Some(gpu) = gpu else {
         let advice = "run it on GPUs, or a smaller --model (tiny), --layers, --micro-batch or --seq";
         let what = format!("{} on the CPU path (micro-batch {} × seq {})", m.name, r.micro_batch, r.seq);
-        check_host_memory(world, Some(cpu_trainer::host_bytes(m, r, world.size)), &what, advice)?;
-    }
-    meta.engine = if gpu.is_some() { "cuda" } else { "cpu" }.into();
-    if gpu.is_some() {
-        record_gpu_software(meta, world.size > 1);
-    }
-    let identity = gpu.as_ref().map_or_else(GpuIdentity::none, |g| g.identity());
-    let flops_per_token = m.flops_per_token(r.seq);
-    let title = match (&gpu, world.size) {
-        (Some(_), 1) => "Llama SFT on one GPU".to_string(),
-        (Some(_), n) => format!("Llama SFT, data parallel over {n} GPUs, ZeRO stage {}", r.zero),
-        (None, 1) => "Llama SFT on the CPU".to_string(),
-        (None, n) => format!("Llama SFT on the CPU, data parallel over {n} ranks, ZeRO stage {}", r.zero),
+        return check_host_memory(world, Some(cpu_trainer::host_bytes(m, r, world.size)), &what, advice);
     };
-    announce(world, file, meta, &identity, &title, None)?;
+    let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);
+    let supported = if kernels_take.contains(&head_dim) {
+        Ok(())
+    } else {
+        Err(format!("{}: head_dim {head_dim} (dim / heads); the GPU attention kernels take {kernels_take:?}", m.name))
+    };
+    world.agree(supported).map_err(Stop::Agreed)?;
+    let planned = r.plan_input(m, world.size);
+    let plan_bytes = planned_bytes(plan, world.size);
+    let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
+    let fit = if plan_bytes + planner::LIBRARY_RESERVE <= free {
+        Ok(())
+    } else {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let advice = planner::suggestions(&planned, free);
+        let advice = if advice.is_empty() { "fewer --layers".to_string() } else { advice.join(", or ") };
+        Err(format!(
+            "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLASLt and the context), \
+             {:.1} GiB free: would fit with {advice}",
+            m.name,
+            m.n_layers,
+            r.micro_batch,
+            r.seq,
+            gib(plan_bytes),
+            gib(planner::LIBRARY_RESERVE),
+            gib(free)
+        ))
+    };
+    world.agree(fit).map_err(Stop::Agreed)
+}
+
+/// What the banner calls the run.
+pub fn title(world: &World, on_gpu: bool, plan: &SftPlan) -> String {
+    match (on_gpu, world.size) {
+        (true, 1) => "Llama SFT on one GPU".to_string(),
+        (true, n) => format!("Llama SFT, data parallel over {n} GPUs, ZeRO stage {}", plan.run.zero),
+        (false, 1) => "Llama SFT on the CPU".to_string(),
+        (false, n) => format!("Llama SFT on the CPU, data parallel over {n} ranks, ZeRO stage {}", plan.run.zero),
+    }
+}
+
+pub fn run(session: &mut Session, plan: &SftPlan) -> Result<i32, Stop> {
+    let (m, r) = (&plan.model, &plan.run);
+    let (world, cli, file) = (session.world, session.cli, session.file);
+    let gpu = session.gpu.as_ref();
+    let plan_bytes = planned_bytes(plan, world.size);
+    let engine = if gpu.is_some() { "cuda" } else { "cpu" };
+    let flops_per_token = m.flops_per_token(r.seq);
     if world.is_root() {
         println!(
             "# model {}: {} layers, dim {}, ffn {}, heads {}/{} kv, vocab {}, {:.3}e9 matmul parameters",
@@ -108,14 +110,13 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
         );
     }
     // Steps land in the file as they complete, so a run cut short keeps the ones it finished.
-    let log = file.map(|f| f.begin_sft(m, r, &meta.engine, plan_bytes)).transpose()?;
+    let log = file.map(|f| f.begin_sft(m, r, engine, plan_bytes)).transpose()?;
     // Samples of the steps after the warm-up make the figures; every rank's energy counter is
     // read at each step boundary.
     let warmup = r.warmup_steps;
     let measured = move |phase: &str| phase.strip_prefix("sft step ").and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n > warmup);
-    let pci = gpu.as_ref().map(|g| g.pci_bus_id());
-    let telemetry =
-        RefCell::new(Telemetry::start(world, cli.telemetry_ms, pci.as_deref(), "the CPU path", file.map(|f| f as &dyn SinkOpener), Box::new(measured))?);
+    session.telemetry.begin_phase(world, Box::new(measured))?;
+    let telemetry = RefCell::new(&mut session.telemetry);
     // The energy counter and the clock at the last step boundary (the first: just before step 1,
     // after the start-up), and per step their rise.
     let reading = || (telemetry.borrow_mut().energy_j(), Instant::now());
@@ -124,7 +125,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
     let mut telemetry_error = None;
     let mut log_error = None;
     // Never hang: each step must finish within --timeout, or every rank is stopped.
-    let watchdog = Watchdog::start(world.who());
+    let watchdog = &session.watchdog;
     let timeout = Duration::from_secs(cli.timeout);
     let mut diverged = None;
     let mut report = |s: &metrics::StepRecord| {
@@ -165,13 +166,10 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             diverged = Some(s.step);
         }
     };
-    let (records, profile) = match &gpu {
+    let (records, profile) = match gpu {
         Some(g) => {
-            let comm = match world.size {
-                1 => None,
-                _ => Some(NcclComm::bootstrap(world, &watchdog, timeout)?),
-            };
-            let model = gpu_trainer::build(g, m, r, cli.seed, world, comm.as_ref())?;
+            // One rank has nothing to exchange (the communicator is there for other phases).
+            let model = gpu_trainer::build(g, m, r, cli.seed, world, session.comm.as_ref().filter(|_| world.size > 1))?;
             boundary.set(reading());
             watchdog.arm("sft step 1", timeout);
             gpu_trainer::train(g, &model, r, &plan.data, world, cli.sft.profile, &mut report)?
@@ -210,7 +208,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             );
         }
     }
-    if let (Some(g), true) = (&gpu, world.is_root()) {
+    if let (Some(g), true) = (gpu, world.is_root()) {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let peak = g.peak_allocated();
         println!(
@@ -220,7 +218,7 @@ pub fn run(world: &World, cli: &Cli, plan: &SftPlan, file: Option<&ResultsFile>,
             100.0 * (peak as f64 / plan_bytes as f64 - 1.0)
         );
     }
-    let stats = telemetry.into_inner().finish(world)?;
+    let stats = telemetry.into_inner().end_phase(world)?;
     // Every rank's own step times, split and energy, [steps, ranks]: what the energy figures
     // and the straggler naming are computed from.
     let column = |f: fn(&metrics::StepRecord) -> f64| world.all_gather_f64(&records.iter().map(f).collect::<Vec<_>>());

@@ -1,70 +1,75 @@
 //! `--suite nccl`: the collective sweeps on the GPU path (NCCL) or the host path (MPI).
 
-use super::{announce, check_gpu_memory, check_host_memory, choose_path, open_gpu, record_gpu_software, Path, Stop};
-use h200_mpibench::cli::{Cli, SweepPlan};
-use h200_mpibench::dist::nccl::NcclComm;
+use super::session::Session;
+use super::{check_gpu_memory, check_host_memory, Stop};
+use h200_mpibench::backend::cuda::Gpu;
+use h200_mpibench::cli::SweepPlan;
+use h200_mpibench::dist::collective::Collective;
 use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::World;
 use h200_mpibench::results::hdf5_file::ResultsFile;
-use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
 use h200_mpibench::sweep;
 use h200_mpibench::sweep::engine::Engine;
-use h200_mpibench::telemetry::collect::{SinkOpener, Telemetry};
+use h200_mpibench::telemetry::collect::Telemetry;
 use h200_mpibench::telemetry::figures;
-use std::time::Duration;
 
-pub fn run(world: &World, cli: &Cli, plan: &SweepPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
-    let watchdog = Watchdog::start(world.who());
-    let timeout = Duration::from_secs(cli.timeout);
-    let wrong = match choose_path(world, cli.backend)? {
-        Path::Gpu { ordinal } => {
-            let gpu = open_gpu(world, ordinal)?;
-            let comm = NcclComm::bootstrap(world, &watchdog, timeout)?;
+/// Collective: refuses, before anything runs, sweeps this run cannot hold or make; returns the
+/// banner's note on the host path.
+pub fn check(world: &World, gpu: Option<&Gpu>, why_no_gpu: &str, plan: &SweepPlan) -> Result<Option<String>, Stop> {
+    match gpu {
+        Some(gpu) => {
             let need = (sweep::largest_buffer(plan, world.size) as u64).checked_mul(2);
-            check_gpu_memory(world, &gpu, need, "the sweep's send and receive buffers for the largest size", "a smaller -e")?;
-            let mut engine = sweep::device_nccl::NcclEngine::new(world, &gpu, &comm)?;
-            engine.check_kernels_against_cpu(cli.seed)?;
-            record_gpu_software(meta, true);
-            meta.engine = "nccl".into();
-            announce(world, file, meta, &gpu.identity(), "collective sweeps over nccl", None)?;
-            sampled(world, cli, plan, &mut engine, &watchdog, file, (Some(&gpu.pci_bus_id()), ""))?
+            check_gpu_memory(world, gpu, need, "the sweep's send and receive buffers for the largest size", "a smaller -e")?;
+            Ok(None)
         }
-        Path::Host { reason } if plan.settings.graph_launches > 0 => {
-            return Err(Stop::Agreed(format!("-G (CUDA graphs) needs the NCCL engine, and this run sweeps over MPI on host memory ({reason})")));
+        None if plan.settings.graph_launches > 0 => {
+            Err(Stop::Agreed(format!("-G (CUDA graphs) needs the NCCL engine, and this run sweeps over MPI on host memory ({why_no_gpu})")))
         }
-        Path::Host { reason } => {
+        None => {
             // Send, receive, the staged input of in-place calls and MPI's own copy of a message.
             let need = (sweep::largest_buffer(plan, world.size) as u64).checked_mul(4);
             check_host_memory(world, need, "the sweep's host buffers for the largest size", "a smaller -e, or fewer ranks per host")?;
+            Ok(Some("sweeping with MPI on host memory; these figures measure MPI, not NCCL".to_string()))
+        }
+    }
+}
+
+/// The sweeps with telemetry from the first series to the last, then the slowest rank and any
+/// straggler named; exit code 3 if a check found wrong elements.
+pub fn run(s: &mut Session, plan: &SweepPlan) -> Result<i32, Stop> {
+    let world = s.world;
+    let wrong = match (&s.gpu, &s.comm) {
+        (Some(gpu), Some(comm)) => {
+            let mut engine = sweep::device_nccl::NcclEngine::new(world, gpu, comm)?;
+            engine.check_kernels_against_cpu(s.cli.seed)?;
+            sampled(world, s.cli.straggler_pct, plan, &mut engine, &s.watchdog, s.file, &mut s.telemetry)?
+        }
+        _ => {
             let mut engine = sweep::host_mpi::HostMpiEngine::new(world);
-            meta.engine = "mpi-host".into();
-            let note = format!("no GPU path ({reason}): sweeping with MPI on host memory; these figures measure MPI, not NCCL");
-            announce(world, file, meta, &GpuIdentity::none(), "collective sweeps over mpi-host", Some(&note))?;
-            sampled(world, cli, plan, &mut engine, &watchdog, file, (None, &reason))?
+            sampled(world, s.cli.straggler_pct, plan, &mut engine, &s.watchdog, s.file, &mut s.telemetry)?
         }
     };
     Ok(if wrong == 0 { 0 } else { 3 })
 }
 
-/// The sweeps with telemetry from the first series to the last (`source`: this rank's GPU's
-/// PCI bus id, or why it has none), then the slowest rank and any straggler named; returns the
-/// wrong elements found.
+/// The sweeps as one telemetry phase (every collective's sample counts), then the slowest rank
+/// and every rank more than `straggler_pct` slower named; returns the wrong elements found.
 fn sampled(
     world: &World,
-    cli: &Cli,
+    straggler_pct: f64,
     plan: &SweepPlan,
     engine: &mut dyn Engine,
     watchdog: &Watchdog,
     file: Option<&ResultsFile>,
-    source: (Option<&str>, &str),
+    telemetry: &mut Telemetry,
 ) -> Result<u64, Stop> {
-    let mut telemetry = Telemetry::start(world, cli.telemetry_ms, source.0, source.1, file.map(|f| f as &dyn SinkOpener), Box::new(|_| true))?;
-    let outcome = sweep::run_all(world, engine, plan, watchdog, file, &mut telemetry)?;
-    let stats = telemetry.finish(world)?;
+    telemetry.begin_phase(world, Box::new(|phase| Collective::ALL.iter().any(|c| phase.starts_with(c.name()))))?;
+    let outcome = sweep::run_all(world, engine, plan, watchdog, file, telemetry)?;
+    let stats = telemetry.end_phase(world)?;
     let hosts = world.all_gather_string(&world.host);
     if world.is_root() {
-        let slow = figures::stragglers(&outcome.launch_ratio_per_rank, 0, cli.straggler_pct);
-        print!("{}", slow.lines(&hosts, &stats, cli.straggler_pct, ("launch time against its row's median over ranks", "x")));
+        let slow = figures::stragglers(&outcome.launch_ratio_per_rank, 0, straggler_pct);
+        print!("{}", slow.lines(&hosts, &stats, straggler_pct, ("launch time against its row's median over ranks", "x")));
     }
     Ok(outcome.wrong)
 }

@@ -2,18 +2,13 @@
 //! the GPU path, the host and MPI ones on both), rank 0 judges them all, prints the table and
 //! one line per failure, and writes /verify; exit code 5 when anything failed.
 
-use super::{announce, check_gpu_memory, check_host_memory, choose_path, open_gpu, record_gpu_software, Path, Stop};
-use h200_mpibench::backend::cuda::Gpu;
+use super::session::Session;
+use super::{check_gpu_memory, check_host_memory, Stop};
+use h200_mpibench::backend::cuda::{self, Gpu};
 use h200_mpibench::cli::verify::{Level, VerifyPlan};
-use h200_mpibench::cli::Cli;
-use h200_mpibench::dist::nccl::NcclComm;
-use h200_mpibench::dist::phase;
-use h200_mpibench::dist::watchdog::Watchdog;
 use h200_mpibench::dist::world::{print_line, World};
-use h200_mpibench::results::hdf5_file::ResultsFile;
-use h200_mpibench::results::metadata::{GpuIdentity, RunMetadata};
+use h200_mpibench::dist::{nccl, phase};
 use h200_mpibench::results::verify::VerifySettings;
-use h200_mpibench::telemetry::collect::{SinkOpener, Telemetry};
 use h200_mpibench::verify::figure::{Subject, GEMM_BF16};
 use h200_mpibench::verify::gpu_links::{self, Hosts};
 use h200_mpibench::verify::gpu_probes::{self, gemm_flop};
@@ -24,52 +19,51 @@ use std::time::{Duration, Instant};
 /// The exit code of a run in which a component failed verification.
 pub const FAILED_VERIFICATION: i32 = 5;
 
-const TITLE: &str = "verify: inventory, health and probes of every GPU, host and link";
+/// verify's host buffers: the memory copy's two and the MPI ping-pong's.
+fn host_need() -> Option<u64> {
+    Some(2 * host_probes::MEMCPY_BYTES as u64 + 2 * mpi_pairs::BANDWIDTH_BYTES as u64)
+}
 
-pub fn run(world: &World, cli: &Cli, plan: &VerifyPlan, file: Option<&ResultsFile>, meta: &mut RunMetadata) -> Result<i32, Stop> {
-    let started = Instant::now();
-    let watchdog = Watchdog::start(world.who());
-    let repeat = plan.fault.probe_repeat(world.rank);
-    let mut mine = RankReport { inventory: inventory::host(&world.host, &meta.mpi_version), ..Default::default() };
-    let host_need = Some(2 * host_probes::MEMCPY_BYTES as u64 + 2 * mpi_pairs::BANDWIDTH_BYTES as u64);
-    let (gpu, why_no_gpu) = match choose_path(world, cli.backend)? {
-        Path::Gpu { ordinal } => {
-            let gpu = open_gpu(world, ordinal)?;
+/// Collective: refuses, before anything runs, probes this rank's GPU or host cannot hold;
+/// returns the banner's note on the host path.
+pub fn check(world: &World, gpu: Option<&Gpu>) -> Result<Option<String>, Stop> {
+    check_host_memory(world, host_need(), "verify's host buffers", "fewer ranks per host")?;
+    match gpu {
+        Some(gpu) => {
             let need = gpu_probes::gpu_bytes() + 2 * gpu_links::ALL_REDUCE_BYTES as u64;
-            check_gpu_memory(world, &gpu, Some(need), "verify's probe buffers", "free the GPU: another process holds its memory")?;
-            check_host_memory(world, host_need, "verify's host buffers", "fewer ranks per host")?;
-            record_gpu_software(meta, true);
-            meta.engine = "cuda".into();
-            if let Err(e) = inventory::add_gpu(&mut mine.inventory, &gpu.pci_bus_id(), gpu.ordinal, &meta.cuda_version, &meta.nccl_version) {
+            check_gpu_memory(world, gpu, Some(need), "verify's probe buffers", "free the GPU: another process holds its memory")?;
+            Ok(None)
+        }
+        None => Ok(Some("verify checks the hosts and MPI only".to_string())),
+    }
+}
+
+pub fn run(s: &mut Session, plan: &VerifyPlan) -> Result<i32, Stop> {
+    let started = Instant::now();
+    let (world, cli) = (s.world, s.cli);
+    let repeat = plan.fault.probe_repeat(world.rank);
+    let mut mine = RankReport { inventory: inventory::host(&world.host, &World::mpi_library_version()), ..Default::default() };
+    match &s.gpu {
+        Some(gpu) => {
+            let (cuda_version, nccl_version) = (cuda::driver_cuda_version(), nccl::version());
+            if let Err(e) = inventory::add_gpu(&mut mine.inventory, &gpu.pci_bus_id(), gpu.ordinal, &cuda_version, &nccl_version) {
                 mine.health.push(format!("nvml: cannot read the GPU's inventory and health: {e:#}"));
             }
             // Read at idle, before any probe loads the GPU.
             mine.health.extend(health::failures(&mine.inventory, 0));
-            announce(world, file, meta, &gpu.identity(), TITLE, None)?;
-            (Some(gpu), String::new())
         }
-        Path::Host { reason } => {
-            check_host_memory(world, host_need, "verify's host buffers", "fewer ranks per host")?;
-            meta.engine = "mpi-host".into();
-            mine.skipped.push(format!("GPU inventory, health and probes, GPU-to-GPU copies and NCCL: {reason}"));
-            let note = format!("no GPU path ({reason}): verifying the hosts and MPI only");
-            announce(world, file, meta, &GpuIdentity::none(), TITLE, Some(&note))?;
-            (None, reason)
-        }
-    };
-    let pci = gpu.as_ref().map(|g| g.pci_bus_id());
-    let sink = file.map(|f| f as &dyn SinkOpener);
-    let mut telemetry = Telemetry::start(world, cli.telemetry_ms, pci.as_deref(), &why_no_gpu, sink, Box::new(|p| p.starts_with("verify")))?;
-
+        None => mine.skipped.push(format!("GPU inventory, health and probes, GPU-to-GPU copies and NCCL: {}", s.why_no_gpu)),
+    }
+    s.telemetry.begin_phase(world, Box::new(|p| p.starts_with("verify")))?;
     phase::set("verify host memory");
     mine.measurements.push(host_probes::memcpy(world, repeat));
-    telemetry.flush(world)?;
-    if let Some(gpu) = &gpu {
-        gpu_phases(world, cli, plan, gpu, &watchdog, &mut telemetry, &mut mine)?;
+    s.telemetry.flush(world)?;
+    if s.gpu.is_some() {
+        gpu_phases(s, plan, &mut mine)?;
     }
     phase::set("verify mpi");
     mine.measurements.extend(mpi_pairs::probe(world));
-    let stats = telemetry.finish(world)?;
+    let stats = s.telemetry.end_phase(world)?;
 
     let reports = world.gather_string_to_root(&serde_json::to_string(&mine).map_err(anyhow::Error::from)?);
     let mut failed = 0;
@@ -79,8 +73,8 @@ pub fn run(world: &World, cli: &Cli, plan: &VerifyPlan, file: Option<&ResultsFil
             .enumerate()
             .map(|(rank, json)| serde_json::from_str(json).map_err(|e| anyhow::anyhow!("rank {rank}'s verify report: {e}")))
             .collect::<Result<_, _>>()?;
-        for (report, s) in reports.iter_mut().zip(&stats) {
-            report.health.extend(health::failures(&Default::default(), s.xid_events));
+        for (report, stat) in reports.iter_mut().zip(&stats) {
+            report.health.extend(health::failures(&Default::default(), stat.xid_events));
         }
         let outcome = Outcome::judge(reports, plan.tolerances, plan.reference.as_ref());
         print!("{}", outcome.table(plan.tolerances));
@@ -92,7 +86,7 @@ pub fn run(world: &World, cli: &Cli, plan: &VerifyPlan, file: Option<&ResultsFil
         for line in outcome.failure_lines() {
             print_line(&format!("h200-mpibench: verify FAILED: {line}"));
         }
-        if let Some(file) = file {
+        if let Some(file) = s.file {
             let level = match plan.level {
                 Level::Quick => "quick",
                 Level::Long => "long",
@@ -108,19 +102,14 @@ pub fn run(world: &World, cli: &Cli, plan: &VerifyPlan, file: Option<&ResultsFil
 
 /// The GPU's probes, its host's links (GPU-to-GPU copies, NCCL all_reduce inside the host) and,
 /// with --level long, the burn-in: each phase's telemetry flushed as it ends.
-fn gpu_phases(
-    world: &World,
-    cli: &Cli,
-    plan: &VerifyPlan,
-    gpu: &Gpu,
-    watchdog: &Watchdog,
-    telemetry: &mut Telemetry,
-    mine: &mut RankReport,
-) -> Result<(), Stop> {
+fn gpu_phases(s: &mut Session, plan: &VerifyPlan, mine: &mut RankReport) -> Result<(), Stop> {
+    let world = s.world;
     let repeat = plan.fault.probe_repeat(world.rank);
-    let timeout = Duration::from_secs(cli.timeout);
+    let timeout = Duration::from_secs(s.cli.timeout);
+    let (Some(gpu), Some(comm)) = (&s.gpu, &s.comm) else { return Ok(()) };
+    let (watchdog, telemetry) = (&s.watchdog, &mut s.telemetry);
     let subject = Subject { label: format!("{} GPU {} ({})", world.host, gpu.ordinal, gpu.uuid()), ranks: vec![world.rank] };
-    let (found, load) = gpu_probes::run(gpu, &subject, cli.seed, repeat)?;
+    let (found, load) = gpu_probes::run(gpu, &subject, s.cli.seed, repeat)?;
     let gemm_tflops = found.measurements.iter().find(|m| m.kind == GEMM_BF16.name).map_or(f64::NAN, |m| m.value());
     mine.measurements.extend(found.measurements);
     if let Some(wrong) = found.wrong_sum {
@@ -133,14 +122,11 @@ fn gpu_phases(
         Ok(copies) => mine.measurements.extend(copies),
         Err(why) => mine.skipped.push(why),
     }
-    // NCCL takes the thread's current GPU: this rank's.
-    gpu.ctx.bind_to_thread().map_err(anyhow::Error::from)?;
-    let comm = NcclComm::bootstrap(world, watchdog, timeout)?;
-    match gpu_links::host_all_reduce(world, &hosts, gpu, &comm, watchdog, timeout, repeat)? {
+    match gpu_links::host_all_reduce(world, &hosts, gpu, comm, watchdog, timeout, repeat)? {
         Ok(measured) => mine.measurements.extend(measured),
         Err(why) => mine.skipped.push(why),
     }
-    match gpu_links::host_pair_all_reduce(world, &hosts, gpu, &comm, watchdog, timeout, repeat)? {
+    match gpu_links::host_pair_all_reduce(world, &hosts, gpu, comm, watchdog, timeout, repeat)? {
         Ok(measured) => mine.measurements.extend(measured),
         Err(why) => mine.skipped.push(why),
     }

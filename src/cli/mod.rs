@@ -31,10 +31,17 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Which benchmark to run. Default: sft when --model is given (the user's
+    /// What to run: verify, nccl (collective sweeps), sft (Llama fine-tuning), a comma list of
+    /// them (run in that order, in one process and one results file), or full
+    /// (verify,nccl,sft). Default: sft when --model is given (the user's
     /// `mpirun -np 64 h200-mpibench --model 70b`), otherwise nccl.
-    #[arg(long, value_enum)]
-    pub suite: Option<Suite>,
+    #[arg(long, value_parser = parse_suite)]
+    pub suite: Option<Phases>,
+
+    /// With a suite that starts with verify: run the benchmarks after it even when a component
+    /// failed verification (the exit code still says so).
+    #[arg(long = "keep-going")]
+    pub keep_going: bool,
 
     /// Results file (HDF5). Default: results/<UTC time, ms>_<suite>_<job id or pid>.h5.
     /// An existing file is never replaced unless --overwrite is given.
@@ -77,6 +84,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub sft: SftArgs,
+
+    #[command(flatten)]
+    pub verify: verify::VerifyArgs,
 
     /// The clap ids of the flags given on the command line (scope.rs checks they apply).
     #[arg(skip)]
@@ -264,14 +274,14 @@ pub enum Command {
         gpu_memory_gib: f64,
     },
     /// Inventory, health and probes of every GPU, host and link (one rank per GPU), each figure
-    /// judged against the median over its peers and the GPU model's reference table; exit code
-    /// 5 if any component fails.
-    Verify(verify::VerifyArgs),
+    /// judged against the median of its peers and the GPU model's reference table; exit code
+    /// 5 if any component fails (the same as --suite verify).
+    Verify,
 }
 
 impl Cli {
     /// The flags every run shares, and that each given flag belongs to this kind of run.
-    pub fn check_common(&self, kind: scope::RunKind) -> Result<(), String> {
+    pub fn check_common(&self, kind: &scope::RunKind) -> Result<(), String> {
         scope::check(&self.given, kind)?;
         if !(1..=MAX_TIMEOUT_S).contains(&self.timeout) {
             return Err(format!("--timeout {}: must be 1 to {MAX_TIMEOUT_S} seconds", self.timeout));
@@ -285,18 +295,61 @@ impl Cli {
         Ok(())
     }
 
-    /// The suite asked for, or the one `--model` implies.
-    pub fn suite(&self) -> Suite {
-        self.suite.unwrap_or(if self.sft.model.is_some() { Suite::Sft } else { Suite::Nccl })
+    /// The phases asked for, or the one `--model` implies.
+    pub fn phases(&self) -> Vec<Phase> {
+        match &self.suite {
+            Some(Phases(phases)) => phases.clone(),
+            None if self.sft.model.is_some() => vec![Phase::Sft],
+            None => vec![Phase::Nccl],
+        }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Suite {
+/// One benchmark of a suite; a list runs in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Inventory, health and probes of every GPU, host and link.
+    Verify,
     /// Collective bandwidth sweeps (nccl-tests semantics).
     Nccl,
     /// Llama-2 supervised fine-tuning steps: on GPUs (data parallel over ranks), or the CPU.
     Sft,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Verify, Phase::Nccl, Phase::Sft];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Verify => "verify",
+            Phase::Nccl => "nccl",
+            Phase::Sft => "sft",
+        }
+    }
+}
+
+/// The phases of `--suite`, in their running order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Phases(pub Vec<Phase>);
+
+fn parse_suite(text: &str) -> Result<Phases, String> {
+    if text.trim() == "full" {
+        return Ok(Phases(Phase::ALL.to_vec()));
+    }
+    let mut phases = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        let phase = Phase::ALL.into_iter().find(|p| p.name() == item).ok_or_else(|| format!("'{item}' is not a suite (verify, nccl, sft, or full)"))?;
+        if !phases.contains(&phase) {
+            phases.push(phase);
+        }
+    }
+    phases.sort();
+    Ok(Phases(phases))
+}
+
+/// "nccl", "verify,nccl,sft": how a list of phases is named (the default file name, messages).
+pub fn phases_name(phases: &[Phase]) -> String {
+    phases.iter().map(|p| p.name()).collect::<Vec<_>>().join(",")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -496,8 +549,11 @@ mod tests {
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft", "--model", "70b", "--layers", "2", "--micro-batch", "2", "--seq", "4096"]).unwrap();
         let p = cli.sft.plan("tiny", 1).unwrap();
         assert_eq!((p.model.n_layers, p.model.n_kv_heads, p.run.micro_batch, p.run.seq), (2, 8, 2, 4096));
-        assert_eq!(Cli::try_parse_from(["h200-mpibench", "--model", "70b"]).unwrap().suite(), Suite::Sft);
-        assert_eq!(Cli::try_parse_from(["h200-mpibench", "-b", "8"]).unwrap().suite(), Suite::Nccl);
+        assert_eq!(Cli::try_parse_from(["h200-mpibench", "--model", "70b"]).unwrap().phases(), [Phase::Sft]);
+        assert_eq!(Cli::try_parse_from(["h200-mpibench", "-b", "8"]).unwrap().phases(), [Phase::Nccl]);
+        assert_eq!(Cli::try_parse_from(["h200-mpibench", "--suite", "sft,verify,sft"]).unwrap().phases(), [Phase::Verify, Phase::Sft]);
+        assert_eq!(Cli::try_parse_from(["h200-mpibench", "--suite", "full", "--model", "7b"]).unwrap().phases(), Phase::ALL);
+        assert!(Cli::try_parse_from(["h200-mpibench", "--suite", "nccl,scaling"]).unwrap_err().to_string().contains("'scaling' is not a suite"));
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft"]).unwrap();
         assert_eq!(cli.sft.plan("tiny", 1).unwrap().model.name, "tiny");
         for bad in [

@@ -1,18 +1,18 @@
 //! Which flags the user gave and which run each belongs to: a flag of another suite is refused
 //! with a line naming the suite it belongs to, never silently ignored.
 
-use super::{SftArgs, SweepArgs};
+use super::verify::VerifyArgs;
+use super::{phases_name, Phase, SftArgs, SweepArgs};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 
 /// What the command line asks for, for the purpose of which flags apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunKind {
-    Sweeps,
-    Sft,
+    /// The benchmarks of `--suite` (or `verify`), in their order.
+    Suite(Vec<Phase>),
     Selftest,
     Plan,
-    Verify,
 }
 
 /// The flags given on the command line (not defaults), by clap id, the subcommand's included.
@@ -30,37 +30,34 @@ pub fn given(matches: &ArgMatches) -> Vec<String> {
 /// Shared flags that plan and selftest do not read: they run no suite, pick no backend, have
 /// no phase to time out and no benchmark to sample; plan draws nothing (selftest's --seed draws
 /// its inputs).
-const UNUSED_BY_CHECKS: [&str; 6] = ["suite", "backend", "seed", "timeout", "telemetry_ms", "straggler_pct"];
+const UNUSED_BY_CHECKS: [&str; 7] = ["suite", "backend", "seed", "timeout", "telemetry_ms", "straggler_pct", "keep_going"];
 
 /// The sft flags `plan` reads; the others describe training, not memory.
 const PLAN_READS: [&str; 8] = ["model", "layers", "seq", "micro_batch", "grad_accum", "recompute", "zero", "bucket_layers"];
 
 /// Refuses the first given flag that `kind` does not use, naming where it belongs.
-pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
-    let sweep = flags::<SweepArgs>();
-    let sft = flags::<SftArgs>();
+pub fn check(given: &[String], kind: &RunKind) -> Result<(), String> {
+    let groups = [(flags::<SweepArgs>(), Phase::Nccl), (flags::<SftArgs>(), Phase::Sft), (flags::<VerifyArgs>(), Phase::Verify)];
+    let runs = |phase: Phase| matches!(kind, RunKind::Suite(phases) if phases.contains(&phase));
     for id in given {
-        let in_sweep = sweep.iter().find(|(i, _)| i == id);
-        let in_sft = sft.iter().find(|(i, _)| i == id);
-        let refusal = match (kind, in_sweep, in_sft) {
-            (RunKind::Sft | RunKind::Selftest | RunKind::Plan | RunKind::Verify, Some((_, spelling)), _) => {
-                Some(format!("{spelling} is a flag of --suite nccl, not of {}", kind.name()))
-            }
-            (RunKind::Sweeps | RunKind::Selftest | RunKind::Verify, _, Some((_, spelling))) => {
-                Some(format!("{spelling} is a flag of --suite sft (and plan), not of {}", kind.name()))
-            }
-            (RunKind::Plan, _, Some((i, spelling))) if !PLAN_READS.contains(&i.as_str()) => {
-                Some(format!("{spelling} is a flag of --suite sft; plan does not use it"))
-            }
-            (RunKind::Plan, None, None) if ["out", "overwrite"].contains(&id.as_str()) => {
-                Some(format!("--{id}: plan prints its table and writes no results file"))
-            }
-            (RunKind::Plan, None, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{} does not apply to plan", id.replace('_', "-"))),
-            (RunKind::Selftest, None, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
+        let group = groups.iter().find_map(|(flags, phase)| flags.iter().find(|(i, _)| i == id).map(|(_, spelling)| (spelling, *phase)));
+        let refusal = match (kind, group) {
+            (RunKind::Plan, Some((_, Phase::Sft))) if PLAN_READS.contains(&id.as_str()) => None,
+            (RunKind::Plan, Some((spelling, Phase::Sft))) => Some(format!("{spelling} is a flag of --suite sft; plan does not use it")),
+            (_, Some((_, phase))) if runs(phase) => None,
+            (_, Some((spelling, Phase::Nccl))) => Some(format!("{spelling} is a flag of --suite nccl, not of {}", kind.name())),
+            (_, Some((spelling, Phase::Sft))) => Some(format!("{spelling} is a flag of --suite sft (and plan), not of {}", kind.name())),
+            (_, Some((spelling, Phase::Verify))) => Some(format!("{spelling} is a flag of verify, not of {}", kind.name())),
+            (RunKind::Plan, None) if ["out", "overwrite"].contains(&id.as_str()) => Some(format!("--{id}: plan prints its table and writes no results file")),
+            (RunKind::Plan, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{} does not apply to plan", id.replace('_', "-"))),
+            (RunKind::Selftest, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
                 Some(format!("--{} does not apply to selftest", id.replace('_', "-")))
             }
-            (RunKind::Verify, None, None) if ["suite", "straggler_pct"].contains(&id.as_str()) => {
-                Some(format!("--{} does not apply to verify (its outliers are judged by --tolerance-pct)", id.replace('_', "-")))
+            (RunKind::Suite(phases), None) if id == "straggler_pct" && phases == &[Phase::Verify] => {
+                Some("--straggler-pct does not apply to verify (its outliers are judged by --tolerance-pct)".to_string())
+            }
+            (RunKind::Suite(phases), None) if id == "keep_going" && !(runs(Phase::Verify) && phases.len() > 1) => {
+                Some(format!("--keep-going lets the benchmarks after a failed verify run: not for {} (e.g. --suite full)", kind.name()))
             }
             _ => None,
         };
@@ -72,13 +69,12 @@ pub fn check(given: &[String], kind: RunKind) -> Result<(), String> {
 }
 
 impl RunKind {
-    fn name(self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            RunKind::Sweeps => "--suite nccl",
-            RunKind::Sft => "--suite sft",
-            RunKind::Selftest => "selftest",
-            RunKind::Plan => "plan",
-            RunKind::Verify => "verify",
+            RunKind::Suite(phases) if phases == &[Phase::Verify] => "verify".into(),
+            RunKind::Suite(phases) => format!("--suite {}", phases_name(phases)),
+            RunKind::Selftest => "selftest".into(),
+            RunKind::Plan => "plan".into(),
         }
     }
 }
@@ -115,27 +111,39 @@ mod tests {
 
     #[test]
     fn flags_of_another_suite_are_refused_with_its_name() {
-        let e = check(&given_of(&["--suite", "sft", "-d", "float128"]), RunKind::Sft).unwrap_err();
+        let e = check(&given_of(&["--suite", "sft", "-d", "float128"]), &RunKind::Suite(vec![Phase::Sft])).unwrap_err();
         assert_eq!(e, "-d/--datatype is a flag of --suite nccl, not of --suite sft");
-        let e = check(&given_of(&["--suite", "nccl", "--zero", "9", "--lr=-1"]), RunKind::Sweeps).unwrap_err();
+        let e = check(&given_of(&["--suite", "nccl", "--zero", "9", "--lr=-1"]), &RunKind::Suite(vec![Phase::Nccl])).unwrap_err();
         assert!(e.contains("is a flag of --suite sft") && e.contains("--suite nccl"), "{e}");
-        let e = check(&given_of(&["plan", "--model", "7b", "--lr", "1"]), RunKind::Plan).unwrap_err();
+        let e = check(&given_of(&["plan", "--model", "7b", "--lr", "1"]), &RunKind::Plan).unwrap_err();
         assert!(e.starts_with("--lr is a flag of --suite sft"), "{e}");
-        assert!(check(&given_of(&["plan", "--out", "x.h5"]), RunKind::Plan).is_err());
-        assert!(check(&given_of(&["-n", "3", "selftest"]), RunKind::Selftest).is_err());
-        assert_eq!(check(&given_of(&["--timeout", "9", "selftest"]), RunKind::Selftest).unwrap_err(), "--timeout does not apply to selftest");
-        assert!(check(&given_of(&["--backend", "mpi", "plan"]), RunKind::Plan).is_err());
-        assert!(check(&given_of(&["selftest", "--seed", "7"]), RunKind::Selftest).is_ok());
-        assert!(check(&given_of(&["--seed", "7", "plan"]), RunKind::Plan).is_err());
-        assert!(check(&given_of(&["verify", "--model", "7b"]), RunKind::Verify).unwrap_err().ends_with("not of verify"));
-        assert!(check(&given_of(&["-n", "5", "verify"]), RunKind::Verify).unwrap_err().ends_with("not of verify"));
-        assert!(check(&given_of(&["--straggler-pct", "9", "verify"]), RunKind::Verify).is_err());
-        assert!(check(&given_of(&["verify", "--seed", "3", "--timeout", "9", "--backend", "mpi", "--telemetry-ms", "0"]), RunKind::Verify).is_ok());
+        assert!(check(&given_of(&["plan", "--out", "x.h5"]), &RunKind::Plan).is_err());
+        assert!(check(&given_of(&["-n", "3", "selftest"]), &RunKind::Selftest).is_err());
+        assert_eq!(check(&given_of(&["--timeout", "9", "selftest"]), &RunKind::Selftest).unwrap_err(), "--timeout does not apply to selftest");
+        assert!(check(&given_of(&["--backend", "mpi", "plan"]), &RunKind::Plan).is_err());
+        assert!(check(&given_of(&["selftest", "--seed", "7"]), &RunKind::Selftest).is_ok());
+        assert!(check(&given_of(&["--seed", "7", "plan"]), &RunKind::Plan).is_err());
+        assert!(check(&given_of(&["verify", "--model", "7b"]), &RunKind::Suite(vec![Phase::Verify])).unwrap_err().ends_with("not of verify"));
+        assert!(check(&given_of(&["-n", "5", "verify"]), &RunKind::Suite(vec![Phase::Verify])).unwrap_err().ends_with("not of verify"));
+        assert!(check(&given_of(&["--straggler-pct", "9", "verify"]), &RunKind::Suite(vec![Phase::Verify])).is_err());
+        assert!(check(
+            &given_of(&["verify", "--seed", "3", "--timeout", "9", "--backend", "mpi", "--telemetry-ms", "0"]),
+            &RunKind::Suite(vec![Phase::Verify])
+        )
+        .is_ok());
         // what each run reads is accepted, defaults are not "given"
-        assert!(check(&given_of(&["plan", "--model", "70b", "--zero", "3", "--ranks", "16"]), RunKind::Plan).is_ok());
-        assert!(check(&given_of(&["--suite", "sft", "--model", "tiny", "--out", "x.h5", "--timeout", "9"]), RunKind::Sft).is_ok());
-        assert!(check(&given_of(&["-b", "8", "-e", "1M", "--overwrite"]), RunKind::Sweeps).is_ok());
+        assert!(check(&given_of(&["plan", "--model", "70b", "--zero", "3", "--ranks", "16"]), &RunKind::Plan).is_ok());
+        assert!(check(&given_of(&["--suite", "sft", "--model", "tiny", "--out", "x.h5", "--timeout", "9"]), &RunKind::Suite(vec![Phase::Sft])).is_ok());
+        assert!(check(&given_of(&["-b", "8", "-e", "1M", "--overwrite"]), &RunKind::Suite(vec![Phase::Nccl])).is_ok());
         assert!(given_of(&[]).is_empty());
+        // a list takes the flags of each of its phases
+        let full = RunKind::Suite(Phase::ALL.to_vec());
+        assert!(check(&given_of(&["--suite", "full", "-e", "1M", "--model", "tiny", "--tolerance-pct", "20", "--keep-going"]), &full).is_ok());
+        let e = check(&given_of(&["--suite", "nccl,sft", "--burn-s", "5"]), &RunKind::Suite(vec![Phase::Nccl, Phase::Sft])).unwrap_err();
+        assert_eq!(e, "--burn-s is a flag of verify, not of --suite nccl,sft");
+        assert!(check(&given_of(&["--suite", "sft", "--keep-going"]), &RunKind::Suite(vec![Phase::Sft])).unwrap_err().starts_with("--keep-going"));
+        assert!(check(&given_of(&["--keep-going", "verify"]), &RunKind::Suite(vec![Phase::Verify])).is_err());
+        assert!(check(&given_of(&["selftest", "--level", "long"]), &RunKind::Selftest).unwrap_err().ends_with("not of selftest"));
     }
 
     #[test]

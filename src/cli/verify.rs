@@ -15,25 +15,26 @@ pub enum Level {
 
 #[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct VerifyArgs {
-    #[arg(long, value_enum, default_value_t = Level::Quick)]
+    /// verify: quick (inventory, health, every probe once) or long (and a burn-in).
+    #[arg(long, value_enum, default_value_t = Level::Quick, global = true)]
     pub level: Level,
 
-    /// Seconds of sustained GEMM load per GPU with --level long.
-    #[arg(long = "burn-s", default_value_t = 60)]
+    /// verify: seconds of sustained GEMM load per GPU with --level long.
+    #[arg(long = "burn-s", default_value_t = 60, global = true)]
     pub burn_s: u64,
 
-    /// Percent below the median over all GPUs (or ranks) a GEMM or memory figure may fall.
-    #[arg(long = "tolerance-pct", default_value_t = 5.0)]
+    /// verify: percent below the median of its peers a GEMM or memory figure may fall.
+    #[arg(long = "tolerance-pct", default_value_t = 5.0, global = true)]
     pub tolerance_pct: f64,
 
-    /// Percent below (a latency: above) the median a link figure may fall: PCIe, GPU-to-GPU,
-    /// NCCL, MPI.
-    #[arg(long = "link-tolerance-pct", default_value_t = 10.0)]
+    /// verify: percent below (a latency: above) the median of its peers a link figure may fall:
+    /// PCIe, GPU-to-GPU, NCCL, MPI.
+    #[arg(long = "link-tolerance-pct", default_value_t = 10.0, global = true)]
     pub link_tolerance_pct: f64,
 
-    /// Reference table (JSON, as configs/reference/h200.json) for every GPU, instead of the
-    /// embedded table that matches each GPU's name.
-    #[arg(long)]
+    /// verify: reference table (JSON, as configs/reference/h200.json) for every GPU, instead of
+    /// the embedded table that matches each GPU's name.
+    #[arg(long, global = true)]
     pub reference: Option<String>,
 }
 
@@ -87,10 +88,9 @@ mod tests {
         argv.extend_from_slice(args);
         let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(&argv).map_err(|e| e.to_string())?;
         let given = crate::cli::scope::given(&matches);
-        match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
-            Some(Command::Verify(v)) => v.plan(&given, 2),
-            _ => unreachable!(),
-        }
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        assert_eq!(cli.command, Some(Command::Verify));
+        cli.verify.plan(&given, 2)
     }
 
     #[test]

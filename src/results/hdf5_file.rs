@@ -142,6 +142,21 @@ impl ResultsFile {
         Ok(())
     }
 
+    /// Records a phase's wall time and exit code (attributes `phase_<name>_s`, `phase_<name>_exit_code`).
+    pub fn note_phase(&self, name: &str, seconds: f64, exit_code: i32) -> Result<()> {
+        put_num(&self.file, &format!("phase_{name}_s"), seconds)?;
+        put_num(&self.file, &format!("phase_{name}_exit_code"), exit_code as i64)?;
+        self.file.flush()?;
+        Ok(())
+    }
+
+    /// Records why the suite stopped before its last phase (attribute `stopped`).
+    pub fn note_stopped(&self, why: &str) -> Result<()> {
+        put_str(&self.file, "stopped", why)?;
+        self.file.flush()?;
+        Ok(())
+    }
+
     /// Removes the unfinished file (a run refused before it measured anything).
     pub fn discard(&self) {
         let _ = std::fs::remove_file(&self.partial);

@@ -42,12 +42,13 @@ struct Batch {
 const HEALTH: [&str; 6] =
     ["ecc_corrected", "ecc_uncorrected", "remapped_rows_corrected", "remapped_rows_uncorrected", "remapped_rows_pending", "remapped_rows_failed"];
 
-/// Rank 0's side: the table, every rank's host, each rank's measured statistics and the last
-/// value of its health counters.
+/// Rank 0's side: the table, every rank's host, each rank's measured statistics (of the phase
+/// running, and of the whole run) and the last value of its health counters.
 struct Collector {
     log: Option<Box<dyn Sink>>,
     hosts: Vec<String>,
-    stats: Vec<RankStats>,
+    phase_stats: Vec<RankStats>,
+    run_stats: Vec<RankStats>,
     health: Vec<[f64; HEALTH.len()]>,
 }
 
@@ -56,7 +57,8 @@ pub struct Telemetry {
     meter: Option<Box<dyn Source>>,
     collector: Option<Collector>,
     last_flush: Instant,
-    /// Which phases' samples count in the figures (e.g. SFT steps after the warm-up).
+    /// Which samples of the phase running count in the figures (e.g. SFT steps after the
+    /// warm-up), by the phase they name.
     measured: Box<dyn Fn(&str) -> bool>,
 }
 
@@ -73,17 +75,11 @@ fn source(pci_bus_id: Option<&str>, why_none: &str, sampler: Option<u64>) -> Box
 
 impl Telemetry {
     /// Collective. Every `period_ms` (0: no sampler, and no /telemetry), from now on; `gpu`:
-    /// this rank's GPU's PCI bus id, or None with why not; `file`: rank 0's results.
-    pub fn start(
-        world: &World,
-        period_ms: u64,
-        gpu: Option<&str>,
-        why_none: &str,
-        file: Option<&dyn SinkOpener>,
-        measured: Box<dyn Fn(&str) -> bool>,
-    ) -> Result<Telemetry> {
+    /// this rank's GPU's PCI bus id, or None with why not; `file`: rank 0's results. No sample
+    /// counts in the figures until a phase begins.
+    pub fn start(world: &World, period_ms: u64, gpu: Option<&str>, why_none: &str, file: Option<&dyn SinkOpener>) -> Result<Telemetry> {
         let clock = RunClock::agree(world);
-        let mut telemetry = Telemetry { sampler: None, meter: None, collector: None, last_flush: Instant::now(), measured };
+        let mut telemetry = Telemetry { sampler: None, meter: None, collector: None, last_flush: Instant::now(), measured: Box::new(|_| false) };
         if period_ms == 0 {
             return Ok(telemetry);
         }
@@ -92,7 +88,9 @@ impl Telemetry {
         let hosts = world.gather_string_to_root(&world.host);
         if world.is_root() {
             let log = file.map(|f| f.open_telemetry(period_ms, &described)).transpose()?;
-            telemetry.collector = Some(Collector { log, stats: vec![RankStats::new(); world.size], health: vec![[f64::NAN; HEALTH.len()]; world.size], hosts });
+            let stats = vec![RankStats::new(); world.size];
+            telemetry.collector =
+                Some(Collector { log, phase_stats: stats.clone(), run_stats: stats, health: vec![[f64::NAN; HEALTH.len()]; world.size], hosts });
         }
         telemetry.meter = Some(source(gpu, why_none, None));
         telemetry.sampler = Some(Sampler::start(sampled, Duration::from_millis(period_ms), clock));
@@ -124,20 +122,34 @@ impl Telemetry {
         Ok(())
     }
 
-    /// Collective: stops sampling, sends the rest, writes each rank's figures.
-    pub fn finish(mut self, world: &World) -> Result<Vec<RankStats>> {
-        let Some(sampler) = self.sampler.take() else { return Ok(Vec::new()) };
+    /// Collective: a phase begins; from now on `measured` says which of its samples count.
+    /// (The samples so far are sent first, and count by the phase before.)
+    pub fn begin_phase(&mut self, world: &World, measured: Box<dyn Fn(&str) -> bool>) -> Result<()> {
+        self.flush(world)?;
+        self.measured = measured;
+        if let Some(c) = &mut self.collector {
+            c.phase_stats = vec![RankStats::new(); c.phase_stats.len()];
+        }
+        Ok(())
+    }
+
+    /// Collective: the phase ends; on rank 0 each rank's figures over its measured samples
+    /// (empty elsewhere, and without telemetry).
+    pub fn end_phase(&mut self, world: &World) -> Result<Vec<RankStats>> {
+        self.flush(world)?;
+        self.measured = Box::new(|_| false);
+        Ok(self.collector.as_ref().map_or(Vec::new(), |c| c.phase_stats.clone()))
+    }
+
+    /// Collective: stops sampling, sends the rest, writes each rank's figures over every phase.
+    pub fn finish(mut self, world: &World) -> Result<()> {
+        let Some(sampler) = self.sampler.take() else { return Ok(()) };
         let (samples, events) = sampler.stop();
         self.send(world, Batch { samples, events })?;
-        match self.collector.take() {
-            Some(c) => {
-                if let Some(log) = &c.log {
-                    log.finish(&c.stats)?;
-                }
-                Ok(c.stats)
-            }
-            None => Ok(Vec::new()),
+        if let Some(Collector { log: Some(log), run_stats, .. }) = self.collector.take() {
+            log.finish(&run_stats)?;
         }
+        Ok(())
     }
 
     fn send(&mut self, world: &World, batch: Batch) -> Result<()> {
@@ -146,7 +158,8 @@ impl Telemetry {
         let Some(c) = &mut self.collector else { return Ok(()) };
         for (rank, json) in all.iter().enumerate() {
             let batch: Batch = serde_json::from_str(json).with_context(|| format!("rank {rank}'s telemetry batch"))?;
-            c.stats[rank].xid_events += batch.events.len();
+            c.phase_stats[rank].xid_events += batch.events.len();
+            c.run_stats[rank].xid_events += batch.events.len();
             for e in &batch.events {
                 print_line(&format!("h200-mpibench: warning: rank {rank} on {}: its GPU reported {} at {:.1} s", c.hosts[rank], e.what, e.t_s));
                 if let Some(log) = &c.log {
@@ -167,7 +180,8 @@ impl Telemetry {
                     }
                 }
                 if (self.measured)(&s.phase) {
-                    c.stats[rank].add(s);
+                    c.phase_stats[rank].add(s);
+                    c.run_stats[rank].add(s);
                 }
                 if let Some(log) = &c.log {
                     log.sample(rank, s)?;

@@ -128,9 +128,14 @@ impl Gpu {
         self.allocated.load(Ordering::SeqCst)
     }
 
-    /// The most bytes our buffers held at once so far.
+    /// The most bytes our buffers held at once since the start (or the last `reset_peak`).
     pub fn peak_allocated(&self) -> u64 {
         self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Starts the peak afresh from what is allocated now (a phase of the suite begins).
+    pub fn reset_peak(&self) {
+        self.peak.store(self.allocated(), Ordering::SeqCst);
     }
 
     /// A new device buffer holding `data`.
