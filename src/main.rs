@@ -96,7 +96,7 @@ fn run(world: &World) -> Result<i32, Stop> {
         }
         (_, RunKind::Suite(phases)) => {
             let wants = |p: Phase| phases.contains(&p);
-            let plans = app::session::SuitePlans {
+            let plans = app::suite::SuitePlans {
                 verify: wants(Phase::Verify).then(|| world.agree(cli.verify.plan(&cli.given, world.size))).transpose().map_err(Stop::Agreed)?,
                 sweeps: wants(Phase::Nccl).then(|| world.agree(cli.sweep_plan(world.size))).transpose().map_err(Stop::Agreed)?,
                 sft: wants(Phase::Sft).then(|| world.agree(app::sft::plan(&cli))).transpose().map_err(Stop::Agreed)?,
@@ -133,7 +133,7 @@ fn run(world: &World) -> Result<i32, Stop> {
         ranks: Vec::new(),
     };
     let outcome = match plans {
-        Some(plans) => app::session::run(world, &cli, &plans, file.as_ref(), &mut meta),
+        Some(plans) => app::suite::run(world, &cli, &plans, file.as_ref(), &mut meta),
         None => app::selftest::run(world, cli.given.iter().any(|g| g == "seed").then_some(cli.seed), file.as_ref(), &mut meta),
     };
     let code = match (outcome, file.as_ref()) {

@@ -1,10 +1,11 @@
-//! What the binary does with a validated request: the suite's phases (session.rs runs them in
-//! one process), selftest, and what they share (choosing the GPU or host path on every rank
+//! What the binary does with a validated request: the suite's phases (suite.rs runs them in
+//! one process, sharing session.rs), selftest, and what they share (choosing the GPU or host path on every rank
 //! alike, opening the GPU, announcing the run).
 
 pub mod selftest;
 pub mod session;
 pub mod sft;
+pub mod suite;
 pub mod sweeps;
 pub mod verify;
 
