@@ -72,7 +72,14 @@ pub fn run_all(
                 let op_name = collective.reduces().then(|| op.name());
                 let root = collective.has_root().then_some(s.root);
                 let mut pending: Option<Measurement> = None;
-                let mut print_row = |m: &Measurement| {
+                let (energy_at_start, start) = (telemetry.energy_j(), Instant::now());
+                let mut telemetry_error = None;
+                // Every rank finishes each row together: the telemetry batches may go then
+                // (maybe_flush is collective), so a long series loses at most FLUSH_EVERY.
+                let mut on_row = |m: &Measurement| {
+                    if let Err(e) = telemetry.maybe_flush(world) {
+                        telemetry_error.get_or_insert(e);
+                    }
                     if !world.is_root() {
                         return;
                     }
@@ -84,8 +91,10 @@ pub fn run_all(
                         }
                     }
                 };
-                let (energy_at_start, start) = (telemetry.energy_j(), Instant::now());
-                let series = sweep.run_series(collective, dtype, op, &mut print_row)?;
+                let series = sweep.run_series(collective, dtype, op, &mut on_row)?;
+                if let Some(e) = telemetry_error {
+                    return Err(e.context("cannot send the telemetry to rank 0"));
+                }
                 let mine = [telemetry.energy_j() - energy_at_start, start.elapsed().as_secs_f64()];
                 telemetry.flush(world)?;
                 let energy = SeriesEnergy::from_ranks(&world.all_gather_f64(&mine));
