@@ -10,8 +10,9 @@ use h200_mpibench::dist::world::{print_line, World};
 use h200_mpibench::dist::{nccl, phase};
 use h200_mpibench::results::verify::VerifySettings;
 use h200_mpibench::verify::figure::{Subject, GEMM_BF16};
-use h200_mpibench::verify::gpu_links::{self, Hosts};
+use h200_mpibench::verify::gpu_links::{self, Links};
 use h200_mpibench::verify::gpu_probes::{self, gemm_flop};
+use h200_mpibench::verify::hosts::Hosts;
 use h200_mpibench::verify::outcome::{Outcome, RankReport};
 use h200_mpibench::verify::{burn, health, host_probes, inventory, mpi_pairs};
 use std::time::{Duration, Instant};
@@ -55,14 +56,15 @@ pub fn run(s: &mut Session, plan: &VerifyPlan) -> Result<i32, Stop> {
         None => mine.skipped.push(format!("GPU inventory, health and probes, GPU-to-GPU copies and NCCL: {}", s.why_no_gpu)),
     }
     s.telemetry.begin_phase(world, Box::new(|p| p.starts_with("verify")))?;
+    let hosts = Hosts::gather(world);
     phase::set("verify host memory");
-    mine.measurements.push(host_probes::memcpy(world, repeat));
+    mine.measurements.push(host_probes::memcpy(world, &hosts, repeat));
     s.telemetry.flush(world)?;
     if s.gpu.is_some() {
-        gpu_phases(s, plan, &mut mine)?;
+        gpu_phases(s, plan, &hosts, &mut mine)?;
     }
     phase::set("verify mpi");
-    mine.measurements.extend(mpi_pairs::probe(world));
+    mine.measurements.extend(mpi_pairs::probe(world, &hosts));
     let stats = s.telemetry.end_phase(world)?;
 
     let reports = world.gather_string_to_root(&serde_json::to_string(&mine).map_err(anyhow::Error::from)?);
@@ -74,7 +76,7 @@ pub fn run(s: &mut Session, plan: &VerifyPlan) -> Result<i32, Stop> {
             .map(|(rank, json)| serde_json::from_str(json).map_err(|e| anyhow::anyhow!("rank {rank}'s verify report: {e}")))
             .collect::<Result<_, _>>()?;
         for (report, stat) in reports.iter_mut().zip(&stats) {
-            report.health.extend(health::failures(&Default::default(), stat.xid_events));
+            report.health.extend(health::xid_failure(stat.xid_events));
         }
         let outcome = Outcome::judge(reports, plan.tolerances, plan.reference.as_ref());
         print!("{}", outcome.table(plan.tolerances));
@@ -102,7 +104,7 @@ pub fn run(s: &mut Session, plan: &VerifyPlan) -> Result<i32, Stop> {
 
 /// The GPU's probes, its host's links (GPU-to-GPU copies, NCCL all_reduce inside the host) and,
 /// with --level long, the burn-in: each phase's telemetry flushed as it ends.
-fn gpu_phases(s: &mut Session, plan: &VerifyPlan, mine: &mut RankReport) -> Result<(), Stop> {
+fn gpu_phases(s: &mut Session, plan: &VerifyPlan, hosts: &Hosts, mine: &mut RankReport) -> Result<(), Stop> {
     let world = s.world;
     let repeat = plan.fault.probe_repeat(world.rank);
     let timeout = Duration::from_secs(s.cli.timeout);
@@ -117,18 +119,12 @@ fn gpu_phases(s: &mut Session, plan: &VerifyPlan, mine: &mut RankReport) -> Resu
     }
     telemetry.flush(world)?;
 
-    let hosts = Hosts::gather(world);
-    match gpu_links::peer_copies(world, &hosts, gpu, repeat)? {
-        Ok(copies) => mine.measurements.extend(copies),
-        Err(why) => mine.skipped.push(why),
-    }
-    match gpu_links::host_all_reduce(world, &hosts, gpu, comm, watchdog, timeout, repeat)? {
-        Ok(measured) => mine.measurements.extend(measured),
-        Err(why) => mine.skipped.push(why),
-    }
-    match gpu_links::host_pair_all_reduce(world, &hosts, gpu, comm, watchdog, timeout, repeat)? {
-        Ok(measured) => mine.measurements.extend(measured),
-        Err(why) => mine.skipped.push(why),
+    let links = Links { world, hosts, gpu, comm, watchdog, timeout, repeat };
+    for probe in [gpu_links::peer_copies, gpu_links::host_all_reduce, gpu_links::host_pair_all_reduce] {
+        match probe(&links)? {
+            Ok(measured) => mine.measurements.extend(measured),
+            Err(why) => mine.skipped.push(why),
+        }
     }
     telemetry.flush(world)?;
 

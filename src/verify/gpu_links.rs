@@ -6,6 +6,7 @@
 
 use super::figure::{Measurement, Subject, HOST_ALL_REDUCE, HOST_PAIR_ALL_REDUCE, P2P_COPY};
 use super::gpu_probes::timed;
+use super::hosts::Hosts;
 use crate::backend::cuda::Gpu;
 use crate::dist::nccl::{check, NcclComm};
 use crate::dist::watchdog::Watchdog;
@@ -20,40 +21,16 @@ pub const ALL_REDUCE_BYTES: usize = 1 << 30;
 const WARMUP: usize = 2;
 const REPETITIONS: usize = 10;
 
-/// Every rank's host, as an index in the order of the hosts' first ranks, and its local rank.
-pub struct Hosts {
-    pub names: Vec<String>,
-    pub host_of: Vec<usize>,
-    pub local_rank_of: Vec<usize>,
-}
-
-impl Hosts {
-    /// Collective.
-    pub fn gather(world: &World) -> Hosts {
-        let all = world.all_gather_string(&world.host);
-        let local_rank_of = world.all_gather_f64(&[world.local_rank as f64]).into_iter().map(|r| r as usize).collect();
-        let mut names: Vec<String> = Vec::new();
-        let host_of = all
-            .iter()
-            .map(|h| match names.iter().position(|n| n == h) {
-                Some(i) => i,
-                None => {
-                    names.push(h.clone());
-                    names.len() - 1
-                }
-            })
-            .collect();
-        Hosts { names, host_of, local_rank_of }
-    }
-
-    /// The world rank of `local` on host `host`.
-    pub fn rank_of(&self, host: usize, local: usize) -> Option<usize> {
-        (0..self.host_of.len()).find(|&r| self.host_of[r] == host && self.local_rank_of[r] == local)
-    }
-
-    fn most_per_host(&self) -> usize {
-        self.local_rank_of.iter().max().map_or(0, |m| m + 1)
-    }
+/// What the link probes run on: this rank's GPU, the world's NCCL communicator (split per probe),
+/// the watchdog and its timeout, and the slowprobe hook's `repeat`.
+pub struct Links<'a> {
+    pub world: &'a World,
+    pub hosts: &'a Hosts,
+    pub gpu: &'a Gpu,
+    pub comm: &'a NcclComm,
+    pub watchdog: &'a Watchdog,
+    pub timeout: Duration,
+    pub repeat: usize,
 }
 
 /// Device memory on another GPU of this host, freed in that GPU's context.
@@ -75,7 +52,8 @@ impl Drop for PeerBuffer {
 /// Collective. The copy bandwidth from this rank's GPU to each other GPU of its host (the pairs
 /// of each host one at a time); skipped, with the reason, where hosts have one GPU (on every
 /// rank) or a rank cannot open another GPU (exclusive compute mode: that rank's copies only).
-pub fn peer_copies(world: &World, hosts: &Hosts, gpu: &Gpu, repeat: usize) -> Result<std::result::Result<Vec<Measurement>, String>> {
+pub fn peer_copies(l: &Links) -> Result<std::result::Result<Vec<Measurement>, String>> {
+    let (world, hosts, gpu, repeat) = (l.world, l.hosts, l.gpu, l.repeat);
     let most = hosts.most_per_host();
     if most < 2 {
         return Ok(Err("one GPU per host: no GPU-to-GPU copies".into()));
@@ -133,16 +111,16 @@ fn copy_to_peer(gpu: &Gpu, peer: &Arc<CudaContext>, repeat: usize) -> Result<Vec
 
 /// The seconds of each repetition of an fp32 sum all_reduce of `bytes` over `comm`, as `phase`
 /// (the telemetry's and the watchdog's name for it), under the watchdog.
-fn time_all_reduce(gpu: &Gpu, comm: &NcclComm, bytes: usize, phase: &str, watchdog: &Watchdog, timeout: Duration, repeat: usize) -> Result<Vec<f64>> {
-    let (send, recv) = (gpu.alloc(bytes)?, gpu.alloc(bytes)?);
-    let stream = gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t;
-    watchdog.arm(phase, timeout);
-    let seconds = timed(gpu, WARMUP, REPETITIONS, repeat, &mut || {
+fn time_all_reduce(l: &Links, comm: &NcclComm, bytes: usize, phase: &str) -> Result<Vec<f64>> {
+    let (send, recv) = (l.gpu.alloc(bytes)?, l.gpu.alloc(bytes)?);
+    let stream = l.gpu.stream.cu_stream() as cudarc::nccl::sys::cudaStream_t;
+    l.watchdog.arm(phase, l.timeout);
+    let seconds = timed(l.gpu, WARMUP, REPETITIONS, l.repeat, &mut || {
         use cudarc::nccl::sys::{ncclAllReduce, ncclDataType_t::ncclFloat32, ncclRedOp_t::ncclSum};
         let r = unsafe { ncclAllReduce(send.ptr as *const _, recv.ptr as *mut _, bytes / 4, ncclFloat32, ncclSum, comm.raw(), stream) };
         check(r, "ncclAllReduce", Some(comm.raw()))
     });
-    watchdog.disarm();
+    l.watchdog.disarm();
     seconds
 }
 
@@ -152,25 +130,22 @@ fn busbw_gb(bytes: usize, n: usize) -> f64 {
 }
 
 /// Collective over `comm` (the world's): NCCL all_reduce (fp32 sum, ALL_REDUCE_BYTES) over the
-/// GPUs of each host, every host at once; the host's first rank returns its measurement.
+/// GPUs of each host, every host at once; the host's first rank returns its measurement (the
+/// others none).
 /// Err(reason) where a host has one GPU.
-pub fn host_all_reduce(
-    world: &World,
-    hosts: &Hosts,
-    gpu: &Gpu,
-    comm: &NcclComm,
-    watchdog: &Watchdog,
-    timeout: Duration,
-    repeat: usize,
-) -> Result<std::result::Result<Option<Measurement>, String>> {
-    let host = hosts.host_of[world.rank];
-    let local = comm.split(Some(host as u32), world.local_rank, watchdog, timeout)?.context("ncclCommSplit gave no communicator")?;
+pub fn host_all_reduce(l: &Links) -> Result<std::result::Result<Vec<Measurement>, String>> {
+    let (world, watchdog) = (l.world, l.watchdog);
+    let host = l.hosts.host_of[world.rank];
+    let local = l.comm.split(Some(host as u32), world.local_rank, watchdog, l.timeout)?.context("ncclCommSplit gave no communicator")?;
     let outcome = if world.local_size < 2 {
         Err(format!("{} has one GPU: no all_reduce inside it", world.host))
     } else {
-        let seconds = time_all_reduce(gpu, &local, ALL_REDUCE_BYTES, "verify host all_reduce", watchdog, timeout, repeat)?;
+        let seconds = time_all_reduce(l, &local, ALL_REDUCE_BYTES, "verify host all_reduce")?;
         let subject = Subject { label: format!("{} ({} GPUs)", world.host, world.local_size), ranks: vec![world.rank] };
-        Ok((world.local_rank == 0).then(|| Measurement::new(HOST_ALL_REDUCE, subject, busbw_gb(ALL_REDUCE_BYTES, world.local_size), seconds)))
+        Ok((world.local_rank == 0)
+            .then(|| Measurement::new(HOST_ALL_REDUCE, subject, busbw_gb(ALL_REDUCE_BYTES, world.local_size), seconds))
+            .into_iter()
+            .collect())
     };
     local.destroy(watchdog)?;
     Ok(outcome)
@@ -188,34 +163,27 @@ pub fn pair_colors(round: &[(usize, usize)], host_of: &[usize]) -> Vec<Option<u3
 /// Collective over `comm` (the world's): NCCL all_reduce over the GPUs of every pair of hosts at
 /// PAIR_SIZES, the pairs of a round-robin round at once, a communicator split per round; the
 /// first rank of each pair's first host returns its measurements. Err(reason) with one host.
-pub fn host_pair_all_reduce(
-    world: &World,
-    hosts: &Hosts,
-    gpu: &Gpu,
-    comm: &NcclComm,
-    watchdog: &Watchdog,
-    timeout: Duration,
-    repeat: usize,
-) -> Result<std::result::Result<Vec<Measurement>, String>> {
+pub fn host_pair_all_reduce(l: &Links) -> Result<std::result::Result<Vec<Measurement>, String>> {
+    let (world, hosts) = (l.world, l.hosts);
     if hosts.names.len() < 2 {
         return Ok(Err("one host: no NCCL between hosts".into()));
     }
     let mut out = Vec::new();
     for round in super::schedule::round_robin(hosts.names.len()) {
         let color = pair_colors(&round, &hosts.host_of)[world.rank];
-        let Some(pair) = comm.split(color, world.rank, watchdog, timeout)? else { continue };
+        let Some(pair) = l.comm.split(color, world.rank, l.watchdog, l.timeout)? else { continue };
         let (a, b) = round[color.unwrap_or(0) as usize];
         let n = (0..world.size).filter(|&r| hosts.host_of[r] == a || hosts.host_of[r] == b).count();
         let leader = hosts.rank_of(a, 0) == Some(world.rank);
         for (bytes, size) in PAIR_SIZES {
-            let seconds = time_all_reduce(gpu, &pair, bytes, &format!("verify host pairs {size}"), watchdog, timeout, repeat)?;
+            let seconds = time_all_reduce(l, &pair, bytes, &format!("verify host pairs {size}"))?;
             if leader {
                 let label = format!("{} ↔ {} ({n} GPUs)", hosts.names[a], hosts.names[b]);
                 let subject = Subject { label, ranks: vec![world.rank, hosts.rank_of(b, 0).unwrap_or(world.rank)] };
                 out.push(Measurement::new(HOST_PAIR_ALL_REDUCE, subject, busbw_gb(bytes, n), seconds).with_variant(size.into()));
             }
         }
-        pair.destroy(watchdog)?;
+        pair.destroy(l.watchdog)?;
     }
     Ok(Ok(out))
 }

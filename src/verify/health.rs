@@ -13,7 +13,7 @@ pub fn bad_throttle<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str
     names.into_iter().filter(|r| BAD_THROTTLE.contains(r)).collect()
 }
 
-/// Each failed health check of `inv`, as "what: why" (empty: healthy, or nothing to judge).
+/// Each failed health check of `inv` and `xid_events`, as "what: why" (empty: healthy, or nothing to judge).
 pub fn failures(inv: &Inventory, xid_events: usize) -> Vec<String> {
     let number = |key: &str| inv.get(key).and_then(|v| v.as_f64());
     let mut out = Vec::new();
@@ -39,10 +39,13 @@ pub fn failures(inv: &Inventory, xid_events: usize) -> Vec<String> {
             out.push(format!("throttle_reasons {}: the GPU slows itself while idle", bad.join(",")));
         }
     }
-    if xid_events > 0 {
-        out.push(format!("xid_events {xid_events}: the driver reported XID errors while verify ran (the warning lines name them)"));
-    }
+    out.extend(xid_failure(xid_events));
     out
+}
+
+/// The failure of `xid_events` XID errors seen while verify ran (none: None).
+pub fn xid_failure(xid_events: usize) -> Option<String> {
+    (xid_events > 0).then(|| format!("xid_events {xid_events}: the driver reported XID errors while verify ran (the warning lines name them)"))
 }
 
 #[cfg(test)]

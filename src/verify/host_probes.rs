@@ -3,6 +3,7 @@
 //! wait, so that ranks sharing a host do not share its bandwidth while they are measured.
 
 use super::figure::{Measurement, Subject, HOST_MEMCPY};
+use super::hosts::Hosts;
 use crate::dist::world::World;
 use std::time::Instant;
 
@@ -13,10 +14,9 @@ const REPETITIONS: usize = 10;
 
 /// Collective. This rank's host copy bandwidth; `repeat`: copies per timed repetition, of which
 /// one counts (1; the slowprobe test hook makes it more, so that the figure drops).
-pub fn memcpy(world: &World, repeat: usize) -> Measurement {
-    let turns = world.all_gather_f64(&[world.local_size as f64]).into_iter().fold(0.0, f64::max) as usize;
+pub fn memcpy(world: &World, hosts: &Hosts, repeat: usize) -> Measurement {
     let mut seconds = Vec::new();
-    for turn in 0..turns {
+    for turn in 0..hosts.most_per_host() {
         if turn == world.local_rank {
             seconds = time_copies(repeat);
         }

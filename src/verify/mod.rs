@@ -10,6 +10,7 @@ pub mod gpu_links;
 pub mod gpu_probes;
 pub mod health;
 pub mod host_probes;
+pub mod hosts;
 pub mod inventory;
 pub mod mpi_pairs;
 pub mod outcome;

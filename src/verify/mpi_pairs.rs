@@ -5,6 +5,7 @@
 //! ranks, one pair at a time (pairs at once would share the host's memory).
 
 use super::figure::{Measurement, Subject, MPI_BANDWIDTH, MPI_LATENCY};
+use super::hosts::Hosts;
 use super::schedule::round_robin;
 use crate::dist::world::World;
 use mpi::traits::*;
@@ -16,24 +17,11 @@ pub const BANDWIDTH_BYTES: usize = 4 << 20;
 const BANDWIDTH_REPETITIONS: usize = 10;
 const WARMUP: usize = 2;
 
-/// Each host's name, in the order of its first rank, and the first rank of each.
-fn hosts(world: &World) -> (Vec<String>, Vec<usize>) {
-    let all = world.all_gather_string(&world.host);
-    let (mut names, mut first) = (Vec::new(), Vec::new());
-    for (rank, host) in all.iter().enumerate() {
-        if !names.contains(host) {
-            names.push(host.clone());
-            first.push(rank);
-        }
-    }
-    (names, first)
-}
-
 /// Collective. The measurements of the pairs this rank led (the lower rank of each pair).
-pub fn probe(world: &World) -> Vec<Measurement> {
-    let (names, first) = hosts(world);
+pub fn probe(world: &World, hosts: &Hosts) -> Vec<Measurement> {
+    let names = &hosts.names;
     let one_host = names.len() == 1;
-    let members: Vec<usize> = if one_host { (0..world.size).collect() } else { first };
+    let members: Vec<usize> = if one_host { (0..world.size).collect() } else { hosts.first_ranks() };
     let schedule = round_robin(members.len());
     let rounds: Vec<Vec<(usize, usize)>> = if one_host { schedule.into_iter().flatten().map(|pair| vec![pair]).collect() } else { schedule };
     let mut out = Vec::new();

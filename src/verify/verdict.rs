@@ -38,15 +38,6 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// The stricter of the two limits.
-    pub fn threshold(&self, lower_is_better: bool) -> f64 {
-        match (&self.reference, lower_is_better) {
-            (Some((r, _)), false) => r.max(self.median_limit),
-            (Some((r, _)), true) => r.min(self.median_limit),
-            (None, _) => self.median_limit,
-        }
-    }
-
     /// "host a GPU 3 (GPU-…): gemm_bf16_tflops 402.1 TFLOP/s, median 790.2 over 8, limit …"
     pub fn line(&self) -> String {
         let lower = super::figure::kind(&self.figure).is_some_and(|k| k.formula == Formula::Latency);
@@ -77,6 +68,7 @@ pub fn number(x: f64) -> String {
 /// Every measurement's verdict, in their order. `reference_of(rank)`: the table that applies to
 /// that rank's GPU (None: judged against the median only).
 pub fn judge<'r>(measurements: &[Measurement], tolerances: Tolerances, reference_of: &dyn Fn(usize) -> Option<&'r Reference>) -> Vec<Verdict> {
+    let values: Vec<f64> = measurements.iter().map(Measurement::value).collect();
     measurements
         .iter()
         .enumerate()
@@ -84,7 +76,7 @@ pub fn judge<'r>(measurements: &[Measurement], tolerances: Tolerances, reference
             let kind = m.kind();
             // A peer without a figure (NaN) is no peer.
             let peers: Vec<f64> =
-                measurements.iter().enumerate().filter(|(j, p)| *j != i && p.same_figure(m)).map(|(_, p)| p.value()).filter(|v| v.is_finite()).collect();
+                (0..measurements.len()).filter(|&j| j != i && measurements[j].same_figure(m) && values[j].is_finite()).map(|j| values[j]).collect();
             let mid = median(&peers);
             let pct = match kind.class {
                 super::figure::Class::Compute => tolerances.compute_pct,
@@ -103,7 +95,7 @@ pub fn judge<'r>(measurements: &[Measurement], tolerances: Tolerances, reference
                 };
                 Some((limit, format!("{}, {how}: {source}", table.gpu)))
             });
-            let value = m.value();
+            let value = values[i];
             let within = |limit: f64| if lower { value <= limit } else { value >= limit };
             let passed = value.is_finite() && (peers.is_empty() || within(median_limit)) && reference.as_ref().is_none_or(|(limit, _)| within(*limit));
             Verdict {
@@ -194,7 +186,6 @@ mod tests {
         assert!(v[..4].iter().all(|v| !v.passed && v.median == 600.0), "equal to their peers, below 698 − 5 %");
         let (limit, what) = v[0].reference.clone().unwrap();
         assert!((limit - 698.0 * 0.95).abs() < 1e-9 && what.starts_with("NVIDIA H200, 698 TFLOP/s − 5%"), "{what}");
-        assert_eq!(v[0].threshold(false), limit);
         assert_eq!((v[4].passed, v[5].passed), (false, true), "below Azure's 48 GB/s fails, whatever the median");
         assert!(v[4].line().contains("reference at least 48.0 (NVIDIA H200, minimum: Azure"), "{}", v[4].line());
         let v = judge(&[on(0, GEMM_BF16, f64::NAN), on(1, GEMM_BF16, 700.0)], TOL, &|_| None);
