@@ -67,6 +67,16 @@ def verify_summary(g):
     return out
 
 
+def scaling_summary(g):
+    """/scaling: its attributes, the table of points, and each measured size's raw step figures."""
+    points = g["points"]
+    out = {k: scalar(v) if np.ndim(v) == 0 else plain(v) for k, v in g.attrs.items()}
+    out["sizes"] = plain(g["sizes"][:])
+    out["points"] = {k: ([text(x) for x in points[k][:]] if points[k].dtype.kind == "O" else plain(points[k][:])) for k in points}
+    out["measured"] = {name: {k: plain(h[k][:]) for k in h} for name, h in g.items() if isinstance(h, h5py.Group) and name != "points"}
+    return out
+
+
 def summarize(path):
     with h5py.File(path, "r") as f:
         run = {k: scalar(v) for k, v in f.attrs.items()}
@@ -116,9 +126,10 @@ def summarize(path):
             g = f["selftest"]
             selftest = {k: [text(x) for x in g[k][:]] if k in ("op", "shape") else g[k][:].tolist() for k in g}
         verify = verify_summary(f["verify"]) if "verify" in f else None
+        scaling = scaling_summary(f["scaling"]) if "scaling" in f else None
         world = int(run.get("world_size", 1) or 1)
         telemetry = telemetry_summary(f["telemetry"], world) if "telemetry" in f and "t_s" in f["telemetry"] else None
-    return {"run": run, "ranks": ranks, "series": series, "sft": sft, "selftest": selftest, "telemetry": telemetry, "verify": verify}
+    return {"run": run, "ranks": ranks, "series": series, "sft": sft, "selftest": selftest, "telemetry": telemetry, "verify": verify, "scaling": scaling}
 
 
 def main():

@@ -87,8 +87,9 @@ fn run(world: &World) -> Result<i32, Stop> {
     agreed(cli.check_common(&kind))?;
     // The suite's plans, or None for selftest.
     let (plans, suite) = match (&cli.command, &kind) {
-        (Some(Command::Plan { ranks, gpu_memory_gib }), _) => {
-            let report = world.agree(cli.memory_report(*ranks, *gpu_memory_gib)).map_err(Stop::Agreed)?;
+        (Some(Command::Plan { ranks, gpu_memory_gib, predict }), _) => {
+            let report = cli.memory_report(*ranks, *gpu_memory_gib).and_then(|memory| Ok(memory + &cli.prediction_report(*ranks, *gpu_memory_gib, predict)?));
+            let report = world.agree(report).map_err(Stop::Agreed)?;
             if world.is_root() {
                 print!("{report}");
             }
@@ -100,6 +101,7 @@ fn run(world: &World) -> Result<i32, Stop> {
                 verify: wants(Phase::Verify).then(|| world.agree(cli.verify.plan(&cli.given, world.size))).transpose().map_err(Stop::Agreed)?,
                 sweeps: wants(Phase::Nccl).then(|| world.agree(cli.sweep_plan(world.size))).transpose().map_err(Stop::Agreed)?,
                 sft: wants(Phase::Sft).then(|| world.agree(app::sft::plan(&cli))).transpose().map_err(Stop::Agreed)?,
+                scaling: wants(Phase::Scaling).then(|| world.agree(cli.scaling.plan())).transpose().map_err(Stop::Agreed)?,
             };
             let name = if phases == &Phase::ALL { "full".to_string() } else { cli::phases_name(phases) };
             (Some(plans), name)

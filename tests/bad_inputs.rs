@@ -155,8 +155,21 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["verify", "--backend", "nccl"], "--backend nccl"),
         Case { env: vec![("H200_MPIBENCH_FAULT", "slowprobe:2")], ..case(2, &["verify"], "rank 2 does not exist") },
         // suites
-        case(2, &["--suite", "nccl,scaling"], "'scaling' is not a suite (verify, nccl, sft, or full)"),
+        case(2, &["--suite", "nccl,scaling"], "scaling runs after sft: --suite sft --scaling weak|strong|both"),
         case(2, &["--suite", "sft", "--keep-going"], "--keep-going lets the benchmarks after a failed verify run"),
+        case(
+            2,
+            &["--suite", "nccl", "--scaling", "weak"],
+            "--scaling is a flag of the scaling phase (--suite sft --scaling weak|strong|both, or --suite full), not of --suite nccl",
+        ),
+        case(2, &["--suite", "sft", "--scaling-steps", "5"], "--scaling-steps is a flag of the scaling phase"),
+        case(2, &["--suite", "sft", "--scaling", "both", "--scaling-steps", "0"], "--scaling-steps 0: 1 to 100000"),
+        case(
+            2,
+            &["--suite", "full", "--scaling-steps", "3", "--scaling-warmup-steps", "3"],
+            "--scaling-warmup-steps 3 leaves no measured step of --scaling-steps 3",
+        ),
+        case(2, &["plan", "--scaling", "weak"], "--scaling is a flag of the scaling phase"),
         case(2, &["--suite", "full", "verify"], "give either `verify` or --suite"),
         case(2, &["--suite", "nccl,sft", "--burn-s", "5"], "--burn-s is a flag of verify, not of --suite nccl,sft"),
         case(2, &["--suite", "full", "-e", "99999G"], "of host memory per rank"),

@@ -1,4 +1,4 @@
-//! `--suite full` (and comma lists) on the CPU path under mpirun: verify, the sweeps and SFT in
+//! `--suite full` (and comma lists) on the CPU path under mpirun: verify, the sweeps, SFT and scaling in
 //! one process and one results file, with one telemetry table across them; a failed verify
 //! stops the benchmarks after it, and the file says why, unless --keep-going.
 
@@ -32,7 +32,21 @@ fn run(ranks: usize, args: &[&str], fault: Option<&str>) -> (Option<i32>, String
 /// run keeps going, and a failure is accepted only where it is such a pair's.
 #[test]
 fn full_runs_every_phase_in_one_file() {
-    let mut args = vec!["--suite", "full", "--keep-going", "-b", "1K", "-e", "16K", "--collectives", "all_reduce,all_gather"];
+    let mut args = vec![
+        "--suite",
+        "full",
+        "--keep-going",
+        "-b",
+        "1K",
+        "-e",
+        "16K",
+        "--collectives",
+        "all_reduce,all_gather",
+        "--scaling-steps",
+        "3",
+        "--scaling-warmup-steps",
+        "1",
+    ];
     args.extend(SMALL_SFT);
     let (code, stdout, stderr, summary) = run(4, &args, None);
     let failed: Vec<&str> = stderr.lines().filter(|l| l.starts_with("h200-mpibench: verify FAILED: ")).collect();
@@ -40,7 +54,7 @@ fn full_runs_every_phase_in_one_file() {
     assert_eq!(code, Some(if failed.is_empty() { 0 } else { 5 }), "{stdout}{stderr}");
     assert_eq!((summary["run"]["suite"].as_str(), summary["run"]["exit_code"].as_i64()), (Some("full"), code.map(i64::from)));
     assert!(summary["run"].get("stopped").is_none());
-    for phase in ["verify", "nccl", "sft"] {
+    for phase in ["verify", "nccl", "sft", "scaling"] {
         assert!(summary["run"][format!("phase_{phase}_s")].as_f64().unwrap() > 0.0, "{}", summary["run"]);
         assert!(stdout.contains(&format!("# phase {phase} took ")), "{stdout}");
     }
@@ -52,6 +66,7 @@ fn full_runs_every_phase_in_one_file() {
     series.sort();
     assert_eq!(series, ["all_gather", "all_reduce"]);
     assert_eq!(summary["sft"]["step"].as_array().unwrap().len(), 4);
+    assert_eq!(summary["scaling"]["points"]["ranks"], serde_json::json!([1, 2, 4, 1, 2, 4]));
     // One sampler across the phases: each phase's samples in the one table, in order.
     let t = &summary["telemetry"];
     assert!(t["rows_per_rank"].as_array().unwrap().len() == 4 && t["time_ordered_per_rank"] == true, "{t}");

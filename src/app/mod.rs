@@ -2,6 +2,7 @@
 //! one process, sharing session.rs), selftest, and what they share (choosing the GPU or host path on every rank
 //! alike, opening the GPU, announcing the run).
 
+pub mod scaling;
 pub mod selftest;
 pub mod session;
 pub mod sft;
@@ -11,6 +12,7 @@ pub mod verify;
 
 use h200_mpibench::backend::cuda::{self, Gpu};
 use h200_mpibench::cli::Backend;
+use h200_mpibench::dist::fault::Fault;
 use h200_mpibench::dist::world::World;
 use h200_mpibench::results::hdf5_file::ResultsFile;
 use h200_mpibench::results::metadata::{self, GpuIdentity, RunMetadata};
@@ -114,30 +116,44 @@ fn gib_text(bytes: Option<u64>) -> String {
 /// `need` is one rank's estimate in bytes (None: beyond u64), `what` names it, `advice` says
 /// what to change.
 pub fn check_host_memory(world: &World, need: Option<u64>, what: &str, advice: &str) -> Result<(), Stop> {
-    let all = need.and_then(|n| n.checked_mul(world.local_size as u64));
-    let fit = match (all, host_available_bytes()) {
+    world.agree(host_memory_fit(need, world.local_size, what, advice)).map_err(Stop::Agreed)
+}
+
+/// Whether `on_host` ranks of this host needing `need` bytes each fit its available memory.
+pub fn host_memory_fit(need: Option<u64>, on_host: usize, what: &str, advice: &str) -> Result<(), String> {
+    let all = need.and_then(|n| n.checked_mul(on_host as u64));
+    match (all, host_available_bytes()) {
         (Some(all), Some(free)) if all <= free => Ok(()),
         (Some(_), None) => Ok(()), // no /proc/meminfo: nothing to check against
         (all, free) => Err(format!(
-            "{what}: {} of host memory per rank, {} for the {} rank(s) on this host, {} available: {advice}",
+            "{what}: {} of host memory per rank, {} for the {on_host} rank(s) on this host, {} available: {advice}",
             gib_text(need),
             gib_text(all),
-            world.local_size,
             free.map_or("unknown".to_string(), |f| gib_text(Some(f))),
         )),
-    };
-    world.agree(fit).map_err(Stop::Agreed)
+    }
 }
 
 /// Collective: refuses on every rank a run that needs more than its GPU has free (`need`
 /// None: beyond u64).
 pub fn check_gpu_memory(world: &World, gpu: &Gpu, need: Option<u64>, what: &str, advice: &str) -> Result<(), Stop> {
-    let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
+    let free = gpu_free_bytes(gpu).map_err(Stop::Fatal)?;
     let fit = match need {
         Some(need) if need <= free => Ok(()),
         need => Err(format!("{what}: {} of GPU memory, {} free: {advice}", gib_text(need), gib_text(Some(free)))),
     };
     world.agree(fit).map_err(Stop::Agreed)
+}
+
+/// The GPU memory free now (less where the test hook `memory:MIB` says so).
+pub fn gpu_free_bytes(gpu: &Gpu) -> anyhow::Result<u64> {
+    let free = gpu.ctx.mem_get_info()?.0 as u64;
+    Ok(memory_hook().map_or(free, |limit| limit.min(free)))
+}
+
+/// The test hook `memory:MIB` (dist/fault.rs) as bytes.
+fn memory_hook() -> Option<u64> {
+    Fault::from_env().ok().and_then(Fault::memory_limit_bytes)
 }
 
 /// What this process may still take: MemAvailable from /proc/meminfo, or less where its cgroup
@@ -146,7 +162,8 @@ fn host_available_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(cgroup_headroom().map_or(kib * 1024, |room| room.min(kib * 1024)))
+    let free = cgroup_headroom().map_or(kib * 1024, |room| room.min(kib * 1024));
+    Some(memory_hook().map_or(free, |limit| limit.min(free)))
 }
 
 /// The cgroup's memory limit less its usage (cgroup v2 memory.max, or v1 memory.limit_in_bytes).

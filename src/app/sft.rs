@@ -2,11 +2,17 @@
 //! on the CPU, every step's figures printed by rank 0 and written to /sft.
 
 use super::session::Session;
-use super::{check_host_memory, Stop};
+use super::{gpu_free_bytes, host_memory_fit, Stop};
+use h200_mpibench::backend::cuda::op_timer::StepProfile;
 use h200_mpibench::backend::cuda::{self, Gpu};
 use h200_mpibench::cli::{Backend, Cli, SftPlan};
+use h200_mpibench::dist::nccl::NcclComm;
+use h200_mpibench::dist::ranks::Ranks;
 use h200_mpibench::dist::world::World;
+use h200_mpibench::model::config::LlamaConfig;
 use h200_mpibench::telemetry::figures;
+use h200_mpibench::train::metrics::StepRecord;
+use h200_mpibench::train::run_config::RunConfig;
 use h200_mpibench::train::{cpu_trainer, gpu_trainer, metrics};
 use h200_mpibench::zero::planner;
 use std::cell::{Cell, RefCell};
@@ -23,49 +29,87 @@ pub fn plan(cli: &Cli) -> Result<SftPlan, String> {
     cli.sft.plan(if on_gpu { "7b" } else { "tiny" }, cli.seed)
 }
 
-/// The planner's bytes per GPU of `plan` on `ranks` ranks.
-fn planned_bytes(plan: &SftPlan, ranks: usize) -> u64 {
-    planner::plan(&plan.run.plan_input(&plan.model, ranks)).total()
+/// The planner's bytes per GPU of `run` of model `m` on `ranks` ranks.
+pub fn planned_bytes(m: &LlamaConfig, r: &RunConfig, ranks: usize) -> u64 {
+    planner::plan(&r.plan_input(m, ranks)).total()
 }
 
 /// Collective: refuses, before anything is allocated, a model the GPU kernels do not take or a
 /// run that does not fit this rank's GPU (or its host's memory, on the CPU path).
 pub fn check(world: &World, gpu: Option<&Gpu>, plan: &SftPlan) -> Result<(), Stop> {
-    let (m, r) = (&plan.model, &plan.run);
+    let m = &plan.model;
+    if gpu.is_some() {
+        let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);
+        let supported = if kernels_take.contains(&head_dim) {
+            Ok(())
+        } else {
+            Err(format!("{}: head_dim {head_dim} (dim / heads); the GPU attention kernels take {kernels_take:?}", m.name))
+        };
+        world.agree(supported).map_err(Stop::Agreed)?;
+    }
+    world.agree(fit(gpu, m, &plan.run, world.size, world.local_size)).map_err(Stop::Agreed)
+}
+
+/// Whether `r` of model `m` over `ranks` ranks fits this rank's GPU (the planner's bytes
+/// against the memory free), or on the CPU path this host with `on_host` such ranks on it;
+/// the refusal says what would fit.
+pub fn fit(gpu: Option<&Gpu>, m: &LlamaConfig, r: &RunConfig, ranks: usize, on_host: usize) -> Result<(), String> {
     let Some(gpu) = gpu else {
         let advice = "run it on GPUs, or a smaller --model (tiny), --layers, --micro-batch or --seq";
         let what = format!("{} on the CPU path (micro-batch {} × seq {})", m.name, r.micro_batch, r.seq);
-        return check_host_memory(world, Some(cpu_trainer::host_bytes(m, r, world.size)), &what, advice);
+        return host_memory_fit(Some(cpu_trainer::host_bytes(m, r, ranks)), on_host, &what, advice);
     };
-    let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);
-    let supported = if kernels_take.contains(&head_dim) {
-        Ok(())
-    } else {
-        Err(format!("{}: head_dim {head_dim} (dim / heads); the GPU attention kernels take {kernels_take:?}", m.name))
-    };
-    world.agree(supported).map_err(Stop::Agreed)?;
-    let planned = r.plan_input(m, world.size);
-    let plan_bytes = planned_bytes(plan, world.size);
-    let free = gpu.ctx.mem_get_info().map_err(|e| Stop::Fatal(e.into()))?.0 as u64;
-    let fit = if plan_bytes + planner::LIBRARY_RESERVE <= free {
-        Ok(())
-    } else {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        let advice = planner::suggestions(&planned, free);
-        let advice = if advice.is_empty() { "fewer --layers".to_string() } else { advice.join(", or ") };
-        Err(format!(
-            "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLASLt and the context), \
-             {:.1} GiB free: would fit with {advice}",
-            m.name,
-            m.n_layers,
-            r.micro_batch,
-            r.seq,
-            gib(plan_bytes),
-            gib(planner::LIBRARY_RESERVE),
-            gib(free)
-        ))
-    };
-    world.agree(fit).map_err(Stop::Agreed)
+    let planned = r.plan_input(m, ranks);
+    let plan_bytes = planned_bytes(m, r, ranks);
+    let free = gpu_free_bytes(gpu).map_err(|e| format!("cannot read the GPU's free memory: {e}"))?;
+    if plan_bytes + planner::LIBRARY_RESERVE <= free {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let advice = planner::suggestions(&planned, free);
+    let advice = if advice.is_empty() { "fewer --layers".to_string() } else { advice.join(", or ") };
+    Err(format!(
+        "{} with {} layers, micro-batch {} × seq {} plans {:.1} GiB per GPU (+{:.0} GiB for cuBLASLt and the context), \
+         {:.1} GiB free: would fit with {advice}",
+        m.name,
+        m.n_layers,
+        r.micro_batch,
+        r.seq,
+        gib(plan_bytes),
+        gib(planner::LIBRARY_RESERVE),
+        gib(free)
+    ))
+}
+
+/// Where a training run runs: this rank's GPU (none: the CPU path), the ranks it is data
+/// parallel over and, on GPUs where there are several, their NCCL communicator.
+pub struct Crew<'a> {
+    pub gpu: Option<&'a Gpu>,
+    pub comm: Option<&'a NcclComm>,
+    pub ranks: &'a dyn Ranks,
+}
+
+/// Trains `run` of `plan`'s model on its data with `crew`: builds the model, calls `ready`
+/// (the start-up done, step 1 next), then runs the steps, each seen by `on_step`.
+pub fn train(
+    crew: &Crew,
+    plan: &SftPlan,
+    run: &RunConfig,
+    cli: &Cli,
+    ready: &mut dyn FnMut(),
+    on_step: &mut dyn FnMut(&StepRecord),
+) -> anyhow::Result<(Vec<StepRecord>, Option<StepProfile>)> {
+    match crew.gpu {
+        Some(g) => {
+            let model = gpu_trainer::build(g, &plan.model, run, cli.seed, crew.ranks, crew.comm)?;
+            ready();
+            gpu_trainer::train(g, &model, run, &plan.data, crew.ranks, cli.sft.profile, on_step)
+        }
+        None => {
+            ready();
+            Ok((cpu_trainer::train(&plan.model, run, cli.seed, &plan.data, crew.ranks, on_step)?, None))
+        }
+    }
 }
 
 /// What the banner calls the run.
@@ -82,7 +126,7 @@ pub fn run(session: &mut Session, plan: &SftPlan) -> Result<i32, Stop> {
     let (m, r) = (&plan.model, &plan.run);
     let (world, cli, file) = (session.world, session.cli, session.file);
     let gpu = session.gpu.as_ref();
-    let plan_bytes = planned_bytes(plan, world.size);
+    let plan_bytes = planned_bytes(m, r, world.size);
     let engine = if gpu.is_some() { "cuda" } else { "cpu" };
     let flops_per_token = m.flops_per_token(r.seq);
     if world.is_root() {
@@ -166,20 +210,13 @@ pub fn run(session: &mut Session, plan: &SftPlan) -> Result<i32, Stop> {
             diverged = Some(s.step);
         }
     };
-    let (records, profile) = match gpu {
-        Some(g) => {
-            // One rank has nothing to exchange (the communicator is there for other phases).
-            let model = gpu_trainer::build(g, m, r, cli.seed, world, session.comm.as_ref().filter(|_| world.size > 1))?;
-            boundary.set(reading());
-            watchdog.arm("sft step 1", timeout);
-            gpu_trainer::train(g, &model, r, &plan.data, world, cli.sft.profile, &mut report)?
-        }
-        None => {
-            boundary.set(reading());
-            watchdog.arm("sft step 1", timeout);
-            (cpu_trainer::train(m, r, cli.seed, &plan.data, world, &mut report)?, None)
-        }
+    // One rank has nothing to exchange (the communicator is there for other phases).
+    let crew = Crew { gpu, comm: session.comm.as_ref().filter(|_| world.size > 1), ranks: world.comm() };
+    let mut ready = || {
+        boundary.set(reading());
+        watchdog.arm("sft step 1", timeout);
     };
+    let (records, profile) = train(&crew, plan, r, cli, &mut ready, &mut report)?;
     watchdog.disarm();
     // Samples from here on belong to no step.
     h200_mpibench::dist::phase::set("sft summary");

@@ -1,4 +1,4 @@
-//! One run of the suite's phases (verify, nccl, sft) in one process and one results file:
+//! One run of the suite's phases (verify, nccl, sft, scaling) in one process and one results file:
 //! the path every rank takes and its GPU, chosen once; every phase's checks before any phase
 //! runs (a run refused for its environment leaves nothing behind); one banner, one watchdog,
 //! one telemetry sampler from before the first phase to the end, one NCCL communicator, made
@@ -7,6 +7,7 @@
 
 use super::session::Session;
 use super::{announce, choose_path, open_gpu, record_gpu_software, Path, Stop};
+use h200_mpibench::cli::scaling::ScalingPlan;
 use h200_mpibench::cli::verify::VerifyPlan;
 use h200_mpibench::cli::{phases_name, Cli, Phase, SftPlan, SweepPlan};
 use h200_mpibench::dist::nccl::NcclComm;
@@ -22,14 +23,20 @@ pub struct SuitePlans {
     pub verify: Option<VerifyPlan>,
     pub sweeps: Option<SweepPlan>,
     pub sft: Option<SftPlan>,
+    pub scaling: Option<ScalingPlan>,
 }
 
 impl SuitePlans {
     pub fn phases(&self) -> Vec<Phase> {
-        [(self.verify.is_some(), Phase::Verify), (self.sweeps.is_some(), Phase::Nccl), (self.sft.is_some(), Phase::Sft)]
-            .into_iter()
-            .filter_map(|(asked, phase)| asked.then_some(phase))
-            .collect()
+        [
+            (self.verify.is_some(), Phase::Verify),
+            (self.sweeps.is_some(), Phase::Nccl),
+            (self.sft.is_some(), Phase::Sft),
+            (self.scaling.is_some(), Phase::Scaling),
+        ]
+        .into_iter()
+        .filter_map(|(asked, phase)| asked.then_some(phase))
+        .collect()
     }
 }
 
@@ -63,10 +70,14 @@ pub fn run(world: &World, cli: &Cli, plans: &SuitePlans, file: Option<&ResultsFi
     if let Some(plan) = &plans.sft {
         super::sft::check(world, gpu.as_ref(), plan)?;
     }
+    let slots = match (&plans.sft, &plans.scaling) {
+        (Some(sft), Some(scaling)) => super::scaling::check(world, gpu.as_ref(), sft, scaling)?,
+        _ => Vec::new(),
+    };
     meta.engine = match (&gpu, phases.as_slice()) {
         (Some(_), [Phase::Nccl]) => "nccl",
         (Some(_), _) => "cuda",
-        (None, [Phase::Sft]) => "cpu",
+        (None, [Phase::Sft] | [Phase::Sft, Phase::Scaling]) => "cpu",
         (None, _) => "mpi-host",
     }
     .into();
@@ -95,6 +106,7 @@ pub fn run(world: &World, cli: &Cli, plans: &SuitePlans, file: Option<&ResultsFi
             Phase::Verify => super::verify::run(&mut session, plans.verify.as_ref().expect("planned")),
             Phase::Nccl => super::sweeps::run(&mut session, plans.sweeps.as_ref().expect("planned")),
             Phase::Sft => super::sft::run(&mut session, plans.sft.as_ref().expect("planned")),
+            Phase::Scaling => super::scaling::run(&mut session, plans.sft.as_ref().expect("planned"), plans.scaling.as_ref().expect("planned"), &slots),
         }?;
         let seconds = started.elapsed().as_secs_f64();
         if world.is_root() {
@@ -137,6 +149,10 @@ fn title(world: &World, on_gpu: bool, plans: &SuitePlans) -> String {
     }
     if let Some(plan) = &plans.sft {
         parts.push(super::sft::title(world, on_gpu, plan));
+    }
+    if let Some(plan) = &plans.scaling {
+        let modes: Vec<&str> = plan.modes.iter().map(|m| m.name()).collect();
+        parts.push(format!("{} scaling on sub-worlds of 1 to {} {}", modes.join(" and "), world.size, if on_gpu { "GPUs" } else { "ranks" }));
     }
     parts.join("; then ")
 }

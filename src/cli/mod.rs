@@ -1,6 +1,7 @@
 //! Command line. The sweep flags keep nccl-tests' letters and meanings (-b -e -f -i -n -w -c
 //! -d -o -r -G -a), so an nccl-tests command line carries over unchanged.
 
+pub mod scaling;
 pub mod scope;
 pub mod verify;
 
@@ -33,8 +34,8 @@ pub struct Cli {
 
     /// What to run: verify, nccl (collective sweeps), sft (Llama fine-tuning), a comma list of
     /// them (run in that order, in one process and one results file), or full
-    /// (verify,nccl,sft). Default: sft when --model is given (the user's
-    /// `mpirun -np 64 h200-mpibench --model 70b`), otherwise nccl.
+    /// (verify,nccl,sft and then scaling: see --scaling). Default: sft when --model is given
+    /// (the user's `mpirun -np 64 h200-mpibench --model 70b`), otherwise nccl.
     #[arg(long, value_parser = parse_suite)]
     pub suite: Option<Phases>,
 
@@ -87,6 +88,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub verify: verify::VerifyArgs,
+
+    #[command(flatten)]
+    pub scaling: scaling::ScalingArgs,
 
     /// The clap ids of the flags given on the command line (scope.rs checks they apply).
     #[arg(skip)]
@@ -141,6 +145,60 @@ impl Cli {
             };
             out += &format!("# ZeRO stage {stage}: {:.2} GiB, {verdict}\n{}", gib(p.total()), p.table());
         }
+        Ok(out)
+    }
+}
+
+impl Cli {
+    /// The step-time model's prediction for each requested stage on `ranks` ranks, and the
+    /// fastest layout that fits a GPU of `gpu_memory_gib` (after memory_report's checks).
+    pub fn prediction_report(&self, ranks: usize, gpu_memory_gib: f64, predict: &PredictArgs) -> Result<String, String> {
+        use crate::zero::step_model::{fastest, predict as step, Placement};
+        let (rates, took) = predict.rates()?;
+        let sft = self.sft.plan("7b", self.seed)?;
+        let (m, r) = (&sft.model, &sft.run);
+        let place = Placement { ranks, per_host: predict.gpus_per_host };
+        let hosts = ranks.div_ceil(place.per_host);
+        let mut out = format!("# predicted step ({ranks} GPUs on {hosts} host(s) of {}): {}\n", place.per_host, rates.origin);
+        for line in &took {
+            out += &format!("# calibrated from {line}\n");
+        }
+        out += "# ZeRO  micro×accum  recompute  step s   compute s  optimizer s  comm busy s  exposed s  GB/GPU  busbw GB/s  tokens/s/GPU  MFU%\n";
+        let row = |run: &RunConfig| {
+            let p = step(m, run, place, &rates);
+            format!(
+                "{:>6} {:>5}×{:<6} {:>9} {:>8.3} {:>10.3} {:>12.4} {:>12.3} {:>10.4} {:>7.1} {:>11.0} {:>13.0} {:>5.1}\n",
+                run.zero,
+                run.micro_batch,
+                run.grad_accum,
+                if run.recompute { "yes" } else { "no" },
+                p.step_s,
+                p.compute_s,
+                p.optimizer_s,
+                p.comm_busy_s,
+                p.comm_exposed_s,
+                p.bus_bytes / 1e9,
+                p.busbw_gbs,
+                p.tokens_per_s_per_gpu,
+                100.0 * p.mfu
+            )
+        };
+        for stage in self.sft.zero.map_or(0..=3, |z| z..=z) {
+            out += &row(&RunConfig { zero: stage, ..r.clone() });
+        }
+        let budget = (gpu_memory_gib * (1u64 << 30) as f64) as u64;
+        out += &match fastest(m, r, place, &rates, budget) {
+            Some((best, p)) => format!(
+                "# fastest layout that fits {gpu_memory_gib:.0} GiB: ZeRO {}, micro-batch {} × accumulation {}{}: {:.0} tokens/s/GPU, MFU {:.1}%\n",
+                best.zero,
+                best.micro_batch,
+                best.grad_accum,
+                if best.recompute { ", recompute" } else { "" },
+                p.tokens_per_s_per_gpu,
+                100.0 * p.mfu
+            ),
+            None => format!("# no ZeRO stage, micro-batch or recompute setting fits {gpu_memory_gib:.0} GiB on {ranks} GPUs\n"),
+        };
         Ok(out)
     }
 }
@@ -258,6 +316,50 @@ impl SftArgs {
     }
 }
 
+/// The step-time model's flags (`plan`).
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct PredictArgs {
+    /// GPUs (ranks) per host: a run of more spans hosts and its collectives go through the NICs.
+    #[arg(long = "gpus-per-host", default_value_t = 8)]
+    pub gpus_per_host: usize,
+    /// Model-FLOP utilisation of forward and backward, 0 to 1 (a --calibrate file with an SFT
+    /// run replaces it with the measured one).
+    #[arg(long, default_value_t = 0.5)]
+    pub mfu: f64,
+    /// NICs per host, each carrying --nic-gbs.
+    #[arg(long = "nics-per-host", default_value_t = 8)]
+    pub nics_per_host: usize,
+    /// GB/s one NIC carries (a 400G NIC: 47).
+    #[arg(long = "nic-gbs", default_value_t = crate::zero::step_model::NIC_GBS)]
+    pub nic_gbs: f64,
+    /// A results file whose measured rates the model takes: an SFT run on GPUs (compute and
+    /// AdamW), an all_reduce sweep (bus bandwidth within a host or between hosts). Repeatable.
+    #[arg(long)]
+    pub calibrate: Vec<PathBuf>,
+}
+
+impl PredictArgs {
+    /// The rates: the reference ones at --mfu and the NICs given, then each file's.
+    pub fn rates(&self) -> Result<(crate::zero::step_model::Rates, Vec<String>), String> {
+        if !(self.mfu > 0.0 && self.mfu <= 1.0) {
+            return Err(format!("plan --mfu {}: more than 0 and at most 1", self.mfu));
+        }
+        if !(1..=1024).contains(&self.gpus_per_host) || !(1..=1024).contains(&self.nics_per_host) {
+            return Err(format!("plan --gpus-per-host {} / --nics-per-host {}: 1 to 1024", self.gpus_per_host, self.nics_per_host));
+        }
+        if !(self.nic_gbs > 0.0 && self.nic_gbs <= 1e5) {
+            return Err(format!("plan --nic-gbs {}: more than 0 and at most 100000", self.nic_gbs));
+        }
+        let mut rates = crate::zero::step_model::Rates::reference(self.mfu, self.nics_per_host, self.nic_gbs);
+        let took = self
+            .calibrate
+            .iter()
+            .map(|path| crate::results::calibration::calibrate(&mut rates, path).map_err(|e| format!("{e:#}")))
+            .collect::<Result<_, _>>()?;
+        Ok((rates, took))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, clap::Subcommand)]
 pub enum Command {
     /// Every GPU op of the model against the CPU reference on fresh random inputs (one rank
@@ -272,6 +374,8 @@ pub enum Command {
         /// Memory of one GPU, GiB (an H200 has 140).
         #[arg(long = "gpu-memory", default_value_t = 140.0)]
         gpu_memory_gib: f64,
+        #[command(flatten)]
+        predict: PredictArgs,
     },
     /// Inventory, health and probes of every GPU, host and link (one rank per GPU), each figure
     /// judged against the median of its peers and the GPU model's reference table; exit code
@@ -295,13 +399,19 @@ impl Cli {
         Ok(())
     }
 
-    /// The phases asked for, or the one `--model` implies.
+    /// The phases asked for, or the one `--model` implies; scaling follows sft where
+    /// --scaling (or --suite full) asks for it.
     pub fn phases(&self) -> Vec<Phase> {
-        match &self.suite {
-            Some(Phases(phases)) => phases.clone(),
-            None if self.sft.model.is_some() => vec![Phase::Sft],
-            None => vec![Phase::Nccl],
+        let (mut phases, full) = match &self.suite {
+            Some(Phases(phases)) => (phases.clone(), phases.as_slice() == Phase::ALL),
+            None if self.sft.model.is_some() => (vec![Phase::Sft], false),
+            None => (vec![Phase::Nccl], false),
+        };
+        phases.retain(|p| *p != Phase::Scaling);
+        if phases.contains(&Phase::Sft) && self.scaling.wanted(full) {
+            phases.push(Phase::Scaling);
         }
+        phases
     }
 }
 
@@ -314,16 +424,22 @@ pub enum Phase {
     Nccl,
     /// Llama-2 supervised fine-tuning steps: on GPUs (data parallel over ranks), or the CPU.
     Sft,
+    /// SFT on sub-worlds of growing size in the same job: weak and strong scaling.
+    Scaling,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 3] = [Phase::Verify, Phase::Nccl, Phase::Sft];
+    /// --suite full.
+    pub const ALL: [Phase; 4] = [Phase::Verify, Phase::Nccl, Phase::Sft, Phase::Scaling];
+    /// What a --suite list may name (scaling comes with sft: --scaling).
+    const LISTED: [Phase; 3] = [Phase::Verify, Phase::Nccl, Phase::Sft];
 
     pub fn name(self) -> &'static str {
         match self {
             Phase::Verify => "verify",
             Phase::Nccl => "nccl",
             Phase::Sft => "sft",
+            Phase::Scaling => "scaling",
         }
     }
 }
@@ -338,7 +454,10 @@ fn parse_suite(text: &str) -> Result<Phases, String> {
     }
     let mut phases = Vec::new();
     for item in text.split(',').map(str::trim) {
-        let phase = Phase::ALL.into_iter().find(|p| p.name() == item).ok_or_else(|| format!("'{item}' is not a suite (verify, nccl, sft, or full)"))?;
+        let phase = Phase::LISTED.into_iter().find(|p| p.name() == item).ok_or_else(|| match item {
+            "scaling" => "scaling runs after sft: --suite sft --scaling weak|strong|both (--suite full includes it)".to_string(),
+            _ => format!("'{item}' is not a suite (verify, nccl, sft, or full)"),
+        })?;
         if !phases.contains(&phase) {
             phases.push(phase);
         }
@@ -553,7 +672,13 @@ mod tests {
         assert_eq!(Cli::try_parse_from(["h200-mpibench", "-b", "8"]).unwrap().phases(), [Phase::Nccl]);
         assert_eq!(Cli::try_parse_from(["h200-mpibench", "--suite", "sft,verify,sft"]).unwrap().phases(), [Phase::Verify, Phase::Sft]);
         assert_eq!(Cli::try_parse_from(["h200-mpibench", "--suite", "full", "--model", "7b"]).unwrap().phases(), Phase::ALL);
-        assert!(Cli::try_parse_from(["h200-mpibench", "--suite", "nccl,scaling"]).unwrap_err().to_string().contains("'scaling' is not a suite"));
+        assert!(Cli::try_parse_from(["h200-mpibench", "--suite", "nccl,scaling"]).unwrap_err().to_string().contains("scaling runs after sft"));
+        let phases = |args: &[&str]| Cli::try_parse_from([&["h200-mpibench"], args].concat()).unwrap().phases();
+        assert_eq!(phases(&["--suite", "full", "--scaling", "off"]), [Phase::Verify, Phase::Nccl, Phase::Sft]);
+        assert_eq!(phases(&["--suite", "full", "--scaling", "weak"]), Phase::ALL);
+        assert_eq!(phases(&["--suite", "sft"]), [Phase::Sft]);
+        assert_eq!(phases(&["--model", "70b", "--scaling", "strong"]), [Phase::Sft, Phase::Scaling]);
+        assert_eq!(phases(&["--suite", "nccl", "--scaling", "both"]), [Phase::Nccl], "refused by scope.rs, not run");
         let cli = Cli::try_parse_from(["h200-mpibench", "--suite", "sft"]).unwrap();
         assert_eq!(cli.sft.plan("tiny", 1).unwrap().model.name, "tiny");
         for bad in [
@@ -572,7 +697,14 @@ mod tests {
     #[test]
     fn plan_reports_every_stage_and_the_verdict() {
         let cli = Cli::try_parse_from(["h200-mpibench", "plan", "--model", "70b", "--ranks", "8"]).unwrap();
-        let Some(Command::Plan { ranks, gpu_memory_gib }) = cli.command.clone() else { panic!("not plan") };
+        let Some(Command::Plan { ranks, gpu_memory_gib, predict }) = cli.command.clone() else { panic!("not plan") };
+        let predicted = cli.prediction_report(ranks, gpu_memory_gib, &predict).unwrap();
+        assert_eq!(predicted.lines().filter(|l| !l.starts_with('#')).count(), 4, "{predicted}");
+        assert!(predicted.contains("# no ZeRO stage, micro-batch or recompute setting fits 140 GiB on 8 GPUs"), "{predicted}");
+        assert!(cli.prediction_report(64, gpu_memory_gib, &predict).unwrap().contains("# fastest layout that fits 140 GiB: ZeRO "));
+        let bad = Cli::try_parse_from(["h200-mpibench", "plan", "--mfu", "1.5"]).unwrap();
+        let Some(Command::Plan { predict, .. }) = bad.command.clone() else { panic!("not plan") };
+        assert!(bad.prediction_report(8, 140.0, &predict).unwrap_err().contains("--mfu 1.5"));
         let text = cli.memory_report(ranks, gpu_memory_gib).unwrap();
         assert_eq!(text.matches("# ZeRO stage").count(), 4);
         assert!(text.contains("# ZeRO stage 0:") && text.contains("does not fit"), "{text}");

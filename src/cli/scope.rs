@@ -1,6 +1,7 @@
 //! Which flags the user gave and which run each belongs to: a flag of another suite is refused
 //! with a line naming the suite it belongs to, never silently ignored.
 
+use super::scaling::ScalingArgs;
 use super::verify::VerifyArgs;
 use super::{phases_name, Phase, SftArgs, SweepArgs};
 use clap::parser::ValueSource;
@@ -37,7 +38,12 @@ const PLAN_READS: [&str; 8] = ["model", "layers", "seq", "micro_batch", "grad_ac
 
 /// Refuses the first given flag that `kind` does not use, naming where it belongs.
 pub fn check(given: &[String], kind: &RunKind) -> Result<(), String> {
-    let groups = [(flags::<SweepArgs>(), Phase::Nccl), (flags::<SftArgs>(), Phase::Sft), (flags::<VerifyArgs>(), Phase::Verify)];
+    let groups = [
+        (flags::<SweepArgs>(), Phase::Nccl),
+        (flags::<SftArgs>(), Phase::Sft),
+        (flags::<VerifyArgs>(), Phase::Verify),
+        (flags::<ScalingArgs>(), Phase::Scaling),
+    ];
     let runs = |phase: Phase| matches!(kind, RunKind::Suite(phases) if phases.contains(&phase));
     for id in given {
         let group = groups.iter().find_map(|(flags, phase)| flags.iter().find(|(i, _)| i == id).map(|(_, spelling)| (spelling, *phase)));
@@ -45,9 +51,14 @@ pub fn check(given: &[String], kind: &RunKind) -> Result<(), String> {
             (RunKind::Plan, Some((_, Phase::Sft))) if PLAN_READS.contains(&id.as_str()) => None,
             (RunKind::Plan, Some((spelling, Phase::Sft))) => Some(format!("{spelling} is a flag of --suite sft; plan does not use it")),
             (_, Some((_, phase))) if runs(phase) => None,
+            // --scaling off: sft without the scaling phase
+            (_, Some((_, Phase::Scaling))) if id == "scaling" && runs(Phase::Sft) => None,
             (_, Some((spelling, Phase::Nccl))) => Some(format!("{spelling} is a flag of --suite nccl, not of {}", kind.name())),
             (_, Some((spelling, Phase::Sft))) => Some(format!("{spelling} is a flag of --suite sft (and plan), not of {}", kind.name())),
             (_, Some((spelling, Phase::Verify))) => Some(format!("{spelling} is a flag of verify, not of {}", kind.name())),
+            (_, Some((spelling, Phase::Scaling))) => {
+                Some(format!("{spelling} is a flag of the scaling phase (--suite sft --scaling weak|strong|both, or --suite full), not of {}", kind.name()))
+            }
             (RunKind::Plan, None) if ["out", "overwrite"].contains(&id.as_str()) => Some(format!("--{id}: plan prints its table and writes no results file")),
             (RunKind::Plan, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{} does not apply to plan", id.replace('_', "-"))),
             (RunKind::Selftest, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
@@ -72,6 +83,7 @@ impl RunKind {
     fn name(&self) -> String {
         match self {
             RunKind::Suite(phases) if phases == &[Phase::Verify] => "verify".into(),
+            RunKind::Suite(phases) if phases == &Phase::ALL => "--suite full".into(),
             RunKind::Suite(phases) => format!("--suite {}", phases_name(phases)),
             RunKind::Selftest => "selftest".into(),
             RunKind::Plan => "plan".into(),
@@ -144,6 +156,12 @@ mod tests {
         assert!(check(&given_of(&["--suite", "sft", "--keep-going"]), &RunKind::Suite(vec![Phase::Sft])).unwrap_err().starts_with("--keep-going"));
         assert!(check(&given_of(&["--keep-going", "verify"]), &RunKind::Suite(vec![Phase::Verify])).is_err());
         assert!(check(&given_of(&["selftest", "--level", "long"]), &RunKind::Selftest).unwrap_err().ends_with("not of selftest"));
+        // scaling's flags come with sft and scaling; --scaling off with sft alone
+        let sft = RunKind::Suite(vec![Phase::Sft]);
+        assert!(check(&given_of(&["--suite", "sft", "--scaling", "off"]), &sft).is_ok());
+        assert!(check(&given_of(&["--suite", "sft", "--scaling-steps", "4"]), &sft).unwrap_err().starts_with("--scaling-steps is a flag of the scaling phase"));
+        assert!(check(&given_of(&["--suite", "full", "--scaling-steps", "4"]), &full).is_ok());
+        assert!(check(&given_of(&["plan", "--scaling", "weak"]), &RunKind::Plan).unwrap_err().ends_with("not of plan"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! one is named. `corrupt:R` flips one bit of rank R's output before each check; `stall:R` makes
 //! rank R stop before its first timed batch; `slow:R:MS` makes rank R sleep MS milliseconds in
 //! each SFT step, before its first micro-batch; `slowprobe:R` makes each of rank R's verify
-//! probes do its work SLOW_PROBE_REPEAT times where once counts.
+//! probes do its work SLOW_PROBE_REPEAT times where once counts; `memory:MIB` makes every
+//! rank's memory checks see at most MIB MiB available (host memory, or GPU memory free).
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -12,6 +13,7 @@ pub enum Fault {
     Stall(usize),
     Slow { rank: usize, ms: u64 },
     SlowProbe(usize),
+    Memory { mib: u64 },
 }
 
 /// How many times a probe of the `slowprobe:` rank repeats its work: a fifth of the figure.
@@ -37,7 +39,7 @@ impl Fault {
     }
 
     fn parse(text: &str) -> Result<Fault, String> {
-        let bad = || format!("{VARIABLE}={text}: expected corrupt:RANK, stall:RANK, slow:RANK:MS or slowprobe:RANK");
+        let bad = || format!("{VARIABLE}={text}: expected corrupt:RANK, stall:RANK, slow:RANK:MS, slowprobe:RANK or memory:MIB");
         let mut parts = text.split(':');
         let kind = parts.next().ok_or_else(bad)?;
         let mut number = || -> Result<u64, String> { parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad) };
@@ -46,6 +48,7 @@ impl Fault {
             "stall" => Fault::Stall(number()? as usize),
             "slow" => Fault::Slow { rank: number()? as usize, ms: number()?.min(60_000) },
             "slowprobe" => Fault::SlowProbe(number()? as usize),
+            "memory" => Fault::Memory { mib: number()?.min(1 << 40) },
             _ => return Err(bad()),
         };
         match parts.next() {
@@ -57,7 +60,7 @@ impl Fault {
     /// The rank the hook acts on, if any.
     pub fn rank(self) -> Option<usize> {
         match self {
-            Fault::None => None,
+            Fault::None | Fault::Memory { .. } => None,
             Fault::Corrupt(r) | Fault::Stall(r) | Fault::SlowProbe(r) | Fault::Slow { rank: r, .. } => Some(r),
         }
     }
@@ -66,6 +69,14 @@ impl Fault {
     pub fn step_delay(self, rank: usize) -> Option<std::time::Duration> {
         match self {
             Fault::Slow { rank: r, ms } if r == rank => Some(std::time::Duration::from_millis(ms)),
+            _ => None,
+        }
+    }
+
+    /// The memory the checks may see available (`memory:`), if limited.
+    pub fn memory_limit_bytes(self) -> Option<u64> {
+        match self {
+            Fault::Memory { mib } => Some(mib << 20),
             _ => None,
         }
     }
@@ -92,6 +103,8 @@ mod tests {
         assert_eq!(Fault::parse("slow:3:250").unwrap().step_delay(2), None);
         assert_eq!(Fault::parse("slowprobe:2").unwrap().probe_repeat(2), SLOW_PROBE_REPEAT);
         assert_eq!(Fault::parse("slowprobe:2").unwrap().probe_repeat(1), 1);
+        assert_eq!(Fault::parse("memory:3").unwrap().memory_limit_bytes(), Some(3 << 20));
+        assert_eq!((Fault::parse("memory:3").unwrap().rank(), Fault::None.memory_limit_bytes()), (None, None));
         assert!(Fault::parse("explode:1").is_err());
         assert!(Fault::parse("stall").is_err() && Fault::parse("slow:1").is_err() && Fault::parse("stall:1:2").is_err());
     }

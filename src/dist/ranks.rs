@@ -5,6 +5,9 @@
 pub trait Ranks {
     fn rank(&self) -> usize;
     fn count(&self) -> usize;
+    /// This rank's place in the whole job (a sub-world's rank 0 may be the job's rank 5): the
+    /// test hooks name ranks by it.
+    fn job_rank(&self) -> usize;
     fn sum_f64(&self, x: f64) -> f64;
     /// In place: every rank ends with the element-wise sum over ranks.
     fn sum_f32(&self, values: &mut [f32]);
@@ -23,6 +26,9 @@ impl Ranks for Alone {
     }
     fn count(&self) -> usize {
         1
+    }
+    fn job_rank(&self) -> usize {
+        0
     }
     fn sum_f64(&self, x: f64) -> f64 {
         x

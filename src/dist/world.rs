@@ -43,6 +43,13 @@ impl World {
         format!("rank {}/{} ({})", self.rank, self.size, self.host)
     }
 
+    /// Collective: the ranks passing the same `color` form a sub-world, ranked as in the world;
+    /// a rank passing None joins none.
+    pub fn split(&self, color: Option<u32>) -> Option<SimpleCommunicator> {
+        let color = color.map_or(mpi::topology::Color::undefined(), |c| mpi::topology::Color::with_value(c as i32));
+        self.comm.split_by_color_with_key(color, self.rank as i32)
+    }
+
     pub fn barrier(&self) {
         self.comm.barrier();
     }
@@ -160,29 +167,33 @@ pub fn abort_world(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Data-parallel training sums over the MPI world.
-impl crate::dist::ranks::Ranks for World {
+/// Data-parallel training sums over an MPI communicator: the world's (World::comm) or a
+/// sub-world's (World::split).
+impl crate::dist::ranks::Ranks for SimpleCommunicator {
     fn rank(&self) -> usize {
-        self.rank
+        Communicator::rank(self) as usize
     }
     fn count(&self) -> usize {
-        self.size
+        self.size() as usize
+    }
+    fn job_rank(&self) -> usize {
+        Communicator::rank(&SimpleCommunicator::world()) as usize
     }
     fn sum_f64(&self, x: f64) -> f64 {
         let mut out = 0.0;
-        self.comm.all_reduce_into(&x, &mut out, SystemOperation::sum());
+        self.all_reduce_into(&x, &mut out, SystemOperation::sum());
         out
     }
     fn sum_f32(&self, values: &mut [f32]) {
-        if self.size > 1 {
+        if self.size() > 1 {
             let mine = values.to_vec();
-            self.comm.all_reduce_into(&mine[..], values, SystemOperation::sum());
+            self.all_reduce_into(&mine[..], values, SystemOperation::sum());
         }
     }
     fn reduce_scatter_sum_f32(&self, all: &[f32], mine: &mut [f32]) {
-        self.comm.reduce_scatter_block_into(all, mine, SystemOperation::sum());
+        self.reduce_scatter_block_into(all, mine, SystemOperation::sum());
     }
     fn all_gather_f32(&self, mine: &[f32], all: &mut [f32]) {
-        self.comm.all_gather_into(mine, all);
+        self.all_gather_into(mine, all);
     }
 }

@@ -7,4 +7,5 @@ pub mod data_parallel;
 pub mod gpu_trainer;
 pub mod metrics;
 pub mod run_config;
+pub mod scaling;
 pub mod step_loop;

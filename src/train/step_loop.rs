@@ -61,7 +61,7 @@ pub fn train(
     let n = ranks.count() as f64;
     let mut records = Vec::with_capacity(run.steps);
     // The test hook `slow:R:MS` (dist/fault.rs): rank R computes that much longer each step.
-    let delay = Fault::from_env().ok().and_then(|f| f.step_delay(ranks.rank()));
+    let delay = Fault::from_env().ok().and_then(|f| f.step_delay(ranks.job_rank()));
     for step in 1..=run.steps {
         let start = Instant::now();
         engine.begin_step(step)?;

@@ -9,3 +9,4 @@ pub mod places;
 pub mod planner;
 pub mod schedule;
 pub mod stage;
+pub mod step_model;

@@ -1,0 +1,215 @@
+//! The scaling phase: after sft, the same training on sub-worlds of growing size (which sizes,
+//! and each size's run: train/scaling.rs), one size at a time while the ranks outside it wait
+//! at a barrier, so nothing competes. At size 1 every GPU trains at once as a replica of its
+//! own: their median is the baseline, and the slowest one is named. Each size's row is printed
+//! and written to /scaling as it ends.
+
+use super::session::Session;
+use super::sft::{fit, planned_bytes, train, Crew};
+use super::Stop;
+use h200_mpibench::backend::cuda::Gpu;
+use h200_mpibench::cli::scaling::ScalingPlan;
+use h200_mpibench::cli::SftPlan;
+use h200_mpibench::dist::phase;
+use h200_mpibench::dist::world::World;
+use h200_mpibench::model::layout::Layout;
+use h200_mpibench::telemetry::figures;
+use h200_mpibench::train::metrics::StepRecord;
+use h200_mpibench::train::run_config::RunConfig;
+use h200_mpibench::train::scaling::{self, Measured, Mode, Point, Row, StepsByRank, STEP_FIELDS};
+use h200_mpibench::zero::step_model::{predict, Placement, Rates};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::CommunicatorCollectives;
+use std::time::Duration;
+
+/// One size of one mode: its run, or why it cannot have one.
+pub struct Slot {
+    pub mode: Mode,
+    pub size: usize,
+    pub run: Result<RunConfig, String>,
+}
+
+/// Ranks per host the sizes are built on: the fewest any host has.
+fn ranks_per_host(world: &World) -> usize {
+    world.all_gather_f64(&[world.local_size as f64]).into_iter().fold(f64::INFINITY, f64::min) as usize
+}
+
+/// Collective: each size's run in each mode, or why it is skipped: a strong-scaling global
+/// batch that does not divide over the size, or a run that does not fit (the planner's reason,
+/// from the first rank of the size it does not fit).
+pub fn check(world: &World, gpu: Option<&Gpu>, sft: &SftPlan, plan: &ScalingPlan) -> Result<Vec<Slot>, Stop> {
+    let sizes = scaling::sizes(world.size, ranks_per_host(world));
+    let mut slots = Vec::new();
+    for &mode in &plan.modes {
+        for &size in &sizes {
+            let run = scaling::run_at(&sft.run, mode, size, world.size, (plan.steps, plan.warmup_steps));
+            let run = match run {
+                Ok(run) => {
+                    // Every rank is a replica at size 1; otherwise ranks 0..size take part.
+                    let (takes_part, on_host) = if size == 1 { (true, world.local_size) } else { (world.rank < size, size.min(world.local_size)) };
+                    let fits = if takes_part { fit(gpu, &sft.model, &run, size, on_host) } else { Ok(()) };
+                    world.agree(fits).map(|_| run)
+                }
+                Err(why) => Err(why),
+            };
+            slots.push(Slot { mode, size, run });
+        }
+    }
+    Ok(slots)
+}
+
+pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, slots: &[Slot]) -> Result<i32, Stop> {
+    let (world, file) = (session.world, session.file);
+    let hosts = world.all_gather_string(&world.host);
+    let per_host = ranks_per_host(world);
+    let sizes = scaling::sizes(world.size, per_host);
+    let flops_per_token = sft.model.flops_per_token(sft.run.seq);
+    let params = Layout::new(&sft.model).parameters() as f64;
+    if world.is_root() {
+        let modes: Vec<&str> = plan.modes.iter().map(|m| m.name()).collect();
+        println!(
+            "# scaling ({}): sizes {sizes:?} GPUs, {} steps each ({} warm-up); size 1 runs on every GPU at once, a larger size on ranks 0 to size-1 while the others wait",
+            modes.join(", "),
+            plan.steps,
+            plan.warmup_steps
+        );
+    }
+    let warmup = plan.warmup_steps;
+    let counted = move |label: &str| {
+        label.rsplit_once(" step ").and_then(|(what, n)| what.starts_with("scaling ").then(|| n.parse::<usize>().ok())).flatten().is_some_and(|n| n > warmup)
+    };
+    session.telemetry.begin_phase(world, Box::new(counted))?;
+    let log = file.map(|f| f.begin_scaling(plan, &sizes, per_host, flops_per_token)).transpose()?;
+    let mut rows = Vec::new();
+    // Each mode's 1-GPU replicas' step times, [rank][step].
+    let mut replicas = Vec::new();
+    for &mode in &plan.modes {
+        let mut baseline: Option<(usize, Point)> = None;
+        let mut rates: Option<Rates> = None;
+        for slot in slots.iter().filter(|s| s.mode == mode) {
+            let job_ranks: Vec<usize> = (0..if slot.size == 1 { world.size } else { slot.size }).collect();
+            let mut span: Vec<&str> = job_ranks.iter().take(slot.size).map(|&r| hosts[r].as_str()).collect();
+            span.sort();
+            span.dedup();
+            let (micro_batch, grad_accum) = slot.run.as_ref().map_or((sft.run.micro_batch, 0), |r| (r.micro_batch, r.grad_accum));
+            let planned_memory_bytes = slot.run.as_ref().map_or(0, |r| planned_bytes(&sft.model, r, slot.size));
+            let steps = match &slot.run {
+                Ok(run) => measure(session, sft, run, slot)?,
+                Err(_) => None,
+            };
+            if !world.is_root() {
+                continue;
+            }
+            let mut predicted = None;
+            let measured = match (&slot.run, &steps) {
+                (Err(why), _) => Err(why.clone()),
+                (Ok(run), Some(steps)) => {
+                    let tokens_per_step = (run.micro_batch * run.grad_accum * run.seq) as f64;
+                    let point = scaling::point(steps, slot.size, warmup, tokens_per_step, flops_per_token, session.gpu.is_some());
+                    // On GPUs the step-time model, calibrated on this mode's 1-GPU point, predicts each size.
+                    if session.gpu.is_some() && slot.size == 1 {
+                        rates = Some(scaling::rates_from(&point, tokens_per_step, flops_per_token, params));
+                    }
+                    predicted = rates.as_ref().map(|rates| predict(&sft.model, run, Placement { ranks: slot.size, per_host }, rates).tokens_per_s_per_gpu);
+                    let (baseline_ranks, base) = baseline.get_or_insert_with(|| (slot.size, point.clone()));
+                    Ok(Measured { efficiency: scaling::efficiency(&point, base), baseline_ranks: *baseline_ranks, point })
+                }
+                // Not reached: rank 0 takes part in every size.
+                (Ok(_), None) => continue,
+            };
+            let row = Row {
+                mode,
+                ranks: slot.size,
+                hosts: span.len(),
+                micro_batch,
+                grad_accum,
+                planned_memory_bytes,
+                predicted_tokens_per_s_per_gpu: predicted,
+                measured,
+            };
+            if let Some(steps) = steps.as_ref().filter(|_| slot.size == 1) {
+                replicas.push((mode, steps.step_s.clone()));
+            }
+            print!("{}", row.line());
+            if let Some(log) = &log {
+                log.row(&row, steps.as_ref().map(|s| (s, job_ranks.as_slice())))?;
+            }
+            rows.push(row);
+        }
+    }
+    let stats = session.telemetry.end_phase(world)?;
+    if world.is_root() {
+        print!(
+            "# scaling table (efficiency: weak, tokens/s/GPU ÷ the smallest size's; strong, speed-up ÷ GPU ratio; predicted: the step-time model \
+             calibrated on the 1-GPU point, so equal to it there)\n{}",
+            scaling::table(&rows)
+        );
+        let pct = session.cli.straggler_pct;
+        for (mode, step_s) in &replicas {
+            // The replicas' spread names the slowest GPU (its clock reasons from the phase's telemetry).
+            let spread = figures::stragglers(step_s, warmup, pct).lines(&hosts, &stats, pct, (&format!("{} 1-GPU replica step", mode.name()), " s"));
+            print!("{spread}");
+        }
+    }
+    Ok(0)
+}
+
+/// Collective: trains `run` on `slot`'s sub-world while the other ranks wait; every
+/// participant's step figures on rank 0 (None elsewhere).
+fn measure(session: &mut Session, sft: &SftPlan, run: &RunConfig, slot: &Slot) -> Result<Option<StepsByRank>, Stop> {
+    let (world, cli, watchdog) = (session.world, session.cli, &session.watchdog);
+    let timeout = Duration::from_secs(cli.timeout);
+    let replicas = slot.size == 1;
+    let color = if replicas { Some(world.rank as u32) } else { (world.rank < slot.size).then_some(0) };
+    let sub = world.split(color);
+    // Size 1 exchanges nothing; a larger sub-world gets a communicator split from the job's.
+    let comm = match (&session.comm, replicas) {
+        (Some(job), false) => job.split(color, world.rank, watchdog, timeout)?,
+        _ => None,
+    };
+    let label = format!("scaling {} {}", slot.mode.name(), slot.size);
+    if world.is_root() {
+        let on = match (replicas, world.size) {
+            (true, 1) => "1 GPU".to_string(),
+            (true, n) => format!("1 GPU ({n} replicas at once)"),
+            (false, _) => format!("{} GPUs", slot.size),
+        };
+        println!("# scaling {}, {on}: micro-batch {} × accumulation {} per GPU, {} steps", slot.mode.name(), run.micro_batch, run.grad_accum, run.steps);
+    }
+    let mut gathered = None;
+    if let Some(sub) = &sub {
+        if let Some(gpu) = &session.gpu {
+            gpu.reset_peak();
+        }
+        let crew = Crew { gpu: session.gpu.as_ref(), comm: comm.as_ref(), ranks: sub };
+        let mut ready = || watchdog.arm(&format!("{label} step 1"), timeout);
+        let mut on_step = |s: &StepRecord| watchdog.arm(&format!("{label} step {}", s.step + 1), timeout);
+        let (records, _) = train(&crew, sft, run, cli, &mut ready, &mut on_step)?;
+        watchdog.disarm();
+        // The participants: every replica (the job) at size 1, else the sub-world.
+        gathered = Some(gather(if replicas { world.comm() } else { sub }, &records));
+    } else {
+        phase::set("scaling: waiting for a smaller size");
+    }
+    phase::set("scaling: between sizes");
+    if let Some(comm) = comm {
+        comm.destroy(watchdog)?;
+    }
+    world.quiet_barrier();
+    session.telemetry.maybe_flush(world)?;
+    Ok(gathered.filter(|_| world.is_root()).map(|columns| StepsByRank::from_gathered(columns, run.steps)))
+}
+
+/// Collective over `comm`: each of STEP_FIELDS' columns, every rank's steps one rank after
+/// another.
+fn gather(comm: &SimpleCommunicator, records: &[StepRecord]) -> Vec<Vec<f64>> {
+    STEP_FIELDS
+        .iter()
+        .map(|(_, field)| {
+            let mine: Vec<f64> = records.iter().map(field).collect();
+            let mut all = vec![0.0; mine.len() * comm.size() as usize];
+            comm.all_gather_into(&mine[..], &mut all[..]);
+            all
+        })
+        .collect()
+}

@@ -1,0 +1,63 @@
+//! The scaling phase's flags and their checks.
+
+use crate::train::scaling::Mode;
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScalingChoice {
+    Weak,
+    Strong,
+    Both,
+    Off,
+}
+
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct ScalingArgs {
+    /// After sft, in the same job: train on sub-worlds of 1 GPU (every GPU at once, as
+    /// replicas), each power of two of GPUs up to one host, then of hosts up to the whole job;
+    /// weak (the same per-GPU batch at every size), strong (the same global batch), both, or
+    /// off. Default: both with --suite full, off otherwise.
+    #[arg(long, value_enum, global = true)]
+    pub scaling: Option<ScalingChoice>,
+
+    /// Optimizer steps at each scaling size.
+    #[arg(long = "scaling-steps", default_value_t = 10, global = true)]
+    pub scaling_steps: usize,
+
+    /// First steps at each scaling size left out of its figures.
+    #[arg(long = "scaling-warmup-steps", default_value_t = 3, global = true)]
+    pub scaling_warmup_steps: usize,
+}
+
+/// The most steps one scaling size takes.
+pub const MAX_SCALING_STEPS: usize = 100_000;
+
+/// A scaling run, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalingPlan {
+    pub modes: Vec<Mode>,
+    pub steps: usize,
+    pub warmup_steps: usize,
+}
+
+impl ScalingArgs {
+    /// Whether the phase runs after sft: --scaling, else `by_default` (--suite full).
+    pub fn wanted(&self, by_default: bool) -> bool {
+        self.scaling.map_or(by_default, |c| c != ScalingChoice::Off)
+    }
+
+    pub fn plan(&self) -> Result<ScalingPlan, String> {
+        let modes = match self.scaling.unwrap_or(ScalingChoice::Both) {
+            ScalingChoice::Weak => vec![Mode::Weak],
+            ScalingChoice::Strong => vec![Mode::Strong],
+            ScalingChoice::Both | ScalingChoice::Off => vec![Mode::Weak, Mode::Strong],
+        };
+        if !(1..=MAX_SCALING_STEPS).contains(&self.scaling_steps) {
+            return Err(format!("--scaling-steps {}: 1 to {MAX_SCALING_STEPS}", self.scaling_steps));
+        }
+        if self.scaling_warmup_steps >= self.scaling_steps {
+            return Err(format!("--scaling-warmup-steps {} leaves no measured step of --scaling-steps {}", self.scaling_warmup_steps, self.scaling_steps));
+        }
+        Ok(ScalingPlan { modes, steps: self.scaling_steps, warmup_steps: self.scaling_warmup_steps })
+    }
+}
