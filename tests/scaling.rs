@@ -209,13 +209,14 @@ fn plan_calibrates_only_on_gpu_rates() {
     assert_eq!(made.code, Some(0), "{}", made.stderr);
     let made = mpirun(2, &["--suite", "sft", "--model", "tiny", "--steps", "2", "--warmup-steps", "1", "--out", sft.to_str().unwrap()], &[], LIMIT);
     assert_eq!(made.code, Some(0), "{}", made.stderr);
-    // A sweep over MPI on host memory says nothing of GPU links: the reference rates stay.
+    // A sweep over MPI on host memory says nothing of GPU links: refused, naming why.
     let r = common::singleton(&["plan", "--model", "7b", "--ranks", "16", "--calibrate", sweep.to_str().unwrap()], LIMIT);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.code, Some(2), "{}", r.stdout);
     assert!(
-        r.stdout.contains("no bandwidth (its sweep ran over MPI on host memory, not NCCL)") && r.stdout.contains("370 GB/s busbw within a host"),
+        r.stderr
+            .contains("holds neither a finished GPU SFT run nor an NCCL all_reduce sweep of several ranks (its sweep ran over MPI on host memory, not NCCL)"),
         "{}",
-        r.stdout
+        r.stderr
     );
     let r = common::singleton(&["plan", "--model", "7b", "--calibrate", sft.to_str().unwrap()], LIMIT);
     assert_eq!(r.code, Some(2));

@@ -29,24 +29,35 @@ pub struct Slot {
     pub run: Result<RunConfig, String>,
 }
 
-/// Ranks per host the sizes are built on: the fewest any host has.
-fn ranks_per_host(world: &World) -> usize {
-    world.all_gather_f64(&[world.local_size as f64]).into_iter().fold(f64::INFINITY, f64::min) as usize
+/// What the checks settled: every rank's host, the ranks per host the sizes are built on (the
+/// fewest any host has), the sizes and each mode's slots.
+pub struct Sizes {
+    hosts: Vec<String>,
+    per_host: usize,
+    sizes: Vec<usize>,
+    slots: Vec<Slot>,
 }
 
 /// Collective: each size's run in each mode, or why it is skipped: a strong-scaling global
 /// batch that does not divide over the size, or a run that does not fit (the planner's reason,
-/// from the first rank of the size it does not fit).
-pub fn check(world: &World, gpu: Option<&Gpu>, sft: &SftPlan, plan: &ScalingPlan) -> Result<Vec<Slot>, Stop> {
-    let sizes = scaling::sizes(world.size, ranks_per_host(world));
+/// from the first rank of the size it does not fit). The sizes take the ranks as mpirun fills
+/// hosts by default, host after host: a larger size is ranks 0 to size − 1.
+pub fn check(world: &World, gpu: Option<&Gpu>, sft: &SftPlan, plan: &ScalingPlan) -> Result<Sizes, Stop> {
+    let hosts = world.all_gather_string(&world.host);
+    let per_host = world.all_gather_f64(&[world.local_size as f64]).into_iter().fold(f64::INFINITY, f64::min) as usize;
+    let sizes = scaling::sizes(world.size, per_host);
     let mut slots = Vec::new();
     for &mode in &plan.modes {
         for &size in &sizes {
             let run = scaling::run_at(&sft.run, mode, size, world.size, (plan.steps, plan.warmup_steps));
             let run = match run {
                 Ok(run) => {
-                    // Every rank is a replica at size 1; otherwise ranks 0..size take part.
-                    let (takes_part, on_host) = if size == 1 { (true, world.local_size) } else { (world.rank < size, size.min(world.local_size)) };
+                    // Every rank is a replica at size 1; otherwise ranks 0..size take part,
+                    // those on this host together.
+                    let (takes_part, on_host) = match size {
+                        1 => (true, world.local_size),
+                        _ => (world.rank < size, hosts[..size].iter().filter(|h| **h == world.host).count()),
+                    };
                     let fits = if takes_part { fit(gpu, &sft.model, &run, size, on_host) } else { Ok(()) };
                     world.agree(fits).map(|_| run)
                 }
@@ -55,14 +66,13 @@ pub fn check(world: &World, gpu: Option<&Gpu>, sft: &SftPlan, plan: &ScalingPlan
             slots.push(Slot { mode, size, run });
         }
     }
-    Ok(slots)
+    Ok(Sizes { hosts, per_host, sizes, slots })
 }
 
-pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, slots: &[Slot]) -> Result<i32, Stop> {
+pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, checked: &Sizes) -> Result<i32, Stop> {
     let (world, file) = (session.world, session.file);
-    let hosts = world.all_gather_string(&world.host);
-    let per_host = ranks_per_host(world);
-    let sizes = scaling::sizes(world.size, per_host);
+    let Sizes { hosts, per_host, sizes, slots } = checked;
+    let per_host = *per_host;
     let flops_per_token = sft.model.flops_per_token(sft.run.seq);
     let params = Layout::new(&sft.model).parameters() as f64;
     if world.is_root() {
@@ -79,7 +89,7 @@ pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, slots: &[Sl
         label.rsplit_once(" step ").and_then(|(what, n)| what.starts_with("scaling ").then(|| n.parse::<usize>().ok())).flatten().is_some_and(|n| n > warmup)
     };
     session.telemetry.begin_phase(world, Box::new(counted))?;
-    let log = file.map(|f| f.begin_scaling(plan, &sizes, per_host, flops_per_token)).transpose()?;
+    let log = file.map(|f| f.begin_scaling(plan, sizes, per_host, flops_per_token)).transpose()?;
     let mut rows = Vec::new();
     // Each mode's 1-GPU replicas' step times, [rank][step].
     let mut replicas = Vec::new();
@@ -108,14 +118,13 @@ pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, slots: &[Sl
                     let point = scaling::point(steps, slot.size, warmup, tokens_per_step, flops_per_token, session.gpu.is_some());
                     // On GPUs the step-time model, calibrated on this mode's 1-GPU point, predicts each size.
                     if session.gpu.is_some() && slot.size == 1 {
-                        rates = Some(scaling::rates_from(&point, tokens_per_step, flops_per_token, params));
+                        rates = Some(scaling::rates_from(&point, run, flops_per_token, params));
                     }
                     predicted = rates.as_ref().map(|rates| predict(&sft.model, run, Placement { ranks: slot.size, per_host }, rates).tokens_per_s_per_gpu);
                     let (baseline_ranks, base) = baseline.get_or_insert_with(|| (slot.size, point.clone()));
                     Ok(Measured { efficiency: scaling::efficiency(&point, base), baseline_ranks: *baseline_ranks, point })
                 }
-                // Not reached: rank 0 takes part in every size.
-                (Ok(_), None) => continue,
+                (Ok(_), None) => unreachable!("rank 0 takes part in every size"),
             };
             let row = Row {
                 mode,
@@ -147,7 +156,7 @@ pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, slots: &[Sl
         let pct = session.cli.straggler_pct;
         for (mode, step_s) in &replicas {
             // The replicas' spread names the slowest GPU (its clock reasons from the phase's telemetry).
-            let spread = figures::stragglers(step_s, warmup, pct).lines(&hosts, &stats, pct, (&format!("{} 1-GPU replica step", mode.name()), " s"));
+            let spread = figures::stragglers(step_s, warmup, pct).lines(hosts, &stats, pct, (&format!("{} 1-GPU replica step", mode.name()), " s"));
             print!("{spread}");
         }
     }
@@ -188,10 +197,10 @@ fn measure(session: &mut Session, sft: &SftPlan, run: &RunConfig, slot: &Slot) -
         watchdog.disarm();
         // The participants: every replica (the job) at size 1, else the sub-world.
         gathered = Some(gather(if replicas { world.comm() } else { sub }, &records));
+        phase::set("scaling: between sizes");
     } else {
-        phase::set("scaling: waiting for a smaller size");
+        phase::set(&format!("scaling: waiting while ranks 0 to {} train", slot.size - 1));
     }
-    phase::set("scaling: between sizes");
     if let Some(comm) = comm {
         comm.destroy(watchdog)?;
     }

@@ -70,9 +70,9 @@ pub fn run(world: &World, cli: &Cli, plans: &SuitePlans, file: Option<&ResultsFi
     if let Some(plan) = &plans.sft {
         super::sft::check(world, gpu.as_ref(), plan)?;
     }
-    let slots = match (&plans.sft, &plans.scaling) {
-        (Some(sft), Some(scaling)) => super::scaling::check(world, gpu.as_ref(), sft, scaling)?,
-        _ => Vec::new(),
+    let scaling_sizes = match (&plans.sft, &plans.scaling) {
+        (Some(sft), Some(scaling)) => Some(super::scaling::check(world, gpu.as_ref(), sft, scaling)?),
+        _ => None,
     };
     meta.engine = match (&gpu, phases.as_slice()) {
         (Some(_), [Phase::Nccl]) => "nccl",
@@ -106,7 +106,10 @@ pub fn run(world: &World, cli: &Cli, plans: &SuitePlans, file: Option<&ResultsFi
             Phase::Verify => super::verify::run(&mut session, plans.verify.as_ref().expect("planned")),
             Phase::Nccl => super::sweeps::run(&mut session, plans.sweeps.as_ref().expect("planned")),
             Phase::Sft => super::sft::run(&mut session, plans.sft.as_ref().expect("planned")),
-            Phase::Scaling => super::scaling::run(&mut session, plans.sft.as_ref().expect("planned"), plans.scaling.as_ref().expect("planned"), &slots),
+            Phase::Scaling => {
+                let (sft, scaling, sizes) = (plans.sft.as_ref(), plans.scaling.as_ref(), scaling_sizes.as_ref());
+                super::scaling::run(&mut session, sft.expect("planned"), scaling.expect("planned"), sizes.expect("checked"))
+            }
         }?;
         let seconds = started.elapsed().as_secs_f64();
         if world.is_root() {

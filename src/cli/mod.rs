@@ -159,7 +159,8 @@ impl Cli {
         let (m, r) = (&sft.model, &sft.run);
         let place = Placement { ranks, per_host: predict.gpus_per_host };
         let hosts = ranks.div_ceil(place.per_host);
-        let mut out = format!("# predicted step ({ranks} GPUs on {hosts} host(s) of {}): {}\n", place.per_host, rates.origin);
+        let mut out = format!("# predicted step ({ranks} GPUs on {hosts} host(s) of {}) from the reference rates ({})", place.per_host, rates.origin);
+        out += if took.is_empty() { "\n" } else { ", each replaced where a file measured it:\n" };
         for line in &took {
             out += &format!("# calibrated from {line}\n");
         }

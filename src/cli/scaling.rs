@@ -46,11 +46,13 @@ impl ScalingArgs {
         self.scaling.map_or(by_default, |c| c != ScalingChoice::Off)
     }
 
+    /// The phase's plan (only where it runs: `wanted`).
     pub fn plan(&self) -> Result<ScalingPlan, String> {
         let modes = match self.scaling.unwrap_or(ScalingChoice::Both) {
             ScalingChoice::Weak => vec![Mode::Weak],
             ScalingChoice::Strong => vec![Mode::Strong],
-            ScalingChoice::Both | ScalingChoice::Off => vec![Mode::Weak, Mode::Strong],
+            ScalingChoice::Both => vec![Mode::Weak, Mode::Strong],
+            ScalingChoice::Off => unreachable!("--scaling off runs no scaling phase (Cli::phases)"),
         };
         if !(1..=MAX_SCALING_STEPS).contains(&self.scaling_steps) {
             return Err(format!("--scaling-steps {}: 1 to {MAX_SCALING_STEPS}", self.scaling_steps));

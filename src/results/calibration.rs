@@ -5,9 +5,8 @@
 
 use crate::model::config::LlamaConfig;
 use crate::model::layout::Layout;
-use crate::train::metrics::PEAK_FLOPS;
 use crate::train::run_config::RunConfig;
-use crate::zero::step_model::{Rates, ADAMW_BYTES_PER_PARAM};
+use crate::zero::step_model::{compute_mfu, Rates, ADAMW_BYTES_PER_PARAM};
 use anyhow::{bail, Context, Result};
 use hdf5::types::VarLenUnicode;
 use std::path::Path;
@@ -18,18 +17,22 @@ pub fn calibrate(rates: &mut Rates, path: &Path) -> Result<String> {
     if file.attr("program").and_then(|a| a.read_scalar::<VarLenUnicode>()).map(|p| p.as_str() == "h200-mpibench").ok() != Some(true) {
         bail!("--calibrate {}: not an h200-mpibench results file", path.display());
     }
-    let mut took = Vec::new();
+    // What was taken, and what a group offered but could not give.
+    let (mut took, mut notes) = (Vec::new(), Vec::new());
     if let Ok(sft) = file.group("sft") {
         took.push(from_sft(rates, &file, &sft).with_context(|| format!("--calibrate {}: /sft", path.display()))?);
     }
     if let Ok(nccl) = file.group("nccl") {
-        if let Some(what) = from_sweep(rates, &file, &nccl).with_context(|| format!("--calibrate {}: /nccl", path.display()))? {
-            took.push(what);
+        match from_sweep(rates, &file, &nccl).with_context(|| format!("--calibrate {}: /nccl", path.display()))? {
+            Ok(what) => took.push(what),
+            Err(why) => notes.push(why),
         }
     }
     if took.is_empty() {
-        bail!("--calibrate {}: holds neither a finished SFT run nor an all_reduce sweep", path.display());
+        let why = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+        bail!("--calibrate {}: holds neither a finished GPU SFT run nor an NCCL all_reduce sweep of several ranks{why}", path.display());
     }
+    took.extend(notes.into_iter().map(|n| format!("not taken: {n}")));
     Ok(format!("{}: {}", path.display(), took.join("; ")))
 }
 
@@ -37,8 +40,8 @@ fn text_attr(g: &hdf5::Location, name: &str) -> Result<String> {
     Ok(g.attr(name)?.read_scalar::<VarLenUnicode>()?.as_str().to_string())
 }
 
-/// Compute rate = tokens × FLOPs per token ÷ the steps' time less optimizer and exposed
-/// communication, ÷ PEAK_FLOPS; AdamW per parameter = the optimizer's time ÷ the parameters
+/// Compute rate = tokens × FLOPs per token (× 4/3 with recompute) ÷ the steps' time less
+/// optimizer and exposed communication, ÷ PEAK_FLOPS; AdamW per parameter = the optimizer's time ÷ the parameters
 /// the rank owned (all of them alone or at stage 0, else a 1/n share). Measured steps only.
 fn from_sft(rates: &mut Rates, file: &hdf5::File, g: &hdf5::Group) -> Result<String> {
     if g.attr("summary_step_s").is_err() {
@@ -53,11 +56,11 @@ fn from_sft(rates: &mut Rates, file: &hdf5::File, g: &hdf5::Group) -> Result<Str
     let tokens: Vec<u64> = g.dataset("tokens")?.read_raw::<u64>()?.into_iter().skip(warmup).collect();
     let flops_per_token = g.attr("flops_per_token")?.read_scalar::<f64>()?;
     let compute_s: f64 = (0..step_s.len()).map(|i| step_s[i] - optimizer_s[i] - comm_s[i]).sum();
-    let mfu = tokens.iter().sum::<u64>() as f64 * flops_per_token / compute_s / PEAK_FLOPS;
+    let run: RunConfig = serde_json::from_str(&text_attr(g, "run_json")?)?;
+    let mfu = compute_mfu(tokens.iter().sum::<u64>() as f64, flops_per_token, run.recompute, compute_s);
     let mut model: serde_json::Value = serde_json::from_str(&text_attr(g, "model_json")?)?;
     model["name"] = text_attr(g, "model")?.into();
     let model: LlamaConfig = serde_json::from_value(model)?;
-    let run: RunConfig = serde_json::from_str(&text_attr(g, "run_json")?)?;
     let ranks = file.attr("world_size")?.read_scalar::<u64>()? as f64;
     let params = Layout::new(&model).parameters() as f64;
     let owned = if run.zero == 0 { params } else { params / ranks };
@@ -77,9 +80,9 @@ fn from_sft(rates: &mut Rates, file: &hdf5::File, g: &hdf5::Group) -> Result<Str
 }
 
 /// The NCCL all_reduce series' out-of-place busbw at its largest size, as the bus bandwidth of
-/// the link class its ranks spanned; None without an all_reduce series.
-fn from_sweep(rates: &mut Rates, file: &hdf5::File, g: &hdf5::Group) -> Result<Option<String>> {
-    let Ok(all_reduce) = g.group("all_reduce") else { return Ok(None) };
+/// the link class its ranks spanned; or why the sweep gives none.
+fn from_sweep(rates: &mut Rates, file: &hdf5::File, g: &hdf5::Group) -> Result<Result<String, String>> {
+    let Ok(all_reduce) = g.group("all_reduce") else { return Ok(Err("the sweep has no all_reduce".into())) };
     let mut best: Option<(u64, f64)> = None;
     for series in all_reduce.groups()? {
         if text_attr(&series, "engine")? != "nccl" {
@@ -94,10 +97,10 @@ fn from_sweep(rates: &mut Rates, file: &hdf5::File, g: &hdf5::Group) -> Result<O
             }
         }
     }
-    let Some((bytes, busbw)) = best else { return Ok(Some("no bandwidth (its sweep ran over MPI on host memory, not NCCL)".into())) };
+    let Some((bytes, busbw)) = best else { return Ok(Err("its sweep ran over MPI on host memory, not NCCL".into())) };
     let hosts: Vec<VarLenUnicode> = file.dataset("ranks/host")?.read_raw()?;
     if hosts.len() < 2 {
-        return Ok(Some("no bandwidth (its sweep ran on one rank: no link)".into()));
+        return Ok(Err("its sweep ran on one rank: no link".into()));
     }
     let mut distinct: Vec<&str> = hosts.iter().map(|h| h.as_str()).collect();
     distinct.sort();
@@ -109,12 +112,13 @@ fn from_sweep(rates: &mut Rates, file: &hdf5::File, g: &hdf5::Group) -> Result<O
         rates.between_hosts_gbs = busbw;
         "between hosts"
     };
-    Ok(Some(format!("{busbw:.1} GB/s busbw {class} (all_reduce at {bytes} bytes over {} ranks)", hosts.len())))
+    Ok(Ok(format!("{busbw:.1} GB/s busbw {class} (all_reduce at {bytes} bytes over {} ranks)", hosts.len())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::metrics::PEAK_FLOPS;
     use crate::zero::step_model::NIC_GBS;
 
     fn text(g: &hdf5::Location, name: &str, value: &str) {

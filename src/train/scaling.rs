@@ -5,7 +5,7 @@
 use super::metrics::{StepRecord, PEAK_FLOPS};
 use super::run_config::RunConfig;
 use crate::telemetry::figures::median;
-use crate::zero::step_model::{Rates, NIC_GBS};
+use crate::zero::step_model::{compute_mfu, Rates, NIC_GBS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -175,12 +175,14 @@ pub fn efficiency(point: &Point, baseline: &Point) -> f64 {
     point.tokens_per_s_per_gpu / baseline.tokens_per_s_per_gpu
 }
 
-/// The step-time model's rates from a 1-GPU point of a model of `params` parameters doing
-/// `tokens_per_step` tokens a step: its compute (the step less optimizer and exposed
-/// communication) as an MFU, its AdamW time per parameter, the reference links.
-pub fn rates_from(point: &Point, tokens_per_step: f64, flops_per_token: f64, params: f64) -> Rates {
+/// The step-time model's rates from a 1-GPU point of `run` with `params` parameters: its
+/// compute (the mean step over the replicas less optimizer and exposed communication) as a
+/// rate, its AdamW time per parameter, the reference links (8 NICs of 47 GB/s a host, which
+/// carry as much as NVLink: a size crossing hosts is predicted no slower per GPU).
+pub fn rates_from(point: &Point, run: &RunConfig, flops_per_token: f64, params: f64) -> Rates {
     let compute_s = point.step_s - point.optimizer_s - point.comm_s;
-    let mfu = tokens_per_step * flops_per_token / compute_s / PEAK_FLOPS;
+    let tokens_per_step = (run.micro_batch * run.grad_accum * run.seq) as f64;
+    let mfu = compute_mfu(tokens_per_step, flops_per_token, run.recompute, compute_s);
     let origin = format!("the 1-GPU point: compute at {:.1}% MFU, AdamW {:.4} s", 100.0 * mfu, point.optimizer_s);
     Rates { mfu, optimizer_s_per_param: point.optimizer_s / params, origin, ..Rates::reference(mfu, 8, NIC_GBS) }
 }

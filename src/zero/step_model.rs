@@ -78,6 +78,23 @@ pub struct Prediction {
     pub mfu: f64,
 }
 
+/// How much more than the model FLOPs the GPU computes: with recompute the forward runs twice
+/// (forward 1/3 of forward + backward, so 4/3).
+fn recompute_factor(recompute: bool) -> f64 {
+    if recompute {
+        4.0 / 3.0
+    } else {
+        1.0
+    }
+}
+
+/// The compute rate `predict` takes (its `Rates::mfu`) from a measured step: `tokens` tokens
+/// of `flops_per_token` model FLOPs in `compute_s` seconds of forward and backward, the
+/// forward run twice with `recompute`.
+pub fn compute_mfu(tokens: f64, flops_per_token: f64, recompute: bool, compute_s: f64) -> f64 {
+    tokens * flops_per_token * recompute_factor(recompute) / compute_s / PEAK_FLOPS
+}
+
 /// The part of `comm` seconds, spread over `units` units each sent behind the compute of the
 /// unit after it, that `window` seconds of that compute cannot hide: at least one unit's share
 /// (the first gather or the last reduction has nothing to hide behind).
@@ -96,9 +113,10 @@ fn exposed(comm: f64, window: f64, units: usize) -> f64 {
 ///   gradients (2f·4P); stages 1-2 reduce-scatter them (f·4P) and all-gather the bf16 weights
 ///   after the update (f·2P); stage 3 reduce-scatters (f·4P) and all-gathers each unit before
 ///   its forward and its backward in every micro-batch (2·A·f·2P);
-/// - exposed: the reductions hide behind the last micro-batch's backward (2/3 of its compute),
-///   the gathers of stages 1-2 behind the first forward (1/3), stage 3's everything behind the
-///   whole compute, each less one unit's share (exposed());
+/// - exposed: the reductions hide behind the last micro-batch's backward (2/3 of its compute;
+///   3/4 with recompute, which redoes the forward there), the gathers of stages 1-2 behind the
+///   first forward (the rest), stage 3's everything behind the whole compute, each less one
+///   unit's share (exposed());
 /// - optimizer = owned parameters (P, or P/n from stage 1) × seconds per parameter.
 pub fn predict(model: &LlamaConfig, run: &RunConfig, place: Placement, rates: &Rates) -> Prediction {
     let n = place.ranks.max(1);
@@ -106,8 +124,7 @@ pub fn predict(model: &LlamaConfig, run: &RunConfig, place: Placement, rates: &R
     let (p, units) = (layout.parameters() as f64, layout.units.len());
     let tokens = (run.micro_batch * run.grad_accum * run.seq) as f64;
     let flops_per_token = model.flops_per_token(run.seq);
-    let recompute = if run.recompute { 4.0 / 3.0 } else { 1.0 };
-    let compute_s = tokens * flops_per_token * recompute / (rates.mfu * PEAK_FLOPS);
+    let compute_s = tokens * flops_per_token * recompute_factor(run.recompute) / (rates.mfu * PEAK_FLOPS);
     let f = (n - 1) as f64 / n as f64;
     let accum = run.grad_accum as f64;
     let (reduce_bytes, gather_bytes) = match run.zero {
@@ -117,10 +134,12 @@ pub fn predict(model: &LlamaConfig, run: &RunConfig, place: Placement, rates: &R
     };
     let busbw_gbs = if n <= place.per_host { rates.within_host_gbs } else { rates.between_hosts_gbs };
     let (reduce_s, gather_s) = (reduce_bytes / (busbw_gbs * 1e9), gather_bytes / (busbw_gbs * 1e9));
-    let micro_compute = compute_s / accum;
+    // A micro-batch's forward and the rest (its backward, and the forward again with recompute).
+    let forward = compute_s / accum / (3.0 * recompute_factor(run.recompute));
+    let backward = compute_s / accum - forward;
     let comm_exposed_s = match run.zero {
-        0 => exposed(reduce_s, micro_compute * 2.0 / 3.0, units),
-        1 | 2 => exposed(reduce_s, micro_compute * 2.0 / 3.0, units) + exposed(gather_s, micro_compute / 3.0, units),
+        0 => exposed(reduce_s, backward, units),
+        1 | 2 => exposed(reduce_s, backward, units) + exposed(gather_s, forward, units),
         _ => exposed(reduce_s + gather_s, compute_s, units),
     };
     let owned = if run.zero == 0 { p } else { p / n as f64 };
@@ -208,9 +227,14 @@ mod tests {
         assert!((s0.bus_bytes - 2.0 * f * 4.0 * p).abs() < 1.0);
         let s3 = predict(&model, &RunConfig { zero: 3, ..run.clone() }, Placement { ranks: 8, per_host: 8 }, &rates());
         assert!((s3.bus_bytes - (f * 4.0 * p + 2.0 * 2.0 * f * 2.0 * p)).abs() < 1.0);
-        // recompute runs the forward twice
+        // recompute runs the forward twice, and the backward hides more
         let again = predict(&model, &RunConfig { recompute: true, ..run.clone() }, Placement { ranks: 8, per_host: 8 }, &rates());
         assert!((again.compute_s - compute * 4.0 / 3.0).abs() < 1e-12);
+        let (forward, backward) = (compute / 2.0 / 3.0, compute / 2.0);
+        assert!((again.comm_exposed_s - (hide(reduce, backward) + hide(gather, forward))).abs() < 1e-12);
+        // a measured step's rate is what predict takes back
+        let tokens_s = tokens * model.flops_per_token(1024) * 4.0 / 3.0 / (0.5 * PEAK_FLOPS);
+        assert!((compute_mfu(tokens, model.flops_per_token(1024), true, tokens_s) - 0.5).abs() < 1e-12);
     }
 
     #[test]
