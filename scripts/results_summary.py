@@ -67,13 +67,47 @@ def verify_summary(g):
     return out
 
 
+def series_of(parent):
+    """Every sweep series under `parent` (/nccl, or a scaling size's /scaling/sweep_<n>)."""
+    series = []
+    for coll in parent:
+        for name, g in parent[coll].items():
+            raw = g["iteration_time_us"][:]
+            rows = []
+            for i in range(len(g["bytes"])):
+                launches = raw[i].ravel()
+                rows.append({
+                    "bytes": int(g["bytes"][i]),
+                    "count": int(g["count"][i]),
+                    "in_place": bool(g["in_place"][i]),
+                    "time_us": float(g["time_us"][i]),
+                    "busbw_gbs": float(g["busbw_gbs"][i]),
+                    "wrong": int(g["wrong"][i]),
+                    "p50_us": float(np.percentile(launches, 50)) if launches.size else None,
+                    "p99_us": float(np.percentile(launches, 99)) if launches.size else None,
+                })
+            series.append({
+                "energy_j_per_rank": plain(g["energy_j_per_rank"][:]) if "energy_j_per_rank" in g else None,
+                "seconds_per_rank": plain(g["seconds_per_rank"][:]) if "seconds_per_rank" in g else None,
+                "collective": text(g.attrs["collective"]),
+                "dtype": text(g.attrs["dtype"]),
+                "op": text(g.attrs["op"]),
+                "ranks": int(g.attrs["ranks"]),
+                "raw_shape": list(raw.shape),
+                "rows": rows,
+            })
+    return series
+
+
 def scaling_summary(g):
     """/scaling: its attributes, the table of points, and each measured size's raw step figures."""
     points = g["points"]
     out = {k: scalar(v) if np.ndim(v) == 0 else plain(v) for k, v in g.attrs.items()}
     out["sizes"] = plain(g["sizes"][:])
     out["points"] = {k: ([text(x) for x in points[k][:]] if points[k].dtype.kind == "O" else plain(points[k][:])) for k in points}
-    out["measured"] = {name: {k: plain(h[k][:]) for k in h} for name, h in g.items() if isinstance(h, h5py.Group) and name != "points"}
+    groups = {name: h for name, h in g.items() if isinstance(h, h5py.Group) and name != "points"}
+    out["measured"] = {name: {k: plain(h[k][:]) for k in h} for name, h in groups.items() if not name.startswith("sweep_")}
+    out["sweeps"] = {name: series_of(h)[0] for name, h in groups.items() if name.startswith("sweep_")}
     return out
 
 
@@ -81,33 +115,7 @@ def summarize(path):
     with h5py.File(path, "r") as f:
         run = {k: scalar(v) for k, v in f.attrs.items()}
         ranks = {k: [text(x) for x in f["ranks"][k][:]] for k in f["ranks"]} if "ranks" in f else {}
-        series = []
-        for coll in f.get("nccl", {}):
-            for name, g in f["nccl"][coll].items():
-                raw = g["iteration_time_us"][:]
-                rows = []
-                for i in range(len(g["bytes"])):
-                    launches = raw[i].ravel()
-                    rows.append({
-                        "bytes": int(g["bytes"][i]),
-                        "count": int(g["count"][i]),
-                        "in_place": bool(g["in_place"][i]),
-                        "time_us": float(g["time_us"][i]),
-                        "busbw_gbs": float(g["busbw_gbs"][i]),
-                        "wrong": int(g["wrong"][i]),
-                        "p50_us": float(np.percentile(launches, 50)) if launches.size else None,
-                        "p99_us": float(np.percentile(launches, 99)) if launches.size else None,
-                    })
-                series.append({
-                    "energy_j_per_rank": plain(g["energy_j_per_rank"][:]) if "energy_j_per_rank" in g else None,
-                    "seconds_per_rank": plain(g["seconds_per_rank"][:]) if "seconds_per_rank" in g else None,
-                    "collective": text(g.attrs["collective"]),
-                    "dtype": text(g.attrs["dtype"]),
-                    "op": text(g.attrs["op"]),
-                    "ranks": int(g.attrs["ranks"]),
-                    "raw_shape": list(raw.shape),
-                    "rows": rows,
-                })
+        series = series_of(f["nccl"]) if "nccl" in f else []
         sft = None
         if "sft" in f:
             g = f["sft"]
@@ -175,9 +183,18 @@ def main():
         d = v["verdicts"]
         for i, figure in enumerate(d["figure"]):
             verdict = "ok" if d["passed"][i] else "FAILED"
-            print(f"{figure:<26} {d['subject'][i]:<52} {d['value'][i]:>10.4g}  median {d['median'][i]:>10.4g}  {verdict}")
+            value, median = (("-" if x is None else f"{x:.4g}") for x in (d["value"][i], d["median"][i]))
+            print(f"{figure:<26} {d['subject'][i]:<52} {value:>10}  median {median:>10}  {verdict}")
         for rank, failure in zip(v["health"]["rank"], v["health"]["failure"]):
             print(f"health of rank {rank}: {failure}")
+    sc = summary["scaling"]
+    if sc:
+        p = sc["points"]
+        print(f"\n## scaling ({sc['modes']}), {sc['steps']} steps per size")
+        print(f"{'mode':<7} {'GPUs':>5} {'tokens/s/GPU':>13} {'efficiency':>10}  skipped")
+        for i, mode in enumerate(p["mode"]):
+            tps, eff = p["tokens_per_s_per_gpu"][i], p["efficiency"][i]
+            print(f"{mode:<7} {p['ranks'][i]:>5} {tps or float('nan'):>13.0f} {100 * (eff or float('nan')):>9.1f}%  {p['skipped'][i]}")
     for s in summary["series"]:
         print(f"\n## {s['collective']} {s['dtype']} {s['op']} ({s['ranks']} ranks)")
         print(f"{'bytes':>12} {'busbw GB/s':>11} {'time us':>9} {'p50 us':>9} {'p99 us':>9} {'wrong':>6}")

@@ -222,3 +222,46 @@ fn plan_calibrates_only_on_gpu_rates() {
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("/sft: a CPU run has no GPU rates"), "{}", r.stderr);
 }
+
+#[test]
+fn scaling_sweep_measures_all_reduce_on_each_sub_world() {
+    let args = [
+        "--suite",
+        "sft",
+        "--scaling",
+        "weak",
+        "--scaling-sweep",
+        "--model",
+        "tiny",
+        "--steps",
+        "2",
+        "--warmup-steps",
+        "1",
+        "--scaling-steps",
+        "2",
+        "--scaling-warmup-steps",
+        "1",
+    ];
+    let (code, stdout, stderr, summary) = run(&args, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("# scaling sweep on 2 ranks") && stdout.contains("# scaling sweep on 4 ranks"), "{stdout}");
+    let p = &summary["scaling"]["points"];
+    assert!(p["all_reduce_busbw_gbs"][0].is_null(), "size 1 has no link");
+    // Each size's series in its own group, every element checked and right; the table's
+    // figure is its out-of-place busbw at the largest size.
+    let file = read_results_raw(&summary);
+    for (i, size) in [(1, 2), (2, 4)] {
+        let series = &file[&format!("sweep_{size}")];
+        assert_eq!(series["ranks"], size);
+        let rows = series["rows"].as_array().unwrap();
+        assert!(rows.iter().all(|r| r["wrong"] == 0), "{rows:?}");
+        let largest = rows.iter().filter(|r| r["in_place"] == false).max_by_key(|r| r["bytes"].as_u64()).unwrap();
+        assert_eq!(largest["bytes"], 16 << 20);
+        assert_eq!(p["all_reduce_busbw_gbs"][i].as_f64(), largest["busbw_gbs"].as_f64());
+    }
+}
+
+/// The scaling sweeps' series by group name (`sweep_<size>`).
+fn read_results_raw(summary: &Value) -> serde_json::Map<String, Value> {
+    summary["scaling"]["sweeps"].as_object().cloned().unwrap_or_default()
+}

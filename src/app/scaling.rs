@@ -8,11 +8,15 @@ use super::session::Session;
 use super::sft::{fit, planned_bytes, train, Crew};
 use super::Stop;
 use h200_mpibench::backend::cuda::Gpu;
-use h200_mpibench::cli::scaling::ScalingPlan;
+use h200_mpibench::cli::scaling::{sweep_plan, ScalingPlan, SWEEP_SIZES_GPU, SWEEP_SIZES_HOST};
 use h200_mpibench::cli::SftPlan;
+use h200_mpibench::dist::nccl::NcclComm;
 use h200_mpibench::dist::phase;
-use h200_mpibench::dist::world::World;
+use h200_mpibench::dist::world::{Group, World};
 use h200_mpibench::model::layout::Layout;
+use h200_mpibench::sweep;
+use h200_mpibench::sweep::device_nccl::NcclEngine;
+use h200_mpibench::sweep::host_mpi::HostMpiEngine;
 use h200_mpibench::telemetry::figures;
 use h200_mpibench::train::metrics::StepRecord;
 use h200_mpibench::train::run_config::RunConfig;
@@ -66,6 +70,10 @@ pub fn check(world: &World, gpu: Option<&Gpu>, sft: &SftPlan, plan: &ScalingPlan
             slots.push(Slot { mode, size, run });
         }
     }
+    if plan.sweep {
+        let bytes: &[usize] = if gpu.is_some() { &SWEEP_SIZES_GPU } else { &SWEEP_SIZES_HOST };
+        super::sweeps::check(world, gpu, "", &sweep_plan(bytes, 0, Duration::from_secs(1)))?;
+    }
     Ok(Sizes { hosts, per_host, sizes, slots })
 }
 
@@ -90,6 +98,7 @@ pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, checked: &S
     };
     session.telemetry.begin_phase(world, Box::new(counted))?;
     let log = file.map(|f| f.begin_scaling(plan, sizes, per_host, flops_per_token)).transpose()?;
+    let (sweep_busbw, wrong) = if plan.sweep { sweep_sizes(session, sizes)? } else { (Vec::new(), 0) };
     let mut rows = Vec::new();
     // Each mode's 1-GPU replicas' step times, [rank][step].
     let mut replicas = Vec::new();
@@ -134,6 +143,7 @@ pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, checked: &S
                 grad_accum,
                 planned_memory_bytes,
                 predicted_tokens_per_s_per_gpu: predicted,
+                all_reduce_busbw_gbs: sweep_busbw.iter().find(|(size, _)| *size == slot.size).map(|(_, b)| *b),
                 measured,
             };
             if let Some(steps) = steps.as_ref().filter(|_| slot.size == 1) {
@@ -150,7 +160,7 @@ pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, checked: &S
     if world.is_root() {
         print!(
             "# scaling table (efficiency: weak, tokens/s/GPU ÷ the smallest size's; strong, speed-up ÷ GPU ratio; predicted: the step-time model \
-             calibrated on the 1-GPU point, so equal to it there)\n{}",
+             calibrated on the 1-GPU point, so close to it there)\n{}",
             scaling::table(&rows)
         );
         let pct = session.cli.straggler_pct;
@@ -160,23 +170,50 @@ pub fn run(session: &mut Session, sft: &SftPlan, plan: &ScalingPlan, checked: &S
             print!("{spread}");
         }
     }
-    Ok(0)
+    // As the sweeps: exit code 3 when a check found wrong elements.
+    Ok(if wrong == 0 { 0 } else { 3 })
+}
+
+/// A sub-world while it is measured: its MPI group (on its members) and, on GPUs at more than
+/// one rank, its NCCL communicator.
+struct SubWorld {
+    group: Option<Group>,
+    comm: Option<NcclComm>,
+}
+
+/// Collective: the sub-world of `size` ranks (at size 1 every rank its own, else ranks 0 to
+/// size − 1), split from the job's MPI and NCCL communicators.
+fn enter(session: &Session, size: usize) -> Result<SubWorld, Stop> {
+    let world = session.world;
+    let color = if size == 1 { Some(world.rank as u32) } else { (world.rank < size).then_some(0) };
+    let group = world.split(color);
+    let comm = match &session.comm {
+        Some(job) if size > 1 => job.split(color, world.rank, &session.watchdog, Duration::from_secs(session.cli.timeout))?,
+        _ => None,
+    };
+    if group.is_none() {
+        phase::set(&format!("scaling: waiting while ranks 0 to {} measure", size - 1));
+    }
+    Ok(SubWorld { group, comm })
+}
+
+/// Collective: the sub-world's communicator destroyed, every rank past a barrier that sleeps,
+/// the telemetry batches sent (between sizes, where every rank of the job is).
+fn leave(session: &mut Session, sub: SubWorld) -> Result<(), Stop> {
+    phase::set("scaling: between sizes");
+    if let Some(comm) = sub.comm {
+        comm.destroy(&session.watchdog)?;
+    }
+    session.world.quiet_barrier();
+    session.telemetry.maybe_flush(session.world)?;
+    Ok(())
 }
 
 /// Collective: trains `run` on `slot`'s sub-world while the other ranks wait; every
 /// participant's step figures on rank 0 (None elsewhere).
 fn measure(session: &mut Session, sft: &SftPlan, run: &RunConfig, slot: &Slot) -> Result<Option<StepsByRank>, Stop> {
-    let (world, cli, watchdog) = (session.world, session.cli, &session.watchdog);
-    let timeout = Duration::from_secs(cli.timeout);
+    let world = session.world;
     let replicas = slot.size == 1;
-    let color = if replicas { Some(world.rank as u32) } else { (world.rank < slot.size).then_some(0) };
-    let sub = world.split(color);
-    // Size 1 exchanges nothing; a larger sub-world gets a communicator split from the job's.
-    let comm = match (&session.comm, replicas) {
-        (Some(job), false) => job.split(color, world.rank, watchdog, timeout)?,
-        _ => None,
-    };
-    let label = format!("scaling {} {}", slot.mode.name(), slot.size);
     if world.is_root() {
         let on = match (replicas, world.size) {
             (true, 1) => "1 GPU".to_string(),
@@ -185,28 +222,54 @@ fn measure(session: &mut Session, sft: &SftPlan, run: &RunConfig, slot: &Slot) -
         };
         println!("# scaling {}, {on}: micro-batch {} × accumulation {} per GPU, {} steps", slot.mode.name(), run.micro_batch, run.grad_accum, run.steps);
     }
+    let sub = enter(session, slot.size)?;
     let mut gathered = None;
-    if let Some(sub) = &sub {
+    if let Some(group) = &sub.group {
+        let (cli, watchdog) = (session.cli, &session.watchdog);
+        let timeout = Duration::from_secs(cli.timeout);
+        let label = format!("scaling {} {}", slot.mode.name(), slot.size);
         if let Some(gpu) = &session.gpu {
             gpu.reset_peak();
         }
-        let crew = Crew { gpu: session.gpu.as_ref(), comm: comm.as_ref(), ranks: sub };
+        let crew = Crew { gpu: session.gpu.as_ref(), comm: sub.comm.as_ref(), ranks: group.comm() };
         let mut ready = || watchdog.arm(&format!("{label} step 1"), timeout);
         let mut on_step = |s: &StepRecord| watchdog.arm(&format!("{label} step {}", s.step + 1), timeout);
         let (records, _) = train(&crew, sft, run, cli, &mut ready, &mut on_step)?;
         watchdog.disarm();
         // The participants: every replica (the job) at size 1, else the sub-world.
-        gathered = Some(gather(if replicas { world.comm() } else { sub }, &records));
-        phase::set("scaling: between sizes");
-    } else {
-        phase::set(&format!("scaling: waiting while ranks 0 to {} train", slot.size - 1));
+        gathered = Some(gather(if replicas { world.comm() } else { group.comm() }, &records));
     }
-    if let Some(comm) = comm {
-        comm.destroy(watchdog)?;
-    }
-    world.quiet_barrier();
-    session.telemetry.maybe_flush(world)?;
+    leave(session, sub)?;
     Ok(gathered.filter(|_| world.is_root()).map(|columns| StepsByRank::from_gathered(columns, run.steps)))
+}
+
+/// Collective: --scaling-sweep's all_reduce on each sub-world of more than one rank while the
+/// others wait, each size's series in /scaling/sweep_<size>; on rank 0 the out-of-place busbw
+/// at the largest message per size; on every rank the wrong elements found.
+fn sweep_sizes(session: &mut Session, sizes: &[usize]) -> Result<(Vec<(usize, f64)>, u64), Stop> {
+    let world = session.world;
+    let bytes: &[usize] = if session.gpu.is_some() { &SWEEP_SIZES_GPU } else { &SWEEP_SIZES_HOST };
+    let plan = sweep_plan(bytes, session.cli.seed, Duration::from_secs(session.cli.timeout));
+    let (mut busbw, mut wrong) = (Vec::new(), 0);
+    for &size in sizes.iter().filter(|&&s| s > 1) {
+        if world.is_root() {
+            println!("# scaling sweep on {size} ranks");
+        }
+        let sub = enter(session, size)?;
+        if let Some(group) = &sub.group {
+            let under = format!("scaling/sweep_{size}");
+            let results = session.file.map(|f| (f, under.as_str()));
+            let outcome = match (&session.gpu, &sub.comm) {
+                (Some(gpu), Some(comm)) => sweep::run_all(group, &mut NcclEngine::new(group, gpu, comm)?, &plan, &session.watchdog, results, None)?,
+                _ => sweep::run_all(group, &mut HostMpiEngine::new(group), &plan, &session.watchdog, results, None)?,
+            };
+            // Summed over the sub-world's ranks: the same on each of them, and rank 0 is in every one.
+            wrong += outcome.wrong;
+            busbw.extend(outcome.largest_size_busbw_gbs.first().map(|&b| (size, b)));
+        }
+        leave(session, sub)?;
+    }
+    Ok((busbw, world.sum_u64(if world.is_root() { wrong } else { 0 })))
 }
 
 /// Collective over `comm`: each of STEP_FIELDS' columns, every rank's steps one rank after

@@ -64,7 +64,7 @@ fn sampled(
     telemetry: &mut Telemetry,
 ) -> Result<u64, Stop> {
     telemetry.begin_phase(world, Box::new(|phase| Collective::ALL.iter().any(|c| phase.starts_with(c.name()))))?;
-    let outcome = sweep::run_all(world, engine, plan, watchdog, file, telemetry)?;
+    let outcome = sweep::run_all(world, engine, plan, watchdog, file.map(|f| (f, "nccl")), Some((&mut *telemetry, world)))?;
     let stats = telemetry.end_phase(world)?;
     let hosts = world.all_gather_string(&world.host);
     if world.is_root() {

@@ -27,6 +27,11 @@ pub struct ScalingArgs {
     /// First steps at each scaling size left out of its figures.
     #[arg(long = "scaling-warmup-steps", default_value_t = 3, global = true)]
     pub scaling_warmup_steps: usize,
+
+    /// Before the training sizes: an all_reduce sweep at a few sizes on each sub-world of
+    /// more than one GPU, so the step from NVLink to the network shows in the scaling table.
+    #[arg(long = "scaling-sweep", global = true)]
+    pub scaling_sweep: bool,
 }
 
 /// The most steps one scaling size takes.
@@ -38,6 +43,8 @@ pub struct ScalingPlan {
     pub modes: Vec<Mode>,
     pub steps: usize,
     pub warmup_steps: usize,
+    /// --scaling-sweep.
+    pub sweep: bool,
 }
 
 impl ScalingArgs {
@@ -60,6 +67,34 @@ impl ScalingArgs {
         if self.scaling_warmup_steps >= self.scaling_steps {
             return Err(format!("--scaling-warmup-steps {} leaves no measured step of --scaling-steps {}", self.scaling_warmup_steps, self.scaling_steps));
         }
-        Ok(ScalingPlan { modes, steps: self.scaling_steps, warmup_steps: self.scaling_warmup_steps })
+        Ok(ScalingPlan { modes, steps: self.scaling_steps, warmup_steps: self.scaling_warmup_steps, sweep: self.scaling_sweep })
+    }
+}
+
+/// The sizes --scaling-sweep measures: on GPUs from latency-bound to bandwidth-bound; on the
+/// CPU path (MPI on host memory) smaller ones.
+pub const SWEEP_SIZES_GPU: [usize; 3] = [1 << 20, 32 << 20, 1 << 30];
+pub const SWEEP_SIZES_HOST: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
+
+/// The sweep of --scaling-sweep: all_reduce, float, sum at `sizes` bytes, out of place and in
+/// place, with nccl-tests' defaults (-n 20 -w 5 -c 1, the time averaged over ranks).
+pub fn sweep_plan(sizes: &[usize], seed: u64, timeout: std::time::Duration) -> crate::cli::SweepPlan {
+    use crate::sweep::runner::{Aggregate, SweepSettings};
+    crate::cli::SweepPlan {
+        collectives: vec![crate::dist::collective::Collective::AllReduce],
+        dtypes: vec![crate::sweep::dtype::DType::Float32],
+        ops: vec![crate::sweep::redop::RedOp::Sum],
+        settings: SweepSettings {
+            sizes: sizes.to_vec(),
+            iters: 20,
+            warmup_iters: 5,
+            check_iters: 1,
+            graph_launches: 0,
+            aggregate: Aggregate::Avg,
+            root: 0,
+            seed,
+            timeout,
+        },
+        fault: crate::dist::fault::Fault::None,
     }
 }

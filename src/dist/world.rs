@@ -1,16 +1,23 @@
 //! The MPI world as every rank sees it: global and node-local rank, host name, and the
 //! collective helpers the rest of the program needs (agreeing on errors, gathering numbers).
+//! The same over a sub-world (a Group split from the world): the scaling phase's.
 
 use mpi::collective::SystemOperation;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
+/// The job's MPI: the environment and the group of every rank (World derefs to it).
 pub struct World {
     _universe: mpi::environment::Universe,
+    all: Group,
+}
+
+/// Ranks joined by one communicator, as each of them sees it.
+pub struct Group {
     comm: SimpleCommunicator,
     pub rank: usize,
     pub size: usize,
-    /// Rank among the ranks of this host (MPI shared-memory split): picks the GPU.
+    /// Rank among the group's ranks on this host (MPI shared-memory split): picks the GPU.
     pub local_rank: usize,
     pub local_size: usize,
     pub host: String,
@@ -23,11 +30,43 @@ impl World {
             print_line("h200-mpibench: error: MPI was already initialised");
             std::process::exit(1)
         });
-        let comm = universe.world();
+        let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown-host".into());
+        let all = Group::of(universe.world(), host);
+        World { all, _universe: universe }
+    }
+
+    /// Ends every rank of the job: the one-line cause is printed by the caller first.
+    pub fn abort(&self, code: i32) -> ! {
+        abort_world(code)
+    }
+
+    pub fn mpi_library_version() -> String {
+        mpi::environment::library_version().map(|v| v.split('\0').next().unwrap_or("").lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for World {
+    type Target = Group;
+    fn deref(&self) -> &Group {
+        &self.all
+    }
+}
+
+impl Group {
+    /// Collective over `comm`: the group, its ranks on each host found by a shared-memory split.
+    fn of(comm: SimpleCommunicator, host: String) -> Group {
         let rank = comm.rank() as usize;
         let local = comm.split_shared(rank as i32);
-        let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown-host".into());
-        World { rank, size: comm.size() as usize, local_rank: local.rank() as usize, local_size: local.size() as usize, host, comm, _universe: universe }
+        Group { rank, size: comm.size() as usize, local_rank: local.rank() as usize, local_size: local.size() as usize, host, comm }
+    }
+
+    /// Collective: the ranks passing the same `color` form a sub-group, ranked as in this one;
+    /// a rank passing None joins none.
+    pub fn split(&self, color: Option<u32>) -> Option<Group> {
+        let color = color.map_or(mpi::topology::Color::undefined(), |c| mpi::topology::Color::with_value(c as i32));
+        let sub = self.comm.split_by_color_with_key(color, self.rank as i32);
+        // Every rank of this group takes part in the split; only members build the sub-group.
+        sub.map(|comm| Group::of(comm, self.host.clone()))
     }
 
     pub fn comm(&self) -> &SimpleCommunicator {
@@ -41,13 +80,6 @@ impl World {
     /// "rank 3/8 (node-a)": the prefix of every line a rank prints about itself.
     pub fn who(&self) -> String {
         format!("rank {}/{} ({})", self.rank, self.size, self.host)
-    }
-
-    /// Collective: the ranks passing the same `color` form a sub-world, ranked as in the world;
-    /// a rank passing None joins none.
-    pub fn split(&self, color: Option<u32>) -> Option<SimpleCommunicator> {
-        let color = color.map_or(mpi::topology::Color::undefined(), |c| mpi::topology::Color::with_value(c as i32));
-        self.comm.split_by_color_with_key(color, self.rank as i32)
     }
 
     pub fn barrier(&self) {
@@ -134,24 +166,15 @@ impl World {
     pub fn broadcast_from_root(&self, buf: &mut [u8]) {
         self.comm.process_at_rank(0).broadcast_into(buf);
     }
-
-    /// Ends every rank of the job: the one-line cause is printed by the caller first.
-    pub fn abort(&self, code: i32) -> ! {
-        abort_world(code)
-    }
-
-    pub fn mpi_library_version() -> String {
-        mpi::environment::library_version().map(|v| v.split('\0').next().unwrap_or("").lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
-    }
 }
 
-/// Prints one line to stderr in a single write, so lines of ranks sharing a terminal or
 /// Each rank's string from padded blocks of equal width.
 fn unpad(all: &[u8], lens: &[u64]) -> Vec<String> {
     let width = all.len() / lens.len().max(1);
     all.chunks(width.max(1)).zip(lens).map(|(chunk, &len)| String::from_utf8_lossy(&chunk[..len as usize]).into_owned()).collect()
 }
 
+/// Prints one line to stderr in a single write, so lines of ranks sharing a terminal or
 /// pipe never interleave.
 pub fn print_line(text: &str) {
     use std::io::Write;
@@ -167,8 +190,8 @@ pub fn abort_world(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Data-parallel training sums over an MPI communicator: the world's (World::comm) or a
-/// sub-world's (World::split).
+/// Data-parallel training sums over an MPI communicator: the world's (Group::comm) or a
+/// sub-world's (Group::split).
 impl crate::dist::ranks::Ranks for SimpleCommunicator {
     fn rank(&self) -> usize {
         Communicator::rank(self) as usize

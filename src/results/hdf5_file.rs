@@ -86,11 +86,12 @@ impl ResultsFile {
         Ok(())
     }
 
-    /// Writes one series under /nccl/<collective>/<dtype>[_<op>][_root<r>] and flushes.
-    pub fn write_series(&self, s: &Series, settings: &SeriesSettings, energy: &SeriesEnergy) -> Result<()> {
-        let parent = match self.file.group("nccl") {
+    /// Writes one series under /<under>/<collective>/<dtype>[_<op>][_root<r>] (`under`: nccl,
+    /// or a scaling size's group) and flushes.
+    pub fn write_series(&self, under: &str, s: &Series, settings: &SeriesSettings, energy: &SeriesEnergy) -> Result<()> {
+        let parent = match self.file.group(under) {
             Ok(g) => g,
-            Err(_) => self.file.create_group("nccl")?,
+            Err(_) => self.file.create_group(under)?,
         };
         let collective = match parent.group(s.collective.name()) {
             Ok(g) => g,

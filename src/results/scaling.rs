@@ -12,7 +12,7 @@ use crate::train::scaling::{Row, StepsByRank};
 use anyhow::Result;
 use hdf5::Group;
 
-const POINT_COLUMNS: [(&str, Kind); 22] = [
+const POINT_COLUMNS: [(&str, Kind); 23] = [
     ("mode", Kind::Text),
     ("ranks", Kind::U64),
     ("hosts", Kind::U64),
@@ -34,6 +34,7 @@ const POINT_COLUMNS: [(&str, Kind); 22] = [
     ("baseline_ranks", Kind::U64),
     ("planned_memory_bytes", Kind::U64),
     ("peak_memory_bytes", Kind::F64),
+    ("all_reduce_busbw_gbs", Kind::F64),
     ("skipped", Kind::Text),
 ];
 
@@ -101,6 +102,7 @@ impl ScalingLog {
             Cell::U64(m.map_or(0, |m| m.baseline_ranks as u64)),
             Cell::U64(row.planned_memory_bytes),
             f(p.map(|p| p.peak_memory_bytes)),
+            f(row.all_reduce_busbw_gbs),
             Cell::Text(skipped),
         ])?;
         self.points.flush()

@@ -10,7 +10,7 @@ use crate::backend::cuda::kernels::FillVerify;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::dist::collective::Collective;
 use crate::dist::nccl::{check, NcclComm};
-use crate::dist::world::World;
+use crate::dist::world::Group;
 use anyhow::{bail, Result};
 use cudarc::driver::{sys as cu, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nccl::sys as nccl;
@@ -58,7 +58,7 @@ impl PatternArgs {
 }
 
 pub struct NcclEngine<'w> {
-    world: &'w World,
+    world: &'w Group,
     gpu: &'w Gpu,
     comm: &'w NcclComm,
     kernels: FillVerify,
@@ -68,7 +68,7 @@ pub struct NcclEngine<'w> {
 }
 
 impl<'w> NcclEngine<'w> {
-    pub fn new(world: &'w World, gpu: &'w Gpu, comm: &'w NcclComm) -> Result<Self> {
+    pub fn new(world: &'w Group, gpu: &'w Gpu, comm: &'w NcclComm) -> Result<Self> {
         Ok(NcclEngine { kernels: FillVerify::load(gpu)?, wrong: gpu.alloc(8)?, world, gpu, comm, send: None, recv: None })
     }
 

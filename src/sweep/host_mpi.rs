@@ -8,7 +8,7 @@ use super::minifloat::Fp8;
 use super::pattern::{Mapping, Pattern};
 use super::redop::RedOp;
 use crate::dist::collective::Collective;
-use crate::dist::world::World;
+use crate::dist::world::Group;
 use anyhow::{ensure, Result};
 use mpi::ffi;
 use mpi::traits::AsRaw;
@@ -17,7 +17,7 @@ use std::ffi::{c_int, c_void};
 use std::time::Instant;
 
 pub struct HostMpiEngine<'w> {
-    world: &'w World,
+    world: &'w Group,
     send: Vec<u64>,
     recv: Vec<u64>,
     /// The input of in-place calls, and of float avg scaled by 1/n (NCCL's PreMulSum).
@@ -32,7 +32,7 @@ thread_local! {
 }
 
 impl<'w> HostMpiEngine<'w> {
-    pub fn new(world: &'w World) -> Self {
+    pub fn new(world: &'w Group) -> Self {
         let mut op: ffi::MPI_Op = unsafe { ffi::RSMPI_SUM };
         unsafe { ffi::MPI_Op_create(Some(reduce_small_floats), 1, &mut op) };
         HostMpiEngine { world, send: Vec::new(), recv: Vec::new(), staged: Vec::new(), small_float_op: op }

@@ -14,7 +14,7 @@ pub mod table;
 
 use crate::cli::SweepPlan;
 use crate::dist::watchdog::Watchdog;
-use crate::dist::world::World;
+use crate::dist::world::{Group, World};
 use crate::results::hdf5_file::{ResultsFile, SeriesEnergy, SeriesSettings};
 use crate::telemetry::collect::Telemetry;
 use crate::telemetry::figures;
@@ -36,17 +36,21 @@ pub fn largest_buffer(plan: &SweepPlan, ranks: usize) -> usize {
 pub struct Outcome {
     pub wrong: u64,
     pub launch_ratio_per_rank: Vec<Vec<f64>>,
+    /// Per series in the order run, the out-of-place busbw at its largest size.
+    pub largest_size_busbw_gbs: Vec<f64>,
 }
 
-/// Runs the whole plan. Each series' energy and wall time per rank go with it to the file,
-/// and its telemetry to rank 0 as it ends.
+/// Runs the whole plan over `world` (the job's ranks, or a sub-world's). Each series goes to
+/// `results`' file under its group path (`nccl`) with its energy and wall time per rank, and
+/// its telemetry to rank 0 over the job's World as it ends; without `telemetry` (a sub-world,
+/// whose ranks cannot send it alone: the sends are collective over the job) neither is read.
 pub fn run_all(
-    world: &World,
+    world: &Group,
     engine: &mut dyn Engine,
     plan: &SweepPlan,
     watchdog: &Watchdog,
-    results: Option<&ResultsFile>,
-    telemetry: &mut Telemetry,
+    results: Option<(&ResultsFile, &str)>,
+    mut telemetry: Option<(&mut Telemetry, &World)>,
 ) -> Result<Outcome> {
     let s = &plan.settings;
     let engine_name = engine.name();
@@ -61,6 +65,7 @@ pub fn run_all(
     let mut sweep = Sweep { world, engine, settings: s, watchdog, fault: plan.fault };
     let (mut wrong, mut checked, mut busbw_sum, mut halves) = (0u64, 0usize, 0f64, 0usize);
     let mut ratios = vec![Vec::new(); world.size];
+    let mut largest_size_busbw_gbs = Vec::new();
     for &collective in &plan.collectives {
         if world.is_root() {
             println!("#\n# {collective}\n{}", table::header());
@@ -72,12 +77,13 @@ pub fn run_all(
                 let op_name = collective.reduces().then(|| op.name());
                 let root = collective.has_root().then_some(s.root);
                 let mut pending: Option<Measurement> = None;
-                let (energy_at_start, start) = (telemetry.energy_j(), Instant::now());
+                let energy_now = |t: &mut Option<(&mut Telemetry, &World)>| t.as_mut().map_or(f64::NAN, |(t, _)| t.energy_j());
+                let (energy_at_start, start) = (energy_now(&mut telemetry), Instant::now());
                 let mut telemetry_error = None;
                 // Every rank finishes each row together: the telemetry batches may go then
                 // (maybe_flush is collective), so a long series loses at most FLUSH_EVERY.
                 let mut on_row = |m: &Measurement| {
-                    if let Err(e) = telemetry.maybe_flush(world) {
+                    if let Some(Err(e)) = telemetry.as_mut().map(|(t, job)| t.maybe_flush(job)) {
                         telemetry_error.get_or_insert(e);
                     }
                     if !world.is_root() {
@@ -95,8 +101,10 @@ pub fn run_all(
                 if let Some(e) = telemetry_error {
                     return Err(e.context("cannot send the telemetry to rank 0"));
                 }
-                let mine = [telemetry.energy_j() - energy_at_start, start.elapsed().as_secs_f64()];
-                telemetry.flush(world)?;
+                let mine = [energy_now(&mut telemetry) - energy_at_start, start.elapsed().as_secs_f64()];
+                if let Some((t, job)) = telemetry.as_mut() {
+                    t.flush(job)?;
+                }
                 let energy = SeriesEnergy::from_ranks(&world.all_gather_f64(&mine));
                 if world.is_root() && energy.total_j().is_finite() {
                     println!("#  energy {:.1} J over {} rank(s), mean power {:.0} W per GPU", energy.total_j(), world.size, energy.mean_power_w());
@@ -111,8 +119,9 @@ pub fn run_all(
                     busbw_sum += row.busbw_gbs;
                     halves += 1;
                 }
-                if let Some(file) = results {
-                    file.write_series(&series, &recorded, &energy)?;
+                largest_size_busbw_gbs.extend(series.rows.iter().rfind(|r| !r.in_place).map(|r| r.busbw_gbs));
+                if let Some((file, under)) = results {
+                    file.write_series(under, &series, &recorded, &energy)?;
                 }
             }
         }
@@ -120,5 +129,5 @@ pub fn run_all(
     if world.is_root() {
         println!("{}", table::footer((checked > 0).then_some(wrong), busbw_sum, halves));
     }
-    Ok(Outcome { wrong, launch_ratio_per_rank: ratios })
+    Ok(Outcome { wrong, launch_ratio_per_rank: ratios, largest_size_busbw_gbs })
 }

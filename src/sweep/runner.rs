@@ -10,7 +10,7 @@ use super::redop::RedOp;
 use crate::dist::collective::Collective;
 use crate::dist::fault::Fault;
 use crate::dist::watchdog::Watchdog;
-use crate::dist::world::World;
+use crate::dist::world::Group;
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ impl Series {
 }
 
 pub struct Sweep<'a> {
-    pub world: &'a World,
+    pub world: &'a Group,
     pub engine: &'a mut dyn Engine,
     pub settings: &'a SweepSettings,
     pub watchdog: &'a Watchdog,

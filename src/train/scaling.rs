@@ -199,6 +199,8 @@ pub struct Row {
     pub planned_memory_bytes: u64,
     /// The step-time model's tokens/s/GPU at this size, calibrated on the 1-GPU point (GPUs).
     pub predicted_tokens_per_s_per_gpu: Option<f64>,
+    /// With --scaling-sweep: the all_reduce busbw on this size's sub-world at the largest message.
+    pub all_reduce_busbw_gbs: Option<f64>,
     /// The figures, or why the size was skipped.
     pub measured: Result<Measured, String>,
 }
@@ -228,8 +230,9 @@ impl Row {
         let p = &m.point;
         let mfu = p.mfu.map_or("-".to_string(), |u| format!("{:.1}", 100.0 * u));
         let predicted = self.predicted_tokens_per_s_per_gpu.map_or("-".to_string(), |t| format!("{t:.0}"));
+        let busbw = self.all_reduce_busbw_gbs.map_or("-".to_string(), |b| format!("{b:.1}"));
         format!(
-            "{settings} {:>13.0} {:>10} {:>6} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.2} {:>9.2} {:>7.3} {:>9.2} {:>7.1}% of {}\n",
+            "{settings} {:>13.0} {:>10} {:>6} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.2} {:>9.2} {:>7.3} {:>9.2} {:>7.1}% of {} {:>9}\n",
             p.tokens_per_s_per_gpu,
             predicted,
             mfu,
@@ -242,14 +245,15 @@ impl Row {
             p.comm_compute_ratio,
             p.peak_memory_bytes / (1u64 << 30) as f64,
             100.0 * m.efficiency,
-            m.baseline_ranks
+            m.baseline_ranks,
+            busbw
         )
     }
 }
 
 /// The scaling table, one line per row.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = "# mode    GPUs hosts  micro×accum  global  tokens/s/GPU  predicted   MFU%   step s  fwd s    bwd s    opt s    exposed ms busy ms comm/comp peak GiB efficiency\n".to_string();
+    let mut out = "# mode    GPUs hosts  micro×accum  global  tokens/s/GPU  predicted   MFU%   step s  fwd s    bwd s    opt s    exposed ms busy ms comm/comp peak GiB efficiency  AR GB/s\n".to_string();
     for row in rows {
         out += &row.line();
     }
