@@ -1,0 +1,169 @@
+"""The report's PNG charts, drawn from figures.py's tables (matplotlib, no display)."""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, out_dir, name):
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def busbw(nccl, out_dir):
+    """Out-of-place busbw against size per collective, one line per file, dtype and op."""
+    if nccl.empty:
+        return []
+    paths = []
+    for collective, rows in nccl[~nccl["in_place"]].groupby("collective"):
+        fig, (bw, lat) = plt.subplots(1, 2, figsize=(11, 4))
+        for (file, dtype, op), s in rows.groupby(["file", "dtype", "op"]):
+            label = f"{file} {dtype} {op}".replace(" none", "")
+            bw.plot(s["bytes"], s["busbw_gbs"], marker=".", label=label)
+            lat.plot(s["bytes"], s["p50_us"], marker=".", label=f"{label} p50")
+            lat.plot(s["bytes"], s["p99_us"], linestyle="--", label=f"{label} p99")
+        for ax, what in ((bw, "busbw (GB/s)"), (lat, "time per launch (µs)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("bytes")
+            ax.set_ylabel(what)
+            ax.grid(alpha=0.3)
+        lat.set_yscale("log")
+        bw.set_title(f"{collective}: bus bandwidth, out of place")
+        lat.set_title(f"{collective}: p50 / p99 launch time")
+        bw.legend(fontsize=7)
+        paths.append(_save(fig, out_dir, f"nccl_{collective}.png"))
+    return paths
+
+
+def sft(steps, out_dir):
+    """Tokens/s and loss per step; the step split stacked per step."""
+    if steps.empty:
+        return []
+    fig, (tps, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for file, s in steps.groupby("file"):
+        tps.plot(s["step"], s["tokens_per_s"], marker=".", label=file)
+        loss.plot(s["step"], s["loss"], marker=".", label=file)
+    tps.set(xlabel="step", ylabel="tokens/s per GPU", title="SFT throughput")
+    loss.set(xlabel="step", ylabel="loss", title="SFT loss")
+    tps.legend(fontsize=7)
+    paths = [_save(fig, out_dir, "sft_steps.png")]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    first = steps[steps["file"] == steps["file"].iloc[0]]
+    compute = first["forward_s"] + first["backward_s"] - first["comm_s"]
+    other = (first["step_s"] - compute - first["comm_s"] - first["optimizer_s"]).clip(lower=0)
+    bottom = np.zeros(len(first))
+    for label, part in (("forward + backward compute", compute), ("exposed communication", first["comm_s"]), ("optimizer", first["optimizer_s"]), ("other", other)):
+        ax.bar(first["step"], part, bottom=bottom, label=label)
+        bottom += part.to_numpy()
+    ax.set(xlabel="step", ylabel="seconds", title=f"step-time split ({first['file'].iloc[0]})")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out_dir, "sft_split.png"))
+    return paths
+
+
+def memory(summaries, out_dir):
+    """Planned against measured peak memory per file."""
+    rows = [(name, s["planned_gib"], s["peak_gib"]) for name, s in summaries if s]
+    if not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r[1] for r in rows], 0.4, label="planned")
+    ax.bar(x + 0.2, [r[2] for r in rows], 0.4, label="measured peak")
+    ax.set_xticks(x, [r[0] for r in rows], fontsize=7)
+    ax.set(ylabel="GiB per GPU", title="SFT memory")
+    ax.legend(fontsize=7)
+    return [_save(fig, out_dir, "sft_memory.png")]
+
+
+def per_rank_steps(runs, out_dir):
+    """Each rank's step times over the measured steps, stragglers (slowest) marked."""
+    paths = []
+    for run in runs:
+        pr = run.sft["per_rank"] if run.sft else {}
+        if "rank_step_s" not in pr:
+            continue
+        warm = run.sft["attrs"]["warmup_steps"]
+        data = pr["rank_step_s"][warm:]
+        if data.size == 0:
+            continue
+        fig, ax = plt.subplots(figsize=(max(5, 0.4 * data.shape[1] + 3), 3.5))
+        ax.boxplot([data[:, r] for r in range(data.shape[1])])
+        medians = np.median(data, axis=0)
+        slow = int(np.argmax(medians))
+        ax.plot([slow + 1], [medians[slow]], "r*", markersize=12, label=f"slowest: rank {slow}")
+        ax.set(xlabel="rank", ylabel="step s", title=f"per-rank step time ({run.name})")
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, out_dir, f"ranks_{len(paths)}.png"))
+    return paths
+
+
+def telemetry(rows, out_dir):
+    """Utilisation, power, temperature and SM clock over time per GPU, phases shaded."""
+    if rows.empty:
+        return []
+    paths = []
+    for file, t in rows.groupby("file"):
+        fields = [f for f in ("gpu_util_pct", "power_w", "temp_gpu_c", "sm_clock_mhz") if f in t and np.isfinite(t[f]).any()]
+        if not fields:
+            fields = [f for f in ("process_cpu_s", "process_rss_bytes") if f in t]
+        fig, axes = plt.subplots(len(fields), 1, figsize=(11, 2.2 * len(fields)), sharex=True, squeeze=False)
+        kinds = t["phase"].str.split().str[0]
+        starts = t.index[kinds.ne(kinds.shift())]
+        for ax, field in zip(axes[:, 0], fields):
+            for rank, r in t.groupby("rank"):
+                ax.plot(r["t_s"], r[field], label=f"rank {rank}", linewidth=1)
+            ax.set_ylabel(field, fontsize=8)
+            for i, start in enumerate(starts):
+                end = starts[i + 1] if i + 1 < len(starts) else t.index[-1]
+                if i % 2 == 0:
+                    ax.axvspan(t.loc[start, "t_s"], t.loc[end, "t_s"], color="grey", alpha=0.1)
+        axes[0, 0].set_title(f"telemetry ({file}); shaded: alternate phases ({', '.join(dict.fromkeys(kinds))})", fontsize=9)
+        axes[-1, 0].set_xlabel("s since start")
+        axes[0, 0].legend(fontsize=7)
+        paths.append(_save(fig, out_dir, f"telemetry_{len(paths)}.png"))
+    return paths
+
+
+def scaling(rows, out_dir):
+    """Efficiency and tokens/s/GPU against GPU count, weak and strong."""
+    rows = rows.dropna(subset=["tokens_per_s_per_gpu"]) if not rows.empty else rows
+    if rows.empty:
+        return []
+    fig, (eff, tps) = plt.subplots(1, 2, figsize=(11, 4))
+    for (file, mode), r in rows.groupby(["file", "mode"]):
+        eff.plot(r["gpus"], 100 * r["efficiency"], marker="o", label=f"{file} {mode}")
+        tps.plot(r["gpus"], r["tokens_per_s_per_gpu"], marker="o", label=f"{file} {mode}")
+    for ax in (eff, tps):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("GPUs")
+        ax.grid(alpha=0.3)
+    eff.set(ylabel="efficiency (%)", title="scaling efficiency")
+    tps.set(ylabel="tokens/s per GPU", title="throughput per GPU")
+    eff.legend(fontsize=7)
+    return [_save(fig, out_dir, "scaling.png")]
+
+
+def verify(rows, out_dir):
+    """Each verify figure per GPU or host against the median of its peers and the reference."""
+    if rows.empty:
+        return []
+    figures = list(dict.fromkeys(rows["figure"]))
+    fig, axes = plt.subplots(len(figures), 1, figsize=(9, 1.8 * len(figures) + 0.5), squeeze=False)
+    for ax, name in zip(axes[:, 0], figures):
+        r = rows[rows["figure"] == name]
+        labels = [f"{f}:{s[:28]}" for f, s in zip(r["file"], r["subject"])]
+        colours = ["tab:green" if p == 1 else "tab:red" for p in r["passed"].fillna(1)]
+        ax.barh(labels, r["value"], color=colours)
+        for line, style in ((r["median"], "--"), (r["reference_limit"], ":")):
+            for v in line.dropna().unique():
+                ax.axvline(v, linestyle=style, color="black")
+        ax.set_title(f"{name} ({r['unit'].iloc[0]}); dashed: median of peers, dotted: reference", fontsize=8)
+        ax.tick_params(labelsize=7)
+    return [_save(fig, out_dir, "verify.png")]
