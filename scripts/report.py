@@ -38,7 +38,7 @@ def summary_rows(runs):
     """One row per file and phase: its wall time and exit code (attributes phase_<name>_*)."""
     rows = []
     for run in runs:
-        phases = [k[len("phase_"):-len("_s")] for k in run.meta if k.startswith("phase_") and k.endswith("_s") and not k.endswith("_exit_code")]
+        phases = [k[len("phase_"):-len("_s")] for k in run.meta if k.startswith("phase_") and k.endswith("_s")]
         for phase in phases or [run.meta.get("suite", "")]:
             rows.append({"file": run.name, "phase": phase, "seconds": run.meta.get(f"phase_{phase}_s", np.nan),
                          "exit_code": run.meta.get(f"phase_{phase}_exit_code", run.meta.get("exit_code", np.nan)), "partial": run.partial})
@@ -74,6 +74,7 @@ def verdict(runs, nccl, sfts, scaling, verify):
     failed = verify[verify["passed"] == 0] if not verify.empty else verify
     slow = [f"{n}: slowest rank {s['slowest_rank']}" for n, s in done if s.get("slowest_rank") is not None and run_size(runs, n) > 1]
     problems = [f"{r.file}: {r.figure} of {r.subject} FAILED ({r.value:,.4g})" for r in failed.itertuples()]
+    problems += [f"health {line}" for run in runs for line in figures.health_rows(run)]
     lines.append("problems: " + ("; ".join(problems) if problems else "no failed verification") + ("; " + "; ".join(slow) if slow else ""))
     return "".join(f"{i}. {line}\n" for i, line in enumerate(lines, 1))
 
@@ -94,17 +95,20 @@ def build(paths, out_dir):
     from_runs = figures.scaling_from_runs(runs) if scaling.empty else pd.DataFrame()
     telemetry = pd.concat([figures.telemetry_rows(r) for r in runs], ignore_index=True)
     progress("report: drawing the charts")
-    md = ["# h200-mpibench report\n", "## Verdict\n", verdict(runs, nccl, sfts, scaling if from_runs.empty else from_runs.assign(mode="weak, separate runs"), verify)]
+    shown = scaling if not scaling.empty else from_runs
+    md = ["# h200-mpibench report\n", "## Verdict\n", verdict(runs, nccl, sfts, shown, verify)]
     md += ["## System\n", render.system(runs)]
-    lacks = lambda what: "".join(f"{r.name} has no {what}.\n\n" for r in runs if getattr(r, what.split()[0]) is None)
 
-    md += ["## Verify\n", lacks("verify group")]
+    def lacks(part, what):
+        return "".join(f"{r.name} has no {what}.\n\n" for r in runs if getattr(r, part) is None)
+
+    md += ["## Verify\n", lacks("verify", "verify group")]
     if not verify.empty:
         md.append(render.table(verify, [("file", "file", 0), ("figure", "figure", 0), ("GPU or host", "subject", 0), ("unit", "unit", 0), ("value", "value", 1),
                                          ("median of peers", "median", 1), ("reference limit", "reference_limit", 1), ("passed", "passed", 0)]))
         md += [render.image(p, out_dir, "verify figures against the median and the reference") for p in charts.verify(verify, out_dir)]
 
-    md += ["## Collectives\n", lacks("nccl sweep")]
+    md += ["## Collectives\n", lacks("nccl", "nccl sweep")]
     if not nccl.empty:
         largest = nccl[~nccl["in_place"]].sort_values("bytes").groupby(["file", "collective", "dtype", "op"]).tail(1)
         md.append("Out of place, at each series' largest size (nccl.csv has every size):\n\n")
@@ -112,7 +116,7 @@ def build(paths, out_dir):
                                          ("time µs", "time_us", 1), ("algbw GB/s", "algbw_gbs", 2), ("busbw GB/s", "busbw_gbs", 2), ("p50 µs", "p50_us", 1), ("p99 µs", "p99_us", 1), ("wrong", "wrong", 0)]))
         md += [render.image(p, out_dir, os.path.basename(p)[:-4]) for p in charts.busbw(nccl, out_dir)]
 
-    md += ["## SFT\n", lacks("sft run")]
+    md += ["## SFT\n", lacks("sft", "sft run")]
     done = [dict(file=n, **s) for n, s in sfts if s]
     if done:
         md.append(render.table(done, [("file", "file", 0), ("model", "model", 0), ("engine", "engine", 0), ("measured steps", "measured_steps", 0), ("tokens/s/GPU", "tokens_per_s_per_gpu", 0),
@@ -121,18 +125,16 @@ def build(paths, out_dir):
         md += [render.image(p, out_dir, os.path.basename(p)[:-4]) for p in charts.sft(steps, out_dir) + charts.memory(sfts, out_dir) + charts.per_rank_steps(runs, out_dir)]
 
     md += ["## Scaling\n"]
-    shown = scaling if not scaling.empty else from_runs
     if shown.empty:
         md.append("No file has /scaling, and the SFT runs given do not span several GPU counts.\n")
     else:
         if scaling.empty:
             md.append("From separate single-size SFT runs (no /scaling in these files): efficiency = tokens/s/GPU ÷ the fewest GPUs' run.\n\n")
-            shown = shown.assign(mode="weak (separate runs)", hosts=np.nan, global_batch=np.nan, skipped="")
         md.append(render.table(shown, [("file", "file", 0), ("mode", "mode", 0), ("GPUs", "gpus", 0), ("hosts", "hosts", 0), ("global batch", "global_batch", 0),
                                        ("tokens/s/GPU", "tokens_per_s_per_gpu", 0), ("efficiency", "efficiency", 3), ("skipped", "skipped", 0)]))
         md += [render.image(p, out_dir, "scaling") for p in charts.scaling(shown, out_dir)]
 
-    md += ["## Telemetry\n", lacks("telemetry table")]
+    md += ["## Telemetry\n", lacks("telemetry", "telemetry table")]
     if not telemetry.empty:
         agg = telemetry.groupby(["file", "rank"]).agg(samples=("t_s", "size"), mean_power_w=("power_w", "mean"), peak_temp_c=("temp_gpu_c", "max"), mean_sm_clock_mhz=("sm_clock_mhz", "mean"), mean_util_pct=("gpu_util_pct", "mean")).reset_index()
         md.append(render.table(agg, [("file", "file", 0), ("rank", "rank", 0), ("samples", "samples", 0), ("mean power W", "mean_power_w", 0), ("peak °C", "peak_temp_c", 0),
@@ -145,7 +147,7 @@ def build(paths, out_dir):
     with open(os.path.join(out_dir, "report.html"), "w") as f:
         f.write(render.to_html(text, out_dir, "h200-mpibench report"))
     progress("report: writing the CSV files")
-    for frame, name in ((summary_rows(runs), "summary.csv"), (steps, "sft_steps.csv"), (nccl, "nccl.csv"), (telemetry, "gpu_metrics.csv"), (verify, "verify.csv"), (scaling if not scaling.empty else from_runs, "scaling.csv")):
+    for frame, name in ((summary_rows(runs), "summary.csv"), (steps, "sft_steps.csv"), (nccl, "nccl.csv"), (telemetry, "gpu_metrics.csv"), (verify, "verify.csv"), (shown, "scaling.csv")):
         csv(frame, name, out_dir)
     progress(f"report: {os.path.join(out_dir, 'report.md')}, report.html, the charts and CSV files in {out_dir}")
 

@@ -95,9 +95,10 @@ def per_rank_steps(runs, out_dir):
             continue
         fig, ax = plt.subplots(figsize=(max(5, 0.4 * data.shape[1] + 3), 3.5))
         ax.boxplot([data[:, r] for r in range(data.shape[1])])
-        medians = np.median(data, axis=0)
-        slow = int(np.argmax(medians))
-        ax.plot([slow + 1], [medians[slow]], "r*", markersize=12, label=f"slowest: rank {slow}")
+        # The slowest by its median step compute (step − exposed communication), as the run names it.
+        compute = np.median(data - pr["rank_comm_s"][warm:], axis=0) if "rank_comm_s" in pr else np.median(data, axis=0)
+        slow = int(np.argmax(compute))
+        ax.plot([slow + 1], [np.median(data[:, slow])], "r*", markersize=12, label=f"slowest step compute: rank {slow}")
         ax.set(xlabel="rank", ylabel="step s", title=f"per-rank step time ({run.name})")
         ax.legend(fontsize=7)
         paths.append(_save(fig, out_dir, f"ranks_{len(paths)}.png"))
@@ -114,16 +115,16 @@ def telemetry(rows, out_dir):
         if not fields:
             fields = [f for f in ("process_cpu_s", "process_rss_bytes") if f in t]
         fig, axes = plt.subplots(len(fields), 1, figsize=(11, 2.2 * len(fields)), sharex=True, squeeze=False)
-        kinds = t["phase"].str.split().str[0]
-        starts = t.index[kinds.ne(kinds.shift())]
+        # Phases from rank 0's samples in time order (the table is in batches, rank after rank).
+        first = t[t["rank"] == t["rank"].min()].sort_values("t_s").reset_index(drop=True)
+        kinds = first["phase"].str.split().str[0].str.rstrip(":")
+        starts = list(first.index[kinds.ne(kinds.shift())]) + [len(first) - 1]
         for ax, field in zip(axes[:, 0], fields):
-            for rank, r in t.groupby("rank"):
+            for rank, r in t.sort_values("t_s").groupby("rank"):
                 ax.plot(r["t_s"], r[field], label=f"rank {rank}", linewidth=1)
             ax.set_ylabel(field, fontsize=8)
-            for i, start in enumerate(starts):
-                end = starts[i + 1] if i + 1 < len(starts) else t.index[-1]
-                if i % 2 == 0:
-                    ax.axvspan(t.loc[start, "t_s"], t.loc[end, "t_s"], color="grey", alpha=0.1)
+            for i in range(0, len(starts) - 1, 2):
+                ax.axvspan(first.loc[starts[i], "t_s"], first.loc[starts[i + 1], "t_s"], color="grey", alpha=0.1)
         axes[0, 0].set_title(f"telemetry ({file}); shaded: alternate phases ({', '.join(dict.fromkeys(kinds))})", fontsize=9)
         axes[-1, 0].set_xlabel("s since start")
         axes[0, 0].legend(fontsize=7)

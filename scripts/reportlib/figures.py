@@ -1,7 +1,14 @@
 """Every figure of the report, recomputed from the raw datasets (never copied from the
 program's own summaries), with its formula beside it. Each function takes a load.Run."""
+import json
+
 import numpy as np
 import pandas as pd
+
+def bus_factor(collective, n):
+    """nccl-tests' bus bandwidth factor of `collective` over `n` ranks."""
+    return {"all_reduce": 2 * (n - 1) / n, "reduce_scatter": (n - 1) / n, "all_gather": (n - 1) / n, "alltoall": (n - 1) / n}.get(collective, 1.0)
+
 
 AGGREGATE = {"rank0": lambda t: t[:, 0], "avg": lambda t: t.mean(axis=1), "min": lambda t: t.min(axis=1), "max": lambda t: t.max(axis=1)}
 
@@ -20,7 +27,7 @@ def nccl_rows(run):
         out.append(pd.DataFrame({
             "file": run.name, "collective": a["collective"], "dtype": a["dtype"], "op": a["op"], "ranks": a["ranks"], "engine": a["engine"],
             "bytes": rows["bytes"], "in_place": rows["in_place"].astype(bool), "time_us": time_us, "algbw_gbs": algbw,
-            "busbw_gbs": algbw * a["busbw_factor"], "p50_us": np.percentile(launches, 50, axis=1), "p99_us": np.percentile(launches, 99, axis=1),
+            "busbw_gbs": algbw * bus_factor(a["collective"], a["ranks"]), "p50_us": np.percentile(launches, 50, axis=1), "p99_us": np.percentile(launches, 99, axis=1),
             "wrong": rows["wrong"],
         }))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -83,9 +90,18 @@ def verify_rows(run):
             seconds = seconds[np.isfinite(seconds)]
             value = np.median(seconds * 1e6 / p["work"][i]) if latency else np.median(p["work"][i] / seconds)
             rows.append({"file": run.name, "figure": name, "subject": subject, "unit": p["attrs"].get("unit", ""), "value": value})
-    out = pd.DataFrame(rows)
-    verdicts = v["verdicts"][["figure", "subject", "median", "median_limit", "reference_limit", "reference", "passed"]]
+    out = pd.DataFrame(rows, columns=["file", "figure", "subject", "unit", "value"])
+    keep = ["figure", "subject", "median", "median_limit", "reference_limit", "reference", "passed"]
+    verdicts = v["verdicts"].reindex(columns=keep)
     return out.merge(verdicts, on=["figure", "subject"], how="left")
+
+
+def health_rows(run):
+    """The health failures the file records (verify)."""
+    v = run.verify
+    if v is None or v["health"].empty:
+        return []
+    return [f"{run.name}: rank {r['rank']}: {r['failure']}" for r in v["health"].to_dict("records")]
 
 
 def scaling_rows(run):
@@ -126,16 +142,21 @@ def telemetry_rows(run):
 
 
 def scaling_from_runs(runs):
-    """Where no file has /scaling: the finished SFT runs of one model, one row per file, by
-    GPU count; efficiency = tokens/s/GPU ÷ the fewest GPUs' (weak scaling across runs)."""
+    """Where no file has /scaling: the finished SFT runs of one model shape, sequence and
+    micro-batch at several GPU counts, one row per file; efficiency = tokens/s/GPU ÷ the
+    fewest GPUs' (weak scaling across runs)."""
     rows = []
     for run in runs:
         s = sft_summary(run)
         if s and s["finished"]:
-            rows.append({"file": run.name, "model": s["model"], "gpus": int(run.meta.get("world_size", 1)), "tokens_per_s_per_gpu": s["tokens_per_s_per_gpu"]})
+            shape = (s["model"], json.dumps(run.sft["model"], sort_keys=True), run.sft["run"].get("seq"), run.sft["run"].get("micro_batch"))
+            rows.append({"file": run.name, "shape": shape, "gpus": int(run.meta.get("world_size", 1)), "tokens_per_s_per_gpu": s["tokens_per_s_per_gpu"]})
     out = pd.DataFrame(rows)
-    if out.empty or out["gpus"].nunique() < 2:
-        return pd.DataFrame()
-    out = out.sort_values("gpus")
-    out["efficiency"] = out["tokens_per_s_per_gpu"] / out.groupby("model")["tokens_per_s_per_gpu"].transform("first")
-    return out
+    if out.empty:
+        return out
+    # Only runs of one model, shape, sequence and micro-batch at several GPU counts compare.
+    out = out[out.groupby("shape")["gpus"].transform("nunique") > 1].sort_values("gpus")
+    if out.empty:
+        return out
+    out["efficiency"] = out["tokens_per_s_per_gpu"] / out.groupby("shape")["tokens_per_s_per_gpu"].transform("first")
+    return out.drop(columns="shape").assign(mode="weak (separate runs)", hosts=np.nan, global_batch=np.nan, skipped="")

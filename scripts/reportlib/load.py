@@ -35,11 +35,9 @@ def columns(group, names=None):
     for name in names or [k for k in group if isinstance(group[k], h5py.Dataset) and group[k].ndim == 1]:
         values = group[name][:]
         data[name] = [text(v) for v in values] if values.dtype.kind in "OS" else values
-    lengths = {len(v) for v in data.values()}
-    if len(lengths) > 1:
-        longest = max(lengths)
-        data = {k: v for k, v in data.items() if len(v) == longest}
-    return pd.DataFrame(data)
+    # A run killed mid-write may have grown some columns by a batch more than others.
+    shortest = min((len(v) for v in data.values()), default=0)
+    return pd.DataFrame({k: v[:shortest] for k, v in data.items()})
 
 
 class Run:
@@ -50,20 +48,27 @@ class Run:
         self.name = os.path.basename(path)
         self.partial = path.endswith(".partial")
         try:
-            f = h5py.File(path, "r")
+            # A running job's .partial file is open for writing: read it without HDF5's lock.
+            f = h5py.File(path, "r", locking=False)
         except OSError as e:
-            raise NotOurs(f"{path}: not an HDF5 file ({e.__class__.__name__})") from None
+            raise NotOurs(f"{path}: not an HDF5 file ({e})") from None
         with f:
             if text(f.attrs.get("program", b"")) != "h200-mpibench":
                 raise NotOurs(f"{path}: an HDF5 file, but not an h200-mpibench results file (no program attribute)")
-            self.meta = attrs(f)
-            self.partial = self.partial or "end_utc" not in self.meta
-            self.ranks = columns(f["ranks"]) if "ranks" in f else pd.DataFrame()
-            self.nccl = self._series(f["nccl"]) if "nccl" in f else None
-            self.sft = self._sft(f["sft"]) if "sft" in f else None
-            self.verify = self._verify(f["verify"]) if "verify" in f else None
-            self.telemetry = self._telemetry(f["telemetry"]) if "telemetry" in f and "t_s" in f["telemetry"] else None
-            self.scaling = self._scaling(f["scaling"]) if "scaling" in f else None
+            try:
+                self._read(f)
+            except (KeyError, OSError, ValueError) as e:
+                raise NotOurs(f"{path}: an h200-mpibench file this report cannot read (damaged or from another version): {e}") from None
+
+    def _read(self, f):
+        self.meta = attrs(f)
+        self.partial = self.partial or "end_utc" not in self.meta
+        self.ranks = columns(f["ranks"]) if "ranks" in f else pd.DataFrame()
+        self.nccl = self._series(f["nccl"]) if "nccl" in f else None
+        self.sft = self._sft(f["sft"]) if "sft" in f else None
+        self.verify = self._verify(f["verify"]) if "verify" in f else None
+        self.telemetry = self._telemetry(f["telemetry"]) if "telemetry" in f and "t_s" in f["telemetry"] else None
+        self.scaling = self._scaling(f["scaling"]) if "scaling" in f else None
 
     @staticmethod
     def _series(parent):
@@ -72,8 +77,7 @@ class Run:
         for collective in parent:
             for name, g in parent[collective].items():
                 rows = columns(g, ["bytes", "count", "in_place", "time_us", "algbw_gbs", "busbw_gbs", "wrong"])
-                series.append({"attrs": attrs(g), "rows": rows, "rank_time_us": g["rank_time_us"][:], "iteration_time_us": g["iteration_time_us"][:],
-                               "energy_j_per_rank": g["energy_j_per_rank"][:] if "energy_j_per_rank" in g else None})
+                series.append({"attrs": attrs(g), "rows": rows, "rank_time_us": g["rank_time_us"][:], "iteration_time_us": g["iteration_time_us"][:]})
         return series
 
     @staticmethod
@@ -88,7 +92,9 @@ class Run:
     def _verify(g):
         probes = {}
         for name, p in g["probes"].items():
-            probes[name] = {"attrs": attrs(p), "subject": [text(s) for s in p["subject"][:]], "work": p["work"][:], "seconds": p["seconds"][:], "value": p["value"][:]}
+            # A verdict's subject is "label, variant" where the probe has variants (sizes).
+            subjects = [f"{text(s)}, {text(v)}" if text(v) else text(s) for s, v in zip(p["subject"][:], p["variant"][:])]
+            probes[name] = {"attrs": attrs(p), "subject": subjects, "work": p["work"][:], "seconds": p["seconds"][:]}
         return {"attrs": attrs(g), "verdicts": columns(g["verdicts"]), "probes": probes, "health": columns(g["health"]) if "health" in g else pd.DataFrame()}
 
     @staticmethod
@@ -103,9 +109,14 @@ class Run:
 
 
 def load(paths, progress):
-    """Every file, in order; `progress(line)` hears of each."""
+    """Every file, in order; `progress(line)` hears of each. Files of the same name from
+    different folders are told apart by their index."""
     runs = []
     for i, path in enumerate(paths, 1):
         progress(f"report: reading {path} ({i}/{len(paths)})")
         runs.append(Run(path))
+    names = [r.name for r in runs]
+    for i, run in enumerate(runs):
+        if names.count(run.name) > 1:
+            run.name = f"{i + 1}:{run.name}"
     return runs

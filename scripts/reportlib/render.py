@@ -55,10 +55,10 @@ def image(path, out_dir, caption):
 
 
 def to_html(markdown, out_dir, title):
-    """Our Markdown subset (headings, paragraphs, lists, tables, images, code) as one page with
-    every image inlined as a data URI."""
+    """Our Markdown subset (headings, paragraphs, lists, numbered lists, tables, images, inline
+    code and bold) as one page with every image inlined as a data URI."""
     body, lines, i = [], markdown.splitlines(), 0
-    inline = lambda t: re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(t))
+    inline = lambda t: re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(t)))
     while i < len(lines):
         line = lines[i]
         if line.startswith("#"):
@@ -86,6 +86,13 @@ def to_html(markdown, out_dir, title):
                     items[-1] += " " + lines[i].strip()
                 i += 1
             body.append("<ul>" + "".join(f"<li>{inline(t)}</li>" for t in items) + "</ul>")
+            continue
+        elif re.match(r"\d+\. ", line):
+            items = []
+            while i < len(lines) and re.match(r"\d+\. ", lines[i]):
+                items.append(lines[i].split(". ", 1)[1])
+                i += 1
+            body.append("<ol>" + "".join(f"<li>{inline(t)}</li>" for t in items) + "</ol>")
             continue
         elif line.strip():
             body.append(f"<p>{inline(line)}</p>")

@@ -231,6 +231,7 @@ fn measure(session: &mut Session, sft: &SftPlan, run: &RunConfig, slot: &Slot) -
         if let Some(gpu) = &session.gpu {
             gpu.reset_peak();
         }
+        phase::set(&format!("{label}: building the model"));
         let crew = Crew { gpu: session.gpu.as_ref(), comm: sub.comm.as_ref(), ranks: group.comm() };
         let mut ready = || watchdog.arm(&format!("{label} step 1"), timeout);
         let mut on_step = |s: &StepRecord| watchdog.arm(&format!("{label} step {}", s.step + 1), timeout);

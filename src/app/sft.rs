@@ -211,6 +211,8 @@ pub fn run(session: &mut Session, plan: &SftPlan) -> Result<i32, Stop> {
         }
     };
     // One rank has nothing to exchange (the communicator is there for other phases).
+    // The start-up's samples say so (not the phase before's label).
+    h200_mpibench::dist::phase::set("sft: building the model");
     let crew = Crew { gpu, comm: session.comm.as_ref().filter(|_| world.size > 1), ranks: world.comm() };
     let mut ready = || {
         boundary.set(reading());

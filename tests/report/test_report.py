@@ -177,3 +177,21 @@ def test_bad_inputs_get_one_line(files, tmp_path):
     r = report(tmp_path / "p", str(partial))
     assert r.returncode == 0, r.stderr
     assert "(partial: the run did not finish)" in open(tmp_path / "p" / "report.md").read()
+
+
+def test_files_with_some_groups_or_an_unfinished_sft(files, tmp_path):
+    full, _ = files
+    sweep = tmp_path / "sweep.h5"
+    mpirun(2, "--suite", "nccl", "-b", "1K", "-e", "4K", "--collectives", "all_reduce", "--out", str(sweep))
+    unfinished = tmp_path / "unfinished.h5.partial"
+    shutil.copy(full, unfinished)
+    with h5py.File(unfinished, "a") as f:
+        for key in [k for k in f["sft"].attrs if k.startswith("summary_")]:
+            del f["sft"].attrs[key]
+        del f.attrs["end_utc"]
+    r = report(tmp_path / "out", str(sweep), str(unfinished))
+    assert r.returncode == 0, r.stderr
+    text = open(tmp_path / "out" / "report.md").read()
+    assert "sweep.h5 has no sft run" in text and "sweep.h5 has no verify group" in text
+    sft = table_of(md_tables(text), "SFT", "file")
+    assert [row["finished"] for row in sft] == ["no"]
