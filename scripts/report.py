@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow
+import pyarrow.csv
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reportlib import charts, figures, render  # noqa: E402
@@ -46,8 +48,10 @@ def summary_rows(runs):
 
 
 def csv(frame, name, out_dir):
+    """`frame` as DIR/name with the documented columns (pyarrow's writer: a one-hour 64-rank
+    telemetry table is millions of rows, ten times faster than pandas' own)."""
     frame = frame.reindex(columns=CSV_COLUMNS[name])
-    frame.to_csv(os.path.join(out_dir, name), index=False)
+    pyarrow.csv.write_csv(pyarrow.Table.from_pandas(frame, preserve_index=False), os.path.join(out_dir, name))
 
 
 def verdict(runs, nccl, sfts, scaling, verify):

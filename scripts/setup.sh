@@ -26,7 +26,7 @@ fi
 # NVRTC (CUDA 13.0, the GPU machines' version) compile-checks the kernels without a GPU.
 pip_install() { python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"; }
 # The report (scripts/report.py) and its tests: the versions pinned in its requirements file.
-python3 -c "import h5py, numpy, pandas, matplotlib, pytest" 2>/dev/null || pip_install -r scripts/requirements-report.txt
+python3 -c "import h5py, numpy, pandas, matplotlib, pyarrow, pytest" 2>/dev/null || pip_install -r scripts/requirements-report.txt
 cmake_ok() { command -v cmake >/dev/null && [ "$(printf '%s\n3.26\n' "$(cmake --version | awk 'NR==1{print $3}')" | sort -V | head -1)" = 3.26 ]; }
 cmake_ok || { pip_install "cmake>=3.26,<4"; hash -r; }
 python3 -c "import nvidia.cu13" 2>/dev/null || pip_install "nvidia-cuda-nvrtc==13.0.*"

@@ -105,8 +105,23 @@ def per_rank_steps(runs, out_dir):
     return paths
 
 
+# The most points a telemetry line is drawn with: a long run is drawn as bucket means.
+LINE_POINTS = 2000
+
+
+def thinned(r, field):
+    """`r`'s (t_s, field) in time order, as at most LINE_POINTS bucket means."""
+    r = r.sort_values("t_s")
+    buckets = max(1, -(-len(r) // LINE_POINTS))
+    if buckets == 1:
+        return r["t_s"], r[field]
+    key = np.arange(len(r)) // buckets
+    return r["t_s"].groupby(key).mean(), r[field].groupby(key).mean()
+
+
 def telemetry(rows, out_dir):
-    """Utilisation, power, temperature and SM clock over time per GPU, phases shaded."""
+    """Utilisation, power, temperature and SM clock over time per GPU (each line at most
+    LINE_POINTS bucket means), phases shaded."""
     if rows.empty:
         return []
     paths = []
@@ -120,14 +135,15 @@ def telemetry(rows, out_dir):
         kinds = first["phase"].str.split().str[0].str.rstrip(":")
         starts = list(first.index[kinds.ne(kinds.shift())]) + [len(first) - 1]
         for ax, field in zip(axes[:, 0], fields):
-            for rank, r in t.sort_values("t_s").groupby("rank"):
-                ax.plot(r["t_s"], r[field], label=f"rank {rank}", linewidth=1)
+            for rank, r in t.groupby("rank"):
+                ax.plot(*thinned(r, field), label=f"rank {rank}", linewidth=1)
             ax.set_ylabel(field, fontsize=8)
             for i in range(0, len(starts) - 1, 2):
                 ax.axvspan(first.loc[starts[i], "t_s"], first.loc[starts[i + 1], "t_s"], color="grey", alpha=0.1)
         axes[0, 0].set_title(f"telemetry ({file}); shaded: alternate phases ({', '.join(dict.fromkeys(kinds))})", fontsize=9)
         axes[-1, 0].set_xlabel("s since start")
-        axes[0, 0].legend(fontsize=7)
+        if t["rank"].nunique() <= 16:
+            axes[0, 0].legend(fontsize=7)
         paths.append(_save(fig, out_dir, f"telemetry_{len(paths)}.png"))
     return paths
 
