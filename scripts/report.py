@@ -62,7 +62,7 @@ def verdict(runs, nccl, sfts, scaling, verify):
     if not ar.empty:
         best = ar.loc[ar.groupby("file")["bytes"].idxmax()]
         lines.append("all_reduce busbw at the largest size: " + "; ".join(f"{r.file}: {r.busbw_gbs:,.1f} GB/s at {r.bytes:,} B over {r.ranks} rank(s) ({r.engine})" for r in best.itertuples())
-                     + " (reference for 8×H100/H200 without NVLink SHARP: about 370 GB/s)")
+                     + f" (reference: {charts.ALL_REDUCE_REFERENCE_GBS:.0f} GB/s, nccl-tests on one 8×H100/H200 host without NVLink SHARP)")
     else:
         lines.append("all_reduce: no sweep of more than one rank in these files (one rank measures no link)")
     done = [(n, s) for n, s in sfts if s]

@@ -16,8 +16,14 @@ def _save(fig, out_dir, name):
     return path
 
 
+# The reference drawn on the all_reduce chart (../shared/TESTBED.md, published): nccl-tests on
+# one 8×H100/H200 host without NVLink SHARP.
+ALL_REDUCE_REFERENCE_GBS = 370.0
+
+
 def busbw(nccl, out_dir):
-    """Out-of-place busbw against size per collective, one line per file, dtype and op."""
+    """Out-of-place busbw against size per collective, one line per file, dtype and op; the
+    all_reduce reference drawn."""
     if nccl.empty:
         return []
     paths = []
@@ -33,6 +39,8 @@ def busbw(nccl, out_dir):
             ax.set_xlabel("bytes")
             ax.set_ylabel(what)
             ax.grid(alpha=0.3)
+        if collective == "all_reduce":
+            bw.axhline(ALL_REDUCE_REFERENCE_GBS, linestyle=":", color="black", label=f"reference: {ALL_REDUCE_REFERENCE_GBS:.0f} GB/s (8×H200 host, no NVLS)")
         lat.set_yscale("log")
         bw.set_title(f"{collective}: bus bandwidth, out of place")
         lat.set_title(f"{collective}: p50 / p99 launch time")

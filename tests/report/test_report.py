@@ -108,6 +108,14 @@ def test_every_table_number_is_recomputed_from_the_raw_data(files, tmp_path):
             secs = p["seconds"][k][np.isfinite(p["seconds"][k])]
             value = np.median(secs * 1e6 / p["work"][k]) if "µs" in p.attrs["unit"] else np.median(p["work"][k] / secs)
             close(row["value"], value, 1)
+        # Telemetry: per file and rank, the samples and the means and peaks over them
+        for row in table_of(tables, "Telemetry", "file"):
+            t = by_file[row["file"]]["telemetry"]
+            mine = t["rank"][:] == int(row["rank"])
+            assert row["samples"] == f"{mine.sum():,}"
+            for header, field, reduce in (("mean power W", "power_w", np.nanmean), ("peak °C", "temp_gpu_c", np.nanmax), ("mean utilisation %", "gpu_util_pct", np.nanmean)):
+                values = t[field][:][mine]
+                close(row[header], reduce(values) if np.isfinite(values).any() else np.nan, 0)
         # Scaling: per sub-world tokens over Σ each step's slowest rank; efficiency vs size 1
         sc = f["scaling"]
         warm, seq = sc.attrs["warmup_steps"], 64
@@ -195,3 +203,36 @@ def test_files_with_some_groups_or_an_unfinished_sft(files, tmp_path):
     assert "sweep.h5 has no sft run" in text and "sweep.h5 has no verify group" in text
     sft = table_of(md_tables(text), "SFT", "file")
     assert [row["finished"] for row in sft] == ["no"]
+
+
+def chromium():
+    """Debian's chromium, installed with apt where missing (CI runs as root, as for Slurm)."""
+    found = shutil.which("chromium")
+    if found is None:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=True, capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    return found
+
+
+def test_the_html_renders_in_a_browser_with_the_network_cut(files, tmp_path):
+    import matplotlib.image as mpimg
+
+    r = report(tmp_path / "out", *files)
+    assert r.returncode == 0, r.stderr
+    page = tmp_path / "out" / "report.html"
+    html = page.read_text()
+    # Nothing outside the page: no linked or fetched resource, no CSS import or url().
+    assert not re.search(r'(src|href)="(?!data:)', html) and "@import" not in html and "url(" not in html
+    shot = tmp_path / "shot.png"
+    # Every host name resolves to nothing: the page cannot fetch, nor can the browser itself.
+    cut = ["--host-resolver-rules=MAP * ~NOTFOUND", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", *cut,
+           "--window-size=1200,2400", f"--screenshot={shot}", page.as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=180, check=True)
+    pixels = mpimg.imread(shot)
+    assert pixels.shape[0] == 2400 and pixels.std() > 0.05, "the screenshot is blank"
+    # The charts drew: a good share of the page is neither white nor text-grey.
+    colour = (pixels[..., :3].max(axis=2) - pixels[..., :3].min(axis=2)) > 0.2
+    assert colour.mean() > 0.01, colour.mean()
