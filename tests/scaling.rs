@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{mpirun, mpirun_command, pid_of_rank, read_results, spawn, tempdir};
+use common::{median, mpirun, mpirun_command, pid_of_rank, read_results, spawn, tempdir};
 use h200_mpibench::model::config::LlamaConfig;
 use h200_mpibench::train::cpu_trainer::host_bytes;
 use h200_mpibench::train::run_config::RunConfig;
@@ -28,14 +28,11 @@ fn by_rank(v: &Value) -> Vec<Vec<f64>> {
     (0..steps[0].len()).map(|r| steps.iter().map(|s| s[r]).collect()).collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+/// `--suite sft --scaling MODE` on the tiny model (2 steps, 1 warm-up), then `extra`.
+fn tiny_sft<'a>(mode: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--suite", "sft", "--scaling", mode, "--model", "tiny", "--steps", "2", "--warmup-steps", "1"];
+    args.extend_from_slice(extra);
+    args
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String, Value) {
@@ -49,22 +46,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String, Val
 
 #[test]
 fn weak_and_strong_tables_of_every_size_in_one_job() {
-    let args = [
-        "--suite",
-        "sft",
-        "--scaling",
-        "both",
-        "--model",
-        "tiny",
-        "--steps",
-        "2",
-        "--warmup-steps",
-        "1",
-        "--scaling-steps",
-        "4",
-        "--scaling-warmup-steps",
-        "1",
-    ];
+    let args = tiny_sft("both", &["--scaling-steps", "4", "--scaling-warmup-steps", "1"]);
     let (code, stdout, stderr, summary) = run(&args, &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("# scaling table") && stdout.contains("# phase scaling took "), "{stdout}");
@@ -130,28 +112,7 @@ fn a_size_that_does_not_fit_is_skipped_with_its_reason() {
     assert!(replicas > shared + (shared >> 3), "{replicas} vs {shared}: the test needs a gap");
     let limit_mib = (((replicas + shared) / 2) >> 20).to_string();
     let hook = format!("memory:{limit_mib}");
-    let args = [
-        "--suite",
-        "sft",
-        "--scaling",
-        "weak",
-        "--model",
-        "tiny",
-        "--layers",
-        "8",
-        "--zero",
-        "3",
-        "--micro-batch",
-        "1",
-        "--steps",
-        "2",
-        "--warmup-steps",
-        "1",
-        "--scaling-steps",
-        "2",
-        "--scaling-warmup-steps",
-        "1",
-    ];
+    let args = tiny_sft("weak", &["--layers", "8", "--zero", "3", "--micro-batch", "1", "--scaling-steps", "2", "--scaling-warmup-steps", "1"]);
     let (code, stdout, stderr, summary) = run(&args, &[("H200_MPIBENCH_FAULT", &hook)]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let p = &summary["scaling"]["points"];
@@ -170,22 +131,7 @@ fn a_rank_killed_mid_scaling_ends_the_job_and_leaves_the_partial_file() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempdir("scaling-killed");
     let out = dir.join("k.h5");
-    let args = [
-        "--suite",
-        "sft",
-        "--scaling",
-        "weak",
-        "--model",
-        "tiny",
-        "--steps",
-        "2",
-        "--warmup-steps",
-        "1",
-        "--scaling-steps",
-        "40",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let args = tiny_sft("weak", &["--scaling-steps", "40", "--out", out.to_str().unwrap()]);
     let mut job = spawn(mpirun_command(4, &args), &[], None);
     // tiny at 4 ranks: each size's 40 steps take seconds on the CI host; killed as size 4 starts.
     assert!(job.wait_for_output("# scaling weak, 4 GPUs", LIMIT), "{}", job.stdout_so_far());
@@ -225,23 +171,7 @@ fn plan_calibrates_only_on_gpu_rates() {
 
 #[test]
 fn scaling_sweep_measures_all_reduce_on_each_sub_world() {
-    let args = [
-        "--suite",
-        "sft",
-        "--scaling",
-        "weak",
-        "--scaling-sweep",
-        "--model",
-        "tiny",
-        "--steps",
-        "2",
-        "--warmup-steps",
-        "1",
-        "--scaling-steps",
-        "2",
-        "--scaling-warmup-steps",
-        "1",
-    ];
+    let args = tiny_sft("weak", &["--scaling-sweep", "--scaling-steps", "2", "--scaling-warmup-steps", "1"]);
     let (code, stdout, stderr, summary) = run(&args, &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("# scaling sweep on 2 ranks") && stdout.contains("# scaling sweep on 4 ranks"), "{stdout}");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{mpirun, read_results, tempdir};
+use common::{median, mpirun, read_results, tempdir};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -25,16 +25,6 @@ fn run(ranks: usize, fault: Option<&str>) -> (Option<i32>, String, String, Value
     let r = mpirun(ranks, &args, &env, Duration::from_secs(120));
     let summary = read_results(&out);
     (r.code, r.stdout, r.stderr, summary)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 #[test]

@@ -136,6 +136,17 @@ pub fn read_results(file: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("summary is JSON")
 }
 
+/// The median of `v` (the tests' own, to recompute the program's figures independently).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 /// Lines starting with the program's error prefix.
 pub fn error_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.starts_with("h200-mpibench: error:")).collect()

@@ -113,7 +113,7 @@ def test_every_table_number_is_recomputed_from_the_raw_data(files, tmp_path):
             t = by_file[row["file"]]["telemetry"]
             mine = t["rank"][:] == int(row["rank"])
             assert row["samples"] == f"{mine.sum():,}"
-            for header, field, reduce in (("mean power W", "power_w", np.nanmean), ("peak °C", "temp_gpu_c", np.nanmax), ("mean utilisation %", "gpu_util_pct", np.nanmean)):
+            for header, field, reduce in (("mean power W", "power_w", np.nanmean), ("peak °C", "temp_gpu_c", np.nanmax), ("mean SM clock MHz", "sm_clock_mhz", np.nanmean), ("mean utilisation %", "gpu_util_pct", np.nanmean)):
                 values = t[field][:][mine]
                 close(row[header], reduce(values) if np.isfinite(values).any() else np.nan, 0)
         # Scaling: per sub-world tokens over Σ each step's slowest rank; efficiency vs size 1
