@@ -1,5 +1,5 @@
 // AdamW on fp32 master weights (decoupled weight decay), refreshing the bf16 working copy, one
-// element per thread or (adamw_x4) four, with 16-byte fp32 and 8-byte bf16 accesses; and the
+// element per thread or (adamw_x8) eight, with 16-byte fp32 and 8-byte bf16 accesses; and the
 // sum of squares behind the global gradient norm.
 
 struct Adam {
@@ -33,24 +33,50 @@ extern "C" __global__ void adamw(float* params, bf16* params_bf16, const float* 
   GRID_STRIDE(i, n) adam_element(a, params, params_bf16, grads, m, v, i);
 }
 
-// fp32 pointers 16-byte aligned, the bf16 one 8-byte aligned (the launcher checks); the last
-// n % 4 elements one per thread.
-extern "C" __global__ void adamw_x4(float* params, bf16* params_bf16, const float* grads, float* m, float* v, u64 n, ADAM_PARAMS) {
+// One 16-byte quad of each fp32 stream: m, v and p updated in place.
+__device__ __forceinline__ void adam_quad(const Adam& a, float4& p, float4 g, float4& m, float4& v) {
+  p.x = adam_step(a, p.x, g.x, m.x, v.x);
+  p.y = adam_step(a, p.y, g.y, m.y, v.y);
+  p.z = adam_step(a, p.z, g.z, m.z, v.z);
+  p.w = adam_step(a, p.w, g.w, m.w, v.w);
+}
+
+// Stores quad q's results: fp32 streams 16 bytes, the bf16 copy 8.
+__device__ __forceinline__ void store_quad(float4* params, uint2* params_bf16, float4* m, float4* v, u64 q, float4 p, float4 mq, float4 vq) {
+  __stcs(params + q, p);
+  __stcs(m + q, mq);
+  __stcs(v + q, vq);
+  unsigned int lo = (unsigned int)float_to_bf16(p.x) | ((unsigned int)float_to_bf16(p.y) << 16);
+  unsigned int hi = (unsigned int)float_to_bf16(p.z) | ((unsigned int)float_to_bf16(p.w) << 16);
+  __stcs(params_bf16 + q, make_uint2(lo, hi));
+}
+
+// Eight elements a thread per pass: quads q and q + the grid's width, every load issued before
+// any arithmetic; streaming (evict-first) loads and stores, as each byte is touched once. fp32
+// pointers 16-byte aligned, the bf16 one 8-byte aligned (the launcher checks); the last n % 4
+// elements one per thread.
+extern "C" __global__ void adamw_x8(float* params, bf16* params_bf16, const float* grads, float* m, float* v, u64 n, ADAM_PARAMS) {
   Adam a = ADAM_OF_PARAMS;
-  u64 quads = n / 4;
-  GRID_STRIDE(q, quads) {
-    float4 p = reinterpret_cast<const float4*>(params)[q], g = reinterpret_cast<const float4*>(grads)[q];
-    float4 mq = reinterpret_cast<const float4*>(m)[q], vq = reinterpret_cast<const float4*>(v)[q];
-    p.x = adam_step(a, p.x, g.x, mq.x, vq.x);
-    p.y = adam_step(a, p.y, g.y, mq.y, vq.y);
-    p.z = adam_step(a, p.z, g.z, mq.z, vq.z);
-    p.w = adam_step(a, p.w, g.w, mq.w, vq.w);
-    reinterpret_cast<float4*>(params)[q] = p;
-    reinterpret_cast<float4*>(m)[q] = mq;
-    reinterpret_cast<float4*>(v)[q] = vq;
-    unsigned int lo = (unsigned int)float_to_bf16(p.x) | ((unsigned int)float_to_bf16(p.y) << 16);
-    unsigned int hi = (unsigned int)float_to_bf16(p.z) | ((unsigned int)float_to_bf16(p.w) << 16);
-    reinterpret_cast<uint2*>(params_bf16)[q] = make_uint2(lo, hi);
+  float4 *p4 = reinterpret_cast<float4*>(params), *m4 = reinterpret_cast<float4*>(m), *v4 = reinterpret_cast<float4*>(v);
+  const float4* g4 = reinterpret_cast<const float4*>(grads);
+  uint2* b2 = reinterpret_cast<uint2*>(params_bf16);
+  u64 quads = n / 4, width = (u64)gridDim.x * blockDim.x;
+  for (u64 q = blockIdx.x * (u64)blockDim.x + threadIdx.x; q < quads; q += 2 * width) {
+    u64 r = q + width;
+    bool second = r < quads;
+    float4 p0 = __ldcs(p4 + q), g0 = __ldcs(g4 + q), m0 = __ldcs(m4 + q), v0 = __ldcs(v4 + q), p1, g1, m1, v1;
+    if (second) {
+      p1 = __ldcs(p4 + r);
+      g1 = __ldcs(g4 + r);
+      m1 = __ldcs(m4 + r);
+      v1 = __ldcs(v4 + r);
+    }
+    adam_quad(a, p0, g0, m0, v0);
+    store_quad(p4, b2, m4, v4, q, p0, m0, v0);
+    if (second) {
+      adam_quad(a, p1, g1, m1, v1);
+      store_quad(p4, b2, m4, v4, r, p1, m1, v1);
+    }
   }
   u64 tail = blockIdx.x * (u64)blockDim.x + threadIdx.x;
   if (tail < n - 4 * quads) adam_element(a, params, params_bf16, grads, m, v, 4 * quads + tail);

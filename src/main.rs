@@ -66,8 +66,15 @@ fn parse_cli() -> Result<Cli, Stop> {
         clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Stop::Info(e.to_string()),
         _ => {
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            Stop::Agreed(format!("{} (see --help)", first.trim_start_matches("error: ")))
+            // clap's first line, with the next one where the first only announces it
+            // ("the following required arguments were not provided:").
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let line = match (first.ends_with(':'), lines.next()) {
+                (true, Some(next)) => format!("{first} {next}"),
+                _ => first.to_string(),
+            };
+            Stop::Agreed(format!("{line} (see --help)"))
         }
     })
 }
@@ -77,6 +84,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     let kind = match &cli.command {
         Some(Command::Plan { .. }) => RunKind::Plan,
         Some(Command::Selftest) => RunKind::Selftest,
+        Some(Command::Op(_)) => RunKind::Op,
         Some(Command::Verify) if cli.suite.is_none() => RunKind::Suite(vec![Phase::Verify]),
         Some(Command::Verify) => return Err(Stop::Agreed("verify runs the verify phase: give either `verify` or --suite (e.g. --suite full)".into())),
         None => RunKind::Suite(cli.phases()),
@@ -85,6 +93,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     // or a GPU one rank lacks stops every rank with that rank's line.
     let agreed = |outcome: Result<(), String>| world.agree(outcome).map_err(Stop::Agreed);
     agreed(cli.check_common(&kind))?;
+    let given_seed = cli.given.iter().any(|g| g == "seed").then_some(cli.seed);
     // The suite's plans, or None for selftest.
     let (plans, suite) = match (&cli.command, &kind) {
         (Some(Command::Plan { ranks, gpu_memory_gib, predict }), _) => {
@@ -94,6 +103,10 @@ fn run(world: &World) -> Result<i32, Stop> {
                 print!("{report}");
             }
             return Ok(0);
+        }
+        (Some(Command::Op(args)), _) => {
+            let plan = world.agree(args.plan(&cli.given, &h200_mpibench::backend::cuda::ops::attention::HEAD_DIMS)).map_err(Stop::Agreed)?;
+            return app::op::run(world, &plan, given_seed);
         }
         (_, RunKind::Suite(phases)) => {
             let wants = |p: Phase| phases.contains(&p);
@@ -136,7 +149,7 @@ fn run(world: &World) -> Result<i32, Stop> {
     };
     let outcome = match plans {
         Some(plans) => app::suite::run(world, &cli, &plans, file.as_ref(), &mut meta),
-        None => app::selftest::run(world, cli.given.iter().any(|g| g == "seed").then_some(cli.seed), file.as_ref(), &mut meta),
+        None => app::selftest::run(world, given_seed, file.as_ref(), &mut meta),
     };
     let code = match (outcome, file.as_ref()) {
         // A run refused for its environment (no GPU, too many ranks) leaves no file behind.

@@ -141,6 +141,17 @@ fn every_bad_input_is_one_line_on_every_rank_exit_2_and_no_file() {
         case(2, &["-d", "half", "selftest"], "-d/--datatype is a flag of --suite nccl, not of selftest"),
         case(2, &["selftest", "--zero", "1"], "flag of --suite sft (and plan), not of selftest"),
         case(2, &["selftest", "--telemetry-ms", "50"], "--telemetry-ms does not apply to selftest"),
+        // op (no GPU here, so a shape that passes its checks ends at the GPU's absence)
+        case(2, &["op", "attention"], "op times GPU kernels"),
+        case(2, &["op"], "required arguments were not provided: <OPS>"),
+        case(2, &["op", "fft"], "invalid value 'fft'"),
+        case(2, &["op", "attention", "--head-dim", "96"], "--head-dim 96: the attention kernels take [16, 32, 64, 128]"),
+        case(2, &["op", "attention", "--kv-heads", "0"], "--kv-heads 0: must divide --heads 32"),
+        case(2, &["op", "attention", "--seq", "99999999"], "--seq 99999999: must be 1 to 1048576"),
+        case(2, &["op", "adamw", "--elements", "99999999999999"], "--elements 99999999999999: must be 1 to"),
+        case(2, &["op", "copy", "--seq", "64"], "--seq is a flag of op attention"),
+        case(2, &["op", "copy", "--out", "x.h5"], "--out: op prints its table and writes no results file"),
+        case(2, &["op", "adamw", "--timeout", "5"], "--timeout does not apply to op"),
         // verify
         case(2, &["verify", "--burn-s", "5"], "--burn-s: the burn-in runs with --level long"),
         case(2, &["verify", "--level", "long", "--burn-s", "0"], "--burn-s 0: 1 to 86400"),

@@ -1,7 +1,8 @@
 //! What the binary does with a validated request: the suite's phases (suite.rs runs them in
-//! one process, sharing session.rs), selftest, and what they share (choosing the GPU or host path on every rank
+//! one process, sharing session.rs), selftest, op, and what they share (choosing the GPU or host path on every rank
 //! alike, opening the GPU, announcing the run).
 
+pub mod op;
 pub mod scaling;
 pub mod selftest;
 pub mod session;

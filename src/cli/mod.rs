@@ -1,6 +1,7 @@
 //! Command line. The sweep flags keep nccl-tests' letters and meanings (-b -e -f -i -n -w -c
 //! -d -o -r -G -a), so an nccl-tests command line carries over unchanged.
 
+pub mod op;
 pub mod scaling;
 pub mod scope;
 pub mod verify;
@@ -100,8 +101,13 @@ pub struct Cli {
 impl Cli {
     /// Parses this process's arguments and records which flags were given.
     pub fn from_env() -> Result<Cli, clap::Error> {
+        Cli::from_args(std::env::args_os())
+    }
+
+    /// Parses `args` (the program's name first) and records which flags were given.
+    pub fn from_args<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(args: I) -> Result<Cli, clap::Error> {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = Cli::command().try_get_matches()?;
+        let matches = Cli::command().try_get_matches_from(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         cli.given = scope::given(&matches);
         Ok(cli)
@@ -378,6 +384,10 @@ pub enum Command {
         #[command(flatten)]
         predict: PredictArgs,
     },
+    /// Times one GPU op alone at the shape given (every rank on its GPU), printing ms and
+    /// TFLOP/s or GB/s: attention (causal; forward 4·B·H·S²·D/2 FLOP, backward 2.5×),
+    /// AdamW (30 B an element) and the device copy (read + write). Writes no results file.
+    Op(op::OpArgs),
     /// Inventory, health and probes of every GPU, host and link (one rank per GPU), each figure
     /// judged against the median of its peers and the GPU model's reference table; exit code
     /// 5 if any component fails (the same as --suite verify).

@@ -14,6 +14,8 @@ pub enum RunKind {
     Suite(Vec<Phase>),
     Selftest,
     Plan,
+    /// `op`: one GPU op timed alone.
+    Op,
 }
 
 /// The flags given on the command line (not defaults), by clap id, the subcommand's included.
@@ -59,10 +61,12 @@ pub fn check(given: &[String], kind: &RunKind) -> Result<(), String> {
             (_, Some((spelling, Phase::Scaling))) => {
                 Some(format!("{spelling} is a flag of the scaling phase (--suite sft --scaling weak|strong|both, or --suite full), not of {}", kind.name()))
             }
-            (RunKind::Plan, None) if ["out", "overwrite"].contains(&id.as_str()) => Some(format!("--{id}: plan prints its table and writes no results file")),
+            (RunKind::Plan | RunKind::Op, None) if ["out", "overwrite"].contains(&id.as_str()) => {
+                Some(format!("--{id}: {} prints its table and writes no results file", kind.name()))
+            }
             (RunKind::Plan, None) if UNUSED_BY_CHECKS.contains(&id.as_str()) => Some(format!("--{} does not apply to plan", id.replace('_', "-"))),
-            (RunKind::Selftest, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
-                Some(format!("--{} does not apply to selftest", id.replace('_', "-")))
+            (RunKind::Selftest | RunKind::Op, None) if id != "seed" && UNUSED_BY_CHECKS.contains(&id.as_str()) => {
+                Some(format!("--{} does not apply to {}", id.replace('_', "-"), kind.name()))
             }
             (RunKind::Suite(phases), None) if id == "straggler_pct" && phases == &[Phase::Verify] => {
                 Some("--straggler-pct does not apply to verify (its outliers are judged by --tolerance-pct)".to_string())
@@ -87,6 +91,7 @@ impl RunKind {
             RunKind::Suite(phases) => format!("--suite {}", phases_name(phases)),
             RunKind::Selftest => "selftest".into(),
             RunKind::Plan => "plan".into(),
+            RunKind::Op => "op".into(),
         }
     }
 }
@@ -134,6 +139,9 @@ mod tests {
         assert_eq!(check(&given_of(&["--timeout", "9", "selftest"]), &RunKind::Selftest).unwrap_err(), "--timeout does not apply to selftest");
         assert!(check(&given_of(&["--backend", "mpi", "plan"]), &RunKind::Plan).is_err());
         assert!(check(&given_of(&["selftest", "--seed", "7"]), &RunKind::Selftest).is_ok());
+        assert!(check(&given_of(&["op", "attention", "--seed", "7", "--seq", "512"]), &RunKind::Op).is_ok());
+        assert_eq!(check(&given_of(&["op", "adamw", "--out", "x.h5"]), &RunKind::Op).unwrap_err(), "--out: op prints its table and writes no results file");
+        assert!(check(&given_of(&["--model", "7b", "op", "copy"]), &RunKind::Op).unwrap_err().ends_with("not of op"));
         assert!(check(&given_of(&["--seed", "7", "plan"]), &RunKind::Plan).is_err());
         assert!(check(&given_of(&["verify", "--model", "7b"]), &RunKind::Suite(vec![Phase::Verify])).unwrap_err().ends_with("not of verify"));
         assert!(check(&given_of(&["-n", "5", "verify"]), &RunKind::Suite(vec![Phase::Verify])).unwrap_err().ends_with("not of verify"));

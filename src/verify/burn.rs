@@ -3,7 +3,8 @@
 //! power and temperature drift on the way there.
 
 use super::figure::{Measurement, Subject, BURN_GEMM};
-use super::gpu_probes::{gemm_flop, timed, GemmLoad};
+use super::gpu_probes::{gemm_flop, GemmLoad};
+use crate::backend::cuda::op_timer::timed;
 use crate::backend::cuda::Gpu;
 use crate::telemetry::figures::THROTTLE_REASONS;
 use crate::telemetry::sample::field;

@@ -5,8 +5,8 @@
 //! shows.
 
 use super::figure::{Measurement, Subject, HOST_ALL_REDUCE, HOST_PAIR_ALL_REDUCE, P2P_COPY};
-use super::gpu_probes::timed;
 use super::hosts::Hosts;
+use crate::backend::cuda::op_timer::timed;
 use crate::backend::cuda::Gpu;
 use crate::dist::nccl::{check, NcclComm};
 use crate::dist::watchdog::Watchdog;

@@ -6,11 +6,11 @@
 use super::figure::{Measurement, Subject, D2H, GEMM_BF16, H2D, HBM_COPY, HBM_READ};
 use crate::backend::cpu::matmul::Dims;
 use crate::backend::cuda::gemm::{Gemm, WORKSPACE_BYTES};
+use crate::backend::cuda::op_timer::timed;
 use crate::backend::cuda::read_sum::ReadSum;
 use crate::backend::cuda::{DeviceBuffer, Gpu};
 use crate::sweep::pattern::mix;
 use anyhow::Result;
-use cudarc::driver::sys::CUevent_flags;
 use half::bf16;
 
 /// The GEMM's edge, as ../shared/anchors/ceilings.py measures it.
@@ -30,27 +30,6 @@ const REPETITIONS: usize = 20;
 /// GPU memory the probes take at once (the HBM buffers and the GEMM's, the pinned copy's).
 pub fn gpu_bytes() -> u64 {
     (2 * HBM_BYTES + 3 * GEMM_N * GEMM_N * 2 + WORKSPACE_BYTES + PCIE_BYTES) as u64
-}
-
-/// The seconds of each of `repetitions` repetitions of `work` run `repeat` times between two
-/// CUDA events, after `warmup` untimed runs.
-pub fn timed(gpu: &Gpu, warmup: usize, repetitions: usize, repeat: usize, work: &mut dyn FnMut() -> Result<()>) -> Result<Vec<f64>> {
-    for _ in 0..warmup {
-        work()?;
-    }
-    let event = || gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT));
-    let mut marks = Vec::with_capacity(repetitions);
-    for _ in 0..repetitions {
-        let (start, end) = (event()?, event()?);
-        start.record(&gpu.stream)?;
-        for _ in 0..repeat {
-            work()?;
-        }
-        end.record(&gpu.stream)?;
-        marks.push((start, end));
-    }
-    gpu.synchronize()?;
-    marks.iter().map(|(s, e)| Ok(s.elapsed_ms(e)? as f64 / 1e3)).collect()
 }
 
 /// The GEMM's operands and cuBLASLt, ready to run y = x·wᵀ (bf16, fp32 accumulation) on random

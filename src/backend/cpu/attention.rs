@@ -6,7 +6,7 @@
 use super::{dot, Real};
 use rayon::prelude::*;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Shape {
     pub batch: usize,
     pub seq: usize,

@@ -1,5 +1,5 @@
 //! Our CUDA kernels, the registry every op file (ops/) launches through (a leaf: it knows no op):
-//! NVRTC compilation for the GPU at hand (sm_90 on Hopper), the loaded model kernels by name,
+//! NVRTC compilation for the GPU at hand (sm_90a on Hopper), the loaded model kernels by name,
 //! the launch macro and the launch-geometry helpers the op files share.
 
 use super::gemm::Gemm;
@@ -89,10 +89,20 @@ pub(super) fn per_warp(rows: usize) -> LaunchConfig {
 
 pub const FILL_VERIFY_SOURCE: &str = include_str!("../../../kernels/fill_verify.cu");
 
-/// Compiles `source` for compute capability `major.minor`; errors carry NVRTC's log.
+/// The NVRTC target of compute capability `major.minor`: sm_90a on Hopper, whose
+/// architecture-specific instructions (wgmma, the tensor memory accelerator) the Hopper
+/// attention kernels use; sm_XY elsewhere.
+pub fn target(major: i32, minor: i32) -> String {
+    match (major, minor) {
+        (9, 0) => "sm_90a".into(),
+        _ => format!("sm_{major}{minor}"),
+    }
+}
+
+/// Compiles `source` for compute capability `major.minor` (`target`); errors carry NVRTC's log.
 pub fn compile(source: &str, name: &str, major: i32, minor: i32) -> Result<Ptx> {
-    let opts =
-        CompileOptions { options: vec![format!("--gpu-architecture=sm_{major}{minor}"), "--std=c++17".into()], name: Some(name.into()), ..Default::default() };
+    let arch = format!("--gpu-architecture={}", target(major, minor));
+    let opts = CompileOptions { options: vec![arch, "--std=c++17".into()], name: Some(name.into()), ..Default::default() };
     compile_ptx_with_opts(source, opts).map_err(|e| anyhow::anyhow!("NVRTC failed on {name}: {e}"))
 }
 

@@ -6,6 +6,7 @@ pub mod exchange;
 pub mod gemm;
 pub mod kernels;
 pub mod model_ops;
+pub mod op_bench;
 pub mod op_timer;
 pub mod ops;
 pub mod read_sum;

@@ -1,6 +1,8 @@
-//! Where a step's GPU time goes: when enabled, a CUDA event pair around every kernel launch
-//! and cuBLASLt call, named by the op; read back after the step as a per-op table.
+//! GPU time by CUDA events: where a step's time goes (when enabled, an event pair around every
+//! kernel launch and cuBLASLt call, named by the op, read back after the step as a per-op
+//! table), and `timed`, the repetitions of one piece of work that the probes and `op` time.
 
+use super::Gpu;
 use anyhow::Result;
 use cudarc::driver::{sys, CudaContext, CudaEvent, CudaStream};
 use std::cell::{Cell, RefCell};
@@ -95,4 +97,25 @@ impl OpTimer {
         out.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         Ok(out)
     }
+}
+
+/// The seconds of each of `repetitions` repetitions of `work` run `repeat` times between two
+/// CUDA events, after `warmup` untimed runs.
+pub fn timed(gpu: &Gpu, warmup: usize, repetitions: usize, repeat: usize, work: &mut dyn FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        work()?;
+    }
+    let event = || gpu.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT));
+    let mut marks = Vec::with_capacity(repetitions);
+    for _ in 0..repetitions {
+        let (start, end) = (event()?, event()?);
+        start.record(&gpu.stream)?;
+        for _ in 0..repeat {
+            work()?;
+        }
+        end.record(&gpu.stream)?;
+        marks.push((start, end));
+    }
+    gpu.synchronize()?;
+    marks.iter().map(|(s, e)| Ok(s.elapsed_ms(e)? as f64 / 1e3)).collect()
 }

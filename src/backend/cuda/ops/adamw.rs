@@ -1,5 +1,5 @@
 //! The optimizer's kernels (kernels/adamw.cu): AdamW on fp32 master weights with their bf16
-//! copy (four elements per thread where the buffers are aligned for it), and the sum of squares
+//! copy (eight elements per thread where the buffers are aligned for it), and the sum of squares
 //! behind the global gradient norm.
 
 use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
@@ -12,7 +12,7 @@ use cudarc::driver::PushKernelArg;
 use half::bf16;
 
 pub fn source() -> OpSource {
-    OpSource::plain(include_str!("../../../../kernels/adamw.cu"), &["adamw", "adamw_x4", "sum_squares"])
+    OpSource::plain(include_str!("../../../../kernels/adamw.cu"), &["adamw", "adamw_x8", "sum_squares"])
 }
 
 /// Which step of the optimizer, on what.
@@ -37,8 +37,8 @@ impl ModelOps<'_> {
         let scale = s.grad_scale as f32;
         let (params, params_bf16, grads, m, v, n) = (params.ptr(), params_bf16.ptr(), grads.ptr(), m.ptr(), v.ptr(), n as u64);
         // 16-byte fp32 and 8-byte bf16 accesses where every buffer allows them.
-        let x4 = [params, grads, m, v].iter().all(|p| p % 16 == 0) && params_bf16 % 8 == 0;
-        let (name, cfg) = if x4 { ("adamw_x4", self.elementwise(n.div_ceil(4))) } else { ("adamw", self.elementwise(n)) };
+        let wide = [params, grads, m, v].iter().all(|p| p % 16 == 0) && params_bf16 % 8 == 0;
+        let (name, cfg) = if wide { ("adamw_x8", self.elementwise(n.div_ceil(8))) } else { ("adamw", self.elementwise(n)) };
         launch!(self, name, cfg, params, params_bf16, grads, m, v, n, lr, b1, b2, eps, wd, c1, c2, scale)
     }
 
@@ -50,16 +50,17 @@ impl ModelOps<'_> {
     }
 }
 
-/// Two AdamW steps four elements per thread (with a tail of 3), and one element per thread (the
+/// Two AdamW steps eight elements per thread (with a tail of 3), and one element per thread (the
 /// buffers one element off 16-byte alignment); the sum of squares.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
-    let n = (1 << 20) + 3;
+    // 5 quads and 3 elements past 2^20: the last pass has threads with one quad and no second.
+    let n = (1 << 20) + 23;
     let opt = AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let p0: Vec<f32> = r.take(n, 1.0).values.iter().map(|&v| v as f32).collect();
     let grads: Vec<f32> = r.take(n, 1.0).values.iter().map(|&v| v as f32).collect();
     let mut out = Vec::new();
-    for (skip, path) in [(0, "x4"), (1, "x1")] {
+    for (skip, path) in [(0, "x8"), (1, "x1")] {
         let shape = format!("n {} ({path})", n - skip);
         let (gp, gg, gm, gv) = (gpu.upload(&p0)?, gpu.upload(&grads)?, gpu.upload(&vec![0f32; n])?, gpu.upload(&vec![0f32; n])?);
         let gpb = gpu.alloc(n * 2)?;
