@@ -31,6 +31,8 @@ pub struct ModelOps<'g> {
     pub(super) _module: Arc<CudaModule>,
     pub(super) functions: Vec<(String, CudaFunction)>,
     pub(super) gemm: Gemm,
+    /// Compiled for sm_90a (kernels::target): the Hopper kernels may run.
+    pub(super) hopper: bool,
     /// Times every launch and cuBLASLt call when enabled (`--profile`).
     pub timer: OpTimer,
 }

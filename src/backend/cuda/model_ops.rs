@@ -2,8 +2,8 @@
 //! sources) compiled as one module, and cuBLASLt for the matrix multiplies (gemm.rs).
 
 use super::gemm::Gemm;
-use super::kernels::compile;
 pub use super::kernels::ModelOps;
+use super::kernels::{compile, target};
 use super::op_timer::OpTimer;
 use super::ops;
 use super::{DeviceBuffer, Gpu};
@@ -45,6 +45,7 @@ impl<'g> ModelOps<'g> {
             })
             .collect::<Result<Vec<_>>>()?;
         let timer = OpTimer::new(gpu.ctx.clone(), gpu.stream.clone());
-        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, gemm_workspace)?, timer })
+        let hopper = target(major, minor) == "sm_90a";
+        Ok(ModelOps { gpu, _module: module, functions, gemm: Gemm::new(gpu, gemm_workspace)?, hopper, timer })
     }
 }

@@ -7,6 +7,7 @@
 use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
 use super::super::kernels::{aligned_16, launch, per_warp, ModelOps, OpSource};
 use super::super::view::{lengths, View};
+use super::wgmma;
 use crate::backend::cpu::attention::{self, Shape};
 use anyhow::{ensure, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -25,13 +26,35 @@ const DKDV_QUERIES: usize = 32;
 /// bf16 after each shared row: rows 16 bytes apart mod 128, so ldmatrix has no bank conflicts.
 const PAD: usize = 8;
 
-/// kernels/attention.cu after its FLASH_* defines (from the constants above, so Rust and CUDA
-/// cannot disagree on the tiles), and its kernels: every flash kernel and the backward's delta.
+// The Hopper forward (kernels/attention_hopper.cu, sm_90a): wgmma on 128-byte-swizzled tiles.
+/// Head dimensions it is instantiated for; the others take the flash kernels on Hopper too.
+pub const HOPPER_HEAD_DIMS: [usize; 2] = [64, 128];
+/// Query rows of a Hopper block: two warpgroups of 64.
+const HOPPER_ROWS: usize = 128;
+/// Keys per streamed K and V tile: S is one m64n128 wgmma product per warpgroup.
+const HOPPER_KEYS: usize = 128;
+const HOPPER_THREADS: u32 = 256;
+
+/// kernels/attention.cu and attention_hopper.cu after their FLASH_* and HOPPER_* defines (from
+/// the constants above, so Rust and CUDA cannot disagree on the tiles) and the wgmma wrappers,
+/// and their kernels: every flash kernel, the backward's delta, the Hopper forwards.
 pub fn source() -> OpSource {
-    let defines = format!("#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n");
+    let defines = format!(
+        "#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n\
+         #define HOPPER_ROWS {HOPPER_ROWS}\n#define HOPPER_KEYS {HOPPER_KEYS}\n#define HOPPER_THREADS {HOPPER_THREADS}\n"
+    );
+    let wgmma = format!("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n{}#endif\n", wgmma::wrappers(&[64, 128]));
     let mut kernels = flash_kernels();
     kernels.push(("attention_delta".to_string(), 0));
-    OpSource { source: defines + include_str!("../../../../kernels/attention.cu"), kernels }
+    kernels.extend(HOPPER_HEAD_DIMS.map(|hd| (format!("hopper_forward_{hd}"), hopper_shared_bytes(hd))));
+    let source = defines + include_str!("../../../../kernels/attention.cu") + &wgmma + include_str!("../../../../kernels/attention_hopper.cu");
+    OpSource { source, kernels }
+}
+
+/// The Hopper forward's dynamic shared memory: the Q tile and two buffers of K and V tiles,
+/// unpadded (swizzled instead), and 1 KiB to align them to the swizzle's 1024 bytes.
+fn hopper_shared_bytes(hd: usize) -> u32 {
+    ((HOPPER_ROWS + 2 * 2 * HOPPER_KEYS) * hd * 2 + 1024) as u32
 }
 
 /// Bytes of one shared tile of `rows` rows of `hd` bf16 (padded).
@@ -69,6 +92,14 @@ fn flash_launch(kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchCo
     Ok((format!("flash_{kind}_{}", s.head_dim), cfg))
 }
 
+/// The Hopper forward's launch: a block per HOPPER_ROWS queries of each head of every batch.
+fn hopper_launch(s: &Shape) -> Result<(String, LaunchConfig)> {
+    ensure!(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "{} heads do not share {} KV heads evenly", s.heads, s.kv_heads);
+    let grid = (s.seq.div_ceil(HOPPER_ROWS) as u32, (s.batch * s.heads) as u32, 1);
+    let cfg = LaunchConfig { grid_dim: grid, block_dim: (HOPPER_THREADS, 1, 1), shared_mem_bytes: hopper_shared_bytes(s.head_dim) };
+    Ok((format!("hopper_forward_{}", s.head_dim), cfg))
+}
+
 fn dims(s: &Shape) -> (i32, i32, i32, f32) {
     (s.seq as i32, s.heads as i32, s.kv_heads as i32, (1.0 / (s.head_dim as f64).sqrt()) as f32)
 }
@@ -104,7 +135,10 @@ impl ModelOps<'_> {
         let (o, lse, q, k, v) = (o.ptr(), lse.ptr(), x.q.ptr(), x.k.ptr(), x.v.ptr());
         aligned_16(&[o, q, k, v])?;
         let (seq, heads, kv_heads, scale) = dims(&s);
-        let (name, cfg) = flash_launch("forward", &s, s.heads)?;
+        let (name, cfg) = match self.hopper && HOPPER_HEAD_DIMS.contains(&s.head_dim) {
+            true => hopper_launch(&s)?,
+            false => flash_launch("forward", &s, s.heads)?,
+        };
         launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale)
     }
 
@@ -126,45 +160,57 @@ impl ModelOps<'_> {
     }
 }
 
-/// GQA with four query heads per KV head; a sequence that ends inside a tile (the kernels' 64-
-/// and 32-row tiles); Llama's head_dim 128.
+/// GQA with four query heads per KV head; sequences that end inside a tile (the flash kernels'
+/// 64- and 32-row tiles, the Hopper forward's 128); Llama's head_dim 128, forward and backward.
+/// Then the forward alone (the backward's CPU reference would take a minute) on a 7B layer's
+/// heads and a 70B layer's (64 query heads on 8 KV heads) at sequence 2048.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let shapes = [
-        Shape { batch: 2, seq: 128, heads: 8, kv_heads: 2, head_dim: 64 },
-        Shape { batch: 1, seq: 200, heads: 4, kv_heads: 4, head_dim: 128 },
-        Shape { batch: 2, seq: 77, heads: 4, kv_heads: 1, head_dim: 16 },
+        (Shape { batch: 2, seq: 160, heads: 8, kv_heads: 2, head_dim: 64 }, true),
+        (Shape { batch: 1, seq: 200, heads: 4, kv_heads: 4, head_dim: 128 }, true),
+        (Shape { batch: 2, seq: 77, heads: 4, kv_heads: 1, head_dim: 16 }, true),
+        (Shape { batch: 1, seq: 2048, heads: 32, kv_heads: 32, head_dim: 128 }, false),
+        (Shape { batch: 1, seq: 2048, heads: 64, kv_heads: 8, head_dim: 128 }, false),
     ];
     let mut out = Vec::new();
-    for s in shapes {
-        out.extend(shape_checks(ops, r, s)?);
+    for (s, backward) in shapes {
+        out.extend(shape_checks(ops, r, s, backward)?);
     }
     Ok(out)
 }
 
-/// o and lse from the forward, dq dk dv from the backward (which reads the GPU's own o and lse).
-fn shape_checks(ops: &ModelOps, r: &mut Inputs, sh: Shape) -> Result<Vec<Check>> {
+/// o and lse from the forward; with `backward`, dq dk dv from the backward (which reads the
+/// GPU's own o and lse).
+fn shape_checks(ops: &ModelOps, r: &mut Inputs, sh: Shape, backward: bool) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
     let shape = format!("b {} t {} h {}/{} kv hd {}", sh.batch, sh.seq, sh.heads, sh.kv_heads, sh.head_dim);
     let (nq, nkv, rows) = (sh.batch * sh.seq * sh.heads * sh.head_dim, sh.batch * sh.seq * sh.kv_heads * sh.head_dim, sh.batch * sh.heads * sh.seq);
-    let (q, k, v, d_o) = (r.take(nq, 1.0), r.take(nkv, 1.0), r.take(nkv, 1.0), r.take(nq, 1.0));
-    let (gq, gk, gv, gdo) = (gpu.upload(&q.bits)?, gpu.upload(&k.bits)?, gpu.upload(&v.bits)?, gpu.upload(&d_o.bits)?);
-    let (go, glse, gdelta) = (gpu.alloc(nq * 2)?, gpu.alloc(rows * 4)?, gpu.alloc(rows * 4)?);
-    let (gdq, gdk, gdv) = (gpu.alloc(nq * 2)?, gpu.alloc(nkv * 2)?, gpu.alloc(nkv * 2)?);
+    let (q, k, v) = (r.take(nq, 1.0), r.take(nkv, 1.0), r.take(nkv, 1.0));
+    let (gq, gk, gv) = (gpu.upload(&q.bits)?, gpu.upload(&k.bits)?, gpu.upload(&v.bits)?);
+    let (go, glse) = (gpu.alloc(nq * 2)?, gpu.alloc(rows * 4)?);
     let qkv = Qkv { q: gq.view(), k: gk.view(), v: gv.view() };
     ops.attention_forward(go.view(), glse.view(), qkv, sh)?;
-    let saved = Saved { qkv, o: go.view(), lse: glse.view() };
-    ops.attention_backward(Qkv { q: gdq.view(), k: gdk.view(), v: gdv.view() }, gdo.view(), saved, gdelta.view(), sh)?;
     let (mut o, mut lse) = (vec![0.0; nq], vec![0.0; rows]);
     attention::forward(&mut o, &mut lse, &q.values, &k.values, &v.values, sh);
-    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
-    attention::backward(&mut dq, &mut dk, &mut dv, &d_o.values, &q.values, &k.values, &v.values, &o, &lse, sh);
-    Ok(vec![
+    let mut out = vec![
         compare("attention forward (bf16 o)", &shape, &bf16s(gpu, &go)?, &o, BF16_TOLERANCE),
         compare("attention forward lse (fp32)", &shape, &f32s(gpu, &glse)?, &lse, F32_TOLERANCE),
-        compare("attention backward dq (bf16)", &shape, &bf16s(gpu, &gdq)?, &dq, BF16_TOLERANCE),
-        compare("attention backward dk (bf16)", &shape, &bf16s(gpu, &gdk)?, &dk, BF16_TOLERANCE),
-        compare("attention backward dv (bf16)", &shape, &bf16s(gpu, &gdv)?, &dv, BF16_TOLERANCE),
-    ])
+    ];
+    if backward {
+        let d_o = r.take(nq, 1.0);
+        let (gdo, gdelta) = (gpu.upload(&d_o.bits)?, gpu.alloc(rows * 4)?);
+        let (gdq, gdk, gdv) = (gpu.alloc(nq * 2)?, gpu.alloc(nkv * 2)?, gpu.alloc(nkv * 2)?);
+        let saved = Saved { qkv, o: go.view(), lse: glse.view() };
+        ops.attention_backward(Qkv { q: gdq.view(), k: gdk.view(), v: gdv.view() }, gdo.view(), saved, gdelta.view(), sh)?;
+        let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nkv], vec![0.0; nkv]);
+        attention::backward(&mut dq, &mut dk, &mut dv, &d_o.values, &q.values, &k.values, &v.values, &o, &lse, sh);
+        out.extend([
+            compare("attention backward dq (bf16)", &shape, &bf16s(gpu, &gdq)?, &dq, BF16_TOLERANCE),
+            compare("attention backward dk (bf16)", &shape, &bf16s(gpu, &gdk)?, &dk, BF16_TOLERANCE),
+            compare("attention backward dv (bf16)", &shape, &bf16s(gpu, &gdv)?, &dv, BF16_TOLERANCE),
+        ]);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
