@@ -77,8 +77,8 @@ template <int HD>
 __device__ __forceinline__ void issue_accumulate(float (*acc)[4], const unsigned (*p)[4], unsigned v) {
 #pragma unroll
   for (int kk = 0; kk < HOPPER_KEYS / 16; kk++) {
-    if constexpr (HD == 128) wgmma_rs_n128(acc, p[kk], descriptor(v + kk * 16 * 128, HOPPER_KEYS * 128));
-    else wgmma_rs_n64(acc, p[kk], descriptor(v + kk * 16 * 128, HOPPER_KEYS * 128));
+    static_assert(HD == 128, "O is one m64n128 product per k-step");
+    wgmma_rs_n128(acc, p[kk], descriptor(v + kk * 16 * 128, HOPPER_KEYS * 128));
   }
   wgmma_commit();
 }
@@ -225,5 +225,4 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
 #define HOPPER_BODY(call) __trap()
 #endif
 
-HOPPER_KERNELS(64)
 HOPPER_KERNELS(128)
