@@ -58,18 +58,22 @@ __device__ __forceinline__ int frag_row(int e) { return ((threadIdx.x & 31) >> 2
 __device__ __forceinline__ int frag_col(int n, int e) { return 8 * n + 2 * (threadIdx.x & 3) + (e & 1); }
 
 // Starts copying rows [row0, row0 + rows) of a sequence whose rows are `stride` bf16 apart into
-// a shared tile (rows HD + FLASH_PAD apart), zeros past the sequence's end: 16-byte cp.async
-// that land while the block computes on the previous tile.
+// the shared tile at shared address `tile`, 16-byte chunk c (columns 8c..8c+7) of row r landing
+// `at(r, c)` bytes in; zeros past the sequence's end: 16-byte cp.async that land while the
+// block computes on the previous tile.
+template <int HD, int THREADS, typename At>
+__device__ void start_rows(unsigned tile, const bf16* src, int row0, int rows, int seq, int stride, At at) {
+  for (int i = threadIdx.x; i < rows * (HD / 8); i += THREADS) {
+    int r = i / (HD / 8), c = i % (HD / 8), inside = row0 + r < seq;
+    const bf16* from = src + (u64)(inside ? row0 + r : 0) * stride + c * 8;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(tile + at(r, c)), "l"(from), "r"(inside ? 16 : 0) : "memory");
+  }
+}
+
+// The flash kernels' tiles: rows HD + FLASH_PAD bf16 apart.
 template <int HD>
 __device__ void start_tile(bf16* tile, const bf16* src, int row0, int rows, int seq, int stride) {
-  const int chunks = HD / 8;
-  for (int i = threadIdx.x; i < rows * chunks; i += FLASH_THREADS) {
-    int r = i / chunks, c = (i % chunks) * 8, inside = row0 + r < seq;
-    const bf16* from = src + (u64)(inside ? row0 + r : 0) * stride + c;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(tile + r * (HD + FLASH_PAD) + c)), "l"(from),
-                 "r"(inside ? 16 : 0)
-                 : "memory");
-  }
+  start_rows<HD, FLASH_THREADS>(shared_address(tile), src, row0, rows, seq, stride, [](int r, int c) { return (unsigned)(r * (HD + FLASH_PAD) + 8 * c) * 2; });
 }
 
 // The same for `n` fp32 values of one row, zeros past the sequence's end.
@@ -170,6 +174,37 @@ __device__ __forceinline__ float quad_max(float v) {
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
+// The online softmax of one tile of N scores a row (s, accumulator fragments, scaled to log2
+// units by sl2), in place: s becomes the tile's probabilities against the new running maximum
+// m, l gains their sums, and `correction` gets the factor that rescales what was accumulated
+// against the old maximum. masked(n, e): whether element e of slice n is masked out.
+template <int N, typename Masked>
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float* m, float* l, float* correction, float sl2, Masked masked) {
+  float top[2] = {m[0], m[1]};
+#pragma unroll
+  for (int n = 0; n < N / 8; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      float x = masked(n, e) ? NEG_INF : s[n][e] * sl2;
+      s[n][e] = x;
+      top[e >> 1] = fmaxf(top[e >> 1], x);
+    }
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    top[r] = quad_max(top[r]);
+    correction[r] = fast_exp2(m[r] - top[r]);
+    m[r] = top[r];
+    l[r] *= correction[r];
+  }
+#pragma unroll
+  for (int n = 0; n < N / 8; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      s[n][e] = fast_exp2(s[n][e] - m[e >> 1]);
+      l[e >> 1] += s[n][e];
+    }
+}
+
 // Where one (batch, head) starts in q-like and k-like buffers, and their row strides.
 struct Heads {
   u64 q, kv;
@@ -220,31 +255,9 @@ __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k,
     next_tile(i, t.tiles, start);
     const bf16* ks = kvs + (i & 1) * 2 * T;
     int k0 = i * FLASH_ROWS;
-    float s[FLASH_ROWS / 8][4], top[2] = {m[0], m[1]};
+    float s[FLASH_ROWS / 8][4], correction[2];
     tile_scores<HD, FLASH_ROWS>(s, qs + 16 * warp * (HD + FLASH_PAD), ks);
-#pragma unroll
-    for (int n = 0; n < FLASH_ROWS / 8; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float x = k0 + frag_col(n, e) > t.row0 + frag_row(e) ? NEG_INF : s[n][e] * sl2;
-        s[n][e] = x;
-        top[e >> 1] = fmaxf(top[e >> 1], x);
-      }
-    float correction[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      top[r] = quad_max(top[r]);
-      correction[r] = fast_exp2(m[r] - top[r]);
-      m[r] = top[r];
-      l[r] *= correction[r];
-    }
-#pragma unroll
-    for (int n = 0; n < FLASH_ROWS / 8; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        s[n][e] = fast_exp2(s[n][e] - m[e >> 1]);
-        l[e >> 1] += s[n][e];
-      }
+    softmax_tile<FLASH_ROWS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
 #pragma unroll
     for (int n = 0; n < HD / 8; n++)
 #pragma unroll

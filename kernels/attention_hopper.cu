@@ -19,11 +19,7 @@ __device__ __forceinline__ unsigned swizzled(int r, int c, int rows) { return (c
 // swizzled tile at shared address `tile`; zeros past the sequence's end.
 template <int HD>
 __device__ void start_swizzled(unsigned tile, const bf16* src, int row0, int rows, int seq, int stride) {
-  for (int i = threadIdx.x; i < rows * (HD / 8); i += HOPPER_THREADS) {
-    int r = i / (HD / 8), c = i % (HD / 8), inside = row0 + r < seq;
-    const bf16* from = src + (u64)(inside ? row0 + r : 0) * stride + c * 8;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(tile + swizzled(r, c, rows)), "l"(from), "r"(inside ? 16 : 0) : "memory");
-  }
+  start_rows<HD, HOPPER_THREADS>(tile, src, row0, rows, seq, stride, [rows](int r, int c) { return swizzled(r, c, rows); });
 }
 
 // A wgmma shared-memory matrix descriptor: 128-byte swizzle, 8-row groups 1024 bytes apart,
@@ -83,38 +79,6 @@ __device__ __forceinline__ void issue_accumulate(float (*acc)[4], const unsigned
   wgmma_commit();
 }
 
-// The online softmax of one tile of scores (key tile from k0), in place: s becomes this tile's
-// probabilities relative to the new running maximum m; l gains their sums. Returns in
-// `correction` the factor that rescales what was accumulated against the old maximum.
-__device__ __forceinline__ void softmax_tile(float (*s)[4], float* m, float* l, float* correction, int k0, int row0, int first_row, int seq, float sl2) {
-  float top[2] = {m[0], m[1]};
-  // Masks only tiles that reach past this warpgroup's first row or the sequence's end.
-  bool edge = k0 + HOPPER_KEYS - 1 > first_row || k0 + HOPPER_KEYS > seq;
-#pragma unroll
-  for (int n = 0; n < HOPPER_KEYS / 8; n++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      int key = k0 + frag_col(n, e);
-      float x = edge && (key > row0 + frag_row(e) || key >= seq) ? NEG_INF : s[n][e] * sl2;
-      s[n][e] = x;
-      top[e >> 1] = fmaxf(top[e >> 1], x);
-    }
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    top[r] = quad_max(top[r]);
-    correction[r] = fast_exp2(m[r] - top[r]);
-    m[r] = top[r];
-    l[r] *= correction[r];
-  }
-#pragma unroll
-  for (int n = 0; n < HOPPER_KEYS / 8; n++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      s[n][e] = fast_exp2(s[n][e] - m[e >> 1]);
-      l[e >> 1] += s[n][e];
-    }
-}
-
 // Probabilities as the bf16 pairs of wgmma's A operand: the accumulator layout of S is the
 // A-operand layout of P, 16 keys per k-step.
 __device__ __forceinline__ void pack_probabilities(unsigned (*p)[4], float (*s)[4]) {
@@ -160,6 +124,12 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
   commit_copies();
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
   unsigned p[HOPPER_KEYS / 16][4];
+  // The causal mask of the key tile from k0, looked at only where the tile reaches past this
+  // warpgroup's first row (keys past the sequence's end are past every row that is stored).
+  auto causal = [&](int k0) {
+    bool edge = k0 + HOPPER_KEYS - 1 > first_row;
+    return [=](int n, int e) { return edge && k0 + frag_col(n, e) > row0 + frag_row(e); };
+  };
 
   tiles_landed();
   if (tiles > 1) start_k(1);
@@ -169,7 +139,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
   issue_scores<HD>(s, q_rows, ks);
   wgmma_wait_all();
   hold<HOPPER_KEYS>(s);
-  softmax_tile(s, m, l, correction, 0, row0, first_row, seq, sl2);
+  softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, causal(0));
   pack_probabilities(p, s);
 
   for (int i = 1; i < tiles; i++) {
@@ -182,7 +152,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
     issue_accumulate<HD>(acc, p, vs + ((i - 1) & 1) * TK);
     wgmma_wait_one();
     hold<HOPPER_KEYS>(s);
-    softmax_tile(s, m, l, correction, i * HOPPER_KEYS, row0, first_row, seq, sl2);
+    softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, causal(i * HOPPER_KEYS));
     // P_{i-1}·V_{i-1} done: its registers and O may be rewritten.
     wgmma_wait_all();
     hold<HD>(acc);

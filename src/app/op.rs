@@ -23,8 +23,8 @@ pub fn run(world: &World, plan: &OpPlan, seed: Option<u64>) -> Result<i32, Stop>
     let ops = ModelOps::load(&gpu, gpu.alloc(WORKSPACE_BYTES)?)?;
     let mut inputs = Inputs::from(seed);
     let mut timings = Vec::new();
+    h200_mpibench::dist::phase::set("op: timing");
     for &op in &plan.ops {
-        h200_mpibench::dist::phase::set("op: timing");
         timings.extend(op_bench::run(&ops, op, plan, &mut inputs)?);
     }
     // Every rank's median and fastest repetition, in seconds, op by op.

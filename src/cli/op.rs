@@ -86,8 +86,8 @@ impl OpArgs {
             if !head_dims.contains(&s.head_dim) {
                 return Err(format!("--head-dim {}: the attention kernels take {head_dims:?}", s.head_dim));
             }
-            if s.batch * s.heads * s.seq > MAX_ATTENTION_ROWS {
-                return Err(format!("--batch × --heads × --seq = {}: at most {MAX_ATTENTION_ROWS}", s.batch * s.heads * s.seq));
+            if s.rows() > MAX_ATTENTION_ROWS {
+                return Err(format!("--batch × --heads × --seq = {}: at most {MAX_ATTENTION_ROWS}", s.rows()));
             }
         }
         if !(1..=MAX_ELEMENTS).contains(&self.elements) {

@@ -16,6 +16,18 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Elements of q or o (and their gradients).
+    pub fn q_len(&self) -> usize {
+        self.batch * self.seq * self.heads * self.head_dim
+    }
+    /// Elements of k or v (and their gradients).
+    pub fn kv_len(&self) -> usize {
+        self.batch * self.seq * self.kv_heads * self.head_dim
+    }
+    /// Query rows: the length of lse and delta.
+    pub fn rows(&self) -> usize {
+        self.batch * self.heads * self.seq
+    }
     fn q_at(&self, b: usize, t: usize, h: usize) -> usize {
         ((b * self.seq + t) * self.heads + h) * self.head_dim
     }
@@ -137,8 +149,7 @@ mod tests {
     #[test]
     fn gqa_gradients_match_finite_differences() {
         let s = Shape { batch: 2, seq: 4, heads: 4, kv_heads: 2, head_dim: 3 };
-        let nq = s.batch * s.seq * s.heads * s.head_dim;
-        let nkv = s.batch * s.seq * s.kv_heads * s.head_dim;
+        let (nq, nkv) = (s.q_len(), s.kv_len());
         let (q, k, v, g) = (random(nq, 15), random(nkv, 16), random(nkv, 17), random(nq, 18));
         let run = |q: &[f64], k: &[f64], v: &[f64]| {
             let (mut o, mut lse) = (vec![0.0; nq], vec![0.0; s.batch * s.heads * s.seq]);

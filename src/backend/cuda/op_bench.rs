@@ -43,8 +43,7 @@ pub fn attention_flop(s: &Shape) -> (f64, f64) {
 /// Device memory an op takes at shape `plan` (what the caller checks is free first).
 pub fn gpu_bytes(op: OpName, plan: &OpPlan) -> u64 {
     let s = &plan.attention;
-    let (nq, nkv, rows) =
-        ((s.batch * s.seq * s.heads * s.head_dim) as u64, (s.batch * s.seq * s.kv_heads * s.head_dim) as u64, (s.batch * s.heads * s.seq) as u64);
+    let (nq, nkv, rows) = (s.q_len() as u64, s.kv_len() as u64, s.rows() as u64);
     match op {
         // q, o, dO, dq and k, v, dk, dv in bf16; lse and delta in fp32.
         OpName::Attention => 4 * 2 * nq + 4 * 2 * nkv + 2 * 4 * rows,
@@ -61,7 +60,7 @@ pub fn run(ops: &ModelOps, op: OpName, plan: &OpPlan, inputs: &mut Inputs) -> Re
     match op {
         OpName::Attention => {
             let s = plan.attention;
-            let (nq, nkv, rows) = (s.batch * s.seq * s.heads * s.head_dim, s.batch * s.seq * s.kv_heads * s.head_dim, s.batch * s.heads * s.seq);
+            let (nq, nkv, rows) = (s.q_len(), s.kv_len(), s.rows());
             let upload = |n: usize, inputs: &mut Inputs| gpu.upload(&inputs.take(n, 1.0).bits);
             let (q, k, v, d_o) = (upload(nq, inputs)?, upload(nkv, inputs)?, upload(nkv, inputs)?, upload(nq, inputs)?);
             let (o, lse, delta) = (gpu.alloc(nq * 2)?, gpu.alloc(rows * 4)?, gpu.alloc(rows * 4)?);

@@ -124,8 +124,7 @@ pub struct Saved<'a> {
 
 /// Each buffer holds what shape `s` needs.
 fn shaped(op: &str, qkv: &Qkv, o: View<bf16>, lse: View<f32>, s: &Shape) -> Result<()> {
-    let (nq, nkv) = (s.batch * s.seq * s.heads * s.head_dim, s.batch * s.seq * s.kv_heads * s.head_dim);
-    let rows = s.batch * s.heads * s.seq;
+    let (nq, nkv, rows) = (s.q_len(), s.kv_len(), s.rows());
     lengths(op, &[(qkv.q.len(), nq, "q"), (qkv.k.len(), nkv, "k"), (qkv.v.len(), nkv, "v"), (o.len(), nq, "o"), (lse.len(), rows, "lse")])
 }
 
@@ -151,7 +150,7 @@ impl ModelOps<'_> {
         let (q, k, v, o, lse) = (saved.qkv.q.ptr(), saved.qkv.k.ptr(), saved.qkv.v.ptr(), saved.o.ptr(), saved.lse.ptr());
         aligned_16(&[dq, dk, dv, d_o, q, k, v])?;
         let (seq, heads, kv_heads, scale) = dims(&s);
-        let rows = s.batch * s.seq * s.heads;
+        let rows = s.rows();
         let (n, hd) = (rows as u64, s.head_dim as i32);
         launch!(self, "attention_delta", per_warp(rows), delta, d_o, o, n, seq, heads, hd)?;
         let (name, cfg) = flash_launch("backward_dq", &s, s.heads)?;
@@ -185,7 +184,7 @@ pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
 fn shape_checks(ops: &ModelOps, r: &mut Inputs, sh: Shape, backward: bool) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
     let shape = format!("b {} t {} h {}/{} kv hd {}", sh.batch, sh.seq, sh.heads, sh.kv_heads, sh.head_dim);
-    let (nq, nkv, rows) = (sh.batch * sh.seq * sh.heads * sh.head_dim, sh.batch * sh.seq * sh.kv_heads * sh.head_dim, sh.batch * sh.heads * sh.seq);
+    let (nq, nkv, rows) = (sh.q_len(), sh.kv_len(), sh.rows());
     let (q, k, v) = (r.take(nq, 1.0), r.take(nkv, 1.0), r.take(nkv, 1.0));
     let (gq, gk, gv) = (gpu.upload(&q.bits)?, gpu.upload(&k.bits)?, gpu.upload(&v.bits)?);
     let (go, glse) = (gpu.alloc(nq * 2)?, gpu.alloc(rows * 4)?);
