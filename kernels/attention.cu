@@ -77,8 +77,9 @@ __device__ void start_tile(bf16* tile, const bf16* src, int row0, int rows, int 
 }
 
 // The same for `n` fp32 values of one row, zeros past the sequence's end.
+template <int THREADS>
 __device__ void start_floats(float* dst, const float* src, int row0, int n, int seq) {
-  for (int i = threadIdx.x; i < n; i += FLASH_THREADS) {
+  for (int i = threadIdx.x; i < n; i += THREADS) {
     int inside = row0 + i < seq;
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(shared_address(dst + i)), "l"(src + (inside ? row0 + i : 0)),
                  "r"(inside ? 4 : 0)
@@ -90,22 +91,25 @@ __device__ void start_floats(float* dst, const float* src, int row0, int n, int 
 __device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 
 // Waits until at most `pending` groups of this thread's copies are in flight, then for the block.
-template <int pending>
+// For wgmma (which reads shared memory through the async proxy) the copies, generic-proxy
+// writes, are made visible to that proxy first.
+template <int pending, bool for_wgmma>
 __device__ __forceinline__ void wait_copies() {
   asm volatile("cp.async.wait_group %0;" ::"n"(pending) : "memory");
+  if (for_wgmma) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   __syncthreads();
 }
 
 // Double buffering of a block's streamed tiles: tile i sits in buffer i % 2 while tile i + 1
 // lands in the other. Starts tile i + 1 (`start(i + 1)`), then waits until tile i is in place.
-template <typename Start>
+template <bool for_wgmma = false, typename Start>
 __device__ __forceinline__ void next_tile(int i, int tiles, Start start) {
   if (i + 1 < tiles) {
     start(i + 1);
     commit_copies();
-    wait_copies<1>();
+    wait_copies<1, for_wgmma>();
   } else {
-    wait_copies<0>();
+    wait_copies<0, for_wgmma>();
   }
 }
 
@@ -343,8 +347,8 @@ __device__ void flash_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const b
     u64 head_rows = ((u64)b * heads + h) * seq;
     start_tile<HD>(qdos + (i & 1) * 2 * QT, q + at.q, q0, QN, seq, at.q_stride);
     start_tile<HD>(qdos + (i & 1) * 2 * QT + QT, d_o + at.q, q0, QN, seq, at.q_stride);
-    start_floats(rows_s + (i & 1) * 2 * QN, lse + head_rows, q0, QN, seq);
-    start_floats(rows_s + (i & 1) * 2 * QN + QN, delta + head_rows, q0, QN, seq);
+    start_floats<FLASH_THREADS>(rows_s + (i & 1) * 2 * QN, lse + head_rows, q0, QN, seq);
+    start_floats<FLASH_THREADS>(rows_s + (i & 1) * 2 * QN + QN, delta + head_rows, q0, QN, seq);
   };
   start_tile<HD>(ks, k + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);
   start_tile<HD>(vs, v + kv_at.kv, k0, FLASH_ROWS, seq, kv_at.kv_stride);

@@ -1,14 +1,17 @@
-// Causal GQA attention forward for Hopper (sm_90a), the layouts and the log-sum-exp of
-// attention.cu (whose helpers it uses; it is compiled after it): the same online softmax, on
-// Hopper's warpgroup tensor-core instructions. A block is two warpgroups owning 128 query rows,
-// 64 each; K and V tiles of HOPPER_KEYS keys stream through shared memory, two buffers of each
-// filled by cp.async, in wgmma's 128-byte-swizzled layout. S = Q·Kᵀ reads Q and K from shared memory;
-// O += P·V takes P from the registers S was computed in and reads V transposed.
-// The wgmma_* wrappers (src/backend/cuda/ops/wgmma.rs) and HOPPER_ROWS, HOPPER_KEYS and
-// HOPPER_THREADS (attention.rs) are prepended; everything that issues Hopper instructions compiles only for sm_90a.
+// Causal GQA attention for Hopper (sm_90a), the layouts, log-sum-exp and backward algorithm
+// of attention.cu (whose helpers it uses; it is compiled after it), on Hopper's warpgroup
+// tensor-core instructions. A block is two warpgroups owning 128 rows (queries, or keys for
+// dK/dV), 64 each; the other side streams through shared memory tile by tile, two buffers
+// filled by cp.async, in wgmma's 128-byte-swizzled layout. Products of two tiles (S = Q·Kᵀ,
+// dP = dO·Vᵀ and their transposes) read both from shared memory; products that accumulate
+// (O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) take the left factor from the registers it
+// was computed in and read the right one transposed (MN-major).
+// The wgmma_* wrappers (src/backend/cuda/ops/wgmma.rs) and the HOPPER_* tile sizes
+// (attention.rs) are prepended; everything that issues Hopper instructions compiles only for sm_90a.
 
-static_assert(HOPPER_ROWS == 128 && HOPPER_THREADS == 256, "a block is two warpgroups of 64 query rows");
+static_assert(HOPPER_ROWS == 128 && HOPPER_THREADS == 256, "a block is two warpgroups of 64 rows");
 static_assert(HOPPER_KEYS == 128, "S is one m64n128 product per warpgroup");
+static_assert(HOPPER_DQ_KEYS == 64 && HOPPER_DKDV_QUERIES == 64, "the backward's S and dP (or their transposes) are m64n64 products");
 
 // Byte offset of 16-byte chunk c (bf16 columns 8c..8c+7) of row r in a [rows][HD] tile kept as
 // HD/64 panels of [rows][64], each row's 128 bytes swizzled (chunk ^ row % 8): the layout
@@ -53,37 +56,33 @@ __device__ __forceinline__ void hold_pairs(unsigned (*p)[4]) {
     for (int j = 0; j < 4; j++) asm volatile("" : "+r"(p[n][j])::"memory");
 }
 
-// Issues s (64 × HOPPER_KEYS) = this warpgroup's 64 rows of Q (shared, at `q`, a tile of
-// HOPPER_ROWS rows) times the K tile at `k`ᵀ, as one commit group.
-template <int HD>
-__device__ __forceinline__ void issue_scores(float (*s)[4], unsigned q, unsigned k) {
+// Issues s (64 × N) = A·Bᵀ, K = HD: A this warpgroup's 64 rows at `a` of a tile of `a_rows`
+// rows, B the tile of N rows at `b` (not committed: the caller may add more to the group).
+template <int HD, int N>
+__device__ __forceinline__ void issue_products(float (*s)[4], unsigned a, int a_rows, unsigned b) {
 #pragma unroll
   for (int kk = 0; kk < HD / 16; kk++) {
     // Columns 16kk..16kk+15: panel kk / 4, 32 bytes into its rows per step (the hardware applies
     // the swizzle on the address bits above).
     unsigned step = (kk & 3) * 32;
-    wgmma_ss_n128(s, descriptor(q + (kk >> 2) * HOPPER_ROWS * 128 + step, 16), descriptor(k + (kk >> 2) * HOPPER_KEYS * 128 + step, 16), kk > 0);
+    wgmma_ss<N>(s, descriptor(a + (kk >> 2) * a_rows * 128 + step, 16), descriptor(b + (kk >> 2) * N * 128 + step, 16), kk > 0);
   }
-  wgmma_commit();
 }
 
-// Issues acc (64 × HD) += p (64 × HOPPER_KEYS, bf16 pairs in A-operand registers) · the V tile
-// at `v`, as one commit group.
-template <int HD>
-__device__ __forceinline__ void issue_accumulate(float (*acc)[4], const unsigned (*p)[4], unsigned v) {
+// Issues acc (64 × HD) += p (64 × K, bf16 pairs in A-operand registers) · the tile of K rows at
+// `b` (not committed).
+template <int HD, int K>
+__device__ __forceinline__ void issue_accumulate(float (*acc)[4], const unsigned (*p)[4], unsigned b) {
 #pragma unroll
-  for (int kk = 0; kk < HOPPER_KEYS / 16; kk++) {
-    static_assert(HD == 128, "O is one m64n128 product per k-step");
-    wgmma_rs_n128(acc, p[kk], descriptor(v + kk * 16 * 128, HOPPER_KEYS * 128));
-  }
-  wgmma_commit();
+  for (int kk = 0; kk < K / 16; kk++) wgmma_rs<HD>(acc, p[kk], descriptor(b + kk * 16 * 128, K * 128));
 }
 
-// Probabilities as the bf16 pairs of wgmma's A operand: the accumulator layout of S is the
-// A-operand layout of P, 16 keys per k-step.
-__device__ __forceinline__ void pack_probabilities(unsigned (*p)[4], float (*s)[4]) {
+// A 64 × N accumulator as the bf16 pairs of wgmma's A operand: the accumulator layout of a
+// product is the A-operand layout of the next, 16 columns per k-step.
+template <int N>
+__device__ __forceinline__ void pack_operand(unsigned (*p)[4], float (*s)[4]) {
 #pragma unroll
-  for (int kk = 0; kk < HOPPER_KEYS / 16; kk++) {
+  for (int kk = 0; kk < N / 16; kk++) {
     p[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
     p[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
     p[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
@@ -92,12 +91,14 @@ __device__ __forceinline__ void pack_probabilities(unsigned (*p)[4], float (*s)[
 }
 
 // Every thread's copies so far have landed and every warpgroup is past its last products, so
-// buffers read before may be refilled; the copies (generic-proxy writes) are made visible to
-// wgmma (which reads through the async proxy).
-__device__ __forceinline__ void tiles_landed() {
-  asm volatile("cp.async.wait_group 0;" ::: "memory");
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-  __syncthreads();
+// buffers read before may be refilled.
+__device__ __forceinline__ void tiles_landed() { wait_copies<0, true>(); }
+
+// The start of the block's dynamic shared memory rounded up to the swizzle's 1024 bytes.
+__device__ __forceinline__ char* aligned_shared() {
+  extern __shared__ uint4 shared[];
+  char* base = reinterpret_cast<char*>(shared);
+  return base + ((1024 - (shared_address(base) & 1023)) & 1023);
 }
 
 // Pass i (from 1) of a block computes the scores of key tile i while the tensor cores still
@@ -109,8 +110,7 @@ __device__ __forceinline__ void tiles_landed() {
 template <int HD>
 __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
   const unsigned TQ = HOPPER_ROWS * HD * 2, TK = HOPPER_KEYS * HD * 2;  // bytes of the Q tile and of one K or V tile
-  extern __shared__ uint4 shared[];
-  unsigned qs = (shared_address(shared) + 1023) & ~1023u, ks = qs + TQ, vs = ks + 2 * TK;  // ks, vs: two buffers each
+  unsigned qs = shared_address(aligned_shared()), ks = qs + TQ, vs = ks + 2 * TK;  // ks, vs: two buffers each
   int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
   int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = (gridDim.x - 1 - blockIdx.x) * HOPPER_ROWS;
   int tiles = (min(q0 + HOPPER_ROWS, seq) + HOPPER_KEYS - 1) / HOPPER_KEYS, first_row = q0 + 64 * wg, row0 = first_row + 16 * warp;
@@ -136,11 +136,12 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
   start_v(0);
   commit_copies();
   wgmma_fence();
-  issue_scores<HD>(s, q_rows, ks);
+  issue_products<HD, HOPPER_KEYS>(s, q_rows, HOPPER_ROWS, ks);
+  wgmma_commit();
   wgmma_wait_all();
   hold<HOPPER_KEYS>(s);
   softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, causal(0));
-  pack_probabilities(p, s);
+  pack_operand<HOPPER_KEYS>(p, s);
 
   for (int i = 1; i < tiles; i++) {
     tiles_landed();
@@ -148,8 +149,10 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
     start_v(i);
     commit_copies();
     wgmma_fence();
-    issue_scores<HD>(s, q_rows, ks + (i & 1) * TK);
-    issue_accumulate<HD>(acc, p, vs + ((i - 1) & 1) * TK);
+    issue_products<HD, HOPPER_KEYS>(s, q_rows, HOPPER_ROWS, ks + (i & 1) * TK);
+    wgmma_commit();
+    issue_accumulate<HD, HOPPER_KEYS>(acc, p, vs + ((i - 1) & 1) * TK);
+    wgmma_commit();
     wgmma_wait_one();
     hold<HOPPER_KEYS>(s);
     softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, causal(i * HOPPER_KEYS));
@@ -157,7 +160,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
     wgmma_wait_all();
     hold<HD>(acc);
     hold_pairs<HOPPER_KEYS>(p);
-    pack_probabilities(p, s);
+    pack_operand<HOPPER_KEYS>(p, s);
 #pragma unroll
     for (int n = 0; n < HD / 8; n++)
 #pragma unroll
@@ -166,7 +169,8 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
 
   tiles_landed();
   wgmma_fence();
-  issue_accumulate<HD>(acc, p, vs + ((tiles - 1) & 1) * TK);
+  issue_accumulate<HD, HOPPER_KEYS>(acc, p, vs + ((tiles - 1) & 1) * TK);
+  wgmma_commit();
   wgmma_wait_all();
   hold<HD>(acc);
   float inv[2];
@@ -179,6 +183,150 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
   }
   store_rows<HD>(o + at.q, acc, inv, row0, seq, at.q_stride);
 }
+
+// The backward's elementwise step on a tile of scores s and of dP (accumulator fragments, 16
+// rows a warp from `row0`, columns from `col0`), in place: s becomes P = exp(scale·s − lse) and
+// dp becomes dS = P ⊙ (dP − delta), zero where the causal mask (key > query) falls. With
+// `rows_are_keys`, rows are keys and columns queries (the transposed tiles of dK/dV); the
+// lse (in log2 units) and delta of element (n, e) come from row_lse(n, e) and row_delta(n, e).
+template <int N, bool rows_are_keys, typename Lse, typename Delta>
+__device__ __forceinline__ void probabilities_and_gradients(float (*s)[4], float (*dp)[4], int row0, int col0, bool edge, float sl2,
+                                                            Lse row_lse, Delta row_delta) {
+#pragma unroll
+  for (int n = 0; n < N / 8; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      int row = row0 + frag_row(e), col = col0 + frag_col(n, e);
+      bool masked = edge && (rows_are_keys ? row > col : col > row);
+      float p = masked ? 0.f : fast_exp2(s[n][e] * sl2 - row_lse(n, e));
+      s[n][e] = p;
+      dp[n][e] = p * (dp[n][e] - row_delta(n, e));
+    }
+}
+
+// dQ = scale · dS·K (attention.cu's flash_backward_dq) for a block of 128 query rows, streaming
+// K and V tiles of HOPPER_DQ_KEYS keys: S and dP from shared Q, dO, K and V, dQ += dS·K with dS
+// from registers.
+template <int HD>
+__device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
+                                   int seq, int heads, int kv_heads, float scale) {
+  const int KN = HOPPER_DQ_KEYS;
+  const unsigned TQ = HOPPER_ROWS * HD * 2, TK = KN * HD * 2;
+  unsigned qs = shared_address(aligned_shared()), dos = qs + TQ, kvs = dos + TQ;  // kvs: [2 buffers][K, V]
+  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
+  int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = (gridDim.x - 1 - blockIdx.x) * HOPPER_ROWS;
+  int tiles = (min(q0 + HOPPER_ROWS, seq) + KN - 1) / KN, first_row = q0 + 64 * wg, row0 = first_row + 16 * warp;
+  Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
+  u64 stats = ((u64)b * heads + h) * seq;
+  auto start = [&](int i) {
+    start_swizzled<HD>(kvs + (i & 1) * 2 * TK, k + at.kv, i * KN, KN, seq, at.kv_stride);
+    start_swizzled<HD>(kvs + (i & 1) * 2 * TK + TK, v + at.kv, i * KN, KN, seq, at.kv_stride);
+  };
+  start_swizzled<HD>(qs, q + at.q, q0, HOPPER_ROWS, seq, at.q_stride);
+  start_swizzled<HD>(dos, d_o + at.q, q0, HOPPER_ROWS, seq, at.q_stride);
+  start(0);
+  commit_copies();
+  float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {};
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    int row = row0 + frag_row(2 * r);
+    row_lse[r] = row < seq ? lse[stats + row] * LOG2E : 0.f;
+    row_delta[r] = row < seq ? delta[stats + row] : 0.f;
+  }
+  for (int i = 0; i < tiles; i++) {
+    next_tile<true>(i, tiles, start);
+    unsigned kt = kvs + (i & 1) * 2 * TK, vt = kt + TK;
+    int k0 = i * KN;
+    float s[KN / 8][4], dp[KN / 8][4];
+    unsigned ds[KN / 16][4];
+    wgmma_fence();
+    issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, kt);
+    issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, vt);
+    wgmma_commit();
+    wgmma_wait_all();
+    hold<KN>(s);
+    hold<KN>(dp);
+    probabilities_and_gradients<KN, false>(s, dp, row0, k0, k0 + KN - 1 > first_row, sl2, [&](int, int e) { return row_lse[e >> 1]; },
+                                           [&](int, int e) { return row_delta[e >> 1]; });
+    pack_operand<KN>(ds, dp);
+    wgmma_fence();
+    issue_accumulate<HD, KN>(acc, ds, kt);
+    wgmma_commit();
+    wgmma_wait_all();
+    hold<HD>(acc);
+    hold_pairs<KN>(ds);
+    __syncthreads();  // this buffer is refilled next
+  }
+  float mul[2] = {scale, scale};
+  store_rows<HD>(dq + at.q, acc, mul, row0, seq, at.q_stride);
+}
+
+// dV = Pᵀ·dO and dK = scale · dSᵀ·Q (attention.cu's flash_backward_dkdv) for a block of 128
+// keys, summed over the query heads that share the KV head; Q and dO tiles of
+// HOPPER_DKDV_QUERIES rows stream over (query head of the group, query tile from the diagonal
+// on). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ from shared memory; Pᵀ and dSᵀ from registers into dV and dK.
+template <int HD>
+__device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,
+                                     const float* delta, int seq, int heads, int kv_heads, float scale) {
+  const int QN = HOPPER_DKDV_QUERIES;
+  const unsigned TK = HOPPER_ROWS * HD * 2, TQ = QN * HD * 2;
+  char* base = aligned_shared();
+  unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;  // qdos: [2 buffers][Q, dO]
+  float* rows_s = reinterpret_cast<float*>(base + 2 * TK + 4 * TQ);  // [2 buffers][lse, delta]
+  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, b = blockIdx.y / kv_heads, kvh = blockIdx.y % kv_heads, group = heads / kv_heads;
+  int k0 = blockIdx.x * HOPPER_ROWS, first_key = k0 + 64 * wg, key0 = first_key + 16 * warp;
+  int per_head = (seq - k0 + QN - 1) / QN, tiles = group * per_head;
+  Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
+  auto start = [&](int i) {
+    int h = kvh * group + i / per_head, q0 = k0 + (i % per_head) * QN;
+    Heads at(b, h, kvh, seq, heads, kv_heads, HD);
+    u64 head_rows = ((u64)b * heads + h) * seq;
+    start_swizzled<HD>(qdos + (i & 1) * 2 * TQ, q + at.q, q0, QN, seq, at.q_stride);
+    start_swizzled<HD>(qdos + (i & 1) * 2 * TQ + TQ, d_o + at.q, q0, QN, seq, at.q_stride);
+    start_floats<HOPPER_THREADS>(rows_s + (i & 1) * 2 * QN, lse + head_rows, q0, QN, seq);
+    start_floats<HOPPER_THREADS>(rows_s + (i & 1) * 2 * QN + QN, delta + head_rows, q0, QN, seq);
+  };
+  start_swizzled<HD>(ks, k + kv_at.kv, k0, HOPPER_ROWS, seq, kv_at.kv_stride);
+  start_swizzled<HD>(vs, v + kv_at.kv, k0, HOPPER_ROWS, seq, kv_at.kv_stride);
+  start(0);
+  commit_copies();
+  float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {};
+  for (int i = 0; i < tiles; i++) {
+    next_tile<true>(i, tiles, start);
+    unsigned qt = qdos + (i & 1) * 2 * TQ, dot = qt + TQ;
+    const float* lse_s = rows_s + (i & 1) * 2 * QN;
+    const float* delta_s = lse_s + QN;
+    int q0 = k0 + (i % per_head) * QN;
+    // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
+    // has zero Q, dO, lse and delta, so it adds nothing.
+    float pt[QN / 8][4], dst[QN / 8][4];
+    unsigned pa[QN / 16][4], dsa[QN / 16][4];
+    wgmma_fence();
+    issue_products<HD, QN>(pt, ks + wg * 64 * 128, HOPPER_ROWS, qt);
+    issue_products<HD, QN>(dst, vs + wg * 64 * 128, HOPPER_ROWS, dot);
+    wgmma_commit();
+    wgmma_wait_all();
+    hold<QN>(pt);
+    hold<QN>(dst);
+    probabilities_and_gradients<QN, true>(pt, dst, key0, q0, first_key + 63 > q0, sl2, [&](int n, int e) { return lse_s[frag_col(n, e)] * LOG2E; },
+                                          [&](int n, int e) { return delta_s[frag_col(n, e)]; });
+    pack_operand<QN>(pa, pt);
+    pack_operand<QN>(dsa, dst);
+    wgmma_fence();
+    issue_accumulate<HD, QN>(dv_acc, pa, dot);
+    issue_accumulate<HD, QN>(dk_acc, dsa, qt);
+    wgmma_commit();
+    wgmma_wait_all();
+    hold<HD>(dv_acc);
+    hold<HD>(dk_acc);
+    hold_pairs<QN>(pa);
+    hold_pairs<QN>(dsa);
+    __syncthreads();
+  }
+  float ones[2] = {1.f, 1.f}, scales[2] = {scale, scale};
+  store_rows<HD>(dk + kv_at.kv, dk_acc, scales, key0, seq, kv_at.kv_stride);
+  store_rows<HD>(dv + kv_at.kv, dv_acc, ones, key0, seq, kv_at.kv_stride);
+}
 #endif
 
 // Launched on sm_90a only (the host checks); elsewhere the body is empty of Hopper instructions.
@@ -187,6 +335,16 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
                                                                                    const bf16* v, int seq, int heads, int kv_heads,     \
                                                                                    float scale) {                                       \
     HOPPER_BODY(hopper_forward<HD>(o, lse, q, k, v, seq, heads, kv_heads, scale));                                                        \
+  }                                                                                                                                         \
+  extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
+      hopper_backward_dq_##HD(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta, \
+                              int seq, int heads, int kv_heads, float scale) {                                                             \
+    HOPPER_BODY(hopper_backward_dq<HD>(dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));                                      \
+  }                                                                                                                                         \
+  extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
+      hopper_backward_dkdv_##HD(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,        \
+                                const float* delta, int seq, int heads, int kv_heads, float scale) {                                       \
+    HOPPER_BODY(hopper_backward_dkdv<HD>(dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));                               \
   }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

@@ -42,10 +42,11 @@ fn verify_kernels_compile_for_sm90a() {
 fn hopper_kernels_use_wgmma_on_sm90a_only() {
     let hopper = compile(&model_source(), "model.cu", 9, 0).unwrap().to_src();
     assert!(hopper.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"), "no wgmma in the sm_90a PTX");
+    assert!(hopper.contains("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16"), "no m64n64 wgmma (the backward) in the sm_90a PTX");
     assert!(hopper.contains("fence.proxy.async.shared::cta"));
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../ptx");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model_sm90a.ptx"), &hopper).unwrap();
     let ampere = compile(&model_source(), "model.cu", 8, 0).unwrap().to_src();
-    assert!(!ampere.contains("wgmma") && ampere.contains(".entry hopper_forward_128("));
+    assert!(!ampere.contains("wgmma") && ampere.contains(".entry hopper_backward_dkdv_128("));
 }

@@ -1,4 +1,4 @@
-//! Causal GQA attention on the GPU: kernels/attention.cu's flash kernels. The forward saves
+//! Causal GQA attention on the GPU: kernels/attention.cu's flash kernels, and on Hopper at head_dim 128 kernels/attention_hopper.cu's wgmma ones. The forward saves
 //! only each query row's log-sum-exp (`lse`, fp32 [batch, heads, seq]); the backward
 //! recomputes the probabilities from it, tile by tile, so no seq × seq matrix is ever stored.
 //! Layouts are backend/cpu/attention.rs's (the reference): q, o [batch, seq, heads, hd],
@@ -26,36 +26,53 @@ const DKDV_QUERIES: usize = 32;
 /// bf16 after each shared row: rows 16 bytes apart mod 128, so ldmatrix has no bank conflicts.
 const PAD: usize = 8;
 
-// The Hopper forward (kernels/attention_hopper.cu, sm_90a): wgmma on 128-byte-swizzled tiles.
-/// Head dimensions it is instantiated for (Llama's 128); the others take the flash kernels on
-/// Hopper too (at 64 this forward measured 143 TFLOP/s against the flash kernel's 176).
+// The Hopper kernels (kernels/attention_hopper.cu, sm_90a): wgmma on 128-byte-swizzled tiles.
+/// Head dimensions they are instantiated for (Llama's 128); the others take the flash kernels on
+/// Hopper too (at 64 the Hopper forward measured 143 TFLOP/s against the flash kernel's 176).
 pub const HOPPER_HEAD_DIMS: [usize; 1] = [128];
-/// Query rows of a Hopper block: two warpgroups of 64.
+/// Rows of a Hopper block (queries, or keys for dK/dV): two warpgroups of 64.
 const HOPPER_ROWS: usize = 128;
-/// Keys per streamed K and V tile: S is one m64n128 wgmma product per warpgroup.
+/// Keys per streamed K and V tile of the forward: S is one m64n128 wgmma product per warpgroup.
 const HOPPER_KEYS: usize = 128;
+/// Keys per streamed tile of the dQ kernel and queries per streamed tile of dK/dV: with S and dP
+/// both live, 64 keeps a thread under 255 registers.
+const HOPPER_DQ_KEYS: usize = 64;
+const HOPPER_DKDV_QUERIES: usize = 64;
 const HOPPER_THREADS: u32 = 256;
 
 /// kernels/attention.cu and attention_hopper.cu after their FLASH_* and HOPPER_* defines (from
 /// the constants above, so Rust and CUDA cannot disagree on the tiles) and the wgmma wrappers,
-/// and their kernels: every flash kernel, the backward's delta, the Hopper forwards.
+/// and their kernels: every flash kernel, the backward's delta, the Hopper kernels.
 pub fn source() -> OpSource {
     let defines = format!(
         "#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n\
-         #define HOPPER_ROWS {HOPPER_ROWS}\n#define HOPPER_KEYS {HOPPER_KEYS}\n#define HOPPER_THREADS {HOPPER_THREADS}\n"
+         #define HOPPER_ROWS {HOPPER_ROWS}\n#define HOPPER_KEYS {HOPPER_KEYS}\n#define HOPPER_DQ_KEYS {HOPPER_DQ_KEYS}\n\
+         #define HOPPER_DKDV_QUERIES {HOPPER_DKDV_QUERIES}\n#define HOPPER_THREADS {HOPPER_THREADS}\n"
     );
-    let wgmma = format!("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n{}#endif\n", wgmma::wrappers(&[128]));
+    let wgmma = format!("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n{}#endif\n", wgmma::wrappers(&[64, 128]));
     let mut kernels = flash_kernels();
     kernels.push(("attention_delta".to_string(), 0));
-    kernels.extend(HOPPER_HEAD_DIMS.map(|hd| (format!("hopper_forward_{hd}"), hopper_shared_bytes(hd))));
+    kernels.extend(hopper_kernels());
     let source = defines + include_str!("../../../../kernels/attention.cu") + &wgmma + include_str!("../../../../kernels/attention_hopper.cu");
     OpSource { source, kernels }
 }
 
-/// The Hopper forward's dynamic shared memory: the Q tile and two buffers of K and V tiles,
-/// unpadded (swizzled instead), and 1 KiB to align them to the swizzle's 1024 bytes.
-fn hopper_shared_bytes(hd: usize) -> u32 {
-    ((HOPPER_ROWS + 2 * 2 * HOPPER_KEYS) * hd * 2 + 1024) as u32
+/// Dynamic shared memory of Hopper kernel `kind`, its tiles unpadded (swizzled instead), and
+/// 1 KiB to align them to the swizzle's 1024 bytes: the forward keeps a Q tile and streams K and
+/// V (two buffers each); dQ keeps Q and dO and streams K and V; dK/dV keeps K and V and streams
+/// Q and dO with their rows' lse and delta.
+fn hopper_shared_bytes(kind: &str, hd: usize) -> u32 {
+    let bytes = match kind {
+        "forward" => (HOPPER_ROWS + 2 * 2 * HOPPER_KEYS) * hd * 2,
+        "backward_dq" => (2 * HOPPER_ROWS + 2 * 2 * HOPPER_DQ_KEYS) * hd * 2,
+        _ => (2 * HOPPER_ROWS + 2 * 2 * HOPPER_DKDV_QUERIES) * hd * 2 + 2 * 2 * 4 * HOPPER_DKDV_QUERIES,
+    };
+    (bytes + 1024) as u32
+}
+
+/// Every Hopper kernel (all head dimensions) with its dynamic shared memory.
+fn hopper_kernels() -> Vec<(String, u32)> {
+    HOPPER_HEAD_DIMS.iter().flat_map(|&hd| KINDS.map(|kind| (format!("hopper_{kind}_{hd}"), hopper_shared_bytes(kind, hd)))).collect()
 }
 
 /// Bytes of one shared tile of `rows` rows of `hd` bf16 (padded).
@@ -63,7 +80,7 @@ fn tile_bytes(rows: usize, hd: usize) -> usize {
     rows * (hd + PAD) * 2
 }
 
-/// The flash kernels: forward, backward_dq, backward_dkdv.
+/// The flash kernels, and the Hopper ones: forward, backward_dq, backward_dkdv.
 const KINDS: [&str; 3] = ["forward", "backward_dq", "backward_dkdv"];
 
 /// Dynamic shared memory of flash kernel `kind` at head dimension `hd`: the forward keeps a Q
@@ -93,12 +110,17 @@ fn flash_launch(kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchCo
     Ok((format!("flash_{kind}_{}", s.head_dim), cfg))
 }
 
-/// The Hopper forward's launch: a block per HOPPER_ROWS queries of each head of every batch.
-fn hopper_launch(s: &Shape) -> Result<(String, LaunchConfig)> {
+/// The launch of attention kernel `kind` for this shape on `heads` heads of every batch: the
+/// Hopper kernel (a block per HOPPER_ROWS rows) on sm_90a at its head dimensions, otherwise
+/// the flash kernel.
+fn kernel_launch(hopper: bool, kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchConfig)> {
+    if !(hopper && HOPPER_HEAD_DIMS.contains(&s.head_dim)) {
+        return flash_launch(kind, s, heads);
+    }
     ensure!(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "{} heads do not share {} KV heads evenly", s.heads, s.kv_heads);
-    let grid = (s.seq.div_ceil(HOPPER_ROWS) as u32, (s.batch * s.heads) as u32, 1);
-    let cfg = LaunchConfig { grid_dim: grid, block_dim: (HOPPER_THREADS, 1, 1), shared_mem_bytes: hopper_shared_bytes(s.head_dim) };
-    Ok((format!("hopper_forward_{}", s.head_dim), cfg))
+    let grid = (s.seq.div_ceil(HOPPER_ROWS) as u32, (s.batch * heads) as u32, 1);
+    let cfg = LaunchConfig { grid_dim: grid, block_dim: (HOPPER_THREADS, 1, 1), shared_mem_bytes: hopper_shared_bytes(kind, s.head_dim) };
+    Ok((format!("hopper_{kind}_{}", s.head_dim), cfg))
 }
 
 fn dims(s: &Shape) -> (i32, i32, i32, f32) {
@@ -135,10 +157,7 @@ impl ModelOps<'_> {
         let (o, lse, q, k, v) = (o.ptr(), lse.ptr(), x.q.ptr(), x.k.ptr(), x.v.ptr());
         aligned_16(&[o, q, k, v])?;
         let (seq, heads, kv_heads, scale) = dims(&s);
-        let (name, cfg) = match self.hopper && HOPPER_HEAD_DIMS.contains(&s.head_dim) {
-            true => hopper_launch(&s)?,
-            false => flash_launch("forward", &s, s.heads)?,
-        };
+        let (name, cfg) = kernel_launch(self.hopper, "forward", &s, s.heads)?;
         launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale)
     }
 
@@ -153,21 +172,23 @@ impl ModelOps<'_> {
         let rows = s.rows();
         let (n, hd) = (rows as u64, s.head_dim as i32);
         launch!(self, "attention_delta", per_warp(rows), delta, d_o, o, n, seq, heads, hd)?;
-        let (name, cfg) = flash_launch("backward_dq", &s, s.heads)?;
+        let (name, cfg) = kernel_launch(self.hopper, "backward_dq", &s, s.heads)?;
         launch!(self, &name, cfg, dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)?;
-        let (name, cfg) = flash_launch("backward_dkdv", &s, s.kv_heads)?;
+        let (name, cfg) = kernel_launch(self.hopper, "backward_dkdv", &s, s.kv_heads)?;
         launch!(self, &name, cfg, dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)
     }
 }
 
 /// GQA with four query heads per KV head; sequences that end inside a tile (the flash kernels'
-/// 64- and 32-row tiles, the Hopper forward's 128); Llama's head_dim 128, forward and backward.
+/// 64- and 32-row tiles, the Hopper kernels' 128 and 64); Llama's head_dim 128, forward and
+/// backward, with one KV head and with GQA.
 /// Then the forward alone (the backward's CPU reference would take a minute) on a 7B layer's
 /// heads and a 70B layer's (64 query heads on 8 KV heads) at sequence 2048.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let shapes = [
         (Shape { batch: 2, seq: 160, heads: 8, kv_heads: 2, head_dim: 64 }, true),
         (Shape { batch: 1, seq: 200, heads: 4, kv_heads: 4, head_dim: 128 }, true),
+        (Shape { batch: 2, seq: 333, heads: 8, kv_heads: 2, head_dim: 128 }, true),
         (Shape { batch: 2, seq: 77, heads: 4, kv_heads: 1, head_dim: 16 }, true),
         (Shape { batch: 1, seq: 2048, heads: 32, kv_heads: 32, head_dim: 128 }, false),
         (Shape { batch: 1, seq: 2048, heads: 64, kv_heads: 8, head_dim: 128 }, false),
@@ -225,5 +246,14 @@ mod tests {
         let largest = kernels.iter().map(|(_, bytes)| *bytes).max().unwrap();
         assert_eq!(largest, 6 * 64 * (128 + 8) * 2, "dQ at head_dim 128: Q, dO and two K/V buffers");
         assert!(2 * largest <= 227 * 1024);
+    }
+
+    #[test]
+    fn every_hopper_kernel_fits_one_block_an_sm() {
+        let kernels = hopper_kernels();
+        assert_eq!(kernels.len(), HOPPER_HEAD_DIMS.len() * KINDS.len());
+        let dkdv = kernels.iter().find(|(name, _)| name == "hopper_backward_dkdv_128").unwrap().1;
+        assert_eq!(dkdv, (2 * 128 + 4 * 64) * 128 * 2 + 4 * 4 * 64 + 1024, "K and V, two buffers of Q and dO, lse and delta");
+        assert!(kernels.iter().all(|(_, bytes)| *bytes <= 227 * 1024));
     }
 }
