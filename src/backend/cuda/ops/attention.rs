@@ -59,13 +59,13 @@ pub fn source() -> OpSource {
 
 /// Dynamic shared memory of Hopper kernel `kind`, its tiles unpadded (swizzled instead), and
 /// 1 KiB to align them to the swizzle's 1024 bytes: the forward keeps a Q tile and streams K and
-/// V (two buffers each); dQ keeps Q and dO and streams K and V; dK/dV keeps K and V and streams
-/// Q and dO with their rows' lse and delta.
+/// V; dQ keeps Q and dO and streams K and V; dK/dV keeps K and V and streams Q and dO with their
+/// rows' lse and delta; streamed tiles have three buffers (kernels/attention_hopper.cu's pipeline).
 fn hopper_shared_bytes(kind: &str, hd: usize) -> u32 {
     let bytes = match kind {
-        "forward" => (HOPPER_ROWS + 2 * 2 * HOPPER_KEYS) * hd * 2,
-        "backward_dq" => (2 * HOPPER_ROWS + 2 * 2 * HOPPER_DQ_KEYS) * hd * 2,
-        _ => (2 * HOPPER_ROWS + 2 * 2 * HOPPER_DKDV_QUERIES) * hd * 2 + 2 * 2 * 4 * HOPPER_DKDV_QUERIES,
+        "forward" => (HOPPER_ROWS + 3 * 2 * HOPPER_KEYS) * hd * 2,
+        "backward_dq" => (2 * HOPPER_ROWS + 3 * 2 * HOPPER_DQ_KEYS) * hd * 2,
+        _ => (2 * HOPPER_ROWS + 3 * 2 * HOPPER_DKDV_QUERIES) * hd * 2 + 3 * 2 * 4 * HOPPER_DKDV_QUERIES,
     };
     (bytes + 1024) as u32
 }
@@ -253,7 +253,7 @@ mod tests {
         let kernels = hopper_kernels();
         assert_eq!(kernels.len(), HOPPER_HEAD_DIMS.len() * KINDS.len());
         let dkdv = kernels.iter().find(|(name, _)| name == "hopper_backward_dkdv_128").unwrap().1;
-        assert_eq!(dkdv, (2 * 128 + 4 * 64) * 128 * 2 + 4 * 4 * 64 + 1024, "K and V, two buffers of Q and dO, lse and delta");
+        assert_eq!(dkdv, (2 * 128 + 6 * 64) * 128 * 2 + 6 * 4 * 64 + 1024, "K and V, three buffers of Q and dO, lse and delta");
         assert!(kernels.iter().all(|(_, bytes)| *bytes <= 227 * 1024));
     }
 }
