@@ -58,22 +58,17 @@ __device__ __forceinline__ int frag_row(int e) { return ((threadIdx.x & 31) >> 2
 __device__ __forceinline__ int frag_col(int n, int e) { return 8 * n + 2 * (threadIdx.x & 3) + (e & 1); }
 
 // Starts copying rows [row0, row0 + rows) of a sequence whose rows are `stride` bf16 apart into
-// the shared tile at shared address `tile`, 16-byte chunk c (columns 8c..8c+7) of row r landing
-// `at(r, c)` bytes in; zeros past the sequence's end: 16-byte cp.async that land while the
-// block computes on the previous tile.
-template <int HD, int THREADS, typename At>
-__device__ void start_rows(unsigned tile, const bf16* src, int row0, int rows, int seq, int stride, At at) {
-  for (int i = threadIdx.x; i < rows * (HD / 8); i += THREADS) {
-    int r = i / (HD / 8), c = i % (HD / 8), inside = row0 + r < seq;
-    const bf16* from = src + (u64)(inside ? row0 + r : 0) * stride + c * 8;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(tile + at(r, c)), "l"(from), "r"(inside ? 16 : 0) : "memory");
-  }
-}
-
-// The flash kernels' tiles: rows HD + FLASH_PAD bf16 apart.
+// a flash kernel's shared tile (rows HD + FLASH_PAD bf16 apart); zeros past the sequence's end:
+// 16-byte cp.async that land while the block computes on the previous tile.
 template <int HD>
 __device__ void start_tile(bf16* tile, const bf16* src, int row0, int rows, int seq, int stride) {
-  start_rows<HD, FLASH_THREADS>(shared_address(tile), src, row0, rows, seq, stride, [](int r, int c) { return (unsigned)(r * (HD + FLASH_PAD) + 8 * c) * 2; });
+  unsigned base = shared_address(tile);
+  for (int i = threadIdx.x; i < rows * (HD / 8); i += FLASH_THREADS) {
+    int r = i / (HD / 8), c = i % (HD / 8), inside = row0 + r < seq;
+    const bf16* from = src + (u64)(inside ? row0 + r : 0) * stride + c * 8;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(base + (r * (HD + FLASH_PAD) + 8 * c) * 2), "l"(from), "r"(inside ? 16 : 0)
+                 : "memory");
+  }
 }
 
 // The same for `n` fp32 values of one row, zeros past the sequence's end.

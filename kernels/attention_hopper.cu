@@ -18,11 +18,31 @@ static_assert(HOPPER_DQ_KEYS == 64 && HOPPER_DKDV_QUERIES == 64, "the backward's
 // wgmma's 128-byte swizzle reads, the tile 1024-byte aligned.
 __device__ __forceinline__ unsigned swizzled(int r, int c, int rows) { return (c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4); }
 
-// Starts copying rows [row0, row0 + rows) of a sequence (rows `stride` bf16 apart) into the
-// swizzled tile at shared address `tile`; zeros past the sequence's end.
-template <int HD>
-__device__ void start_swizzled(unsigned tile, const bf16* src, int row0, int rows, int seq, int stride) {
-  start_rows<HD, HOPPER_THREADS>(tile, src, row0, rows, seq, stride, [rows](int r, int c) { return swizzled(r, c, rows); });
+// Starts copying rows [row0, row0 + ROWS) of a sequence (rows `stride` bf16 apart) into the
+// swizzled tile at shared address `tile`; zeros past the sequence's end. Each thread copies one
+// 16-byte column chunk of every (HOPPER_THREADS / chunks)-th row: its shared offset then steps by
+// a constant (the swizzle depends on the row mod 8 only) and its source by a constant stride, so
+// a chunk costs a copy and an add, the bounds checked only in a tile that crosses the end.
+template <int HD, int ROWS>
+__device__ __forceinline__ void start_swizzled(unsigned tile, const bf16* src, int row0, int seq, int stride) {
+  constexpr int CHUNKS = HD / 8, STEP = HOPPER_THREADS / CHUNKS;
+  static_assert(HOPPER_THREADS % CHUNKS == 0 && ROWS % STEP == 0 && STEP % 8 == 0, "every thread copies whole rows' worth of chunks");
+  int r = threadIdx.x / CHUNKS, c = threadIdx.x % CHUNKS;
+  unsigned to = tile + swizzled(r, c, ROWS);
+  const bf16* from = src + (u64)(row0 + r) * stride + c * 8;
+  u64 step = (u64)STEP * stride;
+  if (row0 + ROWS <= seq) {
+#pragma unroll
+    for (int j = 0; j < ROWS / STEP; j++)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to + j * STEP * 128), "l"(from + j * step) : "memory");
+  } else {
+#pragma unroll
+    for (int j = 0; j < ROWS / STEP; j++) {
+      int inside = row0 + r + j * STEP < seq;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(to + j * STEP * 128), "l"(inside ? from + j * step : src), "r"(inside ? 16 : 0)
+                   : "memory");
+    }
+  }
 }
 
 // A wgmma shared-memory matrix descriptor: 128-byte swizzle, 8-row groups 1024 bytes apart,
@@ -175,10 +195,10 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
   u64 stats = ((u64)b * heads + h) * seq;
   auto key_tile = [&](int i) { return kvs + (i % 3) * 2 * TK; };
   auto start = [&](int i) {
-    start_swizzled<HD>(key_tile(i), k + at.kv, i * HOPPER_KEYS, HOPPER_KEYS, seq, at.kv_stride);
-    start_swizzled<HD>(key_tile(i) + TK, v + at.kv, i * HOPPER_KEYS, HOPPER_KEYS, seq, at.kv_stride);
+    start_swizzled<HD, HOPPER_KEYS>(key_tile(i), k + at.kv, i * HOPPER_KEYS, seq, at.kv_stride);
+    start_swizzled<HD, HOPPER_KEYS>(key_tile(i) + TK, v + at.kv, i * HOPPER_KEYS, seq, at.kv_stride);
   };
-  start_swizzled<HD>(qs, q + at.q, q0, HOPPER_ROWS, seq, at.q_stride);
+  start_swizzled<HD, HOPPER_ROWS>(qs, q + at.q, q0, seq, at.q_stride);
   start(0);
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
   unsigned p[HOPPER_KEYS / 16][4] = {};
@@ -253,11 +273,11 @@ __device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, con
   u64 stats = ((u64)b * heads + h) * seq;
   auto key_tile = [&](int i) { return kvs + (i % 3) * 2 * TK; };
   auto start = [&](int i) {
-    start_swizzled<HD>(key_tile(i), k + at.kv, i * KN, KN, seq, at.kv_stride);
-    start_swizzled<HD>(key_tile(i) + TK, v + at.kv, i * KN, KN, seq, at.kv_stride);
+    start_swizzled<HD, KN>(key_tile(i), k + at.kv, i * KN, seq, at.kv_stride);
+    start_swizzled<HD, KN>(key_tile(i) + TK, v + at.kv, i * KN, seq, at.kv_stride);
   };
-  start_swizzled<HD>(qs, q + at.q, q0, HOPPER_ROWS, seq, at.q_stride);
-  start_swizzled<HD>(dos, d_o + at.q, q0, HOPPER_ROWS, seq, at.q_stride);
+  start_swizzled<HD, HOPPER_ROWS>(qs, q + at.q, q0, seq, at.q_stride);
+  start_swizzled<HD, HOPPER_ROWS>(dos, d_o + at.q, q0, seq, at.q_stride);
   start(0);
   float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
   unsigned ds[KN / 16][4] = {};
@@ -311,13 +331,13 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
     int h = kvh * group + i / per_head, q0 = first_query(i);
     Heads at(b, h, kvh, seq, heads, kv_heads, HD);
     u64 head_rows = ((u64)b * heads + h) * seq;
-    start_swizzled<HD>(query_tile(i), q + at.q, q0, QN, seq, at.q_stride);
-    start_swizzled<HD>(query_tile(i) + TQ, d_o + at.q, q0, QN, seq, at.q_stride);
+    start_swizzled<HD, QN>(query_tile(i), q + at.q, q0, seq, at.q_stride);
+    start_swizzled<HD, QN>(query_tile(i) + TQ, d_o + at.q, q0, seq, at.q_stride);
     start_floats<HOPPER_THREADS>(query_rows(i), lse + head_rows, q0, QN, seq);
     start_floats<HOPPER_THREADS>(query_rows(i) + QN, delta + head_rows, q0, QN, seq);
   };
-  start_swizzled<HD>(ks, k + kv_at.kv, k0, HOPPER_ROWS, seq, kv_at.kv_stride);
-  start_swizzled<HD>(vs, v + kv_at.kv, k0, HOPPER_ROWS, seq, kv_at.kv_stride);
+  start_swizzled<HD, HOPPER_ROWS>(ks, k + kv_at.kv, k0, seq, kv_at.kv_stride);
+  start_swizzled<HD, HOPPER_ROWS>(vs, v + kv_at.kv, k0, seq, kv_at.kv_stride);
   start(0);
   // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
   // has zero Q, dO, lse and delta, so it adds nothing.
