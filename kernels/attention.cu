@@ -173,33 +173,35 @@ __device__ __forceinline__ float quad_max(float v) {
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
-// The online softmax of one tile of N scores a row (s, accumulator fragments, scaled to log2
-// units by sl2), in place: s becomes the tile's probabilities against the new running maximum
-// m, l gains their sums, and `correction` gets the factor that rescales what was accumulated
-// against the old maximum. masked(n, e): whether element e of slice n is masked out.
+// The online softmax of one tile of N scores a row (s, accumulator fragments, raw; sl2 scales
+// them to log2 units), in place: s becomes the tile's probabilities against the new running
+// maximum m (log2 units), l gains their sums, and `correction` gets the factor that rescales what
+// was accumulated against the old maximum. masked(n, e): whether element e of slice n is masked
+// out. The maximum is taken on the raw scores (sl2 > 0), so scaling and shifting are one FMA.
 template <int N, typename Masked>
 __device__ __forceinline__ void softmax_tile(float (*s)[4], float* m, float* l, float* correction, float sl2, Masked masked) {
-  float top[2] = {m[0], m[1]};
+  float top[2] = {NEG_INF, NEG_INF};
 #pragma unroll
   for (int n = 0; n < N / 8; n++)
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-      float x = masked(n, e) ? NEG_INF : s[n][e] * sl2;
-      s[n][e] = x;
-      top[e >> 1] = fmaxf(top[e >> 1], x);
+      if (masked(n, e)) s[n][e] = NEG_INF;
+      top[e >> 1] = fmaxf(top[e >> 1], s[n][e]);
     }
+  float shift[2];
 #pragma unroll
   for (int r = 0; r < 2; r++) {
-    top[r] = quad_max(top[r]);
+    top[r] = fmaxf(m[r], quad_max(top[r]) * sl2);
     correction[r] = fast_exp2(m[r] - top[r]);
     m[r] = top[r];
     l[r] *= correction[r];
+    shift[r] = -top[r];
   }
 #pragma unroll
   for (int n = 0; n < N / 8; n++)
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-      s[n][e] = fast_exp2(s[n][e] - m[e >> 1]);
+      s[n][e] = fast_exp2(fmaf(s[n][e], sl2, shift[e >> 1]));
       l[e >> 1] += s[n][e];
     }
 }

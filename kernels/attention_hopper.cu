@@ -80,12 +80,14 @@ __device__ __forceinline__ void hold_pairs(unsigned (*p)[4]) {
 // rows, B the tile of N rows at `b` (not committed: the caller may add more to the group).
 template <int HD, int N>
 __device__ __forceinline__ void issue_products(float (*s)[4], unsigned a, int a_rows, unsigned b) {
+  u64 da = descriptor(a, 16), db = descriptor(b, 16);
 #pragma unroll
   for (int kk = 0; kk < HD / 16; kk++) {
     // Columns 16kk..16kk+15: panel kk / 4, 32 bytes into its rows per step (the hardware applies
-    // the swizzle on the address bits above).
+    // the swizzle on the address bits above); a descriptor's address field counts 16 bytes and
+    // no tile reaches its end, so an offset is added to it directly.
     unsigned step = (kk & 3) * 32;
-    wgmma_ss<N>(s, descriptor(a + (kk >> 2) * a_rows * 128 + step, 16), descriptor(b + (kk >> 2) * N * 128 + step, 16), kk > 0);
+    wgmma_ss<N>(s, da + (((kk >> 2) * a_rows * 128 + step) >> 4), db + (((kk >> 2) * N * 128 + step) >> 4), kk > 0);
   }
 }
 
@@ -93,8 +95,9 @@ __device__ __forceinline__ void issue_products(float (*s)[4], unsigned a, int a_
 // `b` (not committed).
 template <int HD, int K>
 __device__ __forceinline__ void issue_accumulate(float (*acc)[4], const unsigned (*p)[4], unsigned b) {
+  u64 db = descriptor(b, K * 128);
 #pragma unroll
-  for (int kk = 0; kk < K / 16; kk++) wgmma_rs<HD>(acc, p[kk], descriptor(b + kk * 16 * 128, K * 128));
+  for (int kk = 0; kk < K / 16; kk++) wgmma_rs<HD>(acc, p[kk], db + ((kk * 16 * 128) >> 4));
 }
 
 // A 64 × N accumulator as the bf16 pairs of wgmma's A operand: the accumulator layout of a
@@ -210,7 +213,10 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
         int k0 = i * HOPPER_KEYS;
         bool edge = k0 + HOPPER_KEYS - 1 > first_row;
         hold<HOPPER_KEYS>(s);
-        softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return edge && k0 + frag_col(n, e) > row0 + frag_row(e); });
+        if (edge)
+          softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > row0 + frag_row(e); });
+        else
+          softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [](int, int) { return false; });
       },
       [&] {
         hold<HD>(acc);
@@ -240,21 +246,32 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
 // dp becomes dS = P ⊙ (dP − delta), zero where the causal mask (key > query) falls. With
 // `rows_are_keys`, rows are keys and columns queries (the transposed tiles of dK/dV); the
 // lse (in log2 units) and delta of element (n, e) come from row_lse(n, e) and row_delta(n, e).
+template <int N, typename Masked, typename Lse, typename Delta>
+__device__ __forceinline__ void pointwise_backward(float (*s)[4], float (*dp)[4], float sl2, Masked masked, Lse row_lse, Delta row_delta) {
+#pragma unroll
+  for (int n = 0; n < N / 8; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      float p = masked(n, e) ? 0.f : fast_exp2(fmaf(s[n][e], sl2, -row_lse(n, e)));
+      s[n][e] = p;
+      dp[n][e] = p * (dp[n][e] - row_delta(n, e));
+    }
+}
+
 template <int N, bool rows_are_keys, typename Lse, typename Delta>
 __device__ __forceinline__ void probabilities_and_gradients(float (*s)[4], float (*dp)[4], int row0, int col0, bool edge, float sl2,
                                                             Lse row_lse, Delta row_delta) {
   hold<N>(s);
   hold<N>(dp);
-#pragma unroll
-  for (int n = 0; n < N / 8; n++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      int row = row0 + frag_row(e), col = col0 + frag_col(n, e);
-      bool masked = edge && (rows_are_keys ? row > col : col > row);
-      float p = masked ? 0.f : fast_exp2(s[n][e] * sl2 - row_lse(n, e));
-      s[n][e] = p;
-      dp[n][e] = p * (dp[n][e] - row_delta(n, e));
-    }
+  // The mask is looked at only in tiles that cross the diagonal (`edge`).
+  auto causal = [&](int n, int e) {
+    int row = row0 + frag_row(e), col = col0 + frag_col(n, e);
+    return rows_are_keys ? row > col : col > row;
+  };
+  if (edge)
+    pointwise_backward<N>(s, dp, sl2, causal, row_lse, row_delta);
+  else
+    pointwise_backward<N>(s, dp, sl2, [](int, int) { return false; }, row_lse, row_delta);
 }
 
 // dQ = scale · dS·K (attention.cu's flash_backward_dq) for a block of 128 query rows, streaming
