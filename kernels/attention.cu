@@ -405,14 +405,23 @@ FLASH_KERNELS(32)
 FLASH_KERNELS(64)
 FLASH_KERNELS(128)
 
-// delta = rowsum(dO ⊙ O) per (batch, position, head) row of head_dim, one warp per row; written
-// in [batch, heads, seq] order. It equals sum_j P_j dP_j, the backward's softmax correction.
+// delta = rowsum(dO ⊙ O) per (batch, position, head) row of head_dim, written in [batch, heads,
+// seq] order. It equals sum_j P_j dP_j, the backward's softmax correction. A row is head_dim / 8
+// threads reading 16 bytes of each (head_dim a power of two from 16 to 256: the threads of a row
+// are an aligned group within a warp).
 extern "C" __global__ void attention_delta(float* delta, const bf16* d_o, const bf16* o, u64 rows, int seq, int heads, int head_dim) {
-  u64 row = blockIdx.x * (u64)(blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (row >= rows) return;
+  int lanes = head_dim / 8;
+  u64 t = blockIdx.x * (u64)blockDim.x + threadIdx.x, row = t / lanes;
   float sum = 0.f;
-  for (int c = threadIdx.x & 31; c < head_dim; c += 32) sum += bf16_to_float(d_o[row * head_dim + c]) * bf16_to_float(o[row * head_dim + c]);
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (row < rows) {
+    float a[8], b[8];
+    u64 at = row * head_dim + t % lanes * 8;
+    load8(a, d_o + at);
+    load8(b, o + at);
+#pragma unroll
+    for (int j = 0; j < 8; j++) sum += a[j] * b[j];
+  }
+  for (int off = lanes / 2; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
   u64 b = row / ((u64)seq * heads), i = row / heads % seq, h = row % heads;
-  if ((threadIdx.x & 31) == 0) delta[(b * heads + h) * seq + i] = sum;
+  if (row < rows && t % lanes == 0) delta[(b * heads + h) * seq + i] = sum;
 }

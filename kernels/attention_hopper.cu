@@ -113,10 +113,6 @@ __device__ __forceinline__ void pack_operand(unsigned (*p)[4], float (*s)[4]) {
   }
 }
 
-// Every thread's copies so far have landed and every warpgroup is past its last products, so
-// buffers read before may be refilled.
-__device__ __forceinline__ void tiles_landed() { wait_copies<0, true>(); }
-
 // The start of the block's dynamic shared memory rounded up to the swizzle's 1024 bytes.
 __device__ __forceinline__ char* aligned_shared() {
   extern __shared__ uint4 shared[];
@@ -124,26 +120,31 @@ __device__ __forceinline__ char* aligned_shared() {
   return base + ((1024 - (shared_address(base) & 1023)) & 1023);
 }
 
-// The software pipeline every Hopper kernel runs over its `tiles` streamed tiles, three buffers
-// of them: pass i issues the products of tile i + 1 (`products`, say S = Q·Kᵀ), then the
-// accumulating products of tile i (`accumulate`, say O += P·V) from the operand registers the
-// previous pass packed; `pointwise` (the softmax, or the backward's P and dS) runs on tile
-// i + 1's products as soon as they are done, while the tensor cores still accumulate; once
-// those are done too, `retire` marks their registers free and `pack` fills the operands from the
-// pointwise results (and may rewrite the accumulators). start(i) starts copying tile i into
-// buffer i % 3: tile i + 2 lands during pass i, into the buffer pass i - 1 read last. The caller
-// has started its own tiles and tile 0. The first tile's products and the last tile's
-// accumulation are peeled off the loop, so that every product in it is issued unconditionally
-// (ptxas then keeps them asynchronous).
+// The software pipeline every Hopper kernel runs over its `tiles` streamed tiles, STAGES
+// (HOPPER_STAGES) buffers of them: pass i issues the products of tile i + 1 (`products`, say
+// S = Q·Kᵀ), then the accumulating products of tile i (`accumulate`, say O += P·V) from the
+// operand registers the previous pass packed; `pointwise` (the softmax, or the backward's P and
+// dS) runs on tile i + 1's products as soon as they are done, while the tensor cores still
+// accumulate; once those are done too, `retire` marks their registers free and `pack` fills the
+// operands from the pointwise results (and may rewrite the accumulators); `retire` also pins
+// those writes before the next products are fenced. start(i) starts copying tile i into buffer
+// i % STAGES: pass i starts tile i + STAGES - 1, into the buffer pass i - 1 accumulated from, so
+// a tile has STAGES - 2 passes to land. The caller has started its own tiles (they land with
+// tile 0). The first tile's products and the last tile's accumulation are peeled off the loop,
+// so that every product in it is issued unconditionally (ptxas then keeps them asynchronous).
 // Without `overlap` (where two tiles' products, the accumulators and the operands would not fit
 // a thread's registers together) a pass accumulates tile i, then computes tile i + 1's products.
 template <bool overlap, typename Start, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
 __device__ __forceinline__ void pipeline(int tiles, Start start, Products products, Pointwise pointwise, Retire retire, Pack pack,
                                          Accumulate accumulate) {
-  commit_copies();
-  tiles_landed();
-  if (tiles > 1) start(1);
-  commit_copies();
+  constexpr int STAGES = HOPPER_STAGES;
+  static_assert(STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
+  // One copy group per tile (empty past the last), so that "tile j has landed" is a group count.
+  for (int j = 0; j < STAGES - 1; j++) {
+    if (j < tiles) start(j);
+    commit_copies();
+  }
+  wait_copies<STAGES - 2, true>();
   wgmma_fence();
   products(0);
   wgmma_commit();
@@ -151,10 +152,11 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
   pointwise(0);
   pack();
   for (int i = 0; i + 1 < tiles; i++) {
-    // Tile i + 1 has landed and every warpgroup is past pass i - 1's products.
-    tiles_landed();
-    if (i + 2 < tiles) start(i + 2);
+    // Tile i + 1 has landed and every warpgroup is past pass i - 1's accumulation.
+    wait_copies<STAGES - 3, true>();
+    if (i + STAGES - 1 < tiles) start(i + STAGES - 1);
     commit_copies();
+    retire();  // the accumulators and operands `pack` wrote stay before the fence
     wgmma_fence();
     if (overlap) {
       products(i + 1);
@@ -178,6 +180,7 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
     }
     pack();
   }
+  retire();
   wgmma_fence();
   accumulate(tiles - 1);
   wgmma_commit();
@@ -190,19 +193,18 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
 template <int HD>
 __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
   const unsigned TQ = HOPPER_ROWS * HD * 2, TK = HOPPER_KEYS * HD * 2;  // bytes of the Q tile and of one K or V tile
-  unsigned qs = shared_address(aligned_shared()), kvs = qs + TQ;    // kvs: [3 buffers][K, V]
+  unsigned qs = shared_address(aligned_shared()), kvs = qs + TQ;    // kvs: [HOPPER_STAGES buffers][K, V]
   int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
   int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = (gridDim.x - 1 - blockIdx.x) * HOPPER_ROWS;
   int tiles = (min(q0 + HOPPER_ROWS, seq) + HOPPER_KEYS - 1) / HOPPER_KEYS, first_row = q0 + 64 * wg, row0 = first_row + 16 * warp;
   Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
   u64 stats = ((u64)b * heads + h) * seq;
-  auto key_tile = [&](int i) { return kvs + (i % 3) * 2 * TK; };
+  auto key_tile = [&](int i) { return kvs + (i % HOPPER_STAGES) * 2 * TK; };
   auto start = [&](int i) {
     start_swizzled<HD, HOPPER_KEYS>(key_tile(i), k + at.kv, i * HOPPER_KEYS, seq, at.kv_stride);
     start_swizzled<HD, HOPPER_KEYS>(key_tile(i) + TK, v + at.kv, i * HOPPER_KEYS, seq, at.kv_stride);
   };
   start_swizzled<HD, HOPPER_ROWS>(qs, q + at.q, q0, seq, at.q_stride);
-  start(0);
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
   unsigned p[HOPPER_KEYS / 16][4] = {};
   pipeline<true>(
@@ -282,20 +284,19 @@ __device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, con
                                    int seq, int heads, int kv_heads, float scale) {
   const int KN = HOPPER_DQ_KEYS;
   const unsigned TQ = HOPPER_ROWS * HD * 2, TK = KN * HD * 2;
-  unsigned qs = shared_address(aligned_shared()), dos = qs + TQ, kvs = dos + TQ;  // kvs: [3 buffers][K, V]
+  unsigned qs = shared_address(aligned_shared()), dos = qs + TQ, kvs = dos + TQ;  // kvs: [HOPPER_STAGES buffers][K, V]
   int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
   int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = (gridDim.x - 1 - blockIdx.x) * HOPPER_ROWS;
   int tiles = (min(q0 + HOPPER_ROWS, seq) + KN - 1) / KN, first_row = q0 + 64 * wg, row0 = first_row + 16 * warp;
   Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
   u64 stats = ((u64)b * heads + h) * seq;
-  auto key_tile = [&](int i) { return kvs + (i % 3) * 2 * TK; };
+  auto key_tile = [&](int i) { return kvs + (i % HOPPER_STAGES) * 2 * TK; };
   auto start = [&](int i) {
     start_swizzled<HD, KN>(key_tile(i), k + at.kv, i * KN, seq, at.kv_stride);
     start_swizzled<HD, KN>(key_tile(i) + TK, v + at.kv, i * KN, seq, at.kv_stride);
   };
   start_swizzled<HD, HOPPER_ROWS>(qs, q + at.q, q0, seq, at.q_stride);
   start_swizzled<HD, HOPPER_ROWS>(dos, d_o + at.q, q0, seq, at.q_stride);
-  start(0);
   float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
   unsigned ds[KN / 16][4] = {};
 #pragma unroll
@@ -335,14 +336,14 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
   const int QN = HOPPER_DKDV_QUERIES;
   const unsigned TK = HOPPER_ROWS * HD * 2, TQ = QN * HD * 2;
   char* base = aligned_shared();
-  unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;  // qdos: [3 buffers][Q, dO]
-  float* rows_s = reinterpret_cast<float*>(base + 2 * TK + 3 * 2 * TQ);  // [3 buffers][lse, delta]
+  unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;                   // qdos: [HOPPER_STAGES buffers][Q, dO]
+  float* rows_s = reinterpret_cast<float*>(base + 2 * TK + HOPPER_STAGES * 2 * TQ);  // [HOPPER_STAGES buffers][lse, delta]
   int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, b = blockIdx.y / kv_heads, kvh = blockIdx.y % kv_heads, group = heads / kv_heads;
   int k0 = blockIdx.x * HOPPER_ROWS, first_key = k0 + 64 * wg, key0 = first_key + 16 * warp;
   int per_head = (seq - k0 + QN - 1) / QN, tiles = group * per_head;
   Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
-  auto query_tile = [&](int i) { return qdos + (i % 3) * 2 * TQ; };
-  auto query_rows = [&](int i) { return rows_s + (i % 3) * 2 * QN; };
+  auto query_tile = [&](int i) { return qdos + (i % HOPPER_STAGES) * 2 * TQ; };
+  auto query_rows = [&](int i) { return rows_s + (i % HOPPER_STAGES) * 2 * QN; };
   auto first_query = [&](int i) { return k0 + (i % per_head) * QN; };
   auto start = [&](int i) {
     int h = kvh * group + i / per_head, q0 = first_query(i);
@@ -355,7 +356,6 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
   };
   start_swizzled<HD, HOPPER_ROWS>(ks, k + kv_at.kv, k0, seq, kv_at.kv_stride);
   start_swizzled<HD, HOPPER_ROWS>(vs, v + kv_at.kv, k0, seq, kv_at.kv_stride);
-  start(0);
   // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
   // has zero Q, dO, lse and delta, so it adds nothing.
   float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {}, pt[QN / 8][4], dst[QN / 8][4];

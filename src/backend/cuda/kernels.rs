@@ -83,12 +83,6 @@ pub(super) fn aligned_16(addresses: &[u64]) -> Result<()> {
     Ok(())
 }
 
-/// One warp per row, THREADS / 32 rows per block.
-pub(super) fn per_warp(rows: usize) -> LaunchConfig {
-    let blocks = rows.div_ceil(THREADS as usize / 32) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
-}
-
 pub const FILL_VERIFY_SOURCE: &str = include_str!("../../../kernels/fill_verify.cu");
 
 /// The NVRTC target of compute capability `major.minor`: sm_90a on Hopper, whose
