@@ -214,27 +214,45 @@ struct Heads {
       : q(((u64)b * seq * heads + h) * hd), kv(((u64)b * seq * kv_heads + kvh) * hd), q_stride(heads * hd), kv_stride(kv_heads * hd) {}
 };
 
-// A block of the forward or dQ kernel, grid (query tiles, batch * heads): its query tile (the
-// tiles with the most keys start first) and head, and the K and V tiles it streams, from key 0
-// to its last query.
-template <int HD>
-struct QueryTile {
+// A block of a forward or dQ kernel, grid (query tiles of ROWS, batch * heads): its query tile
+// (the tiles with the most keys start first) and head, and the key tiles of KEYS it streams,
+// from key 0 to its last query. Each warp owns 16 rows from row0.
+template <int HD, int ROWS, int KEYS>
+struct QueryBlock {
   int b, h, q0, row0, tiles;
   Heads at;
   u64 stats;  // where the head's rows start in lse and delta
-  __device__ QueryTile(int seq, int heads, int kv_heads)
-      : b(blockIdx.y / heads), h(blockIdx.y % heads), q0((gridDim.x - 1 - blockIdx.x) * FLASH_ROWS), row0(q0 + 16 * (threadIdx.x >> 5)),
-        tiles((min(q0 + FLASH_ROWS, seq) + FLASH_ROWS - 1) / FLASH_ROWS), at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD),
+  __device__ QueryBlock(int seq, int heads, int kv_heads)
+      : b(blockIdx.y / heads), h(blockIdx.y % heads), q0((gridDim.x - 1 - blockIdx.x) * ROWS), row0(q0 + 16 * (threadIdx.x >> 5)),
+        tiles((min(q0 + ROWS, seq) + KEYS - 1) / KEYS), at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD),
         stats(((u64)b * heads + h) * seq) {}
 
+  // This thread's two rows' lse (log2 units) and delta, zero past the sequence's end.
+  __device__ void row_stats(float* row_lse, float* row_delta, const float* lse, const float* delta, int seq) const {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      int row = row0 + frag_row(2 * r);
+      row_lse[r] = row < seq ? lse[stats + row] * LOG2E : 0.f;
+      row_delta[r] = row < seq ? delta[stats + row] : 0.f;
+    }
+  }
+};
+
+// A flash block: FLASH_ROWS queries, K and V tiles of as many keys, padded, two buffers.
+template <int HD>
+struct QueryTile : QueryBlock<HD, FLASH_ROWS, FLASH_ROWS> {
+  __device__ QueryTile(int seq, int heads, int kv_heads) : QueryBlock<HD, FLASH_ROWS, FLASH_ROWS>(seq, heads, kv_heads) {}
+
   // Starts this block's own tile of a q-like buffer (Q or dO).
-  __device__ void start_own(bf16* tile, const bf16* src, int seq) const { start_tile<HD>(tile, src + at.q, q0, FLASH_ROWS, seq, at.q_stride); }
+  __device__ void start_own(bf16* tile, const bf16* src, int seq) const {
+    start_tile<HD>(tile, src + this->at.q, this->q0, FLASH_ROWS, seq, this->at.q_stride);
+  }
 
   // Starts K and V tile i into buffer i % 2 of `kvs` ([2 buffers][K, V]).
   __device__ void start_kv(bf16* kvs, const bf16* k, const bf16* v, int i, int seq) const {
     const int T = FLASH_ROWS * (HD + FLASH_PAD);
-    start_tile<HD>(kvs + (i & 1) * 2 * T, k + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
-    start_tile<HD>(kvs + (i & 1) * 2 * T + T, v + at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, at.kv_stride);
+    start_tile<HD>(kvs + (i & 1) * 2 * T, k + this->at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, this->at.kv_stride);
+    start_tile<HD>(kvs + (i & 1) * 2 * T + T, v + this->at.kv, i * FLASH_ROWS, FLASH_ROWS, seq, this->at.kv_stride);
   }
 };
 
@@ -294,12 +312,7 @@ __device__ void flash_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, cons
   start(0);
   commit_copies();
   float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {};
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    int row = t.row0 + frag_row(2 * r);
-    row_lse[r] = row < seq ? lse[t.stats + row] * LOG2E : 0.f;
-    row_delta[r] = row < seq ? delta[t.stats + row] : 0.f;
-  }
+  t.row_stats(row_lse, row_delta, lse, delta, seq);
   for (int i = 0; i < t.tiles; i++) {
     next_tile(i, t.tiles, start);
     const bf16* ks = kvs + (i & 1) * 2 * T;

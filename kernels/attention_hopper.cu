@@ -120,6 +120,33 @@ __device__ __forceinline__ char* aligned_shared() {
   return base + ((1024 - (shared_address(base) & 1023)) & 1023);
 }
 
+// A block of the Hopper forward or dQ kernel (attention.cu's QueryBlock): HOPPER_ROWS queries,
+// 64 a warpgroup, and K and V tiles of KEYS keys swizzled in HOPPER_STAGES buffers.
+template <int HD, int KEYS>
+struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
+  static constexpr unsigned TILE = KEYS * HD * 2;  // bytes of one K or V tile
+  int first_row;                                    // this warpgroup's first row
+  __device__ HopperQueryTile(int seq, int heads, int kv_heads)
+      : QueryBlock<HD, HOPPER_ROWS, KEYS>(seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
+
+  // Starts this block's own tile of a q-like buffer (Q or dO) at shared address `tile`.
+  __device__ void start_own(unsigned tile, const bf16* src, int seq) const {
+    start_swizzled<HD, HOPPER_ROWS>(tile, src + this->at.q, this->q0, seq, this->at.q_stride);
+  }
+
+  // Where key tile i's K lies in `kvs` ([HOPPER_STAGES buffers][K, V]); its V follows, TILE on.
+  __device__ unsigned key_tile(unsigned kvs, int i) const { return kvs + (i % HOPPER_STAGES) * 2 * TILE; }
+
+  __device__ void start_kv(unsigned kvs, const bf16* k, const bf16* v, int i, int seq) const {
+    start_swizzled<HD, KEYS>(key_tile(kvs, i), k + this->at.kv, i * KEYS, seq, this->at.kv_stride);
+    start_swizzled<HD, KEYS>(key_tile(kvs, i) + TILE, v + this->at.kv, i * KEYS, seq, this->at.kv_stride);
+  }
+
+  // Whether key tile i reaches past this warpgroup's first row: only there is the causal mask
+  // looked at (keys past the sequence's end are past every row that is stored).
+  __device__ bool crosses_diagonal(int i) const { return i * KEYS + KEYS - 1 > first_row; }
+};
+
 // The software pipeline every Hopper kernel runs over its `tiles` streamed tiles, STAGES
 // (HOPPER_STAGES) buffers of them: pass i issues the products of tile i + 1 (`products`, say
 // S = Q·Kᵀ), then the accumulating products of tile i (`accumulate`, say O += P·V) from the
@@ -192,31 +219,20 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
 // S = Q·Kᵀ from shared Q and K, the online softmax, O += P·V with P from registers.
 template <int HD>
 __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
-  const unsigned TQ = HOPPER_ROWS * HD * 2, TK = HOPPER_KEYS * HD * 2;  // bytes of the Q tile and of one K or V tile
-  unsigned qs = shared_address(aligned_shared()), kvs = qs + TQ;    // kvs: [HOPPER_STAGES buffers][K, V]
-  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
-  int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = (gridDim.x - 1 - blockIdx.x) * HOPPER_ROWS;
-  int tiles = (min(q0 + HOPPER_ROWS, seq) + HOPPER_KEYS - 1) / HOPPER_KEYS, first_row = q0 + 64 * wg, row0 = first_row + 16 * warp;
-  Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
-  u64 stats = ((u64)b * heads + h) * seq;
-  auto key_tile = [&](int i) { return kvs + (i % HOPPER_STAGES) * 2 * TK; };
-  auto start = [&](int i) {
-    start_swizzled<HD, HOPPER_KEYS>(key_tile(i), k + at.kv, i * HOPPER_KEYS, seq, at.kv_stride);
-    start_swizzled<HD, HOPPER_KEYS>(key_tile(i) + TK, v + at.kv, i * HOPPER_KEYS, seq, at.kv_stride);
-  };
-  start_swizzled<HD, HOPPER_ROWS>(qs, q + at.q, q0, seq, at.q_stride);
+  HopperQueryTile<HD, HOPPER_KEYS> t(seq, heads, kv_heads);
+  unsigned qs = shared_address(aligned_shared()), kvs = qs + HOPPER_ROWS * HD * 2;  // kvs: after the Q tile
+  int wg = threadIdx.x >> 7;
+  auto start = [&](int i) { t.start_kv(kvs, k, v, i, seq); };
+  t.start_own(qs, q, seq);
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
   unsigned p[HOPPER_KEYS / 16][4] = {};
   pipeline<true>(
-      tiles, start, [&](int i) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, key_tile(i)); },
+      t.tiles, start, [&](int i) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i)); },
       [&](int i) {
-        // The causal mask, looked at only where the tile reaches past this warpgroup's first row
-        // (keys past the sequence's end are past every row that is stored).
         int k0 = i * HOPPER_KEYS;
-        bool edge = k0 + HOPPER_KEYS - 1 > first_row;
         hold<HOPPER_KEYS>(s);
-        if (edge)
-          softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > row0 + frag_row(e); });
+        if (t.crosses_diagonal(i))
+          softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
         else
           softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [](int, int) { return false; });
       },
@@ -231,16 +247,16 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
 #pragma unroll
           for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
       },
-      [&](int i) { issue_accumulate<HD, HOPPER_KEYS>(acc, p, key_tile(i) + TK); });
+      [&](int i) { issue_accumulate<HD, HOPPER_KEYS>(acc, p, t.key_tile(kvs, i) + t.TILE); });
   float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; r++) {
     l[r] = quad_sum(l[r]);
     inv[r] = 1.f / l[r];
-    int row = row0 + frag_row(2 * r);
-    if ((threadIdx.x & 3) == 0 && row < seq) lse[stats + row] = (m[r] + __log2f(l[r])) * LN2;
+    int row = t.row0 + frag_row(2 * r);
+    if ((threadIdx.x & 3) == 0 && row < seq) lse[t.stats + row] = (m[r] + __log2f(l[r])) * LN2;
   }
-  store_rows<HD>(o + at.q, acc, inv, row0, seq, at.q_stride);
+  store_rows<HD>(o + t.at.q, acc, inv, t.row0, seq, t.at.q_stride);
 }
 
 // The backward's pointwise step on a tile of scores s and of dP (accumulator fragments, 16
@@ -283,37 +299,23 @@ template <int HD>
 __device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
                                    int seq, int heads, int kv_heads, float scale) {
   const int KN = HOPPER_DQ_KEYS;
-  const unsigned TQ = HOPPER_ROWS * HD * 2, TK = KN * HD * 2;
-  unsigned qs = shared_address(aligned_shared()), dos = qs + TQ, kvs = dos + TQ;  // kvs: [HOPPER_STAGES buffers][K, V]
-  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
-  int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = (gridDim.x - 1 - blockIdx.x) * HOPPER_ROWS;
-  int tiles = (min(q0 + HOPPER_ROWS, seq) + KN - 1) / KN, first_row = q0 + 64 * wg, row0 = first_row + 16 * warp;
-  Heads at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD);
-  u64 stats = ((u64)b * heads + h) * seq;
-  auto key_tile = [&](int i) { return kvs + (i % HOPPER_STAGES) * 2 * TK; };
-  auto start = [&](int i) {
-    start_swizzled<HD, KN>(key_tile(i), k + at.kv, i * KN, seq, at.kv_stride);
-    start_swizzled<HD, KN>(key_tile(i) + TK, v + at.kv, i * KN, seq, at.kv_stride);
-  };
-  start_swizzled<HD, HOPPER_ROWS>(qs, q + at.q, q0, seq, at.q_stride);
-  start_swizzled<HD, HOPPER_ROWS>(dos, d_o + at.q, q0, seq, at.q_stride);
+  HopperQueryTile<HD, KN> t(seq, heads, kv_heads);
+  unsigned qs = shared_address(aligned_shared()), dos = qs + HOPPER_ROWS * HD * 2, kvs = dos + HOPPER_ROWS * HD * 2;  // kvs: after Q and dO
+  int wg = threadIdx.x >> 7;
+  auto start = [&](int i) { t.start_kv(kvs, k, v, i, seq); };
+  t.start_own(qs, q, seq);
+  t.start_own(dos, d_o, seq);
   float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
   unsigned ds[KN / 16][4] = {};
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    int row = row0 + frag_row(2 * r);
-    row_lse[r] = row < seq ? lse[stats + row] * LOG2E : 0.f;
-    row_delta[r] = row < seq ? delta[stats + row] : 0.f;
-  }
+  t.row_stats(row_lse, row_delta, lse, delta, seq);
   pipeline<true>(
-      tiles, start,
+      t.tiles, start,
       [&](int i) {
-        issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, key_tile(i));
-        issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, key_tile(i) + TK);
+        issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i));
+        issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i) + t.TILE);
       },
       [&](int i) {
-        int k0 = i * KN;
-        probabilities_and_gradients<KN, false>(s, dp, row0, k0, k0 + KN - 1 > first_row, sl2, [&](int, int e) { return row_lse[e >> 1]; },
+        probabilities_and_gradients<KN, false>(s, dp, t.row0, i * KN, t.crosses_diagonal(i), sl2, [&](int, int e) { return row_lse[e >> 1]; },
                                                [&](int, int e) { return row_delta[e >> 1]; });
       },
       [&] {
@@ -321,9 +323,9 @@ __device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, con
         hold_pairs<KN>(ds);
       },
       [&] { pack_operand<KN>(ds, dp); },
-      [&](int i) { issue_accumulate<HD, KN>(acc, ds, key_tile(i)); });
+      [&](int i) { issue_accumulate<HD, KN>(acc, ds, t.key_tile(kvs, i)); });
   float mul[2] = {scale, scale};
-  store_rows<HD>(dq + at.q, acc, mul, row0, seq, at.q_stride);
+  store_rows<HD>(dq + t.at.q, acc, mul, t.row0, seq, t.at.q_stride);
 }
 
 // dV = Pᵀ·dO and dK = scale · dSᵀ·Q (attention.cu's flash_backward_dkdv) for a block of 128
