@@ -142,9 +142,9 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
     start_swizzled<HD, KEYS>(key_tile(kvs, i) + TILE, v + this->at.kv, i * KEYS, seq, this->at.kv_stride);
   }
 
-  // Whether key tile i reaches past this warpgroup's first row: only there is the causal mask
-  // looked at (keys past the sequence's end are past every row that is stored).
-  __device__ bool crosses_diagonal(int i) const { return i * KEYS + KEYS - 1 > first_row; }
+  // Whether the key tile from key k0 reaches past this warpgroup's first row: only there is the
+  // causal mask looked at (keys past the sequence's end are past every row that is stored).
+  __device__ bool crosses_diagonal(int k0) const { return k0 + KEYS - 1 > first_row; }
 };
 
 // The software pipeline every Hopper kernel runs over its `tiles` streamed tiles, STAGES
@@ -219,9 +219,9 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
 // S = Q·Kᵀ from shared Q and K, the online softmax, O += P·V with P from registers.
 template <int HD>
 __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
-  HopperQueryTile<HD, HOPPER_KEYS> t(seq, heads, kv_heads);
   unsigned qs = shared_address(aligned_shared()), kvs = qs + HOPPER_ROWS * HD * 2;  // kvs: after the Q tile
   int wg = threadIdx.x >> 7;
+  HopperQueryTile<HD, HOPPER_KEYS> t(seq, heads, kv_heads);
   auto start = [&](int i) { t.start_kv(kvs, k, v, i, seq); };
   t.start_own(qs, q, seq);
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
@@ -231,7 +231,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k
       [&](int i) {
         int k0 = i * HOPPER_KEYS;
         hold<HOPPER_KEYS>(s);
-        if (t.crosses_diagonal(i))
+        if (t.crosses_diagonal(k0))
           softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
         else
           softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [](int, int) { return false; });
@@ -315,7 +315,8 @@ __device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, con
         issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i) + t.TILE);
       },
       [&](int i) {
-        probabilities_and_gradients<KN, false>(s, dp, t.row0, i * KN, t.crosses_diagonal(i), sl2, [&](int, int e) { return row_lse[e >> 1]; },
+        int k0 = i * KN;
+        probabilities_and_gradients<KN, false>(s, dp, t.row0, k0, t.crosses_diagonal(k0), sl2, [&](int, int e) { return row_lse[e >> 1]; },
                                                [&](int, int e) { return row_delta[e >> 1]; });
       },
       [&] {
@@ -328,11 +329,56 @@ __device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, con
   store_rows<HD>(dq + t.at.q, acc, mul, t.row0, seq, t.at.q_stride);
 }
 
+// With SPLIT > 1, the SPLIT blocks of a cluster (the same keys, a share each of the query heads
+// of the group) sum their dK and dV accumulators into rank 0's, in rank order, so the result is
+// deterministic: every other block parks its accumulators in its own shared memory (the tiles
+// are done with), one float4 a thread a slice, and rank 0 reads them through the cluster's
+// distributed shared memory.
+template <int HD, int SPLIT>
+__device__ void sum_over_cluster(float (*dk)[4], float (*dv)[4], float4* parked) {
+  static_assert(2 * HOPPER_ROWS * 4 <= (2 * HOPPER_ROWS + HOPPER_STAGES * 2 * HOPPER_DKDV_QUERIES) * 2, "dK and dV in fp32 fit the tiles' memory");
+  unsigned rank = blockIdx.x % SPLIT;
+  __syncthreads();  // both warpgroups are past their last reads of the tiles
+  if (rank != 0)
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+      parked[n * HOPPER_THREADS + threadIdx.x] = make_float4(dk[n][0], dk[n][1], dk[n][2], dk[n][3]);
+      parked[(HD / 8 + n) * HOPPER_THREADS + threadIdx.x] = make_float4(dv[n][0], dv[n][1], dv[n][2], dv[n][3]);
+    }
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  if (rank == 0)
+    for (unsigned r = 1; r < SPLIT; r++) {
+      unsigned remote;
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(shared_address(parked)), "r"(r));
+      auto add = [&](float* acc, int slice) {
+        float x[4];
+        asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+                     : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3])
+                     : "r"(remote + (unsigned)(slice * HOPPER_THREADS + threadIdx.x) * 16)
+                     : "memory");
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[e] += x[e];
+      };
+#pragma unroll
+      for (int n = 0; n < HD / 8; n++) {
+        add(dk[n], n);
+        add(dv[n], HD / 8 + n);
+      }
+    }
+  // The other blocks keep their shared memory until rank 0 has read it.
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
 // dV = Pᵀ·dO and dK = scale · dSᵀ·Q (attention.cu's flash_backward_dkdv) for a block of 128
 // keys, summed over the query heads that share the KV head; Q and dO tiles of
 // HOPPER_DKDV_QUERIES rows stream over (query head of the group, query tile from the diagonal
 // on). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ from shared memory; Pᵀ and dSᵀ from registers into dV and dK.
-template <int HD>
+// Grid (SPLIT × batch × kv_heads, key tiles), the key tiles with the most queries first; with
+// SPLIT > 1 a cluster of SPLIT blocks shares the group's query heads (sum_over_cluster): the
+// first key tiles, which see every query of every head of the group, were the backward's
+// critical path where there are fewer blocks than SMs to balance them (a 70B layer's 8 KV
+// heads at batch 1: 128 blocks).
+template <int HD, int SPLIT>
 __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,
                                      const float* delta, int seq, int heads, int kv_heads, float scale) {
   const int QN = HOPPER_DKDV_QUERIES;
@@ -340,15 +386,16 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
   char* base = aligned_shared();
   unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;                   // qdos: [HOPPER_STAGES buffers][Q, dO]
   float* rows_s = reinterpret_cast<float*>(base + 2 * TK + HOPPER_STAGES * 2 * TQ);  // [HOPPER_STAGES buffers][lse, delta]
-  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, b = blockIdx.y / kv_heads, kvh = blockIdx.y % kv_heads, group = heads / kv_heads;
-  int k0 = blockIdx.x * HOPPER_ROWS, first_key = k0 + 64 * wg, key0 = first_key + 16 * warp;
-  int per_head = (seq - k0 + QN - 1) / QN, tiles = group * per_head;
+  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, bkv = blockIdx.x / SPLIT, b = bkv / kv_heads, kvh = bkv % kv_heads;
+  int share = heads / kv_heads / SPLIT, first_head = kvh * (heads / kv_heads) + (blockIdx.x % SPLIT) * share;
+  int k0 = blockIdx.y * HOPPER_ROWS, first_key = k0 + 64 * wg, key0 = first_key + 16 * warp;
+  int per_head = (seq - k0 + QN - 1) / QN, tiles = share * per_head;
   Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
   auto query_tile = [&](int i) { return qdos + (i % HOPPER_STAGES) * 2 * TQ; };
   auto query_rows = [&](int i) { return rows_s + (i % HOPPER_STAGES) * 2 * QN; };
   auto first_query = [&](int i) { return k0 + (i % per_head) * QN; };
   auto start = [&](int i) {
-    int h = kvh * group + i / per_head, q0 = first_query(i);
+    int h = first_head + i / per_head, q0 = first_query(i);
     Heads at(b, h, kvh, seq, heads, kv_heads, HD);
     u64 head_rows = ((u64)b * heads + h) * seq;
     start_swizzled<HD, QN>(query_tile(i), q + at.q, q0, seq, at.q_stride);
@@ -391,13 +438,18 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
         issue_accumulate<HD, QN>(dv_acc, pa, query_tile(i) + TQ);
         issue_accumulate<HD, QN>(dk_acc, dsa, query_tile(i));
       });
+  if (SPLIT > 1) {
+    sum_over_cluster<HD, SPLIT>(dk_acc, dv_acc, reinterpret_cast<float4*>(base));
+    if (blockIdx.x % SPLIT != 0) return;
+  }
   float ones[2] = {1.f, 1.f}, scales[2] = {scale, scale};
   store_rows<HD>(dk + kv_at.kv, dk_acc, scales, key0, seq, kv_at.kv_stride);
   store_rows<HD>(dv + kv_at.kv, dv_acc, ones, key0, seq, kv_at.kv_stride);
 }
 #endif
 
-// Launched on sm_90a only (the host checks); elsewhere the body is empty of Hopper instructions.
+// Launched on sm_90a only (the host checks); elsewhere the body is empty of Hopper instructions
+// and the split dK/dV kernel no cluster.
 #define HOPPER_KERNELS(HD)                                                                                                                  \
   extern "C" __global__ void __launch_bounds__(HOPPER_THREADS) hopper_forward_##HD(bf16* o, float* lse, const bf16* q, const bf16* k,     \
                                                                                    const bf16* v, int seq, int heads, int kv_heads,     \
@@ -412,13 +464,20 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
   extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
       hopper_backward_dkdv_##HD(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,        \
                                 const float* delta, int seq, int heads, int kv_heads, float scale) {                                       \
-    HOPPER_BODY(hopper_backward_dkdv<HD>(dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));                               \
+    HOPPER_BODY(hopper_backward_dkdv<HD, 1>(dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));                            \
+  }                                                                                                                                         \
+  extern "C" __global__ void HOPPER_CLUSTER(HOPPER_DKDV_SPLIT) __launch_bounds__(HOPPER_THREADS)                                             \
+      hopper_backward_dkdv_split_##HD(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,  \
+                                      const float* delta, int seq, int heads, int kv_heads, float scale) {                                 \
+    HOPPER_BODY(hopper_backward_dkdv<HD, HOPPER_DKDV_SPLIT>(dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));            \
   }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define HOPPER_BODY(call) call
+#define HOPPER_BODY(...) __VA_ARGS__
+#define HOPPER_CLUSTER(blocks) __cluster_dims__(blocks, 1, 1)
 #else
-#define HOPPER_BODY(call) __trap()
+#define HOPPER_BODY(...) __trap()
+#define HOPPER_CLUSTER(blocks)
 #endif
 
 HOPPER_KERNELS(128)
