@@ -82,10 +82,22 @@ extern "C" __global__ void adamw_x8(float* params, bf16* params_bf16, const floa
   if (tail < n - 4 * quads) adam_element(a, params, params_bf16, grads, m, v, 4 * quads + tail);
 }
 
-// *total += sum of x^2 (double accumulation across blocks).
+__device__ __forceinline__ float squares(float4 a) { return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
+
+// *total += sum of x^2 (double accumulation across blocks). One pass over the gradients at the
+// copy's rate: 16-byte streaming loads, two a thread in flight; the elements before x's first
+// 16-byte boundary (a ZeRO shard may start anywhere) and after its last whole quad one a thread.
 extern "C" __global__ void sum_squares(double* total, const float* x, u64 n) {
+  u64 head = min(n, (u64)((16 - (reinterpret_cast<u64>(x) & 15)) & 15) / 4), quads = (n - head) / 4;
+  u64 width = (u64)gridDim.x * blockDim.x, t = blockIdx.x * (u64)blockDim.x + threadIdx.x, tail = head + 4 * quads;
+  const float4* x4 = reinterpret_cast<const float4*>(x + head);
   float s = 0.f;
-  GRID_STRIDE(i, n) s += x[i] * x[i];
+  for (u64 q = t; q < quads; q += 2 * width) {
+    float4 a = __ldcs(x4 + q), b = q + width < quads ? __ldcs(x4 + q + width) : make_float4(0.f, 0.f, 0.f, 0.f);
+    s += squares(a) + squares(b);
+  }
+  if (t < head) s += x[t] * x[t];
+  if (t < n - tail) s += x[tail + t] * x[tail + t];
   s = block_sum(s);
   if (threadIdx.x == 0) atomicAdd(total, (double)s);
 }

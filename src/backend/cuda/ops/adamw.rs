@@ -42,16 +42,17 @@ impl ModelOps<'_> {
         launch!(self, name, cfg, params, params_bf16, grads, m, v, n, lr, b1, b2, eps, wd, c1, c2, scale)
     }
 
-    /// Adds Σx² of the fp32 `x` into the fp64 `total`.
+    /// Adds Σx² of the fp32 `x` into the fp64 `total` (x at any 4-byte offset: eight elements a
+    /// thread from its first 16-byte boundary).
     pub fn sum_squares(&self, total: View<f64>, x: View<f32>) -> Result<()> {
         lengths("sum of squares", &[(total.len(), 1, "total")])?;
         let (total, n, x) = (total.ptr(), x.len() as u64, x.ptr());
-        launch!(self, "sum_squares", self.elementwise(n), total, x, n)
+        launch!(self, "sum_squares", self.elementwise(n.div_ceil(8)), total, x, n)
     }
 }
 
 /// Two AdamW steps eight elements per thread (with a tail of 3), and one element per thread (the
-/// buffers one element off 16-byte alignment); the sum of squares.
+/// buffers one element off 16-byte alignment); the sum of squares, aligned and one element off.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
     // 5 quads and 3 elements past 2^20: the last pass has threads with one quad and no second.
@@ -78,9 +79,13 @@ pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
         out.push(compare(&format!("adamw params (fp32, {path})"), &shape, &f32s(gpu, &gp)?[skip..], &want, F32_TOLERANCE));
         out.push(compare(&format!("adamw bf16 copy ({path})"), &shape, &bf16s(gpu, &gpb)?[skip..], &want, BF16_TOLERANCE));
     }
-    let (gg, total) = (gpu.upload(&grads)?, gpu.upload(&[0f64])?);
-    ops.sum_squares(total.view(), gg.view())?;
-    let squares = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>();
-    out.push(compare("sum of squares (fp64)", &format!("n {n}"), &gpu.download::<f64>(&total)?, &[squares], F32_TOLERANCE));
+    // From 16-byte aligned, and 1 element past it (3 before the first 16-byte boundary).
+    let gg = gpu.upload(&grads)?;
+    for skip in [0, 1] {
+        let total = gpu.upload(&[0f64])?;
+        ops.sum_squares(total.view(), gg.view().slice(skip..n))?;
+        let squares = grads[skip..].iter().map(|&g| g as f64 * g as f64).sum::<f64>();
+        out.push(compare("sum of squares (fp64)", &format!("n {} from {skip}", n - skip), &gpu.download::<f64>(&total)?, &[squares], F32_TOLERANCE));
+    }
     Ok(out)
 }
