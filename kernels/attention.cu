@@ -86,25 +86,22 @@ __device__ void start_floats(float* dst, const float* src, int row0, int n, int 
 __device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 
 // Waits until at most `pending` groups of this thread's copies are in flight, then for the block.
-// For wgmma (which reads shared memory through the async proxy) the copies, generic-proxy
-// writes, are made visible to that proxy first.
-template <int pending, bool for_wgmma>
+template <int pending>
 __device__ __forceinline__ void wait_copies() {
   asm volatile("cp.async.wait_group %0;" ::"n"(pending) : "memory");
-  if (for_wgmma) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   __syncthreads();
 }
 
 // Double buffering of a block's streamed tiles: tile i sits in buffer i % 2 while tile i + 1
 // lands in the other. Starts tile i + 1 (`start(i + 1)`), then waits until tile i is in place.
-template <bool for_wgmma = false, typename Start>
+template <typename Start>
 __device__ __forceinline__ void next_tile(int i, int tiles, Start start) {
   if (i + 1 < tiles) {
     start(i + 1);
     commit_copies();
-    wait_copies<1, for_wgmma>();
+    wait_copies<1>();
   } else {
-    wait_copies<0, for_wgmma>();
+    wait_copies<0>();
   }
 }
 

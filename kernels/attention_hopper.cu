@@ -1,8 +1,8 @@
 // Causal GQA attention for Hopper (sm_90a), the layouts, log-sum-exp and backward algorithm
 // of attention.cu (whose helpers it uses; it is compiled after it), on Hopper's warpgroup
 // tensor-core instructions. A block is two warpgroups owning 128 rows (queries, or keys for
-// dK/dV), 64 each; the other side streams through shared memory tile by tile, two buffers
-// filled by cp.async, in wgmma's 128-byte-swizzled layout. Products of two tiles (S = Q·Kᵀ,
+// dK/dV), 64 each; the other side streams through shared memory tile by tile, HOPPER_STAGES
+// buffers filled by cp.async, in wgmma's 128-byte-swizzled layout (pipeline()). Products of two tiles (S = Q·Kᵀ,
 // dP = dO·Vᵀ and their transposes) read both from shared memory; products that accumulate
 // (O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) take the left factor from the registers it
 // was computed in and read the right one transposed (MN-major).
@@ -147,6 +147,25 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   __device__ bool crosses_diagonal(int k0) const { return k0 + KEYS - 1 > first_row; }
 };
 
+// mbarriers (in shared memory at address `bar`) that count the arrivals of a tile's phase.
+__device__ __forceinline__ void barrier_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void barrier_arrive(unsigned bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory"); }
+// Arrives once every copy this thread has started so far has landed.
+__device__ __forceinline__ void barrier_arrive_copies(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void barrier_wait(unsigned bar, unsigned parity) {
+  unsigned done;
+  do
+    asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+                 : "=r"(done)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+  while (!done);
+}
+
 // The software pipeline every Hopper kernel runs over its `tiles` streamed tiles, STAGES
 // (HOPPER_STAGES) buffers of them: pass i issues the products of tile i + 1 (`products`, say
 // S = Q·Kᵀ), then the accumulating products of tile i (`accumulate`, say O += P·V) from the
@@ -155,23 +174,52 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
 // accumulate; once those are done too, `retire` marks their registers free and `pack` fills the
 // operands from the pointwise results (and may rewrite the accumulators); `retire` also pins
 // those writes before the next products are fenced. start(i) starts copying tile i into buffer
-// i % STAGES: pass i starts tile i + STAGES - 1, into the buffer pass i - 1 accumulated from, so
-// a tile has STAGES - 2 passes to land. The caller has started its own tiles (they land with
+// i % STAGES, every thread its share; the caller has started its own tiles (they land with
 // tile 0). The first tile's products and the last tile's accumulation are peeled off the loop,
 // so that every product in it is issued unconditionally (ptxas then keeps them asynchronous).
 // Without `overlap` (where two tiles' products, the accumulators and the operands would not fit
 // a thread's registers together) a pass accumulates tile i, then computes tile i + 1's products.
+// The warpgroups do not wait for each other tile by tile: an mbarrier a buffer says its tile has
+// landed (every thread's copies), another that every thread is done reading it (pass i refills
+// the buffer of tile i - 1). Instead they take turns issuing a pass's products (two named
+// barriers), so that one's pointwise step runs under the other's products.
 template <bool overlap, typename Start, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
 __device__ __forceinline__ void pipeline(int tiles, Start start, Products products, Pointwise pointwise, Retire retire, Pack pack,
                                          Accumulate accumulate) {
   constexpr int STAGES = HOPPER_STAGES;
   static_assert(STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
-  // One copy group per tile (empty past the last), so that "tile j has landed" is a group count.
-  for (int j = 0; j < STAGES - 1; j++) {
-    if (j < tiles) start(j);
-    commit_copies();
-  }
-  wait_copies<STAGES - 2, true>();
+  __shared__ alignas(8) u64 barriers[2 * STAGES];  // [landed, read] a buffer
+  unsigned landed = shared_address(barriers), read = landed + 8 * STAGES;
+  auto slot = [](unsigned bars, int j) { return bars + 8 * (j % STAGES); };
+  auto phase = [](int j) { return (unsigned)(j / STAGES) & 1; };
+  if (threadIdx.x == 0)
+    for (int j = 0; j < 2 * STAGES; j++) barrier_init(landed + 8 * j, HOPPER_THREADS);
+  __syncthreads();
+  // Starts tile j into the buffer of tile j - STAGES once every thread is done with that.
+  auto refill = [&](int j) {
+    if (j >= tiles) return;
+    if (j >= STAGES) barrier_wait(slot(read, j), phase(j - STAGES));
+    start(j);
+    barrier_arrive_copies(slot(landed, j));
+  };
+  // Waits for tile j; its copies, generic-proxy writes, are then made visible to the async
+  // proxy wgmma reads shared memory through.
+  auto arrived = [&](int j) {
+    barrier_wait(slot(landed, j), phase(j));
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  };
+  auto done_with = [&](int j) { barrier_arrive(slot(read, j)); };
+  // Turns: warpgroup w waits on named barrier 1 + w, which the other's 128 threads arrive at.
+  // Warpgroup 0 goes first; warpgroup 1 gives no turn after its last, so that every arrival is
+  // waited for.
+  int wg = threadIdx.x >> 7;
+  auto my_turn = [&] { asm volatile("bar.sync %0, 256;" ::"r"(1 + wg) : "memory"); };
+  auto your_turn = [&](int i) {
+    if (!(wg == 1 && i + 2 == tiles)) asm volatile("bar.arrive %0, 256;" ::"r"(2 - wg) : "memory");
+  };
+  if (wg == 1 && tiles > 1) asm volatile("bar.arrive 1, 256;" ::: "memory");
+  for (int j = 0; j < STAGES - 1; j++) refill(j);
+  arrived(0);
   wgmma_fence();
   products(0);
   wgmma_commit();
@@ -179,29 +227,32 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
   pointwise(0);
   pack();
   for (int i = 0; i + 1 < tiles; i++) {
-    // Tile i + 1 has landed and every warpgroup is past pass i - 1's accumulation.
-    wait_copies<STAGES - 3, true>();
-    if (i + STAGES - 1 < tiles) start(i + STAGES - 1);
-    commit_copies();
+    arrived(i + 1);
+    refill(i + STAGES - 1);
     retire();  // the accumulators and operands `pack` wrote stay before the fence
     wgmma_fence();
+    my_turn();
     if (overlap) {
       products(i + 1);
       wgmma_commit();
       accumulate(i);
       wgmma_commit();
+      your_turn(i);
       wgmma_wait_one();
       pointwise(i + 1);
       wgmma_wait_all();
       retire();
+      done_with(i);
     } else {
       accumulate(i);
       wgmma_commit();
       wgmma_wait_all();
       retire();
+      done_with(i);
       wgmma_fence();
       products(i + 1);
       wgmma_commit();
+      your_turn(i);
       wgmma_wait_all();
       pointwise(i + 1);
     }
