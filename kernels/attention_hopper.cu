@@ -2,10 +2,10 @@
 // of attention.cu (whose helpers it uses; it is compiled after it), on Hopper's warpgroup
 // tensor-core instructions. A block is two warpgroups owning 128 rows (queries, or keys for
 // dK/dV), 64 each; the other side streams through shared memory tile by tile, HOPPER_STAGES
-// buffers filled by cp.async, in wgmma's 128-byte-swizzled layout (pipeline()). Products of two tiles (S = Q·Kᵀ,
-// dP = dO·Vᵀ and their transposes) read both from shared memory; products that accumulate
-// (O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) take the left factor from the registers it
-// was computed in and read the right one transposed (MN-major).
+// buffers filled by cp.async, in wgmma's 128-byte-swizzled layout (pipeline()). Products of two
+// tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes) read both from shared memory; products
+// that accumulate (O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) take the left factor from the
+// registers it was computed in and read the right one transposed (MN-major).
 // The wgmma_* wrappers (src/backend/cuda/ops/wgmma.rs) and the HOPPER_* tile sizes
 // (attention.rs) are prepended; everything that issues Hopper instructions compiles only for sm_90a.
 
@@ -179,9 +179,9 @@ __device__ __forceinline__ void barrier_wait(unsigned bar, unsigned parity) {
 // so that every product in it is issued unconditionally (ptxas then keeps them asynchronous).
 // Without `overlap` (where two tiles' products, the accumulators and the operands would not fit
 // a thread's registers together) a pass accumulates tile i, then computes tile i + 1's products.
-// The warpgroups do not wait for each other tile by tile: an mbarrier a buffer says its tile has
-// landed (every thread's copies), another that every thread is done reading it (pass i refills
-// the buffer of tile i - 1). Instead they take turns issuing a pass's products (two named
+// The warpgroups do not wait for each other tile by tile: each buffer has an mbarrier that says
+// its tile has landed (every thread's copies), and another that every thread is done reading it
+// (pass i refills the buffer of tile i - 1). Instead they take turns issuing a pass's products (two named
 // barriers), so that one's pointwise step runs under the other's products.
 template <bool overlap, typename Start, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
 __device__ __forceinline__ void pipeline(int tiles, Start start, Products products, Pointwise pointwise, Retire retire, Pack pack,
@@ -204,7 +204,7 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
   };
   // Waits for tile j; its copies, generic-proxy writes, are then made visible to the async
   // proxy wgmma reads shared memory through.
-  auto arrived = [&](int j) {
+  auto wait_landed = [&](int j) {
     barrier_wait(slot(landed, j), phase(j));
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   };
@@ -219,7 +219,7 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
   };
   if (wg == 1 && tiles > 1) asm volatile("bar.arrive 1, 256;" ::: "memory");
   for (int j = 0; j < STAGES - 1; j++) refill(j);
-  arrived(0);
+  wait_landed(0);
   wgmma_fence();
   products(0);
   wgmma_commit();
@@ -227,7 +227,7 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
   pointwise(0);
   pack();
   for (int i = 0; i + 1 < tiles; i++) {
-    arrived(i + 1);
+    wait_landed(i + 1);
     refill(i + STAGES - 1);
     retire();  // the accumulators and operands `pack` wrote stay before the fence
     wgmma_fence();
@@ -386,9 +386,8 @@ __device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, con
 // are done with), one float4 a thread a slice, and rank 0 reads them through the cluster's
 // distributed shared memory.
 template <int HD, int SPLIT>
-__device__ void sum_over_cluster(float (*dk)[4], float (*dv)[4], float4* parked) {
+__device__ void sum_over_cluster(float (*dk)[4], float (*dv)[4], float4* parked, unsigned rank) {
   static_assert(2 * HOPPER_ROWS * 4 <= (2 * HOPPER_ROWS + HOPPER_STAGES * 2 * HOPPER_DKDV_QUERIES) * 2, "dK and dV in fp32 fit the tiles' memory");
-  unsigned rank = blockIdx.x % SPLIT;
   __syncthreads();  // both warpgroups are past their last reads of the tiles
   if (rank != 0)
 #pragma unroll
@@ -438,7 +437,8 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
   unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;                   // qdos: [HOPPER_STAGES buffers][Q, dO]
   float* rows_s = reinterpret_cast<float*>(base + 2 * TK + HOPPER_STAGES * 2 * TQ);  // [HOPPER_STAGES buffers][lse, delta]
   int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, bkv = blockIdx.x / SPLIT, b = bkv / kv_heads, kvh = bkv % kv_heads;
-  int share = heads / kv_heads / SPLIT, first_head = kvh * (heads / kv_heads) + (blockIdx.x % SPLIT) * share;
+  unsigned rank = blockIdx.x % SPLIT;  // in the cluster
+  int share = heads / kv_heads / SPLIT, first_head = kvh * (heads / kv_heads) + rank * share;
   int k0 = blockIdx.y * HOPPER_ROWS, first_key = k0 + 64 * wg, key0 = first_key + 16 * warp;
   int per_head = (seq - k0 + QN - 1) / QN, tiles = share * per_head;
   Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
@@ -490,8 +490,8 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
         issue_accumulate<HD, QN>(dk_acc, dsa, query_tile(i));
       });
   if (SPLIT > 1) {
-    sum_over_cluster<HD, SPLIT>(dk_acc, dv_acc, reinterpret_cast<float4*>(base));
-    if (blockIdx.x % SPLIT != 0) return;
+    sum_over_cluster<HD, SPLIT>(dk_acc, dv_acc, reinterpret_cast<float4*>(base), rank);
+    if (rank != 0) return;
   }
   float ones[2] = {1.f, 1.f}, scales[2] = {scale, scale};
   store_rows<HD>(dk + kv_at.kv, dk_acc, scales, key0, seq, kv_at.kv_stride);
@@ -531,4 +531,5 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
 #define HOPPER_CLUSTER(blocks)
 #endif
 
+HOPPER_KERNELS(64)
 HOPPER_KERNELS(128)

@@ -52,7 +52,8 @@ impl ModelOps<'_> {
 }
 
 /// Two AdamW steps eight elements per thread (with a tail of 3), and one element per thread (the
-/// buffers one element off 16-byte alignment); the sum of squares, aligned and one element off.
+/// buffers one element off 16-byte alignment); the sum of squares from every offset mod 16 bytes,
+/// over the whole buffer and over spans short enough to be all head and tail.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
     // 5 quads and 3 elements past 2^20: the last pass has threads with one quad and no second.
@@ -79,13 +80,21 @@ pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
         out.push(compare(&format!("adamw params (fp32, {path})"), &shape, &f32s(gpu, &gp)?[skip..], &want, F32_TOLERANCE));
         out.push(compare(&format!("adamw bf16 copy ({path})"), &shape, &bf16s(gpu, &gpb)?[skip..], &want, BF16_TOLERANCE));
     }
-    // From 16-byte aligned, and 1 element past it (3 before the first 16-byte boundary).
+    // From 16-byte aligned and 1-3 elements past it (a head of 3-1 before the first 16-byte
+    // boundary), and short spans (0-9 elements) from each of those starts: heads and tails alone.
     let gg = gpu.upload(&grads)?;
-    for skip in [0, 1] {
+    for skip in 0..4 {
         let total = gpu.upload(&[0f64])?;
         ops.sum_squares(total.view(), gg.view().slice(skip..n))?;
         let squares = grads[skip..].iter().map(|&g| g as f64 * g as f64).sum::<f64>();
         out.push(compare("sum of squares (fp64)", &format!("n {} from {skip}", n - skip), &gpu.download::<f64>(&total)?, &[squares], F32_TOLERANCE));
     }
+    let spans: Vec<(usize, usize)> = (0..4).flat_map(|skip| (0..10).map(move |len| (skip, len))).collect();
+    let totals = gpu.upload(&vec![0f64; spans.len()])?;
+    for (i, &(skip, len)) in spans.iter().enumerate() {
+        ops.sum_squares(totals.view().slice(i..i + 1), gg.view().slice(skip..skip + len))?;
+    }
+    let want: Vec<f64> = spans.iter().map(|&(skip, len)| grads[skip..skip + len].iter().map(|&g| g as f64 * g as f64).sum()).collect();
+    out.push(compare("sum of squares (fp64)", "n 0-9 from 0-3", &gpu.download::<f64>(&totals)?, &want, F32_TOLERANCE));
     Ok(out)
 }
