@@ -2,7 +2,9 @@
 // of attention.cu (whose helpers it uses; it is compiled after it), on Hopper's warpgroup
 // tensor-core instructions. A block is two warpgroups owning 128 rows (queries, or keys for
 // dK/dV), 64 each; the other side streams through shared memory tile by tile, HOPPER_STAGES
-// buffers filled by cp.async, in wgmma's 128-byte-swizzled layout (pipeline()). Products of two
+// buffers filled by the tensor memory accelerator (TMA) in wgmma's 128-byte-swizzled layout
+// (pipeline()), one thread issuing every copy through the tensor maps the host encodes
+// (ops/tensor_map.rs). Products of two
 // tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes) read both from shared memory; products
 // that accumulate (O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) take the left factor from the
 // registers it was computed in and read the right one transposed (MN-major).
@@ -13,37 +15,10 @@ static_assert(HOPPER_ROWS == 128 && HOPPER_THREADS == 256, "a block is two warpg
 static_assert(HOPPER_KEYS == 128, "S is one m64n128 product per warpgroup");
 static_assert(HOPPER_DQ_KEYS == 64 && HOPPER_DKDV_QUERIES == 64, "the backward's S and dP (or their transposes) are m64n64 products");
 
-// Byte offset of 16-byte chunk c (bf16 columns 8c..8c+7) of row r in a [rows][HD] tile kept as
-// HD/64 panels of [rows][64], each row's 128 bytes swizzled (chunk ^ row % 8): the layout
-// wgmma's 128-byte swizzle reads, the tile 1024-byte aligned.
-__device__ __forceinline__ unsigned swizzled(int r, int c, int rows) { return (c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4); }
-
-// Starts copying rows [row0, row0 + ROWS) of a sequence (rows `stride` bf16 apart) into the
-// swizzled tile at shared address `tile`; zeros past the sequence's end. Each thread copies one
-// 16-byte column chunk of every (HOPPER_THREADS / chunks)-th row: its shared offset then steps by
-// a constant (the swizzle depends on the row mod 8 only) and its source by a constant stride, so
-// a chunk costs a copy and an add, the bounds checked only in a tile that crosses the end.
-template <int HD, int ROWS>
-__device__ __forceinline__ void start_swizzled(unsigned tile, const bf16* src, int row0, int seq, int stride) {
-  constexpr int CHUNKS = HD / 8, STEP = HOPPER_THREADS / CHUNKS;
-  static_assert(HOPPER_THREADS % CHUNKS == 0 && ROWS % STEP == 0 && STEP % 8 == 0, "every thread copies whole rows' worth of chunks");
-  int r = threadIdx.x / CHUNKS, c = threadIdx.x % CHUNKS;
-  unsigned to = tile + swizzled(r, c, ROWS);
-  const bf16* from = src + (u64)(row0 + r) * stride + c * 8;
-  u64 step = (u64)STEP * stride;
-  if (row0 + ROWS <= seq) {
-#pragma unroll
-    for (int j = 0; j < ROWS / STEP; j++)
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to + j * STEP * 128), "l"(from + j * step) : "memory");
-  } else {
-#pragma unroll
-    for (int j = 0; j < ROWS / STEP; j++) {
-      int inside = row0 + r + j * STEP < seq;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(to + j * STEP * 128), "l"(inside ? from + j * step : src), "r"(inside ? 16 : 0)
-                   : "memory");
-    }
-  }
-}
+// A tensor map (ops/tensor_map.rs): 128 opaque bytes, a kernel parameter.
+struct alignas(64) TensorMap {
+  u64 opaque[16];
+};
 
 // A wgmma shared-memory matrix descriptor: 128-byte swizzle, 8-row groups 1024 bytes apart,
 // `leading` bytes between 64-column panels (read for MN-major operands only).
@@ -120,41 +95,14 @@ __device__ __forceinline__ char* aligned_shared() {
   return base + ((1024 - (shared_address(base) & 1023)) & 1023);
 }
 
-// A block of the Hopper forward or dQ kernel (attention.cu's QueryBlock): HOPPER_ROWS queries,
-// 64 a warpgroup, and K and V tiles of KEYS keys swizzled in HOPPER_STAGES buffers.
-template <int HD, int KEYS>
-struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
-  static constexpr unsigned TILE = KEYS * HD * 2;  // bytes of one K or V tile
-  int first_row;                                    // this warpgroup's first row
-  __device__ HopperQueryTile(int seq, int heads, int kv_heads)
-      : QueryBlock<HD, HOPPER_ROWS, KEYS>(seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
-
-  // Starts this block's own tile of a q-like buffer (Q or dO) at shared address `tile`.
-  __device__ void start_own(unsigned tile, const bf16* src, int seq) const {
-    start_swizzled<HD, HOPPER_ROWS>(tile, src + this->at.q, this->q0, seq, this->at.q_stride);
-  }
-
-  // Where key tile i's K lies in `kvs` ([HOPPER_STAGES buffers][K, V]); its V follows, TILE on.
-  __device__ unsigned key_tile(unsigned kvs, int i) const { return kvs + (i % HOPPER_STAGES) * 2 * TILE; }
-
-  __device__ void start_kv(unsigned kvs, const bf16* k, const bf16* v, int i, int seq) const {
-    start_swizzled<HD, KEYS>(key_tile(kvs, i), k + this->at.kv, i * KEYS, seq, this->at.kv_stride);
-    start_swizzled<HD, KEYS>(key_tile(kvs, i) + TILE, v + this->at.kv, i * KEYS, seq, this->at.kv_stride);
-  }
-
-  // Whether the key tile from key k0 reaches past this warpgroup's first row: only there is the
-  // causal mask looked at (keys past the sequence's end are past every row that is stored).
-  __device__ bool crosses_diagonal(int k0) const { return k0 + KEYS - 1 > first_row; }
-};
-
 // mbarriers (in shared memory at address `bar`) that count the arrivals of a tile's phase.
 __device__ __forceinline__ void barrier_init(unsigned bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 }
 __device__ __forceinline__ void barrier_arrive(unsigned bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory"); }
-// Arrives once every copy this thread has started so far has landed.
-__device__ __forceinline__ void barrier_arrive_copies(unsigned bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+// Arrives, and has the current phase also wait for `bytes` more of TMA copies to land.
+__device__ __forceinline__ void barrier_expect(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void barrier_wait(unsigned bar, unsigned parity) {
   unsigned done;
@@ -166,6 +114,58 @@ __device__ __forceinline__ void barrier_wait(unsigned bar, unsigned parity) {
   while (!done);
 }
 
+// TMA copies into shared address `dst`, landing on mbarrier `bar` (the issuing block's own
+// shared memory: a CTA's address is valid in its cluster's window).
+__device__ __forceinline__ void copy_box(unsigned dst, const TensorMap& map, int c0, int c1, int c2, int c3, unsigned bar) {
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];" ::"r"(dst),
+               "l"(&map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+               : "memory");
+}
+__device__ __forceinline__ void copy_run(unsigned dst, const TensorMap& map, int c0, unsigned bar) {
+  asm volatile("cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2}], [%3];" ::"r"(dst), "l"(&map),
+               "r"(c0), "r"(bar)
+               : "memory");
+}
+
+// Copies rows [row0, row0 + ROWS) of head `head` of batch `b` through `map` (ops/tensor_map.rs's
+// heads(): boxes of ROWS rows and 64 columns) into the tile at shared address `tile`, kept as
+// HD/64 panels of [ROWS][64], each row's 128 bytes swizzled (16-byte chunk ^ row % 8): the
+// layout wgmma's 128-byte swizzle reads, the tile 1024-byte aligned. Rows past the sequence's
+// end land as zeros.
+template <int HD, int ROWS>
+__device__ __forceinline__ void copy_tile(unsigned tile, const TensorMap& map, int head, int row0, int b, unsigned bar) {
+#pragma unroll
+  for (int p = 0; p < HD / 64; p++) copy_box(tile + p * ROWS * 128, map, 64 * p, head, row0, b, bar);
+}
+
+// A block of the Hopper forward or dQ kernel (attention.cu's QueryBlock): HOPPER_ROWS queries,
+// 64 a warpgroup, and K and V tiles of KEYS keys swizzled in HOPPER_STAGES buffers.
+template <int HD, int KEYS>
+struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
+  static constexpr unsigned TILE = KEYS * HD * 2;  // bytes of one K or V tile
+  int first_row;                                    // this warpgroup's first row
+  int kvh;                                          // the KV head
+  __device__ HopperQueryTile(int seq, int heads, int kv_heads)
+      : QueryBlock<HD, HOPPER_ROWS, KEYS>(seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)), kvh(this->h / (heads / kv_heads)) {}
+
+  // Copies this block's own tile of a q-like tensor (Q or dO) to shared address `tile`.
+  __device__ void copy_own(unsigned tile, const TensorMap& map, unsigned bar) const {
+    copy_tile<HD, HOPPER_ROWS>(tile, map, this->h, this->q0, this->b, bar);
+  }
+
+  // Where key tile i's K lies in `kvs` ([HOPPER_STAGES buffers][K, V]); its V follows, TILE on.
+  __device__ unsigned key_tile(unsigned kvs, int i) const { return kvs + (i % HOPPER_STAGES) * 2 * TILE; }
+
+  __device__ void copy_kv(unsigned kvs, const TensorMap& k, const TensorMap& v, int i, unsigned bar) const {
+    copy_tile<HD, KEYS>(key_tile(kvs, i), k, this->kvh, i * KEYS, this->b, bar);
+    copy_tile<HD, KEYS>(key_tile(kvs, i) + TILE, v, this->kvh, i * KEYS, this->b, bar);
+  }
+
+  // Whether the key tile from key k0 reaches past this warpgroup's first row: only there is the
+  // causal mask looked at (keys past the sequence's end are past every row that is stored).
+  __device__ bool crosses_diagonal(int k0) const { return k0 + KEYS - 1 > first_row; }
+};
+
 // The software pipeline every Hopper kernel runs over its `tiles` streamed tiles, STAGES
 // (HOPPER_STAGES) buffers of them: pass i issues the products of tile i + 1 (`products`, say
 // S = Q·Kᵀ), then the accumulating products of tile i (`accumulate`, say O += P·V) from the
@@ -173,18 +173,21 @@ __device__ __forceinline__ void barrier_wait(unsigned bar, unsigned parity) {
 // dS) runs on tile i + 1's products as soon as they are done, while the tensor cores still
 // accumulate; once those are done too, `retire` marks their registers free and `pack` fills the
 // operands from the pointwise results (and may rewrite the accumulators); `retire` also pins
-// those writes before the next products are fenced. start(i) starts copying tile i into buffer
-// i % STAGES, every thread its share; the caller has started its own tiles (they land with
-// tile 0). The first tile's products and the last tile's accumulation are peeled off the loop,
-// so that every product in it is issued unconditionally (ptxas then keeps them asynchronous).
-// Without `overlap` (where two tiles' products, the accumulators and the operands would not fit
-// a thread's registers together) a pass accumulates tile i, then computes tile i + 1's products.
+// those writes before the next products are fenced. copy(i, bar) has mbarrier `bar` expect the
+// bytes of tile i (tile 0's with the caller's own tiles), then issues their TMA copies into
+// buffer i % STAGES. The first tile's products and the last tile's accumulation are peeled off
+// the loop, so that every product in it is issued unconditionally (ptxas then keeps them
+// asynchronous). Without `overlap` (where two tiles' products, the accumulators and the operands
+// would not fit a thread's registers together) a pass accumulates tile i, then computes tile
+// i + 1's products.
 // The warpgroups do not wait for each other tile by tile: each buffer has an mbarrier that says
-// its tile has landed (every thread's copies), and another that every thread is done reading it
-// (pass i refills the buffer of tile i - 1). Instead they take turns issuing a pass's products (two named
-// barriers), so that one's pointwise step runs under the other's products.
-template <bool overlap, typename Start, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
-__device__ __forceinline__ void pipeline(int tiles, Start start, Products products, Pointwise pointwise, Retire retire, Pack pack,
+// its tile has landed, and another that every thread is done reading it. One thread issues every
+// copy: the first of warpgroup 1, which takes its turn after warpgroup 0 and so is the last to be
+// done with a buffer; it refills a buffer as soon as both are. The warpgroups take turns issuing
+// a pass's products (two named barriers), so that one's pointwise step runs under the other's
+// products.
+template <bool overlap, typename Copy, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
+__device__ __forceinline__ void pipeline(int tiles, Copy copy, Products products, Pointwise pointwise, Retire retire, Pack pack,
                                          Accumulate accumulate) {
   constexpr int STAGES = HOPPER_STAGES;
   static_assert(STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
@@ -192,33 +195,36 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
   unsigned landed = shared_address(barriers), read = landed + 8 * STAGES;
   auto slot = [](unsigned bars, int j) { return bars + 8 * (j % STAGES); };
   auto phase = [](int j) { return (unsigned)(j / STAGES) & 1; };
-  if (threadIdx.x == 0)
-    for (int j = 0; j < 2 * STAGES; j++) barrier_init(landed + 8 * j, HOPPER_THREADS);
+  int wg = threadIdx.x >> 7;
+  bool copier = threadIdx.x == HOPPER_THREADS / 2;
+  if (threadIdx.x == 0) {
+    for (int j = 0; j < STAGES; j++) {
+      barrier_init(slot(landed, j), 1);
+      barrier_init(slot(read, j), HOPPER_THREADS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");  // seen by the TMA unit
+  }
   __syncthreads();
-  // Starts tile j into the buffer of tile j - STAGES once every thread is done with that.
-  auto refill = [&](int j) {
-    if (j >= tiles) return;
-    if (j >= STAGES) barrier_wait(slot(read, j), phase(j - STAGES));
-    start(j);
-    barrier_arrive_copies(slot(landed, j));
+  auto start = [&](int j) { copy(j, slot(landed, j)); };
+  // After pass i, tile i's buffer takes tile i + STAGES once every thread is done with it.
+  auto done_with = [&](int i) {
+    barrier_arrive(slot(read, i));
+    if (copier && i + STAGES < tiles) {
+      barrier_wait(slot(read, i), phase(i));
+      start(i + STAGES);
+    }
   };
-  // Waits for tile j; its copies, generic-proxy writes, are then made visible to the async
-  // proxy wgmma reads shared memory through.
-  auto wait_landed = [&](int j) {
-    barrier_wait(slot(landed, j), phase(j));
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-  };
-  auto done_with = [&](int j) { barrier_arrive(slot(read, j)); };
+  auto wait_landed = [&](int j) { barrier_wait(slot(landed, j), phase(j)); };
   // Turns: warpgroup w waits on named barrier 1 + w, which the other's 128 threads arrive at.
   // Warpgroup 0 goes first; warpgroup 1 gives no turn after its last, so that every arrival is
   // waited for.
-  int wg = threadIdx.x >> 7;
   auto my_turn = [&] { asm volatile("bar.sync %0, 256;" ::"r"(1 + wg) : "memory"); };
   auto your_turn = [&](int i) {
     if (!(wg == 1 && i + 2 == tiles)) asm volatile("bar.arrive %0, 256;" ::"r"(2 - wg) : "memory");
   };
   if (wg == 1 && tiles > 1) asm volatile("bar.arrive 1, 256;" ::: "memory");
-  for (int j = 0; j < STAGES - 1; j++) refill(j);
+  if (copier)
+    for (int j = 0; j < STAGES && j < tiles; j++) start(j);
   wait_landed(0);
   wgmma_fence();
   products(0);
@@ -228,7 +234,6 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
   pack();
   for (int i = 0; i + 1 < tiles; i++) {
     wait_landed(i + 1);
-    refill(i + STAGES - 1);
     retire();  // the accumulators and operands `pack` wrote stay before the fence
     wgmma_fence();
     my_turn();
@@ -269,16 +274,20 @@ __device__ __forceinline__ void pipeline(int tiles, Start start, Products produc
 // The causal forward over key tiles of HOPPER_KEYS (attention.cu's flash_forward on wgmma):
 // S = Q·Kᵀ from shared Q and K, the online softmax, O += P·V with P from registers.
 template <int HD>
-__device__ void hopper_forward(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq, int heads, int kv_heads, float scale) {
+__device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const TensorMap& k, const TensorMap& v, int seq, int heads, int kv_heads,
+                               float scale) {
   unsigned qs = shared_address(aligned_shared()), kvs = qs + HOPPER_ROWS * HD * 2;  // kvs: after the Q tile
   int wg = threadIdx.x >> 7;
   HopperQueryTile<HD, HOPPER_KEYS> t(seq, heads, kv_heads);
-  auto start = [&](int i) { t.start_kv(kvs, k, v, i, seq); };
-  t.start_own(qs, q, seq);
+  auto copy = [&](int i, unsigned bar) {
+    barrier_expect(bar, 2 * t.TILE + (i == 0 ? HOPPER_ROWS * HD * 2 : 0));
+    if (i == 0) t.copy_own(qs, q, bar);
+    t.copy_kv(kvs, k, v, i, bar);
+  };
   float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
   unsigned p[HOPPER_KEYS / 16][4] = {};
   pipeline<true>(
-      t.tiles, start, [&](int i) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i)); },
+      t.tiles, copy, [&](int i) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i)); },
       [&](int i) {
         int k0 = i * HOPPER_KEYS;
         hold<HOPPER_KEYS>(s);
@@ -328,14 +337,15 @@ __device__ __forceinline__ void pointwise_backward(float (*s)[4], float (*dp)[4]
 }
 
 template <int N, bool rows_are_keys, typename Lse, typename Delta>
-__device__ __forceinline__ void probabilities_and_gradients(float (*s)[4], float (*dp)[4], int row0, int col0, bool edge, float sl2,
+__device__ __forceinline__ void probabilities_and_gradients(float (*s)[4], float (*dp)[4], int row0, int col0, bool edge, int seq, float sl2,
                                                             Lse row_lse, Delta row_delta) {
   hold<N>(s);
   hold<N>(dp);
-  // The mask is looked at only in tiles that cross the diagonal (`edge`).
+  // The mask is looked at only in tiles that cross the diagonal, or (with `rows_are_keys`) the
+  // sequence's end (`edge`): there it also takes the queries past the end.
   auto causal = [&](int n, int e) {
     int row = row0 + frag_row(e), col = col0 + frag_col(n, e);
-    return rows_are_keys ? row > col : col > row;
+    return rows_are_keys ? row > col || col >= seq : col > row;
   };
   if (edge)
     pointwise_backward<N>(s, dp, sl2, causal, row_lse, row_delta);
@@ -347,27 +357,32 @@ __device__ __forceinline__ void probabilities_and_gradients(float (*s)[4], float
 // K and V tiles of HOPPER_DQ_KEYS keys: S and dP from shared Q, dO, K and V, dQ += dS·K with dS
 // from registers.
 template <int HD>
-__device__ void hopper_backward_dq(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
-                                   int seq, int heads, int kv_heads, float scale) {
+__device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorMap& q, const TensorMap& k, const TensorMap& v, const float* lse,
+                                   const float* delta, int seq, int heads, int kv_heads, float scale) {
   const int KN = HOPPER_DQ_KEYS;
   HopperQueryTile<HD, KN> t(seq, heads, kv_heads);
   unsigned qs = shared_address(aligned_shared()), dos = qs + HOPPER_ROWS * HD * 2, kvs = dos + HOPPER_ROWS * HD * 2;  // kvs: after Q and dO
   int wg = threadIdx.x >> 7;
-  auto start = [&](int i) { t.start_kv(kvs, k, v, i, seq); };
-  t.start_own(qs, q, seq);
-  t.start_own(dos, d_o, seq);
+  auto copy = [&](int i, unsigned bar) {
+    barrier_expect(bar, 2 * t.TILE + (i == 0 ? 2 * HOPPER_ROWS * HD * 2 : 0));
+    if (i == 0) {
+      t.copy_own(qs, q, bar);
+      t.copy_own(dos, d_o, bar);
+    }
+    t.copy_kv(kvs, k, v, i, bar);
+  };
   float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
   unsigned ds[KN / 16][4] = {};
   t.row_stats(row_lse, row_delta, lse, delta, seq);
   pipeline<true>(
-      t.tiles, start,
+      t.tiles, copy,
       [&](int i) {
         issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i));
         issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i) + t.TILE);
       },
       [&](int i) {
         int k0 = i * KN;
-        probabilities_and_gradients<KN, false>(s, dp, t.row0, k0, t.crosses_diagonal(k0), sl2, [&](int, int e) { return row_lse[e >> 1]; },
+        probabilities_and_gradients<KN, false>(s, dp, t.row0, k0, t.crosses_diagonal(k0), seq, sl2, [&](int, int e) { return row_lse[e >> 1]; },
                                                [&](int, int e) { return row_delta[e >> 1]; });
       },
       [&] {
@@ -429,13 +444,14 @@ __device__ void sum_over_cluster(float (*dk)[4], float (*dv)[4], float4* parked,
 // critical path where there are fewer blocks than SMs to balance them (a 70B layer's 8 KV
 // heads at batch 1: 128 blocks).
 template <int HD, int SPLIT>
-__device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,
-                                     const float* delta, int seq, int heads, int kv_heads, float scale) {
-  const int QN = HOPPER_DKDV_QUERIES;
+__device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, const TensorMap& q, const TensorMap& k, const TensorMap& v,
+                                     const TensorMap& lse, const TensorMap& delta, int lse_lead, int delta_lead, int seq, int heads, int kv_heads, float scale) {
+  const int QN = HOPPER_DKDV_QUERIES, RUN = HOPPER_STATS_RUN;
+  static_assert(RUN >= QN + 3 && RUN % 32 == 0, "a run from the multiple of 4 at or below a tile's first query holds its QN; TMA writes 128-byte aligned");
   const unsigned TK = HOPPER_ROWS * HD * 2, TQ = QN * HD * 2;
   char* base = aligned_shared();
   unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;                   // qdos: [HOPPER_STAGES buffers][Q, dO]
-  float* rows_s = reinterpret_cast<float*>(base + 2 * TK + HOPPER_STAGES * 2 * TQ);  // [HOPPER_STAGES buffers][lse, delta]
+  float* rows_s = reinterpret_cast<float*>(base + 2 * TK + HOPPER_STAGES * 2 * TQ);  // [HOPPER_STAGES buffers][lse, delta runs]
   int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, bkv = blockIdx.x / SPLIT, b = bkv / kv_heads, kvh = bkv % kv_heads;
   unsigned rank = blockIdx.x % SPLIT;  // in the cluster
   int share = heads / kv_heads / SPLIT, first_head = kvh * (heads / kv_heads) + rank * share;
@@ -443,37 +459,45 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
   int per_head = (seq - k0 + QN - 1) / QN, tiles = share * per_head;
   Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
   auto query_tile = [&](int i) { return qdos + (i % HOPPER_STAGES) * 2 * TQ; };
-  auto query_rows = [&](int i) { return rows_s + (i % HOPPER_STAGES) * 2 * QN; };
+  auto query_rows = [&](int i) { return rows_s + (i % HOPPER_STAGES) * 2 * RUN; };
   auto first_query = [&](int i) { return k0 + (i % per_head) * QN; };
-  auto start = [&](int i) {
+  // lse and delta are flat [batch, heads, seq] fp32, their maps starting lse_lead and delta_lead
+  // values before them (ops/tensor_map.rs's floats()). A TMA box starts 16-byte aligned in
+  // global memory and 128-byte aligned in shared memory, so a tile's QN values are copied in a
+  // run of RUN from the multiple of 4 at or below them, `shift` values in.
+  auto stats = [&](int i, int lead) { return (int)(((u64)b * heads + first_head + i / per_head) * seq) + first_query(i) + lead; };
+  auto shift = [](int at) { return at & 3; };
+  auto copy = [&](int i, unsigned bar) {
     int h = first_head + i / per_head, q0 = first_query(i);
-    Heads at(b, h, kvh, seq, heads, kv_heads, HD);
-    u64 head_rows = ((u64)b * heads + h) * seq;
-    start_swizzled<HD, QN>(query_tile(i), q + at.q, q0, seq, at.q_stride);
-    start_swizzled<HD, QN>(query_tile(i) + TQ, d_o + at.q, q0, seq, at.q_stride);
-    start_floats<HOPPER_THREADS>(query_rows(i), lse + head_rows, q0, QN, seq);
-    start_floats<HOPPER_THREADS>(query_rows(i) + QN, delta + head_rows, q0, QN, seq);
+    barrier_expect(bar, 2 * TQ + 2 * RUN * 4 + (i == 0 ? 2 * TK : 0));
+    if (i == 0) {
+      copy_tile<HD, HOPPER_ROWS>(ks, k, kvh, k0, b, bar);
+      copy_tile<HD, HOPPER_ROWS>(vs, v, kvh, k0, b, bar);
+    }
+    copy_tile<HD, QN>(query_tile(i), q, h, q0, b, bar);
+    copy_tile<HD, QN>(query_tile(i) + TQ, d_o, h, q0, b, bar);
+    copy_run(shared_address(query_rows(i)), lse, stats(i, lse_lead) - shift(stats(i, lse_lead)), bar);
+    copy_run(shared_address(query_rows(i) + RUN), delta, stats(i, delta_lead) - shift(stats(i, delta_lead)), bar);
   };
-  start_swizzled<HD, HOPPER_ROWS>(ks, k + kv_at.kv, k0, seq, kv_at.kv_stride);
-  start_swizzled<HD, HOPPER_ROWS>(vs, v + kv_at.kv, k0, seq, kv_at.kv_stride);
   // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
-  // has zero Q, dO, lse and delta, so it adds nothing.
+  // has zero Q and dO, so it adds nothing; its lse and delta (the next head's) are masked, so
+  // that no exp of them overflows into NaN.
   float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {}, pt[QN / 8][4], dst[QN / 8][4];
   unsigned pa[QN / 16][4] = {}, dsa[QN / 16][4] = {};
   // Serial: overlapped, two tiles' Sᵀ and dPᵀ beside dK and dV spilled 136 bytes a thread and
   // measured 2 % slower.
   pipeline<false>(
-      tiles, start,
+      tiles, copy,
       [&](int i) {
         issue_products<HD, QN>(pt, ks + wg * 64 * 128, HOPPER_ROWS, query_tile(i));
         issue_products<HD, QN>(dst, vs + wg * 64 * 128, HOPPER_ROWS, query_tile(i) + TQ);
       },
       [&](int i) {
-        const float* rows = query_rows(i);
+        const float *lse_s = query_rows(i) + shift(stats(i, lse_lead)), *delta_s = query_rows(i) + RUN + shift(stats(i, delta_lead));
         int q0 = first_query(i);
         probabilities_and_gradients<QN, true>(
-            pt, dst, key0, q0, first_key + 63 > q0, sl2, [&](int n, int e) { return rows[frag_col(n, e)] * LOG2E; },
-            [&](int n, int e) { return rows[QN + frag_col(n, e)]; });
+            pt, dst, key0, q0, first_key + 63 > q0 || q0 + QN > seq, seq, sl2, [&](int n, int e) { return lse_s[frag_col(n, e)] * LOG2E; },
+            [&](int n, int e) { return delta_s[frag_col(n, e)]; });
       },
       [&] {
         hold<HD>(dv_acc);
@@ -502,25 +526,27 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const bf16* d_o, const 
 // Launched on sm_90a only (the host checks); elsewhere the body is empty of Hopper instructions
 // and the split dK/dV kernel no cluster.
 #define HOPPER_KERNELS(HD)                                                                                                                  \
-  extern "C" __global__ void __launch_bounds__(HOPPER_THREADS) hopper_forward_##HD(bf16* o, float* lse, const bf16* q, const bf16* k,     \
-                                                                                   const bf16* v, int seq, int heads, int kv_heads,     \
-                                                                                   float scale) {                                       \
+  extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
+      hopper_forward_##HD(bf16* o, float* lse, const __grid_constant__ TensorMap q, const __grid_constant__ TensorMap k,                   \
+                          const __grid_constant__ TensorMap v, int seq, int heads, int kv_heads, float scale) {                             \
     HOPPER_BODY(hopper_forward<HD>(o, lse, q, k, v, seq, heads, kv_heads, scale));                                                        \
   }                                                                                                                                         \
   extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
-      hopper_backward_dq_##HD(bf16* dq, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta, \
+      hopper_backward_dq_##HD(bf16* dq, const __grid_constant__ TensorMap d_o, const __grid_constant__ TensorMap q,                        \
+                              const __grid_constant__ TensorMap k, const __grid_constant__ TensorMap v, const float* lse, const float* delta, \
                               int seq, int heads, int kv_heads, float scale) {                                                             \
     HOPPER_BODY(hopper_backward_dq<HD>(dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));                                      \
   }                                                                                                                                         \
-  extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
-      hopper_backward_dkdv_##HD(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,        \
-                                const float* delta, int seq, int heads, int kv_heads, float scale) {                                       \
-    HOPPER_BODY(hopper_backward_dkdv<HD, 1>(dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));                            \
-  }                                                                                                                                         \
-  extern "C" __global__ void HOPPER_CLUSTER(HOPPER_DKDV_SPLIT) __launch_bounds__(HOPPER_THREADS)                                             \
-      hopper_backward_dkdv_split_##HD(bf16* dk, bf16* dv, const bf16* d_o, const bf16* q, const bf16* k, const bf16* v, const float* lse,  \
-                                      const float* delta, int seq, int heads, int kv_heads, float scale) {                                 \
-    HOPPER_BODY(hopper_backward_dkdv<HD, HOPPER_DKDV_SPLIT>(dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));            \
+  HOPPER_DKDV(HD, backward_dkdv, 1, )                                                                                                       \
+  HOPPER_DKDV(HD, backward_dkdv_split, HOPPER_DKDV_SPLIT, HOPPER_CLUSTER(HOPPER_DKDV_SPLIT))
+
+// dK/dV, its GQA group on `split` blocks of a cluster (`cluster`: the attribute) or on one.
+#define HOPPER_DKDV(HD, name, split, cluster)                                                                                               \
+  extern "C" __global__ void cluster __launch_bounds__(HOPPER_THREADS)                                                                      \
+      hopper_##name##_##HD(bf16* dk, bf16* dv, const __grid_constant__ TensorMap d_o, const __grid_constant__ TensorMap q,                 \
+                           const __grid_constant__ TensorMap k, const __grid_constant__ TensorMap v, const __grid_constant__ TensorMap lse, \
+                           const __grid_constant__ TensorMap delta, int lse_lead, int delta_lead, int seq, int heads, int kv_heads, float scale) {       \
+    HOPPER_BODY(hopper_backward_dkdv<HD, split>(dk, dv, d_o, q, k, v, lse, delta, lse_lead, delta_lead, seq, heads, kv_heads, scale));            \
   }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

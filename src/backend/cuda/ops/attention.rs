@@ -8,6 +8,7 @@
 use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
 use super::super::kernels::{aligned_16, launch, ModelOps, OpSource, THREADS as ELEMENT_THREADS};
 use super::super::view::{lengths, View};
+use super::tensor_map::{self, TensorMap};
 use super::wgmma;
 use crate::backend::cpu::attention::{self, Shape};
 use anyhow::{ensure, Result};
@@ -39,6 +40,9 @@ const HOPPER_KEYS: usize = 128;
 /// both live, 64 keeps a thread under 255 registers.
 const HOPPER_DQ_KEYS: usize = 64;
 const HOPPER_DKDV_QUERIES: usize = 64;
+/// lse or delta values a dK/dV tile copies: its queries' from the 16-byte boundary at or below
+/// the first, in buffers 128 bytes apart, as the tensor memory accelerator needs.
+const HOPPER_STATS_RUN: usize = HOPPER_DKDV_QUERIES + 32;
 const HOPPER_THREADS: u32 = 256;
 /// Blocks of a cluster that share the query heads of a GQA group in the dK/dV kernel (where the
 /// group divides by it): a 70B layer's 8 KV heads make 128 blocks of 128 keys at batch 1, fewer
@@ -58,7 +62,7 @@ pub fn source() -> OpSource {
         "#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n\
          #define HOPPER_ROWS {HOPPER_ROWS}\n#define HOPPER_KEYS {HOPPER_KEYS}\n#define HOPPER_DQ_KEYS {HOPPER_DQ_KEYS}\n\
          #define HOPPER_DKDV_QUERIES {HOPPER_DKDV_QUERIES}\n#define HOPPER_THREADS {HOPPER_THREADS}\n\
-         #define HOPPER_STAGES {HOPPER_STAGES}\n#define HOPPER_DKDV_SPLIT {HOPPER_DKDV_SPLIT}\n"
+         #define HOPPER_STAGES {HOPPER_STAGES}\n#define HOPPER_DKDV_SPLIT {HOPPER_DKDV_SPLIT}\n#define HOPPER_STATS_RUN {HOPPER_STATS_RUN}\n"
     );
     let wgmma = format!("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n{}#endif\n", wgmma::wrappers(&[64, 128]));
     let mut kernels = flash_kernels();
@@ -81,7 +85,7 @@ fn hopper_shared_bytes(kind: &str, hd: usize) -> u32 {
     let bytes = match kind {
         "forward" => (HOPPER_ROWS + n * 2 * HOPPER_KEYS) * hd * 2,
         "backward_dq" => (2 * HOPPER_ROWS + n * 2 * HOPPER_DQ_KEYS) * hd * 2,
-        _ => (2 * HOPPER_ROWS + n * 2 * HOPPER_DKDV_QUERIES) * hd * 2 + n * 2 * 4 * HOPPER_DKDV_QUERIES,
+        _ => (2 * HOPPER_ROWS + n * 2 * HOPPER_DKDV_QUERIES) * hd * 2 + n * 2 * 4 * HOPPER_STATS_RUN,
     };
     (bytes + 1024) as u32
 }
@@ -132,7 +136,7 @@ fn flash_launch(kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchCo
 /// (grid: KV heads by key tiles, the tiles with the most queries first), a cluster of
 /// HOPPER_DKDV_SPLIT of them sharing the group's query heads where it divides evenly.
 fn kernel_launch(hopper: bool, kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchConfig)> {
-    if !(hopper && HOPPER_HEAD_DIMS.contains(&s.head_dim)) {
+    if !on_hopper(hopper, s) {
         return flash_launch(kind, s, heads);
     }
     ensure!(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "{} heads do not share {} KV heads evenly", s.heads, s.kv_heads);
@@ -149,6 +153,20 @@ fn kernel_launch(hopper: bool, kind: &str, s: &Shape, heads: usize) -> Result<(S
         shared_mem_bytes: hopper_shared_bytes(kind, s.head_dim),
     };
     Ok((format!("hopper_{kind}_{}", s.head_dim), cfg))
+}
+
+/// Whether shape `s` runs on the Hopper kernels (the module compiled for sm_90a: `hopper`).
+fn on_hopper(hopper: bool, s: &Shape) -> bool {
+    hopper && HOPPER_HEAD_DIMS.contains(&s.head_dim)
+}
+
+/// The Hopper kernels' maps of a q-like tensor (Q, dO) and a kv-like one (K, V), boxes of `rows`
+/// sequence rows.
+fn q_map(ptr: u64, s: &Shape, rows: usize) -> Result<TensorMap> {
+    tensor_map::heads(ptr, [s.batch, s.seq, s.heads, s.head_dim], rows)
+}
+fn kv_map(ptr: u64, s: &Shape, rows: usize) -> Result<TensorMap> {
+    tensor_map::heads(ptr, [s.batch, s.seq, s.kv_heads, s.head_dim], rows)
 }
 
 /// attention_delta's launch: head_dim / 8 threads a row (every head dimension of the kernels
@@ -193,6 +211,10 @@ impl ModelOps<'_> {
         aligned_16(&[o, q, k, v])?;
         let (seq, heads, kv_heads, scale) = dims(&s);
         let (name, cfg) = kernel_launch(self.hopper, "forward", &s, s.heads)?;
+        if !on_hopper(self.hopper, &s) {
+            return launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale);
+        }
+        let (q, k, v) = (q_map(q, &s, HOPPER_ROWS)?, kv_map(k, &s, HOPPER_KEYS)?, kv_map(v, &s, HOPPER_KEYS)?);
         launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale)
     }
 
@@ -208,8 +230,19 @@ impl ModelOps<'_> {
         let (dkdv_name, dkdv_cfg) = kernel_launch(self.hopper, "backward_dkdv", &s, s.kv_heads)?;
         let (n, hd) = (s.rows() as u64, s.head_dim as i32);
         launch!(self, "attention_delta", delta_launch(&s), delta, d_o, o, n, seq, heads, hd)?;
-        launch!(self, &dq_name, dq_cfg, dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)?;
-        launch!(self, &dkdv_name, dkdv_cfg, dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)
+        if !on_hopper(self.hopper, &s) {
+            launch!(self, &dq_name, dq_cfg, dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale)?;
+            return launch!(self, &dkdv_name, dkdv_cfg, dk, dv, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale);
+        }
+        // dQ: its own Q and dO tiles, K and V streamed; dK/dV: its own K and V, Q and dO streamed
+        // with their rows' lse and delta.
+        let (own_q, own_do, keys) = (q_map(q, &s, HOPPER_ROWS)?, q_map(d_o, &s, HOPPER_ROWS)?, HOPPER_DQ_KEYS);
+        let (k_tiles, v_tiles) = (kv_map(k, &s, keys)?, kv_map(v, &s, keys)?);
+        launch!(self, &dq_name, dq_cfg, dq, own_do, own_q, k_tiles, v_tiles, lse, delta, seq, heads, kv_heads, scale)?;
+        let (queries, rows) = (HOPPER_DKDV_QUERIES, s.rows());
+        let (q_tiles, do_tiles, own_k, own_v) = (q_map(q, &s, queries)?, q_map(d_o, &s, queries)?, kv_map(k, &s, HOPPER_ROWS)?, kv_map(v, &s, HOPPER_ROWS)?);
+        let ((lse, lse_lead), (delta, delta_lead)) = (tensor_map::floats(lse, rows, HOPPER_STATS_RUN)?, tensor_map::floats(delta, rows, HOPPER_STATS_RUN)?);
+        launch!(self, &dkdv_name, dkdv_cfg, dk, dv, do_tiles, q_tiles, own_k, own_v, lse, delta, lse_lead, delta_lead, seq, heads, kv_heads, scale)
     }
 }
 
@@ -298,7 +331,7 @@ mod tests {
         let kernels = hopper_kernels();
         assert_eq!(kernels.len(), HOPPER_HEAD_DIMS.len() * HOPPER_KINDS.len());
         let dkdv = kernels.iter().find(|(name, _)| name == "hopper_backward_dkdv_128").unwrap().1;
-        assert_eq!(dkdv, (2 * 128 + 6 * 64) * 128 * 2 + 6 * 4 * 64 + 1024, "K and V, three buffers of Q and dO, lse and delta");
+        assert_eq!(dkdv, (2 * 128 + 6 * 64) * 128 * 2 + 6 * 4 * 96 + 1024, "K and V, three buffers of Q and dO, lse and delta");
         // pipeline()'s mbarriers, two a buffer, are static shared memory beside the dynamic.
         let barriers = 2 * 8 * HOPPER_STAGES as u32;
         assert!(kernels.iter().all(|(_, bytes)| *bytes + barriers <= 227 * 1024));

@@ -12,6 +12,7 @@ pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
+pub mod tensor_map;
 pub mod wgmma;
 
 use super::check::{Check, Inputs};
