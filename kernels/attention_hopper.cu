@@ -213,6 +213,7 @@ __device__ __forceinline__ void pipeline(int tiles, Copy copy, Products products
       barrier_wait(slot(read, i), phase(i));
       start(i + STAGES);
     }
+    __syncwarp();  // the copier's warp meets again before its next warpgroup-wide instruction
   };
   auto wait_landed = [&](int j) { barrier_wait(slot(landed, j), phase(j)); };
   // Turns: warpgroup w waits on named barrier 1 + w, which the other's 128 threads arrive at.
@@ -225,6 +226,7 @@ __device__ __forceinline__ void pipeline(int tiles, Copy copy, Products products
   if (wg == 1 && tiles > 1) asm volatile("bar.arrive 1, 256;" ::: "memory");
   if (copier)
     for (int j = 0; j < STAGES && j < tiles; j++) start(j);
+  __syncwarp();
   wait_landed(0);
   wgmma_fence();
   products(0);

@@ -1,5 +1,5 @@
 //! Causal GQA attention on the GPU: kernels/attention.cu's flash kernels, and on Hopper at
-//! head_dim 128 kernels/attention_hopper.cu's wgmma ones. The forward saves only each query
+//! head_dim 64 and 128 kernels/attention_hopper.cu's wgmma ones. The forward saves only each query
 //! row's log-sum-exp (`lse`, fp32 [batch, heads, seq]); the backward recomputes the
 //! probabilities from it, tile by tile, so no seq × seq matrix is ever stored.
 //! Layouts are backend/cpu/attention.rs's (the reference): q, o [batch, seq, heads, hd],
