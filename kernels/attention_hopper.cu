@@ -4,10 +4,10 @@
 // dK/dV), 64 each; the other side streams through shared memory tile by tile, HOPPER_STAGES
 // buffers filled by the tensor memory accelerator (TMA) in wgmma's 128-byte-swizzled layout
 // (pipeline()), one thread issuing every copy through the tensor maps the host encodes
-// (ops/tensor_map.rs). Products of two
-// tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes) read both from shared memory; products
-// that accumulate (O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) take the left factor from the
-// registers it was computed in and read the right one transposed (MN-major).
+// (ops/tensor_map.rs). Products of two tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes) read
+// both from shared memory; products that accumulate (O += P·V, dQ += dS·K, dV += Pᵀ·dO,
+// dK += dSᵀ·Q) take the left factor from the registers it was computed in and read the right
+// one transposed (MN-major).
 // The wgmma_* wrappers (src/backend/cuda/ops/wgmma.rs) and the HOPPER_* tile sizes
 // (attention.rs) are prepended; everything that issues Hopper instructions compiles only for sm_90a.
 
