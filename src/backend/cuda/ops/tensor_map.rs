@@ -20,16 +20,32 @@ unsafe impl DeviceRepr for TensorMap {}
 /// dimensions are copied as several 64-column panels).
 pub const PANEL: usize = 64;
 
+/// What a map is encoded from: the global address, the dims (innermost first), the strides in
+/// bytes of every dim but the innermost, and the box.
+#[derive(Debug, PartialEq)]
+struct Layout {
+    base: u64,
+    dims: Vec<u64>,
+    strides: Vec<u64>,
+    boxes: Vec<u32>,
+}
+
 /// A [batch, seq, heads, head_dim] bf16 tensor at `ptr` (16-byte aligned) as boxes of `rows`
 /// sequence rows of one head and PANEL columns, swizzled by 128 bytes as wgmma reads them:
 /// coordinates (column, head, row, batch); rows past `seq` read as zeros.
-pub fn heads(ptr: u64, [batch, seq, heads, head_dim]: [usize; 4], rows: usize) -> Result<TensorMap> {
+pub fn heads(ptr: u64, shape: [usize; 4], rows: usize) -> Result<TensorMap> {
+    encode(sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, &heads_layout(ptr, shape, rows)?, sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B)
+}
+
+fn heads_layout(ptr: u64, [batch, seq, heads, head_dim]: [usize; 4], rows: usize) -> Result<Layout> {
     ensure!(head_dim % PANEL == 0, "a TMA tile of head_dim {head_dim} is not whole {PANEL}-column panels");
     let row_bytes = (heads * head_dim * 2) as u64;
-    let dims = [head_dim as u64, heads as u64, seq as u64, batch as u64];
-    let strides = [(head_dim * 2) as u64, row_bytes, row_bytes * seq as u64];
-    let boxes = [PANEL as u32, 1, rows as u32, 1];
-    encode(sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, ptr, &dims, &strides, &boxes, sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B)
+    Ok(Layout {
+        base: ptr,
+        dims: vec![head_dim as u64, heads as u64, seq as u64, batch as u64],
+        strides: vec![(head_dim * 2) as u64, row_bytes, row_bytes * seq as u64],
+        boxes: vec![PANEL as u32, 1, rows as u32, 1],
+    })
 }
 
 /// `n` fp32 values at `ptr` (any 4-byte offset) as boxes of `run` consecutive values, and the
@@ -37,34 +53,30 @@ pub fn heads(ptr: u64, [batch, seq, heads, head_dim]: [usize; 4], rows: usize) -
 /// hardware needs, so the kernel adds that lead to every coordinate (and starts each box at a
 /// multiple of 4: 16-byte aligned too). Values past the end read as zeros.
 pub fn floats(ptr: u64, n: usize, run: usize) -> Result<(TensorMap, i32)> {
-    let lead = (ptr % 16) / 4;
-    ensure!(n as u64 + lead <= i32::MAX as u64, "{n} fp32 values: more than a TMA coordinate reaches");
-    let dims = [n as u64 + lead];
-    let map = encode(
-        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
-        ptr - lead * 4,
-        &dims,
-        &[],
-        &[run as u32],
-        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
-    )?;
-    Ok((map, lead as i32))
+    let (layout, lead) = floats_layout(ptr, n, run)?;
+    Ok((encode(sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32, &layout, sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE)?, lead))
 }
 
-fn encode(kind: sys::CUtensorMapDataType, ptr: u64, dims: &[u64], strides: &[u64], boxes: &[u32], swizzle: sys::CUtensorMapSwizzle) -> Result<TensorMap> {
-    ensure!(ptr % 16 == 0 && strides.iter().all(|s| s % 16 == 0), "a TMA tensor needs 16-byte aligned rows");
+fn floats_layout(ptr: u64, n: usize, run: usize) -> Result<(Layout, i32)> {
+    let lead = (ptr % 16) / 4;
+    ensure!(n as u64 + lead <= i32::MAX as u64, "{n} fp32 values: more than a TMA coordinate reaches");
+    Ok((Layout { base: ptr - lead * 4, dims: vec![n as u64 + lead], strides: vec![], boxes: vec![run as u32] }, lead as i32))
+}
+
+fn encode(kind: sys::CUtensorMapDataType, l: &Layout, swizzle: sys::CUtensorMapSwizzle) -> Result<TensorMap> {
+    ensure!(l.base % 16 == 0 && l.strides.iter().all(|s| s % 16 == 0), "a TMA tensor needs 16-byte aligned rows");
     let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
-    let element_strides = vec![1u32; dims.len()];
+    let element_strides = vec![1u32; l.dims.len()];
     // SAFETY: every array holds `dims.len()` entries (strides one fewer), as the call reads them.
     unsafe {
         sys::cuTensorMapEncodeTiled(
             map.as_mut_ptr(),
             kind,
-            dims.len() as u32,
-            ptr as *mut c_void,
-            dims.as_ptr(),
-            strides.as_ptr(),
-            boxes.as_ptr(),
+            l.dims.len() as u32,
+            l.base as *mut c_void,
+            l.dims.as_ptr(),
+            l.strides.as_ptr(),
+            l.boxes.as_ptr(),
             element_strides.as_ptr(),
             sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
             swizzle,
@@ -72,7 +84,35 @@ fn encode(kind: sys::CUtensorMapDataType, ptr: u64, dims: &[u64], strides: &[u64
             sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
         .result()
-        .with_context(|| format!("encoding a TMA tensor map of dims {dims:?}, box {boxes:?}"))?;
+        .with_context(|| format!("encoding a TMA tensor map of dims {:?}, box {:?}", l.dims, l.boxes))?;
         Ok(TensorMap(map.assume_init()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heads_map_walks_columns_heads_rows_then_batches() {
+        // A 70B layer's K: batch 2, seq 333, 8 KV heads of 128; boxes of 64 rows.
+        let l = heads_layout(4096, [2, 333, 8, 128], 64).unwrap();
+        assert_eq!(l.dims, [128, 8, 333, 2]);
+        assert_eq!(l.strides, [256, 8 * 128 * 2, 8 * 128 * 2 * 333]);
+        assert_eq!(l.boxes, [64, 1, 64, 1]);
+        assert_eq!(l.boxes[0] as usize * 2, 128, "a box row is the 128-byte swizzle's span");
+        assert!(heads_layout(4096, [1, 8, 1, 80], 64).is_err(), "80 columns are not whole panels");
+    }
+
+    #[test]
+    fn a_float_run_starts_at_the_16_byte_boundary_below() {
+        for offset in [0u64, 4, 8, 12] {
+            let (l, lead) = floats_layout(1 << 20 | offset, 1000, 96).unwrap();
+            assert_eq!((l.base, lead as u64), (1 << 20, offset / 4));
+            assert_eq!(l.dims, [1000 + offset / 4]);
+            assert!(l.strides.is_empty() && l.boxes == [96]);
+        }
+        assert!(floats_layout(0, i32::MAX as usize, 96).is_ok());
+        assert!(floats_layout(4, i32::MAX as usize, 96).is_err(), "a coordinate past i32");
     }
 }
