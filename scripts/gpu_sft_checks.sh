@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The SFT checks and benchmarks on one GPU, as run for the issue notes (binary prebuilt at
 # target/release/h200-mpibench). Usage:
-#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|zero_dp|zero_dp_buckets|scaling|zero7b|zero13b]...
+#   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|zero_dp|zero_dp_buckets|scaling|zero7b|zero13b|
+#                                     ops|sdpa|memcheck|vs_torch]...
+# ops, sdpa and vs_torch are issue 17's comparisons: BINS (builds, default BIN) and ANCHORS (a copy
+# of ../shared/anchors, default .carry/anchors) in the same device call.
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -27,6 +30,45 @@ zero_dp() { # stages, layers per bucket: every stage, with and without accumulat
       --grad-accum "$acc" --zero "$z" --bucket-layers "$bucket"
   done; done
   python3 scripts/compare_losses.py "$logs/tiny_ref.h5" "$logs"/tiny_z*_b"${bucket}"_np"$gpus".h5 | tee -a "$logs/summary.txt"
+}
+anchors=${ANCHORS:-.carry/anchors}
+attention_shapes=("" "--batch 1 --heads 64 --kv-heads 8" "--batch 4 --heads 64 --kv-heads 64 --head-dim 64"
+  "--batch 1 --heads 64 --kv-heads 8 --head-dim 64")
+ops() { # each op alone, every build in turn, two rounds: attention at the 7B and 70B layers' shapes
+  # (head_dim 128 and 64), AdamW beside the device copy
+  for round in 1 2; do for b in ${BINS:-$bin}; do
+    echo "== $b round $round" >>"$logs/ops.txt"
+    for shape in "${attention_shapes[@]}"; do
+      # shellcheck disable=SC2086 # a shape is several flags
+      mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np 1 "$b" op attention $shape --seed "$round" 2>&1 | grep attention >>"$logs/ops.txt"
+    done
+    mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np 1 "$b" op adamw,copy --seed "$round" 2>&1 | grep -E "adamw|copy" >>"$logs/ops.txt"
+  done; done
+  tee -a "$logs/summary.txt" <"$logs/ops.txt"
+}
+sdpa() { # PyTorch SDPA (cuDNN, FA2) on the same shapes: the anchor, and its head_dim 64 variant
+  python3 "$anchors/attn_bench.py" 2>/dev/null | grep -v efficient >"$logs/sdpa.txt"
+  sed 's/for (B, H, KV, S, D) in \[.*\]:/for (B, H, KV, S, D) in [(4, 64, 64, 2048, 64), (1, 64, 8, 2048, 64)]:/' "$anchors/attn_bench.py" >"$logs/attn_bench_hd64.py"
+  python3 "$logs/attn_bench_hd64.py" 2>/dev/null | grep -v efficient >>"$logs/sdpa.txt"
+  tee -a "$logs/summary.txt" <"$logs/sdpa.txt"
+}
+memcheck() { # compute-sanitizer on the attention kernels where sequences end inside tiles and
+  # heads' rows start off 16-byte boundaries (s333), with and without the GQA split, and head_dim 64
+  for shape in "--batch 1 --heads 8 --kv-heads 2 --seq 333" "--batch 1 --heads 4 --kv-heads 4 --seq 333" \
+    "--batch 2 --heads 8 --kv-heads 2 --seq 77 --head-dim 64"; do
+    echo "== memcheck $shape" >>"$logs/memcheck.txt"
+    # shellcheck disable=SC2086
+    timeout 100 compute-sanitizer --tool memcheck --print-limit 5 "$bin" op attention $shape --repetitions 1 --warmup 0 >>"$logs/memcheck.txt" 2>&1
+  done
+  grep -E "^== |ERROR SUMMARY" "$logs/memcheck.txt" | tee -a "$logs/summary.txt"
+}
+vs_torch() { # SFT beside torch_llama_bench.py --compile (FSDP2) at micro-batch 2, 4 and 8, then the
+  # 70B-shaped target
+  for mbs in 2 4 8; do
+    run "7b_l8_mbs${mbs}_sft" 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 10
+    torchrun --standalone --nproc_per_node 1 "$anchors/torch_llama_bench.py" --model 7b --layers 8 --mbs "$mbs" --compile 2>&1 | grep "{" | tee -a "$logs/summary.txt"
+  done
+  run 70b_l4_ga8 1 --suite sft --model 70b --layers 4 --micro-batch 1 --grad-accum 8 --steps 6
 }
 for step in "$@"; do
   case $step in
@@ -59,5 +101,7 @@ for step in "$@"; do
       for n in 2 4; do for z in 0 1 2 3; do [ "$n" -le "$gpus" ] &&
         run "7b_l8_mbs4_z${z}_np$n" "$n" --suite sft --model 7b --layers 8 --seq 2048 --micro-batch 4 --steps 12 --warmup-steps 3 --zero "$z"
       done; done ;;
+    ops | sdpa | memcheck | vs_torch) "$step" ;;
+    *) echo "$0: no step $step" >&2; exit 2 ;;
   esac
 done
