@@ -3,8 +3,9 @@
 # target/release/h200-mpibench). Usage:
 #   scripts/gpu_sft_checks.sh LOGDIR [selftest|7b|70b|70b_fit|profile|recompute|zero_dp|zero_dp_buckets|scaling|zero7b|zero13b|
 #                                     ops|sdpa|memcheck|vs_torch]...
-# ops, sdpa and vs_torch are issue 17's comparisons: BINS (builds, default BIN) and ANCHORS (a copy
-# of ../shared/anchors, default .carry/anchors) in the same device call.
+# ops, sdpa, memcheck and vs_torch are issue 17's comparisons, in one device call: ops times every
+# build of BINS (default BIN); memcheck and vs_torch run BIN; sdpa and vs_torch's torch.compile run
+# ANCHORS (a copy of ../shared/anchors, default .carry/anchors).
 set -u
 logs=${1:?usage: $0 LOGDIR steps...}; shift
 mkdir -p "$logs"
@@ -36,29 +37,36 @@ attention_shapes=("" "--batch 1 --heads 64 --kv-heads 8" "--batch 4 --heads 64 -
   "--batch 1 --heads 64 --kv-heads 8 --head-dim 64")
 ops() { # each op alone, every build in turn, two rounds: attention at the 7B and 70B layers' shapes
   # (head_dim 128 and 64), AdamW beside the device copy
+  rm -f "$logs/ops.txt"
+  op() { # build, round, then the op's arguments; its whole output, and its exit status if not 0
+    local b=$1 round=$2; shift 2
+    mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np 1 "$b" op "$@" --seed "$round" >>"$logs/ops.txt" 2>&1 ||
+      echo "   exit $? (op $*)" >>"$logs/ops.txt"
+  }
   for round in 1 2; do for b in ${BINS:-$bin}; do
     echo "== $b round $round" >>"$logs/ops.txt"
-    for shape in "${attention_shapes[@]}"; do
-      # shellcheck disable=SC2086 # a shape is several flags
-      mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np 1 "$b" op attention $shape --seed "$round" 2>&1 | grep attention >>"$logs/ops.txt"
-    done
-    mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np 1 "$b" op adamw,copy --seed "$round" 2>&1 | grep -E "adamw|copy" >>"$logs/ops.txt"
+    # shellcheck disable=SC2086 # a shape is several flags
+    for shape in "${attention_shapes[@]}"; do op "$b" "$round" attention $shape; done
+    op "$b" "$round" adamw,copy
   done; done
-  tee -a "$logs/summary.txt" <"$logs/ops.txt"
+  grep -vE "^# (op on|rate at)" "$logs/ops.txt" | tee -a "$logs/summary.txt"
 }
 sdpa() { # PyTorch SDPA (cuDNN, FA2) on the same shapes: the anchor, and its head_dim 64 variant
-  python3 "$anchors/attn_bench.py" 2>/dev/null | grep -v efficient >"$logs/sdpa.txt"
+  python3 "$anchors/attn_bench.py" >"$logs/sdpa.log" 2>&1 || echo "   exit $? (attn_bench.py)" | tee -a "$logs/summary.txt"
   sed 's/for (B, H, KV, S, D) in \[.*\]:/for (B, H, KV, S, D) in [(4, 64, 64, 2048, 64), (1, 64, 8, 2048, 64)]:/' "$anchors/attn_bench.py" >"$logs/attn_bench_hd64.py"
-  python3 "$logs/attn_bench_hd64.py" 2>/dev/null | grep -v efficient >>"$logs/sdpa.txt"
-  tee -a "$logs/summary.txt" <"$logs/sdpa.txt"
+  grep -q "(4, 64, 64, 2048, 64)" "$logs/attn_bench_hd64.py" || echo "   attn_bench.py's shapes line changed: no head_dim 64 variant" | tee -a "$logs/summary.txt"
+  python3 "$logs/attn_bench_hd64.py" >>"$logs/sdpa.log" 2>&1 || echo "   exit $? (attn_bench_hd64.py)" | tee -a "$logs/summary.txt"
+  grep "^{" "$logs/sdpa.log" | grep -v efficient | tee -a "$logs/summary.txt"
 }
 memcheck() { # compute-sanitizer on the attention kernels where sequences end inside tiles and
   # heads' rows start off 16-byte boundaries (s333), with and without the GQA split, and head_dim 64
+  rm -f "$logs/memcheck.txt"
   for shape in "--batch 1 --heads 8 --kv-heads 2 --seq 333" "--batch 1 --heads 4 --kv-heads 4 --seq 333" \
     "--batch 2 --heads 8 --kv-heads 2 --seq 77 --head-dim 64"; do
     echo "== memcheck $shape" >>"$logs/memcheck.txt"
     # shellcheck disable=SC2086
-    timeout 100 compute-sanitizer --tool memcheck --print-limit 5 "$bin" op attention $shape --repetitions 1 --warmup 0 >>"$logs/memcheck.txt" 2>&1
+    timeout 100 compute-sanitizer --tool memcheck --print-limit 5 "$bin" op attention $shape --repetitions 1 --warmup 0 >>"$logs/memcheck.txt" 2>&1 ||
+      echo "== exit $? (124: timed out)" >>"$logs/memcheck.txt"
   done
   grep -E "^== |ERROR SUMMARY" "$logs/memcheck.txt" | tee -a "$logs/summary.txt"
 }
@@ -66,7 +74,9 @@ vs_torch() { # SFT beside torch_llama_bench.py --compile (FSDP2) at micro-batch 
   # 70B-shaped target
   for mbs in 2 4 8; do
     run "7b_l8_mbs${mbs}_sft" 1 --suite sft --model 7b --layers 8 --seq 2048 --micro-batch "$mbs" --steps 10
-    torchrun --standalone --nproc_per_node 1 "$anchors/torch_llama_bench.py" --model 7b --layers 8 --mbs "$mbs" --compile 2>&1 | grep "{" | tee -a "$logs/summary.txt"
+    torchrun --standalone --nproc_per_node 1 "$anchors/torch_llama_bench.py" --model 7b --layers 8 --mbs "$mbs" --compile >"$logs/torch_mbs$mbs.log" 2>&1 ||
+      echo "   exit $? (torch_llama_bench.py --mbs $mbs)" | tee -a "$logs/summary.txt"
+    grep "^{" "$logs/torch_mbs$mbs.log" | tee -a "$logs/summary.txt"
   done
   run 70b_l4_ga8 1 --suite sft --model 70b --layers 4 --micro-batch 1 --grad-accum 8 --steps 6
 }

@@ -35,15 +35,16 @@ fn verify_kernels_compile_for_sm90a() {
     compiles_with(read_sum::SOURCE, "read_sum.cu", &["read_sum".into()]);
 }
 
-/// The Hopper attention kernels issue wgmma and TMA copies on sm_90a and only there: on another architecture
-/// the model source still compiles, without them. The sm_90a PTX is left in target/ptx/ for
+/// The Hopper attention kernels issue wgmma and TMA copies on sm_90a and only there: on another
+/// architecture the model source still compiles, without them. The sm_90a PTX is left in target/ptx/ for
 /// `ptxas -arch=sm_90a -v` on a GPU host (registers, spills, wgmma serialisation warnings).
 #[test]
-fn hopper_kernels_use_wgmma_on_sm90a_only() {
+fn hopper_kernels_use_wgmma_and_tma_on_sm90a_only() {
     let hopper = compile(&model_source(), "model.cu", 9, 0).unwrap().to_src();
     assert!(hopper.contains("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"), "no wgmma in the sm_90a PTX");
     assert!(hopper.contains("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16"), "no m64n64 wgmma (the backward) in the sm_90a PTX");
     assert!(hopper.contains("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"), "no TMA tile copy in the sm_90a PTX");
+    assert!(hopper.contains("cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"), "no TMA run copy (lse, delta)");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../ptx");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model_sm90a.ptx"), &hopper).unwrap();

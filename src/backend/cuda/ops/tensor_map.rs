@@ -1,8 +1,9 @@
 //! Tensor maps for Hopper's tensor memory accelerator (TMA): what kernels/attention_hopper.cu's
 //! copies read their tiles through (`cp.async.bulk.tensor`), encoded on the host by
 //! cuTensorMapEncodeTiled and passed to a kernel by value (a `__grid_constant__` parameter).
-//! The hardware zero-fills a box's elements past the tensor's extent, so a tile that crosses a
-//! sequence's end needs no bounds check in the kernel.
+//! The hardware zero-fills a box's elements past the tensor's extent, so a heads map's tile that
+//! crosses a sequence's end needs no bounds check in the kernel (a floats map runs on into the
+//! next head: the kernel masks those values).
 
 use anyhow::{ensure, Context, Result};
 use cudarc::driver::{sys, DeviceRepr};
