@@ -216,12 +216,12 @@ struct Heads {
 // from key 0 to its last query. Each warp owns 16 rows from row0.
 template <int HD, int ROWS, int KEYS>
 struct QueryBlock {
-  int b, h, q0, tiles, row0;
+  int b, h, kvh, q0, tiles, row0;  // kvh: the KV head h reads
   Heads at;
   u64 stats;  // where the head's rows start in lse and delta
   __device__ QueryBlock(int seq, int heads, int kv_heads)
-      : b(blockIdx.y / heads), h(blockIdx.y % heads), q0((gridDim.x - 1 - blockIdx.x) * ROWS), tiles((min(q0 + ROWS, seq) + KEYS - 1) / KEYS),
-        row0(q0 + 16 * (threadIdx.x >> 5)), at(b, h, h / (heads / kv_heads), seq, heads, kv_heads, HD),
+      : b(blockIdx.y / heads), h(blockIdx.y % heads), kvh(h / (heads / kv_heads)), q0((gridDim.x - 1 - blockIdx.x) * ROWS),
+        tiles((min(q0 + ROWS, seq) + KEYS - 1) / KEYS), row0(q0 + 16 * (threadIdx.x >> 5)), at(b, h, kvh, seq, heads, kv_heads, HD),
         stats(((u64)b * heads + h) * seq) {}
 
   // This thread's two rows' lse (log2 units) and delta, zero past the sequence's end.

@@ -144,9 +144,8 @@ template <int HD, int KEYS>
 struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   static constexpr unsigned TILE = KEYS * HD * 2;  // bytes of one K or V tile
   int first_row;                                    // this warpgroup's first row
-  int kvh;                                          // the KV head
   __device__ HopperQueryTile(int seq, int heads, int kv_heads)
-      : QueryBlock<HD, HOPPER_ROWS, KEYS>(seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)), kvh(this->h / (heads / kv_heads)) {}
+      : QueryBlock<HD, HOPPER_ROWS, KEYS>(seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
 
   // Copies this block's own tile of a q-like tensor (Q or dO) to shared address `tile`.
   __device__ void copy_own(unsigned tile, const TensorMap& map, unsigned bar) const {
@@ -466,11 +465,12 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
   // lse and delta are flat [batch, heads, seq] fp32, their maps starting lse_lead and delta_lead
   // values before them (ops/tensor_map.rs's floats()). A TMA box starts 16-byte aligned in
   // global memory and 128-byte aligned in shared memory, so a tile's QN values are copied in a
-  // run of RUN from the multiple of 4 at or below them, `shift` values in.
-  auto stats = [&](int i, int lead) { return (int)(((u64)b * heads + first_head + i / per_head) * seq) + first_query(i) + lead; };
+  // run of RUN from the multiple of 4 at or below them (& ~3), `shift` values in.
+  auto head = [&](int i) { return first_head + i / per_head; };
+  auto stats = [&](int i, int lead) { return (int)(((u64)b * heads + head(i)) * seq) + first_query(i) + lead; };
   auto shift = [](int at) { return at & 3; };
   auto copy = [&](int i, unsigned bar) {
-    int h = first_head + i / per_head, q0 = first_query(i);
+    int h = head(i), q0 = first_query(i);
     barrier_expect(bar, 2 * TQ + 2 * RUN * 4 + (i == 0 ? 2 * TK : 0));
     if (i == 0) {
       copy_tile<HD, HOPPER_ROWS>(ks, k, kvh, k0, b, bar);
@@ -478,8 +478,8 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
     }
     copy_tile<HD, QN>(query_tile(i), q, h, q0, b, bar);
     copy_tile<HD, QN>(query_tile(i) + TQ, d_o, h, q0, b, bar);
-    copy_run(shared_address(query_rows(i)), lse, stats(i, lse_lead) - shift(stats(i, lse_lead)), bar);
-    copy_run(shared_address(query_rows(i) + RUN), delta, stats(i, delta_lead) - shift(stats(i, delta_lead)), bar);
+    copy_run(shared_address(query_rows(i)), lse, stats(i, lse_lead) & ~3, bar);
+    copy_run(shared_address(query_rows(i) + RUN), delta, stats(i, delta_lead) & ~3, bar);
   };
   // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
   // has zero Q and dO, so it adds nothing; its lse and delta (the next head's) are masked, so

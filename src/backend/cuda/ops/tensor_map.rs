@@ -19,7 +19,7 @@ unsafe impl DeviceRepr for TensorMap {}
 
 /// bf16 columns a box row carries: 128 bytes, the span of the 128-byte swizzle (wider head
 /// dimensions are copied as several 64-column panels).
-pub const PANEL: usize = 64;
+const PANEL: usize = 64;
 
 /// What a map is encoded from: the global address, the dims (innermost first), the strides in
 /// bytes of every dim but the innermost, and the box.
