@@ -211,18 +211,17 @@ struct Heads {
       : q(((u64)b * seq * heads + h) * hd), kv(((u64)b * seq * kv_heads + kvh) * hd), q_stride(heads * hd), kv_stride(kv_heads * hd) {}
 };
 
-// A block of a forward or dQ kernel, grid (query tiles of ROWS, batch * heads): its query tile
-// (the tiles with the most keys start first) and head, and the key tiles of KEYS it streams,
-// from key 0 to its last query. Each warp owns 16 rows from row0.
+// The rows of a forward or dQ kernel's block: query tile `tile` of ROWS rows of head `bh`
+// (batch * heads + head), and the key tiles of KEYS it streams, from key 0 to its last query.
+// Each warp owns 16 rows from row0.
 template <int HD, int ROWS, int KEYS>
 struct QueryBlock {
   int b, h, kvh, q0, tiles, row0;  // kvh: the KV head h reads
   Heads at;
   u64 stats;  // where the head's rows start in lse and delta
-  __device__ QueryBlock(int seq, int heads, int kv_heads)
-      : b(blockIdx.y / heads), h(blockIdx.y % heads), kvh(h / (heads / kv_heads)), q0((gridDim.x - 1 - blockIdx.x) * ROWS),
-        tiles((min(q0 + ROWS, seq) + KEYS - 1) / KEYS), row0(q0 + 16 * (threadIdx.x >> 5)), at(b, h, kvh, seq, heads, kv_heads, HD),
-        stats(((u64)b * heads + h) * seq) {}
+  __device__ QueryBlock(int tile, int bh, int seq, int heads, int kv_heads)
+      : b(bh / heads), h(bh % heads), kvh(h / (heads / kv_heads)), q0(tile * ROWS), tiles((min(q0 + ROWS, seq) + KEYS - 1) / KEYS),
+        row0(q0 + 16 * (threadIdx.x >> 5)), at(b, h, kvh, seq, heads, kv_heads, HD), stats(((u64)b * heads + h) * seq) {}
 
   // This thread's two rows' lse (log2 units) and delta, zero past the sequence's end.
   __device__ void row_stats(float* row_lse, float* row_delta, const float* lse, const float* delta, int seq) const {
@@ -235,10 +234,12 @@ struct QueryBlock {
   }
 };
 
-// A flash block: FLASH_ROWS queries, K and V tiles of as many keys, padded, two buffers.
+// A flash block, grid (query tiles, batch * heads), the tiles with the most keys first:
+// FLASH_ROWS queries, K and V tiles of as many keys, padded, two buffers.
 template <int HD>
 struct QueryTile : QueryBlock<HD, FLASH_ROWS, FLASH_ROWS> {
-  __device__ QueryTile(int seq, int heads, int kv_heads) : QueryBlock<HD, FLASH_ROWS, FLASH_ROWS>(seq, heads, kv_heads) {}
+  __device__ QueryTile(int seq, int heads, int kv_heads)
+      : QueryBlock<HD, FLASH_ROWS, FLASH_ROWS>(gridDim.x - 1 - blockIdx.x, blockIdx.y, seq, heads, kv_heads) {}
 
   // Starts this block's own tile of a q-like buffer (Q or dO).
   __device__ void start_own(bf16* tile, const bf16* src, int seq) const {

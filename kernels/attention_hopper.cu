@@ -1,17 +1,23 @@
 // Causal GQA attention for Hopper (sm_90a), the layouts, log-sum-exp and backward algorithm
 // of attention.cu (whose helpers it uses; it is compiled after it), on Hopper's warpgroup
-// tensor-core instructions. A block is two warpgroups owning 128 rows (queries, or keys for
-// dK/dV), 64 each; the other side streams through shared memory tile by tile, HOPPER_STAGES
-// buffers filled by the tensor memory accelerator (TMA) in wgmma's 128-byte-swizzled layout
-// (pipeline()), one thread issuing every copy through the tensor maps the host encodes
-// (ops/tensor_map.rs). Products of two tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes) read
+// tensor-core instructions. A block is two consumer warpgroups owning 128 rows (queries, or keys
+// for dK/dV), 64 each, and a producer warpgroup. The other side streams through shared memory
+// tile by tile, HOPPER_STAGES buffers filled by the tensor memory accelerator (TMA) in wgmma's
+// 128-byte-swizzled layout (pipeline()), one producer thread issuing every copy through the
+// tensor maps the host encodes (ops/tensor_map.rs). The kernels are persistent, a block an SM
+// taking items (its 128 rows of a head) in turn, so the next item's tiles land while the
+// consumers finish the last (produce()). Products of two tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes) read
 // both from shared memory; products that accumulate (O += P·V, dQ += dS·K, dV += Pᵀ·dO,
 // dK += dSᵀ·Q) take the left factor from the registers it was computed in and read the right
 // one transposed (MN-major).
 // The wgmma_* wrappers (src/backend/cuda/ops/wgmma.rs) and the HOPPER_* tile sizes
 // (attention.rs) are prepended; everything that issues Hopper instructions compiles only for sm_90a.
 
-static_assert(HOPPER_ROWS == 128 && HOPPER_THREADS == 256, "a block is two warpgroups of 64 rows");
+static_assert(HOPPER_ROWS == 128 && HOPPER_THREADS == 256, "a block's consumers are two warpgroups of 64 rows");
+static_assert(HOPPER_PRODUCER_THREADS == 128, "the producer is a warpgroup, setmaxnreg's unit");
+#define HOPPER_BLOCK (HOPPER_THREADS + HOPPER_PRODUCER_THREADS)
+static_assert(HOPPER_THREADS * HOPPER_CONSUMER_REGISTERS + HOPPER_PRODUCER_THREADS * HOPPER_PRODUCER_REGISTERS <= 65536,
+              "the registers an SM has");
 static_assert(HOPPER_KEYS == 128, "S is one m64n128 product per warpgroup");
 static_assert(HOPPER_DQ_KEYS == 64 && HOPPER_DKDV_QUERIES == 64, "the backward's S and dP (or their transposes) are m64n64 products");
 
@@ -138,26 +144,33 @@ __device__ __forceinline__ void copy_tile(unsigned tile, const TensorMap& map, i
   for (int p = 0; p < HD / 64; p++) copy_box(tile + p * ROWS * 128, map, 64 * p, head, row0, b, bar);
 }
 
-// A block of the Hopper forward or dQ kernel (attention.cu's QueryBlock): HOPPER_ROWS queries,
-// 64 a warpgroup, and K and V tiles of KEYS keys swizzled in HOPPER_STAGES buffers.
+// Tiles of HOPPER_ROWS rows in a sequence.
+__device__ __forceinline__ int row_tiles(int seq) { return (seq + HOPPER_ROWS - 1) / HOPPER_ROWS; }
+
+// An item of the Hopper forward or dQ kernel (attention.cu's QueryBlock): HOPPER_ROWS queries,
+// 64 a warpgroup, and K and V tiles of KEYS keys swizzled in HOPPER_STAGES buffers. Items are
+// numbered heaviest first: item i is the (i / (batch * heads))-th query tile from the last, of
+// head i % (batch * heads).
 template <int HD, int KEYS>
 struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   static constexpr unsigned TILE = KEYS * HD * 2;  // bytes of one K or V tile
   int first_row;                                    // this warpgroup's first row
-  __device__ HopperQueryTile(int seq, int heads, int kv_heads)
-      : QueryBlock<HD, HOPPER_ROWS, KEYS>(seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
+  __device__ HopperQueryTile(int item, int batch, int seq, int heads, int kv_heads)
+      : QueryBlock<HD, HOPPER_ROWS, KEYS>(row_tiles(seq) - 1 - item / (batch * heads), item % (batch * heads), seq, heads, kv_heads),
+        first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
 
   // Copies this block's own tile of a q-like tensor (Q or dO) to shared address `tile`.
   __device__ void copy_own(unsigned tile, const TensorMap& map, unsigned bar) const {
     copy_tile<HD, HOPPER_ROWS>(tile, map, this->h, this->q0, this->b, bar);
   }
 
-  // Where key tile i's K lies in `kvs` ([HOPPER_STAGES buffers][K, V]); its V follows, TILE on.
-  __device__ unsigned key_tile(unsigned kvs, int i) const { return kvs + (i % HOPPER_STAGES) * 2 * TILE; }
+  // Where buffer `buf` of `kvs` ([HOPPER_STAGES buffers][K, V]) has its K; its V follows, TILE on.
+  __device__ unsigned key_tile(unsigned kvs, int buf) const { return kvs + buf * 2 * TILE; }
 
-  __device__ void copy_kv(unsigned kvs, const TensorMap& k, const TensorMap& v, int i, unsigned bar) const {
-    copy_tile<HD, KEYS>(key_tile(kvs, i), k, this->kvh, i * KEYS, this->b, bar);
-    copy_tile<HD, KEYS>(key_tile(kvs, i) + TILE, v, this->kvh, i * KEYS, this->b, bar);
+  // Copies key tile i into buffer `buf`.
+  __device__ void copy_kv(unsigned kvs, const TensorMap& k, const TensorMap& v, int i, int buf, unsigned bar) const {
+    copy_tile<HD, KEYS>(key_tile(kvs, buf), k, this->kvh, i * KEYS, this->b, bar);
+    copy_tile<HD, KEYS>(key_tile(kvs, buf) + TILE, v, this->kvh, i * KEYS, this->b, bar);
   }
 
   // Whether the key tile from key k0 reaches past this warpgroup's first row: only there is the
@@ -165,56 +178,131 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   __device__ bool crosses_diagonal(int k0) const { return k0 + KEYS - 1 > first_row; }
 };
 
-// The software pipeline every Hopper kernel runs over its `tiles` streamed tiles, STAGES
-// (HOPPER_STAGES) buffers of them: pass i issues the products of tile i + 1 (`products`, say
+// A block's mbarriers: per buffer one that says its tile has landed and one that its consumers
+// are done reading it, one that they are done reading the item's own tiles (Q, dO; K, V for
+// dK/dV), and the item the producer took last.
+struct Ring {
+  unsigned landed, read, own_read;
+  volatile int* item;
+  __device__ unsigned slot(unsigned bars, int j) const { return bars + 8 * (j % HOPPER_STAGES); }
+  // The parity of the j-th streamed tile's phase of its buffer's barriers.
+  __device__ static unsigned phase(int j) { return (unsigned)(j / HOPPER_STAGES) & 1; }
+};
+
+// Every thread of the block meets here once, before the warpgroups part.
+__device__ __forceinline__ Ring setup_ring() {
+  __shared__ alignas(8) u64 barriers[2 * HOPPER_STAGES + 1];
+  __shared__ int item;
+  unsigned at = shared_address(barriers);
+  Ring ring{at, at + 8 * HOPPER_STAGES, at + 16 * HOPPER_STAGES, &item};
+  if (threadIdx.x == 0) {
+    for (int j = 0; j < HOPPER_STAGES; j++) {
+      barrier_init(ring.slot(ring.landed, j), 1);
+      barrier_init(ring.slot(ring.read, j), HOPPER_THREADS);
+    }
+    barrier_init(ring.own_read, HOPPER_THREADS);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");  // seen by the TMA unit
+  }
+  __syncthreads();
+  return ring;
+}
+
+// Where a block's items come from. A persistent kernel has a block an SM, each taking the next
+// item from `counter` ([next item, blocks done]) until none is left, so the heaviest items start
+// first and the blocks end together (FlashAttention-3's causal scheduler); the last block to run
+// out puts the counter back to zero for the next launch (launches of a kernel are ordered on the
+// GPU's one stream). Without a counter, a block (SPLIT of them in a cluster) has one item.
+struct Items {
+  unsigned* counter;
+  int count;
+  // The n-th item this block takes: `count` past the last.
+  __device__ int next(int n, int split) const {
+    if (!counter) return n == 0 ? blockIdx.x / split : count;
+    int item = (int)atomicAdd(counter, 1u);
+    if (item >= count && atomicAdd(counter + 1, 1u) == gridDim.x - 1) {
+      atomicExch(counter, 0u);
+      atomicExch(counter + 1, 0u);
+    }
+    return min(item, count);
+  }
+};
+
+// The producer warpgroup (threads from HOPPER_THREADS) gives its registers to the consumers, and
+// its first thread takes the block's items in turn and issues every copy of their tiles: the
+// block's j-th streamed tile goes to buffer j % STAGES once its consumers are done reading the
+// buffer's last tile, and an item's first tile (which copy() gives the item's own tiles too)
+// once they are done with the previous item's own tiles. Each item, and then the end (`count`),
+// is published with its first tile's 'landed' barrier. make(item) is the item, with its
+// `tiles`; copy(item, i, buffer, bar) has mbarrier `bar` expect the bytes of tile i and issues
+// their TMA copies. Returns whether this thread is a producer (the caller's consumers go on).
+template <typename Make, typename Copy>
+__device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy) {
+  if (threadIdx.x < HOPPER_THREADS) {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(HOPPER_CONSUMER_REGISTERS));
+    return false;
+  }
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(HOPPER_PRODUCER_REGISTERS));
+  if (threadIdx.x == HOPPER_THREADS)
+    for (int n = 0, j = 0;; n++) {
+      int item = items.next(n, split);
+      // Buffer j % STAGES is free, and (for an item's first tile) the own tiles too.
+      auto claim = [&](bool first) {
+        if (j >= HOPPER_STAGES) barrier_wait(ring.slot(ring.read, j), Ring::phase(j) ^ 1);
+        if (first) {
+          if (n > 0) barrier_wait(ring.own_read, (n - 1) & 1);
+          *ring.item = item;
+        }
+      };
+      if (item == items.count) {
+        claim(true);
+        barrier_arrive(ring.slot(ring.landed, j));
+        break;
+      }
+      auto t = make(item);
+      for (int i = 0; i < t.tiles; i++, j++) {
+        claim(i == 0);
+        copy(t, i, j % HOPPER_STAGES, ring.slot(ring.landed, j));
+      }
+    }
+  __syncwarp();
+  return true;
+}
+
+// The consumers' next item, which starts at the block's j-th streamed tile: -1 past the last.
+__device__ __forceinline__ int next_item(const Ring& ring, int j, int count) {
+  barrier_wait(ring.slot(ring.landed, j), Ring::phase(j));
+  int item = *ring.item;
+  return item < count ? item : -1;
+}
+
+// The software pipeline the consumers run over an item's `tiles` streamed tiles, the block's
+// j0-th on, in HOPPER_STAGES buffers: pass i issues the products of tile i + 1 (`products`, say
 // S = Q·Kᵀ), then the accumulating products of tile i (`accumulate`, say O += P·V) from the
 // operand registers the previous pass packed; `pointwise` (the softmax, or the backward's P and
 // dS) runs on tile i + 1's products as soon as they are done, while the tensor cores still
 // accumulate; once those are done too, `retire` marks their registers free and `pack` fills the
 // operands from the pointwise results (and may rewrite the accumulators); `retire` also pins
-// those writes before the next products are fenced. copy(i, bar) has mbarrier `bar` expect the
-// bytes of tile i (tile 0's with the caller's own tiles), then issues their TMA copies into
-// buffer i % STAGES. The first tile's products and the last tile's accumulation are peeled off
+// those writes before the next products are fenced. The callbacks get the tile's index i in the
+// item and its buffer. The first tile's products and the last tile's accumulation are peeled off
 // the loop, so that every product in it is issued unconditionally (ptxas then keeps them
 // asynchronous). Without `overlap` (where two tiles' products, the accumulators and the operands
 // would not fit a thread's registers together) a pass accumulates tile i, then computes tile
 // i + 1's products.
-// The warpgroups do not wait for each other tile by tile: each buffer has an mbarrier that says
-// its tile has landed, and another that every thread is done reading it. One thread issues every
-// copy: the first of warpgroup 1, which takes its turn after warpgroup 0 and so is the last to be
-// done with a buffer; it refills a buffer as soon as both are. The warpgroups take turns issuing
-// a pass's products (two named barriers), so that one's pointwise step runs under the other's
-// products.
-template <bool overlap, typename Copy, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
-__device__ __forceinline__ void pipeline(int tiles, Copy copy, Products products, Pointwise pointwise, Retire retire, Pack pack,
+// The warpgroups do not wait for each other tile by tile: each arrives at a buffer's 'read'
+// barrier when done with it, and at 'own_read' after the item's last products (the only ones
+// that read the own tiles). They take turns issuing a pass's products (two named barriers), so
+// that one's pointwise step runs under the other's products.
+template <bool overlap, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
+__device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Products products, Pointwise pointwise, Retire retire, Pack pack,
                                          Accumulate accumulate) {
-  constexpr int STAGES = HOPPER_STAGES;
-  static_assert(STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
-  __shared__ alignas(8) u64 barriers[2 * STAGES];  // [landed, read] a buffer
-  unsigned landed = shared_address(barriers), read = landed + 8 * STAGES;
-  auto slot = [](unsigned bars, int j) { return bars + 8 * (j % STAGES); };
-  auto phase = [](int j) { return (unsigned)(j / STAGES) & 1; };
+  static_assert(HOPPER_STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
   int wg = threadIdx.x >> 7;
-  bool copier = threadIdx.x == HOPPER_THREADS / 2;
-  if (threadIdx.x == 0) {
-    for (int j = 0; j < STAGES; j++) {
-      barrier_init(slot(landed, j), 1);
-      barrier_init(slot(read, j), HOPPER_THREADS);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");  // seen by the TMA unit
-  }
-  __syncthreads();
-  auto start = [&](int j) { copy(j, slot(landed, j)); };
-  // After pass i, tile i's buffer takes tile i + STAGES once every thread is done with it.
-  auto done_with = [&](int i) {
-    barrier_arrive(slot(read, i));
-    if (copier && i + STAGES < tiles) {
-      barrier_wait(slot(read, i), phase(i));
-      start(i + STAGES);
-    }
-    __syncwarp();  // the copier's warp meets again before its next warpgroup-wide instruction
+  auto buffer = [&](int i) { return (j0 + i) % HOPPER_STAGES; };
+  auto wait_landed = [&](int i) { barrier_wait(ring.slot(ring.landed, j0 + i), Ring::phase(j0 + i)); };
+  auto done_with = [&](int i) { barrier_arrive(ring.slot(ring.read, j0 + i)); };
+  auto done_with_own = [&](int i) {
+    if (i + 1 == tiles) barrier_arrive(ring.own_read);
   };
-  auto wait_landed = [&](int j) { barrier_wait(slot(landed, j), phase(j)); };
   // Turns: warpgroup w waits on named barrier 1 + w, which the other's 128 threads arrive at.
   // Warpgroup 0 goes first; warpgroup 1 gives no turn after its last, so that every arrival is
   // waited for.
@@ -223,14 +311,12 @@ __device__ __forceinline__ void pipeline(int tiles, Copy copy, Products products
     if (!(wg == 1 && i + 2 == tiles)) asm volatile("bar.arrive %0, 256;" ::"r"(2 - wg) : "memory");
   };
   if (wg == 1 && tiles > 1) asm volatile("bar.arrive 1, 256;" ::: "memory");
-  if (copier)
-    for (int j = 0; j < STAGES && j < tiles; j++) start(j);
-  __syncwarp();
   wait_landed(0);
   wgmma_fence();
-  products(0);
+  products(0, buffer(0));
   wgmma_commit();
   wgmma_wait_all();
+  done_with_own(0);
   pointwise(0);
   pack();
   for (int i = 0; i + 1 < tiles; i++) {
@@ -239,85 +325,96 @@ __device__ __forceinline__ void pipeline(int tiles, Copy copy, Products products
     wgmma_fence();
     my_turn();
     if (overlap) {
-      products(i + 1);
+      products(i + 1, buffer(i + 1));
       wgmma_commit();
-      accumulate(i);
+      accumulate(i, buffer(i));
       wgmma_commit();
       your_turn(i);
       wgmma_wait_one();
+      done_with_own(i + 1);
       pointwise(i + 1);
       wgmma_wait_all();
       retire();
       done_with(i);
     } else {
-      accumulate(i);
+      accumulate(i, buffer(i));
       wgmma_commit();
       wgmma_wait_all();
       retire();
       done_with(i);
       wgmma_fence();
-      products(i + 1);
+      products(i + 1, buffer(i + 1));
       wgmma_commit();
       your_turn(i);
       wgmma_wait_all();
+      done_with_own(i + 1);
       pointwise(i + 1);
     }
     pack();
   }
   retire();
   wgmma_fence();
-  accumulate(tiles - 1);
+  accumulate(tiles - 1, buffer(tiles - 1));
   wgmma_commit();
   wgmma_wait_all();
   retire();
+  done_with(tiles - 1);
 }
 
 // The causal forward over key tiles of HOPPER_KEYS (attention.cu's flash_forward on wgmma):
 // S = Q·Kᵀ from shared Q and K, the online softmax, O += P·V with P from registers.
 template <int HD>
-__device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const TensorMap& k, const TensorMap& v, int seq, int heads, int kv_heads,
-                               float scale) {
+__device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const TensorMap& k, const TensorMap& v, int batch, int seq, int heads,
+                               int kv_heads, float scale, unsigned* counter) {
+  using Tile = HopperQueryTile<HD, HOPPER_KEYS>;
   unsigned qs = shared_address(aligned_shared()), kvs = qs + HOPPER_ROWS * HD * 2;  // kvs: after the Q tile
-  int wg = threadIdx.x >> 7;
-  HopperQueryTile<HD, HOPPER_KEYS> t(seq, heads, kv_heads);
-  auto copy = [&](int i, unsigned bar) {
+  Ring ring = setup_ring();
+  Items items{counter, row_tiles(seq) * batch * heads};
+  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
+  auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     barrier_expect(bar, 2 * t.TILE + (i == 0 ? HOPPER_ROWS * HD * 2 : 0));
     if (i == 0) t.copy_own(qs, q, bar);
-    t.copy_kv(kvs, k, v, i, bar);
+    t.copy_kv(kvs, k, v, i, buf, bar);
   };
-  float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
-  unsigned p[HOPPER_KEYS / 16][4] = {};
-  pipeline<true>(
-      t.tiles, copy, [&](int i) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i)); },
-      [&](int i) {
-        int k0 = i * HOPPER_KEYS;
-        hold<HOPPER_KEYS>(s);
-        if (t.crosses_diagonal(k0))
-          softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
-        else
-          softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [](int, int) { return false; });
-      },
-      [&] {
-        hold<HD>(acc);
-        hold_pairs<HOPPER_KEYS>(p);
-      },
-      [&] {
-        pack_operand<HOPPER_KEYS>(p, s);
+  if (produce(ring, items, 1, make, copy)) return;
+  int wg = threadIdx.x >> 7;
+  for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
+    Tile t = make(item);
+    float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
+    unsigned p[HOPPER_KEYS / 16][4] = {};
+    pipeline<true>(
+        ring, j, t.tiles, [&](int, int buf) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf)); },
+        [&](int i) {
+          int k0 = i * HOPPER_KEYS;
+          hold<HOPPER_KEYS>(s);
+          if (t.crosses_diagonal(k0))
+            softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
+          else
+            softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [](int, int) { return false; });
+        },
+        [&] {
+          hold<HD>(acc);
+          hold_pairs<HOPPER_KEYS>(p);
+        },
+        [&] {
+          pack_operand<HOPPER_KEYS>(p, s);
 #pragma unroll
-        for (int n = 0; n < HD / 8; n++)
+          for (int n = 0; n < HD / 8; n++)
 #pragma unroll
-          for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
-      },
-      [&](int i) { issue_accumulate<HD, HOPPER_KEYS>(acc, p, t.key_tile(kvs, i) + t.TILE); });
-  float inv[2];
+            for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
+        },
+        [&](int, int buf) { issue_accumulate<HD, HOPPER_KEYS>(acc, p, t.key_tile(kvs, buf) + t.TILE); });
+    float inv[2];
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] = quad_sum(l[r]);
-    inv[r] = 1.f / l[r];
-    int row = t.row0 + frag_row(2 * r);
-    if ((threadIdx.x & 3) == 0 && row < seq) lse[t.stats + row] = (m[r] + __log2f(l[r])) * LN2;
+    for (int r = 0; r < 2; r++) {
+      l[r] = quad_sum(l[r]);
+      inv[r] = 1.f / l[r];
+      int row = t.row0 + frag_row(2 * r);
+      if ((threadIdx.x & 3) == 0 && row < seq) lse[t.stats + row] = (m[r] + __log2f(l[r])) * LN2;
+    }
+    store_rows<HD>(o + t.at.q, acc, inv, t.row0, seq, t.at.q_stride);
+    j += t.tiles;
   }
-  store_rows<HD>(o + t.at.q, acc, inv, t.row0, seq, t.at.q_stride);
 }
 
 // The backward's pointwise step on a tile of scores s and of dP (accumulator fragments, 16
@@ -359,59 +456,73 @@ __device__ __forceinline__ void probabilities_and_gradients(float (*s)[4], float
 // from registers.
 template <int HD>
 __device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorMap& q, const TensorMap& k, const TensorMap& v, const float* lse,
-                                   const float* delta, int seq, int heads, int kv_heads, float scale) {
+                                   const float* delta, int batch, int seq, int heads, int kv_heads, float scale, unsigned* counter) {
   const int KN = HOPPER_DQ_KEYS;
-  HopperQueryTile<HD, KN> t(seq, heads, kv_heads);
+  using Tile = HopperQueryTile<HD, KN>;
   unsigned qs = shared_address(aligned_shared()), dos = qs + HOPPER_ROWS * HD * 2, kvs = dos + HOPPER_ROWS * HD * 2;  // kvs: after Q and dO
-  int wg = threadIdx.x >> 7;
-  auto copy = [&](int i, unsigned bar) {
+  Ring ring = setup_ring();
+  Items items{counter, row_tiles(seq) * batch * heads};
+  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
+  auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     barrier_expect(bar, 2 * t.TILE + (i == 0 ? 2 * HOPPER_ROWS * HD * 2 : 0));
     if (i == 0) {
       t.copy_own(qs, q, bar);
       t.copy_own(dos, d_o, bar);
     }
-    t.copy_kv(kvs, k, v, i, bar);
+    t.copy_kv(kvs, k, v, i, buf, bar);
   };
-  float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
-  unsigned ds[KN / 16][4] = {};
-  t.row_stats(row_lse, row_delta, lse, delta, seq);
-  pipeline<true>(
-      t.tiles, copy,
-      [&](int i) {
-        issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i));
-        issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, i) + t.TILE);
-      },
-      [&](int i) {
-        int k0 = i * KN;
-        probabilities_and_gradients<KN, false>(s, dp, t.row0, k0, t.crosses_diagonal(k0), seq, sl2, [&](int, int e) { return row_lse[e >> 1]; },
-                                               [&](int, int e) { return row_delta[e >> 1]; });
-      },
-      [&] {
-        hold<HD>(acc);
-        hold_pairs<KN>(ds);
-      },
-      [&] { pack_operand<KN>(ds, dp); },
-      [&](int i) { issue_accumulate<HD, KN>(acc, ds, t.key_tile(kvs, i)); });
-  float mul[2] = {scale, scale};
-  store_rows<HD>(dq + t.at.q, acc, mul, t.row0, seq, t.at.q_stride);
+  if (produce(ring, items, 1, make, copy)) return;
+  int wg = threadIdx.x >> 7;
+  for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
+    Tile t = make(item);
+    float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
+    unsigned ds[KN / 16][4] = {};
+    t.row_stats(row_lse, row_delta, lse, delta, seq);
+    pipeline<true>(
+        ring, j, t.tiles,
+        [&](int, int buf) {
+          issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf));
+          issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf) + t.TILE);
+        },
+        [&](int i) {
+          int k0 = i * KN;
+          probabilities_and_gradients<KN, false>(s, dp, t.row0, k0, t.crosses_diagonal(k0), seq, sl2, [&](int, int e) { return row_lse[e >> 1]; },
+                                                 [&](int, int e) { return row_delta[e >> 1]; });
+        },
+        [&] {
+          hold<HD>(acc);
+          hold_pairs<KN>(ds);
+        },
+        [&] { pack_operand<KN>(ds, dp); }, [&](int, int buf) { issue_accumulate<HD, KN>(acc, ds, t.key_tile(kvs, buf)); });
+    float mul[2] = {scale, scale};
+    store_rows<HD>(dq + t.at.q, acc, mul, t.row0, seq, t.at.q_stride);
+    j += t.tiles;
+  }
+}
+
+// Every thread of the cluster meets here: what it wrote to shared memory before is seen by
+// the cluster's threads after.
+__device__ __forceinline__ void meet_cluster() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
 // With SPLIT > 1, the SPLIT blocks of a cluster (the same keys, a share each of the query heads
 // of the group) sum their dK and dV accumulators into rank 0's, in rank order, so the result is
 // deterministic: every other block parks its accumulators in its own shared memory (the tiles
-// are done with), one float4 a thread a slice, and rank 0 reads them through the cluster's
-// distributed shared memory.
+// are done with), one float4 a consumer thread a slice, and rank 0 reads them through the
+// cluster's distributed shared memory. The producers meet the cluster twice too
+// (hopper_backward_dkdv).
 template <int HD, int SPLIT>
 __device__ void sum_over_cluster(float (*dk)[4], float (*dv)[4], float4* parked, unsigned rank) {
   static_assert(2 * HOPPER_ROWS * 4 <= (2 * HOPPER_ROWS + HOPPER_STAGES * 2 * HOPPER_DKDV_QUERIES) * 2, "dK and dV in fp32 fit the tiles' memory");
-  __syncthreads();  // both warpgroups are past their last reads of the tiles
+  asm volatile("bar.sync 3, 256;" ::: "memory");  // both consumer warpgroups are past their last reads of the tiles
   if (rank != 0)
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) {
       parked[n * HOPPER_THREADS + threadIdx.x] = make_float4(dk[n][0], dk[n][1], dk[n][2], dk[n][3]);
       parked[(HD / 8 + n) * HOPPER_THREADS + threadIdx.x] = make_float4(dv[n][0], dv[n][1], dv[n][2], dv[n][3]);
     }
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  meet_cluster();
   if (rank == 0)
     for (unsigned r = 1; r < SPLIT; r++) {
       unsigned remote;
@@ -431,124 +542,162 @@ __device__ void sum_over_cluster(float (*dk)[4], float (*dv)[4], float4* parked,
         add(dv[n], HD / 8 + n);
       }
     }
-  // The other blocks keep their shared memory until rank 0 has read it.
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  meet_cluster();  // the other blocks keep their shared memory until rank 0 has read it
 }
 
-// dV = Pᵀ·dO and dK = scale · dSᵀ·Q (attention.cu's flash_backward_dkdv) for a block of 128
+// An item of the dK/dV kernel: key tile item / groups (the first keys, which see the most
+// queries, first) of KV head item % groups (groups: batch * kv_heads), and with SPLIT > 1 this
+// block's share of the group's query heads (its rank in the cluster). Its streamed tiles: Q and
+// dO of QN queries with their lse and delta, query head by query head, each from the diagonal.
+template <int SPLIT>
+struct KeyTile {
+  static constexpr int QN = HOPPER_DKDV_QUERIES;
+  int b, kvh, k0, first_head, per_head, tiles;
+  __device__ KeyTile(int item, int batch, int seq, int heads, int kv_heads) {
+    int groups = batch * kv_heads, bkv = item % groups, share = heads / kv_heads / SPLIT;
+    b = bkv / kv_heads;
+    kvh = bkv % kv_heads;
+    k0 = item / groups * HOPPER_ROWS;
+    first_head = kvh * (heads / kv_heads) + (blockIdx.x % SPLIT) * share;
+    per_head = (seq - k0 + QN - 1) / QN;
+    tiles = share * per_head;
+  }
+  __device__ int head(int i) const { return first_head + i / per_head; }
+  __device__ int first_query(int i) const { return k0 + (i % per_head) * QN; }
+  // Where tile i's first query's lse (or delta) is in a map that starts `lead` values before it.
+  __device__ int stats(int i, int lead, int heads, int seq) const { return (int)(((u64)b * heads + head(i)) * seq) + first_query(i) + lead; }
+};
+
+// dV = Pᵀ·dO and dK = scale · dSᵀ·Q (attention.cu's flash_backward_dkdv) for an item of 128
 // keys, summed over the query heads that share the KV head; Q and dO tiles of
 // HOPPER_DKDV_QUERIES rows stream over (query head of the group, query tile from the diagonal
 // on). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ from shared memory; Pᵀ and dSᵀ from registers into dV and dK.
-// Grid (SPLIT × batch × kv_heads, key tiles), the key tiles with the most queries first; with
-// SPLIT > 1 a cluster of SPLIT blocks shares the group's query heads (sum_over_cluster): the
-// first key tiles, which see every query of every head of the group, were the backward's
-// critical path where there are fewer blocks than SMs to balance them (a 70B layer's 8 KV
-// heads at batch 1: 128 blocks).
+// With SPLIT > 1 a cluster of SPLIT blocks shares the group's query heads (sum_over_cluster),
+// an item a cluster (not persistent: the sum parks in the tiles' memory): the first key tiles,
+// which see every query of every head of the group, were the backward's critical path where
+// there are fewer blocks than SMs to balance them (a 70B layer's 8 KV heads at batch 1: 128
+// blocks).
 template <int HD, int SPLIT>
 __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, const TensorMap& q, const TensorMap& k, const TensorMap& v,
-                                     const TensorMap& lse, const TensorMap& delta, int lse_lead, int delta_lead, int seq, int heads, int kv_heads, float scale) {
+                                     const TensorMap& lse, const TensorMap& delta, int lse_lead, int delta_lead, int batch, int seq, int heads,
+                                     int kv_heads, float scale, unsigned* counter) {
   const int QN = HOPPER_DKDV_QUERIES, RUN = HOPPER_STATS_RUN;
   static_assert(RUN >= QN + 3 && RUN % 32 == 0, "a run from the multiple of 4 at or below a tile's first query holds its QN; TMA writes 128-byte aligned");
+  using Tile = KeyTile<SPLIT>;
   const unsigned TK = HOPPER_ROWS * HD * 2, TQ = QN * HD * 2;
   char* base = aligned_shared();
   unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;                   // qdos: [HOPPER_STAGES buffers][Q, dO]
   float* rows_s = reinterpret_cast<float*>(base + 2 * TK + HOPPER_STAGES * 2 * TQ);  // [HOPPER_STAGES buffers][lse, delta runs]
-  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, bkv = blockIdx.x / SPLIT, b = bkv / kv_heads, kvh = bkv % kv_heads;
-  unsigned rank = blockIdx.x % SPLIT;  // in the cluster
-  int share = heads / kv_heads / SPLIT, first_head = kvh * (heads / kv_heads) + rank * share;
-  int k0 = blockIdx.y * HOPPER_ROWS, first_key = k0 + 64 * wg, key0 = first_key + 16 * warp;
-  int per_head = (seq - k0 + QN - 1) / QN, tiles = share * per_head;
-  Heads kv_at(b, 0, kvh, seq, heads, kv_heads, HD);
-  auto query_tile = [&](int i) { return qdos + (i % HOPPER_STAGES) * 2 * TQ; };
-  auto query_rows = [&](int i) { return rows_s + (i % HOPPER_STAGES) * 2 * RUN; };
-  auto first_query = [&](int i) { return k0 + (i % per_head) * QN; };
+  Ring ring = setup_ring();
+  Items items{counter, row_tiles(seq) * batch * kv_heads};
+  auto query_tile = [&](int buf) { return qdos + buf * 2 * TQ; };
+  auto query_rows = [&](int buf) { return rows_s + buf * 2 * RUN; };
   // lse and delta are flat [batch, heads, seq] fp32, their maps starting lse_lead and delta_lead
   // values before them (ops/tensor_map.rs's floats()). A TMA box starts 16-byte aligned in
   // global memory and 128-byte aligned in shared memory, so a tile's QN values are copied in a
   // run of RUN from the multiple of 4 at or below them (& ~3), `shift` values in.
-  auto head = [&](int i) { return first_head + i / per_head; };
-  auto stats = [&](int i, int lead) { return (int)(((u64)b * heads + head(i)) * seq) + first_query(i) + lead; };
   auto shift = [](int at) { return at & 3; };
-  auto copy = [&](int i, unsigned bar) {
-    int h = head(i), q0 = first_query(i);
+  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
+  auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
+    int h = t.head(i), q0 = t.first_query(i);
     barrier_expect(bar, 2 * TQ + 2 * RUN * 4 + (i == 0 ? 2 * TK : 0));
     if (i == 0) {
-      copy_tile<HD, HOPPER_ROWS>(ks, k, kvh, k0, b, bar);
-      copy_tile<HD, HOPPER_ROWS>(vs, v, kvh, k0, b, bar);
+      copy_tile<HD, HOPPER_ROWS>(ks, k, t.kvh, t.k0, t.b, bar);
+      copy_tile<HD, HOPPER_ROWS>(vs, v, t.kvh, t.k0, t.b, bar);
     }
-    copy_tile<HD, QN>(query_tile(i), q, h, q0, b, bar);
-    copy_tile<HD, QN>(query_tile(i) + TQ, d_o, h, q0, b, bar);
-    copy_run(shared_address(query_rows(i)), lse, stats(i, lse_lead) & ~3, bar);
-    copy_run(shared_address(query_rows(i) + RUN), delta, stats(i, delta_lead) & ~3, bar);
+    copy_tile<HD, QN>(query_tile(buf), q, h, q0, t.b, bar);
+    copy_tile<HD, QN>(query_tile(buf) + TQ, d_o, h, q0, t.b, bar);
+    copy_run(shared_address(query_rows(buf)), lse, t.stats(i, lse_lead, heads, seq) & ~3, bar);
+    copy_run(shared_address(query_rows(buf) + RUN), delta, t.stats(i, delta_lead, heads, seq) & ~3, bar);
   };
-  // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
-  // has zero Q and dO, so it adds nothing; its lse and delta (the next head's) are masked, so
-  // that no exp of them overflows into NaN.
-  float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {}, pt[QN / 8][4], dst[QN / 8][4];
-  unsigned pa[QN / 16][4] = {}, dsa[QN / 16][4] = {};
-  // Serial: overlapped, two tiles' Sᵀ and dPᵀ beside dK and dV spilled 136 bytes a thread and
-  // measured 2 % slower.
-  pipeline<false>(
-      tiles, copy,
-      [&](int i) {
-        issue_products<HD, QN>(pt, ks + wg * 64 * 128, HOPPER_ROWS, query_tile(i));
-        issue_products<HD, QN>(dst, vs + wg * 64 * 128, HOPPER_ROWS, query_tile(i) + TQ);
-      },
-      [&](int i) {
-        const float *lse_s = query_rows(i) + shift(stats(i, lse_lead)), *delta_s = query_rows(i) + RUN + shift(stats(i, delta_lead));
-        int q0 = first_query(i);
-        probabilities_and_gradients<QN, true>(
-            pt, dst, key0, q0, first_key + 63 > q0 || q0 + QN > seq, seq, sl2, [&](int n, int e) { return lse_s[frag_col(n, e)] * LOG2E; },
-            [&](int n, int e) { return delta_s[frag_col(n, e)]; });
-      },
-      [&] {
-        hold<HD>(dv_acc);
-        hold<HD>(dk_acc);
-        hold_pairs<QN>(pa);
-        hold_pairs<QN>(dsa);
-      },
-      [&] {
-        pack_operand<QN>(pa, pt);
-        pack_operand<QN>(dsa, dst);
-      },
-      [&](int i) {
-        issue_accumulate<HD, QN>(dv_acc, pa, query_tile(i) + TQ);
-        issue_accumulate<HD, QN>(dk_acc, dsa, query_tile(i));
-      });
-  if (SPLIT > 1) {
-    sum_over_cluster<HD, SPLIT>(dk_acc, dv_acc, reinterpret_cast<float4*>(base), rank);
-    if (rank != 0) return;
+  if (produce(ring, items, SPLIT, make, copy)) {
+    if (SPLIT > 1) {
+      meet_cluster();
+      meet_cluster();
+    }
+    return;
   }
-  float ones[2] = {1.f, 1.f}, scales[2] = {scale, scale};
-  store_rows<HD>(dk + kv_at.kv, dk_acc, scales, key0, seq, kv_at.kv_stride);
-  store_rows<HD>(dv + kv_at.kv, dv_acc, ones, key0, seq, kv_at.kv_stride);
+  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
+  for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
+    Tile t = make(item);
+    int first_key = t.k0 + 64 * wg, key0 = first_key + 16 * warp;
+    // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
+    // has zero Q and dO, so it adds nothing; its lse and delta (the next head's) are masked, so
+    // that no exp of them overflows into NaN.
+    float sl2 = scale * LOG2E, dk_acc[HD / 8][4] = {}, dv_acc[HD / 8][4] = {}, pt[QN / 8][4], dst[QN / 8][4];
+    unsigned pa[QN / 16][4] = {}, dsa[QN / 16][4] = {};
+    // Serial: overlapped, two tiles' Sᵀ and dPᵀ beside dK and dV spilled 136 bytes a thread and
+    // measured 2 % slower.
+    pipeline<false>(
+        ring, j, t.tiles,
+        [&](int, int buf) {
+          issue_products<HD, QN>(pt, ks + wg * 64 * 128, HOPPER_ROWS, query_tile(buf));
+          issue_products<HD, QN>(dst, vs + wg * 64 * 128, HOPPER_ROWS, query_tile(buf) + TQ);
+        },
+        [&](int i) {
+          int buf = (j + i) % HOPPER_STAGES, q0 = t.first_query(i);
+          const float *lse_s = query_rows(buf) + shift(t.stats(i, lse_lead, heads, seq)),
+                      *delta_s = query_rows(buf) + RUN + shift(t.stats(i, delta_lead, heads, seq));
+          probabilities_and_gradients<QN, true>(
+              pt, dst, key0, q0, first_key + 63 > q0 || q0 + QN > seq, seq, sl2, [&](int n, int e) { return lse_s[frag_col(n, e)] * LOG2E; },
+              [&](int n, int e) { return delta_s[frag_col(n, e)]; });
+        },
+        [&] {
+          hold<HD>(dv_acc);
+          hold<HD>(dk_acc);
+          hold_pairs<QN>(pa);
+          hold_pairs<QN>(dsa);
+        },
+        [&] {
+          pack_operand<QN>(pa, pt);
+          pack_operand<QN>(dsa, dst);
+        },
+        [&](int, int buf) {
+          issue_accumulate<HD, QN>(dv_acc, pa, query_tile(buf) + TQ);
+          issue_accumulate<HD, QN>(dk_acc, dsa, query_tile(buf));
+        });
+    unsigned rank = blockIdx.x % SPLIT;  // in the cluster
+    if (SPLIT > 1) sum_over_cluster<HD, SPLIT>(dk_acc, dv_acc, reinterpret_cast<float4*>(base), rank);
+    if (rank == 0) {
+      Heads kv_at(t.b, 0, t.kvh, seq, heads, kv_heads, HD);
+      float ones[2] = {1.f, 1.f}, scales[2] = {scale, scale};
+      store_rows<HD>(dk + kv_at.kv, dk_acc, scales, key0, seq, kv_at.kv_stride);
+      store_rows<HD>(dv + kv_at.kv, dv_acc, ones, key0, seq, kv_at.kv_stride);
+    }
+    j += t.tiles;
+  }
 }
 #endif
 
 // Launched on sm_90a only (the host checks); elsewhere the body is empty of Hopper instructions
-// and the split dK/dV kernel no cluster.
-#define HOPPER_KERNELS(HD)                                                                                                                  \
-  extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
-      hopper_forward_##HD(bf16* o, float* lse, const __grid_constant__ TensorMap q, const __grid_constant__ TensorMap k,                   \
-                          const __grid_constant__ TensorMap v, int seq, int heads, int kv_heads, float scale) {                             \
-    HOPPER_BODY(hopper_forward<HD>(o, lse, q, k, v, seq, heads, kv_heads, scale));                                                        \
-  }                                                                                                                                         \
-  extern "C" __global__ void __launch_bounds__(HOPPER_THREADS)                                                                              \
-      hopper_backward_dq_##HD(bf16* dq, const __grid_constant__ TensorMap d_o, const __grid_constant__ TensorMap q,                        \
-                              const __grid_constant__ TensorMap k, const __grid_constant__ TensorMap v, const float* lse, const float* delta, \
-                              int seq, int heads, int kv_heads, float scale) {                                                             \
-    HOPPER_BODY(hopper_backward_dq<HD>(dq, d_o, q, k, v, lse, delta, seq, heads, kv_heads, scale));                                      \
-  }                                                                                                                                         \
-  HOPPER_DKDV(HD, backward_dkdv, 1, )                                                                                                       \
-  HOPPER_DKDV(HD, backward_dkdv_split, HOPPER_DKDV_SPLIT, HOPPER_CLUSTER(HOPPER_DKDV_SPLIT))
+// and the split dK/dV kernel no cluster. Each persistent kernel has its own item counter
+// (Items), zero when the module loads.
+#define HOPPER_KERNELS(HD)                                                                                                                    \
+  __device__ unsigned hopper_forward_items_##HD[2], hopper_backward_dq_items_##HD[2], hopper_backward_dkdv_items_##HD[2];                    \
+  extern "C" __global__ void __launch_bounds__(HOPPER_BLOCK, 1)                                                                               \
+      hopper_forward_##HD(bf16* o, float* lse, const __grid_constant__ TensorMap q, const __grid_constant__ TensorMap k,                     \
+                          const __grid_constant__ TensorMap v, int batch, int seq, int heads, int kv_heads, float scale) {                    \
+    HOPPER_BODY(hopper_forward<HD>(o, lse, q, k, v, batch, seq, heads, kv_heads, scale, hopper_forward_items_##HD));                        \
+  }                                                                                                                                           \
+  extern "C" __global__ void __launch_bounds__(HOPPER_BLOCK, 1)                                                                               \
+      hopper_backward_dq_##HD(bf16* dq, const __grid_constant__ TensorMap d_o, const __grid_constant__ TensorMap q,                          \
+                              const __grid_constant__ TensorMap k, const __grid_constant__ TensorMap v, const float* lse, const float* delta,   \
+                              int batch, int seq, int heads, int kv_heads, float scale) {                                                    \
+    HOPPER_BODY(hopper_backward_dq<HD>(dq, d_o, q, k, v, lse, delta, batch, seq, heads, kv_heads, scale, hopper_backward_dq_items_##HD));   \
+  }                                                                                                                                           \
+  HOPPER_DKDV(HD, backward_dkdv, 1, , hopper_backward_dkdv_items_##HD)                                                                        \
+  HOPPER_DKDV(HD, backward_dkdv_split, HOPPER_DKDV_SPLIT, HOPPER_CLUSTER(HOPPER_DKDV_SPLIT), nullptr)
 
-// dK/dV, its GQA group on `split` blocks of a cluster (`cluster`: the attribute) or on one.
-#define HOPPER_DKDV(HD, name, split, cluster)                                                                                               \
-  extern "C" __global__ void cluster __launch_bounds__(HOPPER_THREADS)                                                                      \
-      hopper_##name##_##HD(bf16* dk, bf16* dv, const __grid_constant__ TensorMap d_o, const __grid_constant__ TensorMap q,                 \
-                           const __grid_constant__ TensorMap k, const __grid_constant__ TensorMap v, const __grid_constant__ TensorMap lse, \
-                           const __grid_constant__ TensorMap delta, int lse_lead, int delta_lead, int seq, int heads, int kv_heads, float scale) {       \
-    HOPPER_BODY(hopper_backward_dkdv<HD, split>(dk, dv, d_o, q, k, v, lse, delta, lse_lead, delta_lead, seq, heads, kv_heads, scale));            \
+// dK/dV, its GQA group on `split` blocks of a cluster (`cluster`: the attribute) or on one;
+// `counter`: its items' (null: an item a cluster).
+#define HOPPER_DKDV(HD, name, split, cluster, counter)                                                                                        \
+  extern "C" __global__ void cluster __launch_bounds__(HOPPER_BLOCK, 1)                                                                       \
+      hopper_##name##_##HD(bf16* dk, bf16* dv, const __grid_constant__ TensorMap d_o, const __grid_constant__ TensorMap q,                   \
+                           const __grid_constant__ TensorMap k, const __grid_constant__ TensorMap v, const __grid_constant__ TensorMap lse,   \
+                           const __grid_constant__ TensorMap delta, int lse_lead, int delta_lead, int batch, int seq, int heads, int kv_heads, \
+                           float scale) {                                                                                                     \
+    HOPPER_BODY(hopper_backward_dkdv<HD, split>(dk, dv, d_o, q, k, v, lse, delta, lse_lead, delta_lead, batch, seq, heads, kv_heads, scale,   \
+                                                counter));                                                                                    \
   }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

@@ -44,7 +44,14 @@ const HOPPER_DKDV_QUERIES: usize = 64;
 /// the first, into buffers that start on 128-byte boundaries, as the tensor memory accelerator
 /// needs.
 const HOPPER_STATS_RUN: usize = HOPPER_DKDV_QUERIES + 32;
+/// Threads of a Hopper block's two consumer warpgroups, and of its producer warpgroup (which
+/// issues the copies and gives its registers to the consumers: setmaxnreg).
 const HOPPER_THREADS: u32 = 256;
+const HOPPER_PRODUCER_THREADS: u32 = 128;
+/// Registers a thread after setmaxnreg: 65536 / 384 = 170 at launch (168 allocated), the
+/// producers' 144 a thread given over to the consumers.
+const HOPPER_PRODUCER_REGISTERS: u32 = 24;
+const HOPPER_CONSUMER_REGISTERS: u32 = 240;
 /// Blocks of a cluster that share the query heads of a GQA group in the dK/dV kernel (where the
 /// group divides by it): a 70B layer's 8 KV heads make 128 blocks of 128 keys at batch 1, fewer
 /// than the SMs, the first keys' blocks (which see every query of 8 heads) its critical path.
@@ -63,6 +70,8 @@ pub fn source() -> OpSource {
         "#define FLASH_THREADS {THREADS}\n#define FLASH_ROWS {ROWS}\n#define FLASH_DKDV_QUERIES {DKDV_QUERIES}\n#define FLASH_PAD {PAD}\n\
          #define HOPPER_ROWS {HOPPER_ROWS}\n#define HOPPER_KEYS {HOPPER_KEYS}\n#define HOPPER_DQ_KEYS {HOPPER_DQ_KEYS}\n\
          #define HOPPER_DKDV_QUERIES {HOPPER_DKDV_QUERIES}\n#define HOPPER_THREADS {HOPPER_THREADS}\n\
+         #define HOPPER_PRODUCER_THREADS {HOPPER_PRODUCER_THREADS}\n#define HOPPER_PRODUCER_REGISTERS {HOPPER_PRODUCER_REGISTERS}\n\
+         #define HOPPER_CONSUMER_REGISTERS {HOPPER_CONSUMER_REGISTERS}\n\
          #define HOPPER_STAGES {HOPPER_STAGES}\n#define HOPPER_DKDV_SPLIT {HOPPER_DKDV_SPLIT}\n#define HOPPER_STATS_RUN {HOPPER_STATS_RUN}\n"
     );
     let wgmma = format!("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n{}#endif\n", wgmma::wrappers(&[64, 128]));
@@ -132,25 +141,25 @@ fn flash_launch(kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchCo
 }
 
 /// The launch of attention kernel `kind` for this shape on `heads` heads of every batch: the
-/// Hopper kernel on sm_90a at its head dimensions, otherwise the flash kernel. A Hopper forward or
-/// dQ block owns HOPPER_ROWS queries of a head; a dK/dV block HOPPER_ROWS keys of a KV head
-/// (grid: KV heads by key tiles, the tiles with the most queries first), a cluster of
-/// HOPPER_DKDV_SPLIT of them sharing the group's query heads where it divides evenly.
-fn kernel_launch(hopper: bool, kind: &str, s: &Shape, heads: usize) -> Result<(String, LaunchConfig)> {
+/// Hopper kernel on sm_90a at its head dimensions, otherwise the flash kernel. A Hopper item is
+/// HOPPER_ROWS queries of a head (forward, dQ) or HOPPER_ROWS keys of a KV head (dK/dV); the
+/// kernels are persistent, a block an SM (`sm_count`) taking items in turn, except dK/dV with a
+/// cluster of HOPPER_DKDV_SPLIT blocks an item sharing the group's query heads (where it divides
+/// evenly).
+fn kernel_launch(hopper: bool, kind: &str, s: &Shape, heads: usize, sm_count: u32) -> Result<(String, LaunchConfig)> {
     if !on_hopper(hopper, s) {
         return flash_launch(kind, s, heads);
     }
     ensure!(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "{} heads do not share {} KV heads evenly", s.heads, s.kv_heads);
-    let tiles = s.seq.div_ceil(HOPPER_ROWS);
-    let (kind, grid) = match kind {
-        "backward_dkdv" if (s.heads / s.kv_heads) % HOPPER_DKDV_SPLIT == 0 => ("backward_dkdv_split", (HOPPER_DKDV_SPLIT * s.batch * heads, tiles)),
-        "backward_dkdv" => (kind, (s.batch * heads, tiles)),
-        _ => (kind, (tiles, s.batch * heads)),
+    let items = s.seq.div_ceil(HOPPER_ROWS) * s.batch * heads;
+    ensure!(items <= i32::MAX as usize / HOPPER_DKDV_SPLIT, "attention: {items} tiles of {HOPPER_ROWS} rows, more than the kernels count");
+    let (kind, blocks) = match kind {
+        "backward_dkdv" if (s.heads / s.kv_heads) % HOPPER_DKDV_SPLIT == 0 => ("backward_dkdv_split", HOPPER_DKDV_SPLIT * items),
+        _ => (kind, items.min(sm_count as usize)),
     };
-    ensure!(grid.1 <= 65535, "attention: {} blocks in the grid's second dimension, more than CUDA's 65535", grid.1);
     let cfg = LaunchConfig {
-        grid_dim: (grid.0 as u32, grid.1 as u32, 1),
-        block_dim: (HOPPER_THREADS, 1, 1),
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (HOPPER_THREADS + HOPPER_PRODUCER_THREADS, 1, 1),
         shared_mem_bytes: hopper_shared_bytes(kind, s.head_dim),
     };
     Ok((format!("hopper_{kind}_{}", s.head_dim), cfg))
@@ -177,8 +186,10 @@ fn delta_launch(s: &Shape) -> LaunchConfig {
     LaunchConfig { grid_dim: (threads.div_ceil(ELEMENT_THREADS as u64) as u32, 1, 1), block_dim: (ELEMENT_THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-fn dims(s: &Shape) -> (i32, i32, i32, f32) {
-    (s.seq as i32, s.heads as i32, s.kv_heads as i32, (1.0 / (s.head_dim as f64).sqrt()) as f32)
+/// The kernels' shape arguments: batch (the Hopper kernels' only), seq, heads, kv_heads, and the
+/// softmax scale.
+fn dims(s: &Shape) -> (i32, i32, i32, i32, f32) {
+    (s.batch as i32, s.seq as i32, s.heads as i32, s.kv_heads as i32, (1.0 / (s.head_dim as f64).sqrt()) as f32)
 }
 
 /// Queries (or their gradients) [batch, seq, heads, hd] and keys and values [batch, seq,
@@ -210,13 +221,13 @@ impl ModelOps<'_> {
         shaped("attention", &x, o, lse, &s)?;
         let (o, lse, q, k, v) = (o.ptr(), lse.ptr(), x.q.ptr(), x.k.ptr(), x.v.ptr());
         aligned_16(&[o, q, k, v])?;
-        let (seq, heads, kv_heads, scale) = dims(&s);
-        let (name, cfg) = kernel_launch(self.hopper, "forward", &s, s.heads)?;
+        let (batch, seq, heads, kv_heads, scale) = dims(&s);
+        let (name, cfg) = kernel_launch(self.hopper, "forward", &s, s.heads, self.gpu.sm_count())?;
         if !on_hopper(self.hopper, &s) {
             return launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale);
         }
         let (q, k, v) = (q_map(q, &s, HOPPER_ROWS)?, kv_map(k, &s, HOPPER_KEYS)?, kv_map(v, &s, HOPPER_KEYS)?);
-        launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale)
+        launch!(self, &name, cfg, o, lse, q, k, v, batch, seq, heads, kv_heads, scale)
     }
 
     /// `grads` (dq, dk, dv) are overwritten from d_o; `delta` is fp32 scratch shaped like lse.
@@ -226,9 +237,9 @@ impl ModelOps<'_> {
         let (dq, dk, dv, d_o, delta) = (grads.q.ptr(), grads.k.ptr(), grads.v.ptr(), d_o.ptr(), delta.ptr());
         let (q, k, v, o, lse) = (saved.qkv.q.ptr(), saved.qkv.k.ptr(), saved.qkv.v.ptr(), saved.o.ptr(), saved.lse.ptr());
         aligned_16(&[dq, dk, dv, d_o, q, k, v, o])?;
-        let (seq, heads, kv_heads, scale) = dims(&s);
-        let (dq_name, dq_cfg) = kernel_launch(self.hopper, "backward_dq", &s, s.heads)?;
-        let (dkdv_name, dkdv_cfg) = kernel_launch(self.hopper, "backward_dkdv", &s, s.kv_heads)?;
+        let (batch, seq, heads, kv_heads, scale) = dims(&s);
+        let (dq_name, dq_cfg) = kernel_launch(self.hopper, "backward_dq", &s, s.heads, self.gpu.sm_count())?;
+        let (dkdv_name, dkdv_cfg) = kernel_launch(self.hopper, "backward_dkdv", &s, s.kv_heads, self.gpu.sm_count())?;
         let (n, hd) = (s.rows() as u64, s.head_dim as i32);
         launch!(self, "attention_delta", delta_launch(&s), delta, d_o, o, n, seq, heads, hd)?;
         if !on_hopper(self.hopper, &s) {
@@ -239,11 +250,11 @@ impl ModelOps<'_> {
         // with their rows' lse and delta.
         let (own_q, own_do, keys) = (q_map(q, &s, HOPPER_ROWS)?, q_map(d_o, &s, HOPPER_ROWS)?, HOPPER_DQ_KEYS);
         let (k_tiles, v_tiles) = (kv_map(k, &s, keys)?, kv_map(v, &s, keys)?);
-        launch!(self, &dq_name, dq_cfg, dq, own_do, own_q, k_tiles, v_tiles, lse, delta, seq, heads, kv_heads, scale)?;
+        launch!(self, &dq_name, dq_cfg, dq, own_do, own_q, k_tiles, v_tiles, lse, delta, batch, seq, heads, kv_heads, scale)?;
         let (queries, rows) = (HOPPER_DKDV_QUERIES, s.rows());
         let (q_tiles, do_tiles, own_k, own_v) = (q_map(q, &s, queries)?, q_map(d_o, &s, queries)?, kv_map(k, &s, HOPPER_ROWS)?, kv_map(v, &s, HOPPER_ROWS)?);
         let ((lse, lse_lead), (delta, delta_lead)) = (tensor_map::floats(lse, rows, HOPPER_STATS_RUN)?, tensor_map::floats(delta, rows, HOPPER_STATS_RUN)?);
-        launch!(self, &dkdv_name, dkdv_cfg, dk, dv, do_tiles, q_tiles, own_k, own_v, lse, delta, lse_lead, delta_lead, seq, heads, kv_heads, scale)
+        launch!(self, &dkdv_name, dkdv_cfg, dk, dv, do_tiles, q_tiles, own_k, own_v, lse, delta, lse_lead, delta_lead, batch, seq, heads, kv_heads, scale)
     }
 }
 
@@ -334,8 +345,9 @@ mod tests {
         assert_eq!(kernels.len(), HOPPER_HEAD_DIMS.len() * HOPPER_KINDS.len());
         let dkdv = kernels.iter().find(|(name, _)| name == "hopper_backward_dkdv_128").unwrap().1;
         assert_eq!(dkdv, (2 * 128 + 6 * 64) * 128 * 2 + 6 * 4 * 96 + 1024, "K and V, three buffers of Q and dO, lse and delta");
-        // pipeline()'s mbarriers, two a buffer, are static shared memory beside the dynamic.
-        let barriers = 2 * 8 * HOPPER_STAGES as u32;
+        // setup_ring()'s mbarriers (two a buffer, one for the own tiles) and item are static
+        // shared memory beside the dynamic.
+        let barriers = 8 * (2 * HOPPER_STAGES as u32 + 1) + 4;
         assert!(kernels.iter().all(|(_, bytes)| *bytes + barriers <= 227 * 1024));
     }
 }
