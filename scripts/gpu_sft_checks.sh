@@ -39,8 +39,9 @@ ops() { # each op alone, every build in turn, two rounds: attention at the 7B an
   # (head_dim 128 and 64), AdamW beside the device copy
   rm -f "$logs/ops.txt"
   op() { # build, round, then the op's arguments; its whole output, and its exit status if not 0
+    # (124: timed out)
     local b=$1 round=$2; shift 2
-    mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np 1 "$b" op "$@" --seed "$round" >>"$logs/ops.txt" 2>&1 ||
+    timeout 120 mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -np 1 "$b" op "$@" --seed "$round" >>"$logs/ops.txt" 2>&1 ||
       echo "   exit $? (op $*)" >>"$logs/ops.txt"
   }
   for round in 1 2; do for b in ${BINS:-$bin}; do
