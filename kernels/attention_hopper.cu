@@ -147,17 +147,37 @@ __device__ __forceinline__ void copy_tile(unsigned tile, const TensorMap& map, i
 // Tiles of HOPPER_ROWS rows in a sequence.
 __device__ __forceinline__ int row_tiles(int seq) { return (seq + HOPPER_ROWS - 1) / HOPPER_ROWS; }
 
+// The order of a kernel's items: `units` (the heads of every batch, or KV heads for dK/dV) of
+// `tiles` row tiles each, `per_group` units at a time and their heaviest tiles first, so that
+// the blocks running together stream the same few heads' K and V (Q and dO for dK/dV), which L2
+// then holds (FlashAttention-3's head swizzle). Item i is tile rank `rank` (0: the heaviest) of
+// unit `unit`.
+struct ItemOrder {
+  int rank, unit;
+  __device__ ItemOrder(int item, int units, int tiles, int per_group) {
+    int first = item / (per_group * tiles) * per_group, size = min(per_group, units - first), within = item - first * tiles;
+    rank = within / size;
+    unit = first + within % size;
+  }
+};
+
+// How many units of `bytes` streamed bytes each HOPPER_L2_BYTES holds, at least one.
+__device__ __forceinline__ int units_in_l2(u64 bytes) { return (int)max(1ull, HOPPER_L2_BYTES / bytes); }
+
 // An item of the Hopper forward or dQ kernel (attention.cu's QueryBlock): HOPPER_ROWS queries,
-// 64 a warpgroup, and K and V tiles of KEYS keys swizzled in HOPPER_STAGES buffers. Items are
-// numbered heaviest first: item i is the (i / (batch * heads))-th query tile from the last, of
-// head i % (batch * heads).
+// 64 a warpgroup, and K and V tiles of KEYS keys swizzled in HOPPER_STAGES buffers. Its order's
+// units are the heads of every batch, grouped by whole KV heads, and rank r is the r-th query
+// tile from the last.
 template <int HD, int KEYS>
 struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   static constexpr unsigned TILE = KEYS * HD * 2;  // bytes of one K or V tile
   int first_row;                                    // this warpgroup's first row
-  __device__ HopperQueryTile(int item, int batch, int seq, int heads, int kv_heads)
-      : QueryBlock<HD, HOPPER_ROWS, KEYS>(row_tiles(seq) - 1 - item / (batch * heads), item % (batch * heads), seq, heads, kv_heads),
-        first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
+  __device__ HopperQueryTile(ItemOrder at, int seq, int heads, int kv_heads)
+      : QueryBlock<HD, HOPPER_ROWS, KEYS>(row_tiles(seq) - 1 - at.rank, at.unit, seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
+  // The order of `batch` batches' items.
+  __device__ static ItemOrder order(int item, int batch, int seq, int heads, int kv_heads) {
+    return ItemOrder(item, batch * heads, row_tiles(seq), units_in_l2((u64)seq * HD * 4) * (heads / kv_heads));
+  }
 
   // Copies this block's own tile of a q-like tensor (Q or dO) to shared address `tile`.
   __device__ void copy_own(unsigned tile, const TensorMap& map, unsigned bar) const {
@@ -370,7 +390,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
   unsigned qs = shared_address(aligned_shared()), kvs = qs + HOPPER_ROWS * HD * 2;  // kvs: after the Q tile
   Ring ring = setup_ring();
   Items items{counter, row_tiles(seq) * batch * heads};
-  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
+  auto make = [&](int item) { return Tile(Tile::order(item, batch, seq, heads, kv_heads), seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     barrier_expect(bar, 2 * t.TILE + (i == 0 ? HOPPER_ROWS * HD * 2 : 0));
     if (i == 0) t.copy_own(qs, q, bar);
@@ -462,7 +482,7 @@ __device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorM
   unsigned qs = shared_address(aligned_shared()), dos = qs + HOPPER_ROWS * HD * 2, kvs = dos + HOPPER_ROWS * HD * 2;  // kvs: after Q and dO
   Ring ring = setup_ring();
   Items items{counter, row_tiles(seq) * batch * heads};
-  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
+  auto make = [&](int item) { return Tile(Tile::order(item, batch, seq, heads, kv_heads), seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     barrier_expect(bar, 2 * t.TILE + (i == 0 ? 2 * HOPPER_ROWS * HD * 2 : 0));
     if (i == 0) {
@@ -545,19 +565,24 @@ __device__ void sum_over_cluster(float (*dk)[4], float (*dv)[4], float4* parked,
   meet_cluster();  // the other blocks keep their shared memory until rank 0 has read it
 }
 
-// An item of the dK/dV kernel: key tile item / groups (the first keys, which see the most
-// queries, first) of KV head item % groups (groups: batch * kv_heads), and with SPLIT > 1 this
-// block's share of the group's query heads (its rank in the cluster). Its streamed tiles: Q and
-// dO of QN queries with their lse and delta, query head by query head, each from the diagonal.
-template <int SPLIT>
+// An item of the dK/dV kernel. Its order's units are the KV heads of every batch, and rank r is
+// key tile r (the first keys see the most queries); with SPLIT > 1, the block has its share of the
+// group's query heads (by its rank in the cluster), and the items are in one group (the clusters
+// are not persistent: the hardware's order balances them). Its streamed tiles: Q and dO of QN
+// queries with their lse and delta, query head by query head, each from the diagonal.
+template <int HD, int SPLIT>
 struct KeyTile {
   static constexpr int QN = HOPPER_DKDV_QUERIES;
   int b, kvh, k0, first_head, per_head, tiles;
-  __device__ KeyTile(int item, int batch, int seq, int heads, int kv_heads) {
-    int groups = batch * kv_heads, bkv = item % groups, share = heads / kv_heads / SPLIT;
-    b = bkv / kv_heads;
-    kvh = bkv % kv_heads;
-    k0 = item / groups * HOPPER_ROWS;
+  __device__ static ItemOrder order(int item, int batch, int seq, int heads, int kv_heads) {
+    int units = batch * kv_heads;
+    return ItemOrder(item, units, row_tiles(seq), SPLIT > 1 ? units : units_in_l2((u64)(heads / kv_heads) * seq * HD * 4));
+  }
+  __device__ KeyTile(ItemOrder at, int seq, int heads, int kv_heads) {
+    int share = heads / kv_heads / SPLIT;
+    b = at.unit / kv_heads;
+    kvh = at.unit % kv_heads;
+    k0 = at.rank * HOPPER_ROWS;
     first_head = kvh * (heads / kv_heads) + (blockIdx.x % SPLIT) * share;
     per_head = (seq - k0 + QN - 1) / QN;
     tiles = share * per_head;
@@ -583,7 +608,7 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
                                      int kv_heads, float scale, unsigned* counter) {
   const int QN = HOPPER_DKDV_QUERIES, RUN = HOPPER_STATS_RUN;
   static_assert(RUN >= QN + 3 && RUN % 32 == 0, "a run from the multiple of 4 at or below a tile's first query holds its QN; TMA writes 128-byte aligned");
-  using Tile = KeyTile<SPLIT>;
+  using Tile = KeyTile<HD, SPLIT>;
   const unsigned TK = HOPPER_ROWS * HD * 2, TQ = QN * HD * 2;
   char* base = aligned_shared();
   unsigned ks = shared_address(base), vs = ks + TK, qdos = vs + TK;                   // qdos: [HOPPER_STAGES buffers][Q, dO]
@@ -597,7 +622,7 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
   // global memory and 128-byte aligned in shared memory, so a tile's QN values are copied in a
   // run of RUN from the multiple of 4 at or below them (& ~3), `shift` values in.
   auto shift = [](int at) { return at & 3; };
-  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
+  auto make = [&](int item) { return Tile(Tile::order(item, batch, seq, heads, kv_heads), seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     int h = t.head(i), q0 = t.first_query(i);
     barrier_expect(bar, 2 * TQ + 2 * RUN * 4 + (i == 0 ? 2 * TK : 0));
