@@ -211,7 +211,7 @@ struct Heads {
       : q(((u64)b * seq * heads + h) * hd), kv(((u64)b * seq * kv_heads + kvh) * hd), q_stride(heads * hd), kv_stride(kv_heads * hd) {}
 };
 
-// The rows of a forward or dQ kernel's block: query tile `tile` of ROWS rows of head `bh`
+// The rows a forward or dQ block works on: query tile `tile` of ROWS rows of head `bh`
 // (batch * heads + head), and the key tiles of KEYS it streams, from key 0 to its last query.
 // Each warp owns 16 rows from row0.
 template <int HD, int ROWS, int KEYS>

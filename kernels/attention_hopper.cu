@@ -1,13 +1,13 @@
 // Causal GQA attention for Hopper (sm_90a), the layouts, log-sum-exp and backward algorithm
 // of attention.cu (whose helpers it uses; it is compiled after it), on Hopper's warpgroup
-// tensor-core instructions. A block is two consumer warpgroups owning 128 rows (queries, or keys
-// for dK/dV), 64 each, and a producer warpgroup. The other side streams through shared memory
-// tile by tile, HOPPER_STAGES buffers filled by the tensor memory accelerator (TMA) in wgmma's
-// 128-byte-swizzled layout (pipeline()), one producer thread issuing every copy through the
-// tensor maps the host encodes (ops/tensor_map.rs). The kernels are persistent, a block an SM
-// taking items (its 128 rows of a head) in turn, so the next item's tiles land while the
-// consumers finish the last (produce()). Products of two tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes) read
-// both from shared memory; products that accumulate (O += P·V, dQ += dS·K, dV += Pᵀ·dO,
+// tensor-core instructions. A block is two consumer warpgroups owning an item's 128 rows
+// (queries, or keys for dK/dV), 64 each, and a producer warpgroup. The other side streams
+// through shared memory tile by tile (pipeline()), HOPPER_STAGES buffers filled by the tensor
+// memory accelerator (TMA) in wgmma's 128-byte-swizzled layout, one producer thread issuing
+// every copy through the tensor maps the host encodes (ops/tensor_map.rs). The kernels are
+// persistent, a block an SM taking items in turn, so that the next item's tiles land while the
+// consumers finish the last (produce()). Products of two tiles (S = Q·Kᵀ, dP = dO·Vᵀ and their
+// transposes) read both from shared memory; products that accumulate (O += P·V, dQ += dS·K, dV += Pᵀ·dO,
 // dK += dSᵀ·Q) take the left factor from the registers it was computed in and read the right
 // one transposed (MN-major).
 // The wgmma_* wrappers (src/backend/cuda/ops/wgmma.rs) and the HOPPER_* tile sizes
@@ -16,8 +16,10 @@
 static_assert(HOPPER_ROWS == 128 && HOPPER_THREADS == 256, "a block's consumers are two warpgroups of 64 rows");
 static_assert(HOPPER_PRODUCER_THREADS == 128, "the producer is a warpgroup, setmaxnreg's unit");
 #define HOPPER_BLOCK (HOPPER_THREADS + HOPPER_PRODUCER_THREADS)
-static_assert(HOPPER_THREADS * HOPPER_CONSUMER_REGISTERS + HOPPER_PRODUCER_THREADS * HOPPER_PRODUCER_REGISTERS <= 65536,
-              "the registers an SM has");
+// setmaxnreg moves registers between warpgroups within what the block was launched with: a
+// thread's share of the SM's 65536, in multiples of 8.
+static_assert(HOPPER_THREADS * HOPPER_CONSUMER_REGISTERS + HOPPER_PRODUCER_THREADS * HOPPER_PRODUCER_REGISTERS <= HOPPER_BLOCK * ((65536 / HOPPER_BLOCK) & ~7),
+              "the consumers take no more registers than the producers give");
 static_assert(HOPPER_KEYS == 128, "S is one m64n128 product per warpgroup");
 static_assert(HOPPER_DQ_KEYS == 64 && HOPPER_DKDV_QUERIES == 64, "the backward's S and dP (or their transposes) are m64n64 products");
 
@@ -172,14 +174,12 @@ template <int HD, int KEYS>
 struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   static constexpr unsigned TILE = KEYS * HD * 2;  // bytes of one K or V tile
   int first_row;                                    // this warpgroup's first row
+  __device__ HopperQueryTile(int item, int batch, int seq, int heads, int kv_heads)
+      : HopperQueryTile(ItemOrder(item, batch * heads, row_tiles(seq), units_in_l2((u64)seq * HD * 4) * (heads / kv_heads)), seq, heads, kv_heads) {}
   __device__ HopperQueryTile(ItemOrder at, int seq, int heads, int kv_heads)
       : QueryBlock<HD, HOPPER_ROWS, KEYS>(row_tiles(seq) - 1 - at.rank, at.unit, seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
-  // The order of `batch` batches' items.
-  __device__ static ItemOrder order(int item, int batch, int seq, int heads, int kv_heads) {
-    return ItemOrder(item, batch * heads, row_tiles(seq), units_in_l2((u64)seq * HD * 4) * (heads / kv_heads));
-  }
 
-  // Copies this block's own tile of a q-like tensor (Q or dO) to shared address `tile`.
+  // Copies the item's own tile of a q-like tensor (Q or dO) to shared address `tile`.
   __device__ void copy_own(unsigned tile, const TensorMap& map, unsigned bar) const {
     copy_tile<HD, HOPPER_ROWS>(tile, map, this->h, this->q0, this->b, bar);
   }
@@ -199,11 +199,11 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
 };
 
 // A block's mbarriers: per buffer one that says its tile has landed and one that its consumers
-// are done reading it, one that they are done reading the item's own tiles (Q, dO; K, V for
-// dK/dV), and the item the producer took last.
+// are done reading it, and one that they are done reading the item's own tiles (Q, dO; K, V for
+// dK/dV); and per buffer the item whose first tile it holds.
 struct Ring {
   unsigned landed, read, own_read;
-  volatile int* item;
+  volatile int* item;  // [HOPPER_STAGES]
   __device__ unsigned slot(unsigned bars, int j) const { return bars + 8 * (j % HOPPER_STAGES); }
   // The parity of the j-th streamed tile's phase of its buffer's barriers.
   __device__ static unsigned phase(int j) { return (unsigned)(j / HOPPER_STAGES) & 1; }
@@ -212,9 +212,9 @@ struct Ring {
 // Every thread of the block meets here once, before the warpgroups part.
 __device__ __forceinline__ Ring setup_ring() {
   __shared__ alignas(8) u64 barriers[2 * HOPPER_STAGES + 1];
-  __shared__ int item;
+  __shared__ int item[HOPPER_STAGES];
   unsigned at = shared_address(barriers);
-  Ring ring{at, at + 8 * HOPPER_STAGES, at + 16 * HOPPER_STAGES, &item};
+  Ring ring{at, at + 8 * HOPPER_STAGES, at + 16 * HOPPER_STAGES, item};
   if (threadIdx.x == 0) {
     for (int j = 0; j < HOPPER_STAGES; j++) {
       barrier_init(ring.slot(ring.landed, j), 1);
@@ -228,10 +228,10 @@ __device__ __forceinline__ Ring setup_ring() {
 }
 
 // Where a block's items come from. A persistent kernel has a block an SM, each taking the next
-// item from `counter` ([next item, blocks done]) until none is left, so the heaviest items start
-// first and the blocks end together (FlashAttention-3's causal scheduler); the last block to run
-// out puts the counter back to zero for the next launch (launches of a kernel are ordered on the
-// GPU's one stream). Without a counter, a block (SPLIT of them in a cluster) has one item.
+// item (in ItemOrder) from `counter` ([next item, blocks done]) until none is left, so that the
+// blocks end together (FlashAttention-3's causal scheduler); the last block to run out puts the
+// counter back to zero for the next launch. That needs a kernel's launches never to overlap:
+// every launch is on the GPU's one stream (kernels.rs's launch!). Without a counter, a block (SPLIT of them in a cluster) has one item.
 struct Items {
   unsigned* counter;
   int count;
@@ -239,6 +239,7 @@ struct Items {
   __device__ int next(int n, int split) const {
     if (!counter) return n == 0 ? blockIdx.x / split : count;
     int item = (int)atomicAdd(counter, 1u);
+    if (item >= count) __threadfence();  // this block's last take of `counter` comes before its count as done
     if (item >= count && atomicAdd(counter + 1, 1u) == gridDim.x - 1) {
       atomicExch(counter, 0u);
       atomicExch(counter + 1, 0u);
@@ -250,13 +251,15 @@ struct Items {
 // The producer warpgroup (threads from HOPPER_THREADS) gives its registers to the consumers, and
 // its first thread takes the block's items in turn and issues every copy of their tiles: the
 // block's j-th streamed tile goes to buffer j % STAGES once its consumers are done reading the
-// buffer's last tile, and an item's first tile (which copy() gives the item's own tiles too)
-// once they are done with the previous item's own tiles. Each item, and then the end (`count`),
-// is published with its first tile's 'landed' barrier. make(item) is the item, with its
-// `tiles`; copy(item, i, buffer, bar) has mbarrier `bar` expect the bytes of tile i and issues
-// their TMA copies. Returns whether this thread is a producer (the caller's consumers go on).
-template <typename Make, typename Copy>
-__device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy) {
+// buffer's last tile, and an item's own tiles land with its first streamed tile, copied once the
+// consumers are done with the previous item's (after its streamed tile, which need not wait).
+// Each item, and then the end (`count`), is published in its first tile's buffer, with its
+// 'landed' barrier. make(item) is the item, with its `tiles`; copy(made, i, buffer, bar) has
+// mbarrier `bar` expect the bytes of the made item's tile i (with the own tiles' for i = 0) and
+// issues the copies of the streamed tile into the buffer; copy_own(made, bar) those of the own
+// tiles. Returns whether this thread is a producer (the caller's consumers go on).
+template <typename Make, typename Copy, typename CopyOwn>
+__device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy, CopyOwn copy_own) {
   if (threadIdx.x < HOPPER_THREADS) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(HOPPER_CONSUMER_REGISTERS));
     return false;
@@ -265,23 +268,28 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
   if (threadIdx.x == HOPPER_THREADS)
     for (int n = 0, j = 0;; n++) {
       int item = items.next(n, split);
-      // Buffer j % STAGES is free, and (for an item's first tile) the own tiles too.
-      auto claim = [&](bool first) {
+      auto claim = [&] {
         if (j >= HOPPER_STAGES) barrier_wait(ring.slot(ring.read, j), Ring::phase(j) ^ 1);
-        if (first) {
-          if (n > 0) barrier_wait(ring.own_read, (n - 1) & 1);
-          *ring.item = item;
-        }
+      };
+      auto own_free = [&] {
+        if (n > 0) barrier_wait(ring.own_read, (n - 1) & 1);
       };
       if (item == items.count) {
-        claim(true);
+        claim();
+        own_free();  // every copy has landed before the producer leaves
+        ring.item[j % HOPPER_STAGES] = item;
         barrier_arrive(ring.slot(ring.landed, j));
         break;
       }
       auto t = make(item);
       for (int i = 0; i < t.tiles; i++, j++) {
-        claim(i == 0);
+        claim();
+        if (i == 0) ring.item[j % HOPPER_STAGES] = item;
         copy(t, i, j % HOPPER_STAGES, ring.slot(ring.landed, j));
+        if (i == 0) {
+          own_free();
+          copy_own(t, ring.slot(ring.landed, j));
+        }
       }
     }
   __syncwarp();
@@ -291,7 +299,7 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
 // The consumers' next item, which starts at the block's j-th streamed tile: -1 past the last.
 __device__ __forceinline__ int next_item(const Ring& ring, int j, int count) {
   barrier_wait(ring.slot(ring.landed, j), Ring::phase(j));
-  int item = *ring.item;
+  int item = ring.item[j % HOPPER_STAGES];
   return item < count ? item : -1;
 }
 
@@ -337,7 +345,7 @@ __device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Pr
   wgmma_commit();
   wgmma_wait_all();
   done_with_own(0);
-  pointwise(0);
+  pointwise(0, buffer(0));
   pack();
   for (int i = 0; i + 1 < tiles; i++) {
     wait_landed(i + 1);
@@ -352,7 +360,7 @@ __device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Pr
       your_turn(i);
       wgmma_wait_one();
       done_with_own(i + 1);
-      pointwise(i + 1);
+      pointwise(i + 1, buffer(i + 1));
       wgmma_wait_all();
       retire();
       done_with(i);
@@ -368,7 +376,7 @@ __device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Pr
       your_turn(i);
       wgmma_wait_all();
       done_with_own(i + 1);
-      pointwise(i + 1);
+      pointwise(i + 1, buffer(i + 1));
     }
     pack();
   }
@@ -390,13 +398,13 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
   unsigned qs = shared_address(aligned_shared()), kvs = qs + HOPPER_ROWS * HD * 2;  // kvs: after the Q tile
   Ring ring = setup_ring();
   Items items{counter, row_tiles(seq) * batch * heads};
-  auto make = [&](int item) { return Tile(Tile::order(item, batch, seq, heads, kv_heads), seq, heads, kv_heads); };
+  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     barrier_expect(bar, 2 * t.TILE + (i == 0 ? HOPPER_ROWS * HD * 2 : 0));
-    if (i == 0) t.copy_own(qs, q, bar);
     t.copy_kv(kvs, k, v, i, buf, bar);
   };
-  if (produce(ring, items, 1, make, copy)) return;
+  auto copy_own = [&](const Tile& t, unsigned bar) { t.copy_own(qs, q, bar); };
+  if (produce(ring, items, 1, make, copy, copy_own)) return;
   int wg = threadIdx.x >> 7;
   for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
     Tile t = make(item);
@@ -404,7 +412,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
     unsigned p[HOPPER_KEYS / 16][4] = {};
     pipeline<true>(
         ring, j, t.tiles, [&](int, int buf) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf)); },
-        [&](int i) {
+        [&](int i, int) {
           int k0 = i * HOPPER_KEYS;
           hold<HOPPER_KEYS>(s);
           if (t.crosses_diagonal(k0))
@@ -471,7 +479,7 @@ __device__ __forceinline__ void probabilities_and_gradients(float (*s)[4], float
     pointwise_backward<N>(s, dp, sl2, [](int, int) { return false; }, row_lse, row_delta);
 }
 
-// dQ = scale · dS·K (attention.cu's flash_backward_dq) for a block of 128 query rows, streaming
+// dQ = scale · dS·K (attention.cu's flash_backward_dq) for items of 128 query rows, streaming
 // K and V tiles of HOPPER_DQ_KEYS keys: S and dP from shared Q, dO, K and V, dQ += dS·K with dS
 // from registers.
 template <int HD>
@@ -482,16 +490,16 @@ __device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorM
   unsigned qs = shared_address(aligned_shared()), dos = qs + HOPPER_ROWS * HD * 2, kvs = dos + HOPPER_ROWS * HD * 2;  // kvs: after Q and dO
   Ring ring = setup_ring();
   Items items{counter, row_tiles(seq) * batch * heads};
-  auto make = [&](int item) { return Tile(Tile::order(item, batch, seq, heads, kv_heads), seq, heads, kv_heads); };
+  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     barrier_expect(bar, 2 * t.TILE + (i == 0 ? 2 * HOPPER_ROWS * HD * 2 : 0));
-    if (i == 0) {
-      t.copy_own(qs, q, bar);
-      t.copy_own(dos, d_o, bar);
-    }
     t.copy_kv(kvs, k, v, i, buf, bar);
   };
-  if (produce(ring, items, 1, make, copy)) return;
+  auto copy_own = [&](const Tile& t, unsigned bar) {
+    t.copy_own(qs, q, bar);
+    t.copy_own(dos, d_o, bar);
+  };
+  if (produce(ring, items, 1, make, copy, copy_own)) return;
   int wg = threadIdx.x >> 7;
   for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
     Tile t = make(item);
@@ -504,7 +512,7 @@ __device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorM
           issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf));
           issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf) + t.TILE);
         },
-        [&](int i) {
+        [&](int i, int) {
           int k0 = i * KN;
           probabilities_and_gradients<KN, false>(s, dp, t.row0, k0, t.crosses_diagonal(k0), seq, sl2, [&](int, int e) { return row_lse[e >> 1]; },
                                                  [&](int, int e) { return row_delta[e >> 1]; });
@@ -574,10 +582,9 @@ template <int HD, int SPLIT>
 struct KeyTile {
   static constexpr int QN = HOPPER_DKDV_QUERIES;
   int b, kvh, k0, first_head, per_head, tiles;
-  __device__ static ItemOrder order(int item, int batch, int seq, int heads, int kv_heads) {
-    int units = batch * kv_heads;
-    return ItemOrder(item, units, row_tiles(seq), SPLIT > 1 ? units : units_in_l2((u64)(heads / kv_heads) * seq * HD * 4));
-  }
+  __device__ KeyTile(int item, int batch, int seq, int heads, int kv_heads)
+      : KeyTile(ItemOrder(item, batch * kv_heads, row_tiles(seq), SPLIT > 1 ? batch * kv_heads : units_in_l2((u64)(heads / kv_heads) * seq * HD * 4)),
+                seq, heads, kv_heads) {}
   __device__ KeyTile(ItemOrder at, int seq, int heads, int kv_heads) {
     int share = heads / kv_heads / SPLIT;
     b = at.unit / kv_heads;
@@ -622,20 +629,20 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
   // global memory and 128-byte aligned in shared memory, so a tile's QN values are copied in a
   // run of RUN from the multiple of 4 at or below them (& ~3), `shift` values in.
   auto shift = [](int at) { return at & 3; };
-  auto make = [&](int item) { return Tile(Tile::order(item, batch, seq, heads, kv_heads), seq, heads, kv_heads); };
+  auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     int h = t.head(i), q0 = t.first_query(i);
     barrier_expect(bar, 2 * TQ + 2 * RUN * 4 + (i == 0 ? 2 * TK : 0));
-    if (i == 0) {
-      copy_tile<HD, HOPPER_ROWS>(ks, k, t.kvh, t.k0, t.b, bar);
-      copy_tile<HD, HOPPER_ROWS>(vs, v, t.kvh, t.k0, t.b, bar);
-    }
     copy_tile<HD, QN>(query_tile(buf), q, h, q0, t.b, bar);
     copy_tile<HD, QN>(query_tile(buf) + TQ, d_o, h, q0, t.b, bar);
     copy_run(shared_address(query_rows(buf)), lse, t.stats(i, lse_lead, heads, seq) & ~3, bar);
     copy_run(shared_address(query_rows(buf) + RUN), delta, t.stats(i, delta_lead, heads, seq) & ~3, bar);
   };
-  if (produce(ring, items, SPLIT, make, copy)) {
+  auto copy_own = [&](const Tile& t, unsigned bar) {
+    copy_tile<HD, HOPPER_ROWS>(ks, k, t.kvh, t.k0, t.b, bar);
+    copy_tile<HD, HOPPER_ROWS>(vs, v, t.kvh, t.k0, t.b, bar);
+  };
+  if (produce(ring, items, SPLIT, make, copy, copy_own)) {
     if (SPLIT > 1) {
       meet_cluster();
       meet_cluster();
@@ -659,8 +666,8 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
           issue_products<HD, QN>(pt, ks + wg * 64 * 128, HOPPER_ROWS, query_tile(buf));
           issue_products<HD, QN>(dst, vs + wg * 64 * 128, HOPPER_ROWS, query_tile(buf) + TQ);
         },
-        [&](int i) {
-          int buf = (j + i) % HOPPER_STAGES, q0 = t.first_query(i);
+        [&](int i, int buf) {
+          int q0 = t.first_query(i);
           const float *lse_s = query_rows(buf) + shift(t.stats(i, lse_lead, heads, seq)),
                       *delta_s = query_rows(buf) + RUN + shift(t.stats(i, delta_lead, heads, seq));
           probabilities_and_gradients<QN, true>(

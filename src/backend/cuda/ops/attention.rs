@@ -32,7 +32,7 @@ const PAD: usize = 8;
 /// Head dimensions they are instantiated for (Llama's 128, and 64); the others take the flash
 /// kernels on Hopper too.
 pub const HOPPER_HEAD_DIMS: [usize; 2] = [64, 128];
-/// Rows of a Hopper block (queries, or keys for dK/dV): two warpgroups of 64.
+/// Rows of a Hopper item (queries, or keys for dK/dV): two consumer warpgroups of 64.
 const HOPPER_ROWS: usize = 128;
 /// Keys per streamed K and V tile of the forward: S is one m64n128 wgmma product per warpgroup.
 const HOPPER_KEYS: usize = 128;
@@ -349,9 +349,9 @@ mod tests {
         assert_eq!(kernels.len(), HOPPER_HEAD_DIMS.len() * HOPPER_KINDS.len());
         let dkdv = kernels.iter().find(|(name, _)| name == "hopper_backward_dkdv_128").unwrap().1;
         assert_eq!(dkdv, (2 * 128 + 6 * 64) * 128 * 2 + 6 * 4 * 96 + 1024, "K and V, three buffers of Q and dO, lse and delta");
-        // setup_ring()'s mbarriers (two a buffer, one for the own tiles) and item are static
-        // shared memory beside the dynamic.
-        let barriers = 8 * (2 * HOPPER_STAGES as u32 + 1) + 4;
+        // setup_ring()'s mbarriers (two a buffer, one for the own tiles) and items (one a buffer)
+        // are static shared memory beside the dynamic.
+        let barriers = 8 * (2 * HOPPER_STAGES as u32 + 1) + 4 * HOPPER_STAGES as u32;
         assert!(kernels.iter().all(|(_, bytes)| *bytes + barriers <= 227 * 1024));
     }
 }
