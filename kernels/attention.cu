@@ -171,12 +171,16 @@ __device__ __forceinline__ float quad_max(float v) {
 }
 
 // The online softmax of one tile of N scores a row (s, accumulator fragments, raw; sl2 scales
-// them to log2 units), in place: s becomes the tile's probabilities against the new running
-// maximum m (log2 units), l gains their sums, and `correction` gets the factor that rescales what
-// was accumulated against the old maximum. masked(n, e): whether element e of slice n is masked
-// out. The maximum is taken on the raw scores (sl2 > 0), so scaling and shifting are one FMA.
+// them to log2 units), in place: s becomes the tile's probabilities against the running maximum
+// m (log2 units), l gains their sums, and `correction` gets the factor that rescales what was
+// accumulated against the old maximum. masked(n, e): whether element e of slice n is masked out.
+// The maximum is taken on the raw scores (sl2 > 0), so scaling and shifting are one FMA.
+// The warp's rows move their maximum only where one of them has gone more than `slack` (log2
+// units) past its own; returns whether they did (else every correction is 1). Probabilities
+// against a maximum up to `slack` stale are at most 2^slack, which fp32 sums and bf16 keep as
+// well as 1, and the output and lse divide it out exactly (FlashAttention-4's lazy rescaling).
 template <int N, typename Masked>
-__device__ __forceinline__ void softmax_tile(float (*s)[4], float* m, float* l, float* correction, float sl2, Masked masked) {
+__device__ __forceinline__ bool softmax_tile(float (*s)[4], float* m, float* l, float* correction, float sl2, float slack, Masked masked) {
   float top[2] = {NEG_INF, NEG_INF};
 #pragma unroll
   for (int n = 0; n < N / 8; n++)
@@ -187,12 +191,15 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float* m, float* l, 
     }
   float shift[2];
 #pragma unroll
+  for (int r = 0; r < 2; r++) top[r] = quad_max(top[r]) * sl2;
+  bool moved = __any_sync(0xffffffffu, top[0] > m[0] + slack || top[1] > m[1] + slack);
+#pragma unroll
   for (int r = 0; r < 2; r++) {
-    top[r] = fmaxf(m[r], quad_max(top[r]) * sl2);
-    correction[r] = fast_exp2(m[r] - top[r]);
-    m[r] = top[r];
+    float next = moved ? fmaxf(m[r], top[r]) : m[r];
+    correction[r] = fast_exp2(m[r] - next);
+    m[r] = next;
     l[r] *= correction[r];
-    shift[r] = -top[r];
+    shift[r] = -next;
   }
 #pragma unroll
   for (int n = 0; n < N / 8; n++)
@@ -201,6 +208,7 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], float* m, float* l, 
       s[n][e] = fast_exp2(fmaf(s[n][e], sl2, shift[e >> 1]));
       l[e >> 1] += s[n][e];
     }
+  return moved;
 }
 
 // Where one (batch, head) starts in q-like and k-like buffers, and their row strides.
@@ -274,7 +282,7 @@ __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k,
     int k0 = i * FLASH_ROWS;
     float s[FLASH_ROWS / 8][4], correction[2];
     tile_scores<HD, FLASH_ROWS>(s, qs + 16 * warp * (HD + FLASH_PAD), ks);
-    softmax_tile<FLASH_ROWS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
+    softmax_tile<FLASH_ROWS>(s, m, l, correction, sl2, 0.f, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
 #pragma unroll
     for (int n = 0; n < HD / 8; n++)
 #pragma unroll

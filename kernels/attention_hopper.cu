@@ -410,15 +410,17 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
     Tile t = make(item);
     float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
     unsigned p[HOPPER_KEYS / 16][4] = {};
+    bool moved;  // whether the last tile's softmax moved the warp's maxima
     pipeline<true>(
         ring, j, t.tiles, [&](int, int buf) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf)); },
         [&](int i, int) {
           int k0 = i * HOPPER_KEYS;
           hold<HOPPER_KEYS>(s);
           if (t.crosses_diagonal(k0))
-            softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
+            moved = softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, HOPPER_SOFTMAX_SLACK,
+                                              [&](int n, int e) { return k0 + frag_col(n, e) > t.row0 + frag_row(e); });
           else
-            softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, [](int, int) { return false; });
+            moved = softmax_tile<HOPPER_KEYS>(s, m, l, correction, sl2, HOPPER_SOFTMAX_SLACK, [](int, int) { return false; });
         },
         [&] {
           hold<HD>(acc);
@@ -426,10 +428,11 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
         },
         [&] {
           pack_operand<HOPPER_KEYS>(p, s);
+          if (moved)  // warp-uniform
 #pragma unroll
-          for (int n = 0; n < HD / 8; n++)
+            for (int n = 0; n < HD / 8; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
+              for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
         },
         [&](int, int buf) { issue_accumulate<HD, HOPPER_KEYS>(acc, p, t.key_tile(kvs, buf) + t.TILE); });
     float inv[2];

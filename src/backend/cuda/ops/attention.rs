@@ -61,6 +61,9 @@ const HOPPER_DKDV_SPLIT: usize = 2;
 /// tiles fit three beside the Q tile; four for the backward's smaller tiles (two passes for a
 /// tile to land) measured 2.6 % slower than three.
 const HOPPER_STAGES: usize = 3;
+/// How far (log2 units) the Hopper forward lets a row's running maximum fall behind before it
+/// rescales (kernels/attention.cu's softmax_tile): probabilities up to 2^8.
+const HOPPER_SOFTMAX_SLACK: f32 = 8.0;
 /// Bytes of streamed tiles (K and V, or Q and dO) a group of a persistent kernel's heads may
 /// read together (kernels/attention_hopper.cu's ItemOrder): a third of an H200's 50 MB L2.
 const HOPPER_L2_BYTES: usize = 16 << 20;
@@ -76,7 +79,7 @@ pub fn source() -> OpSource {
          #define HOPPER_PRODUCER_THREADS {HOPPER_PRODUCER_THREADS}\n#define HOPPER_PRODUCER_REGISTERS {HOPPER_PRODUCER_REGISTERS}\n\
          #define HOPPER_CONSUMER_REGISTERS {HOPPER_CONSUMER_REGISTERS}\n\
          #define HOPPER_STAGES {HOPPER_STAGES}\n#define HOPPER_DKDV_SPLIT {HOPPER_DKDV_SPLIT}\n#define HOPPER_STATS_RUN {HOPPER_STATS_RUN}\n\
-         #define HOPPER_L2_BYTES {HOPPER_L2_BYTES}ull\n"
+         #define HOPPER_L2_BYTES {HOPPER_L2_BYTES}ull\n#define HOPPER_SOFTMAX_SLACK {HOPPER_SOFTMAX_SLACK:.1}f\n"
     );
     let wgmma = format!("#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n{}#endif\n", wgmma::wrappers(&[64, 128]));
     let mut kernels = flash_kernels();
