@@ -5,7 +5,7 @@
 //! Layouts are backend/cpu/attention.rs's (the reference): q, o [batch, seq, heads, hd],
 //! k, v [batch, seq, kv_heads, hd].
 
-use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
+use super::super::check::{bf16s, compare, f32s, Check, Input, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
 use super::super::kernels::{aligned_16, launch, ModelOps, OpSource, THREADS as ELEMENT_THREADS};
 use super::super::view::{lengths, View};
 use super::tensor_map::{self, TensorMap};
@@ -268,36 +268,55 @@ impl ModelOps<'_> {
 /// GQA with four query heads per KV head; sequences that end inside a tile (the flash kernels'
 /// 64- and 32-row tiles, the Hopper kernels' 128 and 64); head_dim 64 over many tiles (heads'
 /// rows off 16-byte boundaries in lse and delta, as at 333); Llama's
-/// head_dim 128, forward and backward, with one KV head and with GQA.
+/// head_dim 128, forward and backward, with one KV head and with GQA; the forward with keys that
+/// make the rows' maxima climb (KEY_RAMP).
 /// At sequence 2048: forward and backward with eight query heads on one KV head (a 70B layer's
 /// group of eight, over every causal tile of a Llama sequence), then the forward alone (the
 /// backward's CPU reference would take minutes) on a 7B layer's heads and a 70B layer's (64
 /// query heads on 8 KV heads).
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let shapes = [
-        (Shape { batch: 2, seq: 160, heads: 8, kv_heads: 2, head_dim: 64 }, true),
-        (Shape { batch: 1, seq: 1101, heads: 8, kv_heads: 2, head_dim: 64 }, true),
-        (Shape { batch: 1, seq: 200, heads: 4, kv_heads: 4, head_dim: 128 }, true),
-        (Shape { batch: 2, seq: 333, heads: 8, kv_heads: 2, head_dim: 128 }, true),
-        (Shape { batch: 2, seq: 77, heads: 4, kv_heads: 1, head_dim: 16 }, true),
-        (Shape { batch: 1, seq: 2048, heads: 8, kv_heads: 1, head_dim: 128 }, true),
-        (Shape { batch: 1, seq: 2048, heads: 32, kv_heads: 32, head_dim: 128 }, false),
-        (Shape { batch: 1, seq: 2048, heads: 64, kv_heads: 8, head_dim: 128 }, false),
+        (Shape { batch: 2, seq: 160, heads: 8, kv_heads: 2, head_dim: 64 }, true, 0.0),
+        (Shape { batch: 1, seq: 1101, heads: 8, kv_heads: 2, head_dim: 64 }, true, 0.0),
+        (Shape { batch: 1, seq: 200, heads: 4, kv_heads: 4, head_dim: 128 }, true, 0.0),
+        (Shape { batch: 2, seq: 333, heads: 8, kv_heads: 2, head_dim: 128 }, true, 0.0),
+        (Shape { batch: 2, seq: 77, heads: 4, kv_heads: 1, head_dim: 16 }, true, 0.0),
+        (Shape { batch: 1, seq: 700, heads: 4, kv_heads: 2, head_dim: 128 }, false, KEY_RAMP),
+        (Shape { batch: 1, seq: 2048, heads: 8, kv_heads: 1, head_dim: 128 }, true, 0.0),
+        (Shape { batch: 1, seq: 2048, heads: 32, kv_heads: 32, head_dim: 128 }, false, 0.0),
+        (Shape { batch: 1, seq: 2048, heads: 64, kv_heads: 8, head_dim: 128 }, false, 0.0),
     ];
     let mut out = Vec::new();
-    for (s, backward) in shapes {
-        out.extend(shape_checks(ops, r, s, backward)?);
+    for (s, backward, ramp) in shapes {
+        out.extend(shape_checks(ops, r, s, backward, ramp)?);
     }
     Ok(out)
 }
 
+/// Random scores stay within a few units of their row's first maximum; keys scaled up along the
+/// sequence (key j by 1 + KEY_RAMP · j / seq) make the maxima climb tile after tile, far past
+/// the Hopper forward's HOPPER_SOFTMAX_SLACK, so its rescaling is checked too.
+const KEY_RAMP: f64 = 30.0;
+
+/// Key rows of `k` ([batch, seq, kv_heads, hd]) scaled by 1 + ramp · j / seq, rounded to bf16.
+fn ramped(k: Input, s: &Shape, ramp: f64) -> Input {
+    let row = s.kv_heads * s.head_dim;
+    let bits: Vec<bf16> = k.values.iter().enumerate().map(|(i, v)| bf16::from_f64(v * (1.0 + ramp * ((i / row) % s.seq) as f64 / s.seq as f64))).collect();
+    let values = bits.iter().map(|b| b.to_f64()).collect();
+    Input { bits, values }
+}
+
 /// o and lse from the forward; with `backward`, dq dk dv from the backward (which reads the
 /// GPU's own o and lse).
-fn shape_checks(ops: &ModelOps, r: &mut Inputs, sh: Shape, backward: bool) -> Result<Vec<Check>> {
+/// `ramp`: keys scaled up along the sequence (ramped()), 0 for none.
+fn shape_checks(ops: &ModelOps, r: &mut Inputs, sh: Shape, backward: bool, ramp: f64) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
-    let shape = format!("b {} t {} h {}/{} kv hd {}", sh.batch, sh.seq, sh.heads, sh.kv_heads, sh.head_dim);
+    let mut shape = format!("b {} t {} h {}/{} kv hd {}", sh.batch, sh.seq, sh.heads, sh.kv_heads, sh.head_dim);
+    if ramp > 0.0 {
+        shape += &format!(" keys ramped ×{}", 1.0 + ramp);
+    }
     let (nq, nkv, rows) = (sh.q_len(), sh.kv_len(), sh.rows());
-    let (q, k, v) = (r.take(nq, 1.0), r.take(nkv, 1.0), r.take(nkv, 1.0));
+    let (q, k, v) = (r.take(nq, 1.0), ramped(r.take(nkv, 1.0), &sh, ramp), r.take(nkv, 1.0));
     let (gq, gk, gv) = (gpu.upload(&q.bits)?, gpu.upload(&k.bits)?, gpu.upload(&v.bits)?);
     let (go, glse) = (gpu.alloc(nq * 2)?, gpu.alloc(rows * 4)?);
     let qkv = Qkv { q: gq.view(), k: gk.view(), v: gv.view() };
