@@ -178,7 +178,8 @@ __device__ __forceinline__ float quad_max(float v) {
 // The warp's rows move their maximum only where one of them has gone more than `slack` (log2
 // units) past its own; returns whether they did (else every correction is 1). Probabilities
 // against a maximum up to `slack` stale are at most 2^slack, which fp32 sums and bf16 keep as
-// well as 1, and the output and lse divide it out exactly (FlashAttention-4's lazy rescaling).
+// well as 1, and the output and lse divide it out (up to rounding: FlashAttention-4's lazy
+// rescaling).
 template <int N, typename Masked>
 __device__ __forceinline__ bool softmax_tile(float (*s)[4], float* m, float* l, float* correction, float sl2, float slack, Masked masked) {
   float top[2] = {NEG_INF, NEG_INF};

@@ -61,8 +61,8 @@ const HOPPER_DKDV_SPLIT: usize = 2;
 /// tiles fit three beside the Q tile; four for the backward's smaller tiles (two passes for a
 /// tile to land) measured 2.6 % slower than three.
 const HOPPER_STAGES: usize = 3;
-/// How far (log2 units) the Hopper forward lets a row's running maximum fall behind before it
-/// rescales (kernels/attention.cu's softmax_tile): probabilities up to 2^8.
+/// How far (log2 units) the Hopper forward lets a row's running maximum fall behind before the
+/// rows of its warp rescale (kernels/attention.cu's softmax_tile): probabilities up to 2^8.
 const HOPPER_SOFTMAX_SLACK: f32 = 8.0;
 /// Bytes of streamed tiles (K and V, or Q and dO) a group of a persistent kernel's heads may
 /// read together (kernels/attention_hopper.cu's ItemOrder): a third of an H200's 50 MB L2.
@@ -293,7 +293,7 @@ pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// Random scores stay within a few units of their row's first maximum; keys scaled up along the
+/// Random scores stay within about one log2 unit of their row's first maximum; keys scaled up along the
 /// sequence (key j by 1 + KEY_RAMP · j / seq) make the maxima climb tile after tile, far past
 /// the Hopper forward's HOPPER_SOFTMAX_SLACK, so its rescaling is checked too.
 const KEY_RAMP: f64 = 30.0;
