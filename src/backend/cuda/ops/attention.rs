@@ -273,7 +273,9 @@ impl ModelOps<'_> {
 /// At sequence 2048: forward and backward with eight query heads on one KV head (a 70B layer's
 /// group of eight, over every causal tile of a Llama sequence), then the forward alone (the
 /// backward's CPU reference would take minutes) on a 7B layer's heads and a 70B layer's (64
-/// query heads on 8 KV heads).
+/// query heads on 8 KV heads). The shapes run one after another on grids of 8 to 132 persistent
+/// blocks (fewer items than SMs, and more), so every check after the first also checks that the
+/// kernels' item counters were put back to zero by the launch before.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let shapes = [
         (Shape { batch: 2, seq: 160, heads: 8, kv_heads: 2, head_dim: 64 }, true, 0.0),
