@@ -243,6 +243,21 @@ struct QueryBlock {
   }
 };
 
+// The end of a forward over block t's rows: each row's lse from its running maximum m (log2
+// units) and sum l (one quad's share each), and o = acc / l.
+template <int HD, typename Block>
+__device__ __forceinline__ void finish_rows(bf16* o, float* lse, float (*acc)[4], const float* m, float* l, const Block& t, int seq) {
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] = quad_sum(l[r]);
+    inv[r] = 1.f / l[r];
+    int row = t.row0 + frag_row(2 * r);
+    if ((threadIdx.x & 3) == 0 && row < seq) lse[t.stats + row] = (m[r] + __log2f(l[r])) * LN2;
+  }
+  store_rows<HD>(o + t.at.q, acc, inv, t.row0, seq, t.at.q_stride);
+}
+
 // A flash block, grid (query tiles, batch * heads), the tiles with the most keys first:
 // FLASH_ROWS queries, K and V tiles of as many keys, padded, two buffers.
 template <int HD>
@@ -291,15 +306,7 @@ __device__ void flash_forward(bf16* o, float* lse, const bf16* q, const bf16* k,
     tile_accumulate<HD, FLASH_ROWS>(acc, s, ks + T);
     __syncthreads();  // this buffer is refilled next
   }
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] = quad_sum(l[r]);
-    inv[r] = 1.f / l[r];
-    int row = t.row0 + frag_row(2 * r);
-    if ((threadIdx.x & 3) == 0 && row < seq) lse[t.stats + row] = (m[r] + __log2f(l[r])) * LN2;
-  }
-  store_rows<HD>(o + t.at.q, acc, inv, t.row0, seq, t.at.q_stride);
+  finish_rows<HD>(o, lse, acc, m, l, t, seq);
 }
 
 // dQ = scale · dS·K with dS = P ⊙ (dP − delta), P = exp(scale·Q·Kᵀ − lse), dP = dO·Vᵀ.

@@ -231,7 +231,8 @@ __device__ __forceinline__ Ring setup_ring() {
 // item (in ItemOrder) from `counter` ([next item, blocks done]) until none is left, so that the
 // blocks end together (FlashAttention-3's causal scheduler); the last block to run out puts the
 // counter back to zero for the next launch. That needs a kernel's launches never to overlap:
-// every launch is on the GPU's one stream (kernels.rs's launch!). Without a counter, a block (SPLIT of them in a cluster) has one item.
+// every launch is on the GPU's one stream (kernels.rs's launch!). Without a counter, a block
+// (SPLIT of them in a cluster) has one item.
 struct Items {
   unsigned* counter;
   int count;
@@ -239,10 +240,12 @@ struct Items {
   __device__ int next(int n, int split) const {
     if (!counter) return n == 0 ? blockIdx.x / split : count;
     int item = (int)atomicAdd(counter, 1u);
-    if (item >= count) __threadfence();  // this block's last take of `counter` comes before its count as done
-    if (item >= count && atomicAdd(counter + 1, 1u) == gridDim.x - 1) {
-      atomicExch(counter, 0u);
-      atomicExch(counter + 1, 0u);
+    if (item >= count) {
+      __threadfence();  // this block's last take of `counter` comes before its count as done
+      if (atomicAdd(counter + 1, 1u) == gridDim.x - 1) {
+        atomicExch(counter, 0u);
+        atomicExch(counter + 1, 0u);
+      }
     }
     return min(item, count);
   }
@@ -435,15 +438,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
               for (int e = 0; e < 4; e++) acc[n][e] *= correction[e >> 1];
         },
         [&](int, int buf) { issue_accumulate<HD, HOPPER_KEYS>(acc, p, t.key_tile(kvs, buf) + t.TILE); });
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      l[r] = quad_sum(l[r]);
-      inv[r] = 1.f / l[r];
-      int row = t.row0 + frag_row(2 * r);
-      if ((threadIdx.x & 3) == 0 && row < seq) lse[t.stats + row] = (m[r] + __log2f(l[r])) * LN2;
-    }
-    store_rows<HD>(o + t.at.q, acc, inv, t.row0, seq, t.at.q_stride);
+    finish_rows<HD>(o, lse, acc, m, l, t, seq);
     j += t.tiles;
   }
 }

@@ -295,13 +295,16 @@ pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// Random scores stay within about one log2 unit of their row's first maximum; keys scaled up along the
-/// sequence (key j by 1 + KEY_RAMP · j / seq) make the maxima climb tile after tile, far past
-/// the Hopper forward's HOPPER_SOFTMAX_SLACK, so its rescaling is checked too.
+/// Random scores stay within about one log2 unit of their row's first maximum; keys scaled up
+/// along the sequence (key j by 1 + KEY_RAMP · j / seq) make the maxima climb tile after tile,
+/// far past the Hopper forward's HOPPER_SOFTMAX_SLACK, so its rescaling is checked too.
 const KEY_RAMP: f64 = 30.0;
 
 /// Key rows of `k` ([batch, seq, kv_heads, hd]) scaled by 1 + ramp · j / seq, rounded to bf16.
 fn ramped(k: Input, s: &Shape, ramp: f64) -> Input {
+    if ramp == 0.0 {
+        return k;
+    }
     let row = s.kv_heads * s.head_dim;
     let bits: Vec<bf16> = k.values.iter().enumerate().map(|(i, v)| bf16::from_f64(v * (1.0 + ramp * ((i / row) % s.seq) as f64 / s.seq as f64))).collect();
     let values = bits.iter().map(|b| b.to_f64()).collect();
