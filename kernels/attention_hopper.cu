@@ -29,9 +29,13 @@ struct alignas(64) TensorMap {
 };
 
 // A wgmma shared-memory matrix descriptor: 128-byte swizzle, 8-row groups 1024 bytes apart,
-// `leading` bytes between 64-column panels (read for MN-major operands only).
-__device__ __forceinline__ u64 descriptor(unsigned address, unsigned leading) {
-  return (u64)((address & 0x3FFFF) >> 4) | ((u64)((leading & 0x3FFFF) >> 4) << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
+// `leading` bytes between 64-column panels (read for MN-major operands only), for the matrix
+// `offset` bytes past `address`. The offset is added to the low word alone, in 32 bits, so that
+// the high word stays one constant: the address field counts 16 bytes and no tile reaches the
+// end of shared memory, so the sum never carries out of it.
+__device__ __forceinline__ u64 descriptor(unsigned address, unsigned leading, unsigned offset) {
+  unsigned low = (((address & 0x3FFFF) >> 4) | (((leading & 0x3FFFF) >> 4) << 16)) + (offset >> 4);
+  return (u64)((1024 >> 4) | (1u << 30)) << 32 | low;
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -63,14 +67,12 @@ __device__ __forceinline__ void hold_pairs(unsigned (*p)[4]) {
 // rows, B the tile of N rows at `b` (not committed: the caller may add more to the group).
 template <int HD, int N>
 __device__ __forceinline__ void issue_products(float (*s)[4], unsigned a, int a_rows, unsigned b) {
-  u64 da = descriptor(a, 16), db = descriptor(b, 16);
 #pragma unroll
   for (int kk = 0; kk < HD / 16; kk++) {
     // Columns 16kk..16kk+15: panel kk / 4, 32 bytes into its rows per step (the hardware applies
-    // the swizzle on the address bits above); a descriptor's address field counts 16 bytes and
-    // no tile reaches its end, so an offset is added to it directly.
+    // the swizzle on the address bits above).
     unsigned step = (kk & 3) * 32;
-    wgmma_ss<N>(s, da + (((kk >> 2) * a_rows * 128 + step) >> 4), db + (((kk >> 2) * N * 128 + step) >> 4), kk > 0);
+    wgmma_ss<N>(s, descriptor(a, 16, (kk >> 2) * a_rows * 128 + step), descriptor(b, 16, (kk >> 2) * N * 128 + step), kk > 0);
   }
 }
 
@@ -78,9 +80,8 @@ __device__ __forceinline__ void issue_products(float (*s)[4], unsigned a, int a_
 // `b` (not committed).
 template <int HD, int K>
 __device__ __forceinline__ void issue_accumulate(float (*acc)[4], const unsigned (*p)[4], unsigned b) {
-  u64 db = descriptor(b, K * 128);
 #pragma unroll
-  for (int kk = 0; kk < K / 16; kk++) wgmma_rs<HD>(acc, p[kk], db + ((kk * 16 * 128) >> 4));
+  for (int kk = 0; kk < K / 16; kk++) wgmma_rs<HD>(acc, p[kk], descriptor(b, K * 128, kk * 16 * 128));
 }
 
 // A 64 × N accumulator as the bf16 pairs of wgmma's A operand: the accumulator layout of a
@@ -95,6 +96,10 @@ __device__ __forceinline__ void pack_operand(unsigned (*p)[4], float (*s)[4]) {
     p[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
   }
 }
+
+// This thread's warpgroup, broadcast from the warp's first lane so that the compiler knows it is
+// the same across the warp and keeps what is computed from it (descriptors) in uniform registers.
+__device__ __forceinline__ int warpgroup() { return __shfl_sync(0xffffffffu, threadIdx.x >> 7, 0); }
 
 // The start of the block's dynamic shared memory rounded up to the swizzle's 1024 bytes.
 __device__ __forceinline__ char* aligned_shared() {
@@ -135,6 +140,12 @@ __device__ __forceinline__ void copy_run(unsigned dst, const TensorMap& map, int
                : "memory");
 }
 
+// Has the TMA unit bring box [c0..c3] of `map` into L2, so that its copy later does not wait on
+// device memory.
+__device__ __forceinline__ void prefetch_box(const TensorMap& map, int c0, int c1, int c2, int c3) {
+  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(&map), "r"(c0), "r"(c1), "r"(c2), "r"(c3) : "memory");
+}
+
 // Copies rows [row0, row0 + ROWS) of head `head` of batch `b` through `map` (ops/tensor_map.rs's
 // heads(): boxes of ROWS rows and 64 columns) into the tile at shared address `tile`, kept as
 // HD/64 panels of [ROWS][64], each row's 128 bytes swizzled (16-byte chunk ^ row % 8): the
@@ -144,6 +155,12 @@ template <int HD, int ROWS>
 __device__ __forceinline__ void copy_tile(unsigned tile, const TensorMap& map, int head, int row0, int b, unsigned bar) {
 #pragma unroll
   for (int p = 0; p < HD / 64; p++) copy_box(tile + p * ROWS * 128, map, 64 * p, head, row0, b, bar);
+}
+// Brings those rows into L2.
+template <int HD, int ROWS>
+__device__ __forceinline__ void prefetch_tile(const TensorMap& map, int head, int row0, int b) {
+#pragma unroll
+  for (int p = 0; p < HD / 64; p++) prefetch_box(map, 64 * p, head, row0, b);
 }
 
 // Tiles of HOPPER_ROWS rows in a sequence.
@@ -184,6 +201,8 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
     copy_tile<HD, HOPPER_ROWS>(tile, map, this->h, this->q0, this->b, bar);
   }
 
+  __device__ void prefetch_own(const TensorMap& map) const { prefetch_tile<HD, HOPPER_ROWS>(map, this->h, this->q0, this->b); }
+
   // Where buffer `buf` of `kvs` ([HOPPER_STAGES buffers][K, V]) has its K; its V follows, TILE on.
   __device__ unsigned key_tile(unsigned kvs, int buf) const { return kvs + buf * 2 * TILE; }
 
@@ -191,6 +210,10 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   __device__ void copy_kv(unsigned kvs, const TensorMap& k, const TensorMap& v, int i, int buf, unsigned bar) const {
     copy_tile<HD, KEYS>(key_tile(kvs, buf), k, this->kvh, i * KEYS, this->b, bar);
     copy_tile<HD, KEYS>(key_tile(kvs, buf) + TILE, v, this->kvh, i * KEYS, this->b, bar);
+  }
+  __device__ void prefetch_kv(const TensorMap& k, const TensorMap& v, int i) const {
+    prefetch_tile<HD, KEYS>(k, this->kvh, i * KEYS, this->b);
+    prefetch_tile<HD, KEYS>(v, this->kvh, i * KEYS, this->b);
   }
 
   // Whether the key tile from key k0 reaches past this warpgroup's first row: only there is the
@@ -260,9 +283,12 @@ struct Items {
 // 'landed' barrier. make(item) is the item, with its `tiles`; copy(made, i, buffer, bar) has
 // mbarrier `bar` expect the bytes of the made item's tile i (with the own tiles' for i = 0) and
 // issues the copies of the streamed tile into the buffer; copy_own(made, bar) those of the own
-// tiles. Returns whether this thread is a producer (the caller's consumers go on).
-template <typename Make, typename Copy, typename CopyOwn>
-__device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy, CopyOwn copy_own) {
+// tiles; prefetch(made, i) brings tile i (with the own tiles for i = 0) into L2: an item's first
+// HOPPER_STAGES tiles as soon as it is taken, a tile i + HOPPER_STAGES once tile i is copied, so
+// that copies wait on L2 and not on device memory (the own tiles, read once, always miss L2).
+// Returns whether this thread is a producer (the caller's consumers go on).
+template <typename Make, typename Copy, typename CopyOwn, typename Prefetch>
+__device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy, CopyOwn copy_own, Prefetch prefetch) {
   if (threadIdx.x < HOPPER_THREADS) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(HOPPER_CONSUMER_REGISTERS));
     return false;
@@ -285,6 +311,7 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
         break;
       }
       auto t = make(item);
+      for (int i = 0; i < min(HOPPER_STAGES, t.tiles); i++) prefetch(t, i);
       for (int i = 0; i < t.tiles; i++, j++) {
         claim();
         if (i == 0) ring.item[j % HOPPER_STAGES] = item;
@@ -293,6 +320,7 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
           own_free();
           copy_own(t, ring.slot(ring.landed, j));
         }
+        if (i + HOPPER_STAGES < t.tiles) prefetch(t, i + HOPPER_STAGES);
       }
     }
   __syncwarp();
@@ -303,7 +331,7 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
 __device__ __forceinline__ int next_item(const Ring& ring, int j, int count) {
   barrier_wait(ring.slot(ring.landed, j), Ring::phase(j));
   int item = ring.item[j % HOPPER_STAGES];
-  return item < count ? item : -1;
+  return __shfl_sync(0xffffffffu, item < count ? item : -1, 0);  // uniform (warpgroup())
 }
 
 // The software pipeline the consumers run over an item's `tiles` streamed tiles, the block's
@@ -327,7 +355,7 @@ template <bool overlap, typename Products, typename Pointwise, typename Retire, 
 __device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Products products, Pointwise pointwise, Retire retire, Pack pack,
                                          Accumulate accumulate) {
   static_assert(HOPPER_STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
-  int wg = threadIdx.x >> 7;
+  int wg = warpgroup();
   auto buffer = [&](int i) { return (j0 + i) % HOPPER_STAGES; };
   auto wait_landed = [&](int i) { barrier_wait(ring.slot(ring.landed, j0 + i), Ring::phase(j0 + i)); };
   auto done_with = [&](int i) { barrier_arrive(ring.slot(ring.read, j0 + i)); };
@@ -407,8 +435,12 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
     t.copy_kv(kvs, k, v, i, buf, bar);
   };
   auto copy_own = [&](const Tile& t, unsigned bar) { t.copy_own(qs, q, bar); };
-  if (produce(ring, items, 1, make, copy, copy_own)) return;
-  int wg = threadIdx.x >> 7;
+  auto prefetch = [&](const Tile& t, int i) {
+    if (i == 0) t.prefetch_own(q);
+    t.prefetch_kv(k, v, i);
+  };
+  if (produce(ring, items, 1, make, copy, copy_own, prefetch)) return;
+  int wg = warpgroup();
   for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
     Tile t = make(item);
     float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
@@ -497,8 +529,15 @@ __device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorM
     t.copy_own(qs, q, bar);
     t.copy_own(dos, d_o, bar);
   };
-  if (produce(ring, items, 1, make, copy, copy_own)) return;
-  int wg = threadIdx.x >> 7;
+  auto prefetch = [&](const Tile& t, int i) {
+    if (i == 0) {
+      t.prefetch_own(q);
+      t.prefetch_own(d_o);
+    }
+    t.prefetch_kv(k, v, i);
+  };
+  if (produce(ring, items, 1, make, copy, copy_own, prefetch)) return;
+  int wg = warpgroup();
   for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
     Tile t = make(item);
     float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
@@ -640,14 +679,22 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
     copy_tile<HD, HOPPER_ROWS>(ks, k, t.kvh, t.k0, t.b, bar);
     copy_tile<HD, HOPPER_ROWS>(vs, v, t.kvh, t.k0, t.b, bar);
   };
-  if (produce(ring, items, SPLIT, make, copy, copy_own)) {
+  auto prefetch = [&](const Tile& t, int i) {  // the lse and delta runs are small
+    if (i == 0) {
+      prefetch_tile<HD, HOPPER_ROWS>(k, t.kvh, t.k0, t.b);
+      prefetch_tile<HD, HOPPER_ROWS>(v, t.kvh, t.k0, t.b);
+    }
+    prefetch_tile<HD, QN>(q, t.head(i), t.first_query(i), t.b);
+    prefetch_tile<HD, QN>(d_o, t.head(i), t.first_query(i), t.b);
+  };
+  if (produce(ring, items, SPLIT, make, copy, copy_own, prefetch)) {
     if (SPLIT > 1) {
       meet_cluster();
       meet_cluster();
     }
     return;
   }
-  int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
+  int wg = warpgroup(), warp = (threadIdx.x >> 5) & 3;
   for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
     Tile t = make(item);
     int first_key = t.k0 + 64 * wg, key0 = first_key + 16 * warp;
