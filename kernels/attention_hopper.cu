@@ -140,12 +140,6 @@ __device__ __forceinline__ void copy_run(unsigned dst, const TensorMap& map, int
                : "memory");
 }
 
-// Has the TMA unit bring box [c0..c3] of `map` into L2, so that its copy later does not wait on
-// device memory.
-__device__ __forceinline__ void prefetch_box(const TensorMap& map, int c0, int c1, int c2, int c3) {
-  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(&map), "r"(c0), "r"(c1), "r"(c2), "r"(c3) : "memory");
-}
-
 // Copies rows [row0, row0 + ROWS) of head `head` of batch `b` through `map` (ops/tensor_map.rs's
 // heads(): boxes of ROWS rows and 64 columns) into the tile at shared address `tile`, kept as
 // HD/64 panels of [ROWS][64], each row's 128 bytes swizzled (16-byte chunk ^ row % 8): the
@@ -155,12 +149,6 @@ template <int HD, int ROWS>
 __device__ __forceinline__ void copy_tile(unsigned tile, const TensorMap& map, int head, int row0, int b, unsigned bar) {
 #pragma unroll
   for (int p = 0; p < HD / 64; p++) copy_box(tile + p * ROWS * 128, map, 64 * p, head, row0, b, bar);
-}
-// Brings those rows into L2.
-template <int HD, int ROWS>
-__device__ __forceinline__ void prefetch_tile(const TensorMap& map, int head, int row0, int b) {
-#pragma unroll
-  for (int p = 0; p < HD / 64; p++) prefetch_box(map, 64 * p, head, row0, b);
 }
 
 // Tiles of HOPPER_ROWS rows in a sequence.
@@ -201,8 +189,6 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
     copy_tile<HD, HOPPER_ROWS>(tile, map, this->h, this->q0, this->b, bar);
   }
 
-  __device__ void prefetch_own(const TensorMap& map) const { prefetch_tile<HD, HOPPER_ROWS>(map, this->h, this->q0, this->b); }
-
   // Where buffer `buf` of `kvs` ([HOPPER_STAGES buffers][K, V]) has its K; its V follows, TILE on.
   __device__ unsigned key_tile(unsigned kvs, int buf) const { return kvs + buf * 2 * TILE; }
 
@@ -210,10 +196,6 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   __device__ void copy_kv(unsigned kvs, const TensorMap& k, const TensorMap& v, int i, int buf, unsigned bar) const {
     copy_tile<HD, KEYS>(key_tile(kvs, buf), k, this->kvh, i * KEYS, this->b, bar);
     copy_tile<HD, KEYS>(key_tile(kvs, buf) + TILE, v, this->kvh, i * KEYS, this->b, bar);
-  }
-  __device__ void prefetch_kv(const TensorMap& k, const TensorMap& v, int i) const {
-    prefetch_tile<HD, KEYS>(k, this->kvh, i * KEYS, this->b);
-    prefetch_tile<HD, KEYS>(v, this->kvh, i * KEYS, this->b);
   }
 
   // Whether the key tile from key k0 reaches past this warpgroup's first row: only there is the
@@ -283,12 +265,9 @@ struct Items {
 // 'landed' barrier. make(item) is the item, with its `tiles`; copy(made, i, buffer, bar) has
 // mbarrier `bar` expect the bytes of the made item's tile i (with the own tiles' for i = 0) and
 // issues the copies of the streamed tile into the buffer; copy_own(made, bar) those of the own
-// tiles; prefetch(made, i) brings tile i (with the own tiles for i = 0) into L2: an item's first
-// HOPPER_STAGES tiles as soon as it is taken, a tile i + HOPPER_STAGES once tile i is copied, so
-// that copies wait on L2 and not on device memory (the own tiles, read once, always miss L2).
-// Returns whether this thread is a producer (the caller's consumers go on).
-template <typename Make, typename Copy, typename CopyOwn, typename Prefetch>
-__device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy, CopyOwn copy_own, Prefetch prefetch) {
+// tiles. Returns whether this thread is a producer (the caller's consumers go on).
+template <typename Make, typename Copy, typename CopyOwn>
+__device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy, CopyOwn copy_own) {
   if (threadIdx.x < HOPPER_THREADS) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(HOPPER_CONSUMER_REGISTERS));
     return false;
@@ -311,7 +290,6 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
         break;
       }
       auto t = make(item);
-      for (int i = 0; i < min(HOPPER_STAGES, t.tiles); i++) prefetch(t, i);
       for (int i = 0; i < t.tiles; i++, j++) {
         claim();
         if (i == 0) ring.item[j % HOPPER_STAGES] = item;
@@ -320,7 +298,6 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
           own_free();
           copy_own(t, ring.slot(ring.landed, j));
         }
-        if (i + HOPPER_STAGES < t.tiles) prefetch(t, i + HOPPER_STAGES);
       }
     }
   __syncwarp();
@@ -435,11 +412,7 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
     t.copy_kv(kvs, k, v, i, buf, bar);
   };
   auto copy_own = [&](const Tile& t, unsigned bar) { t.copy_own(qs, q, bar); };
-  auto prefetch = [&](const Tile& t, int i) {
-    if (i == 0) t.prefetch_own(q);
-    t.prefetch_kv(k, v, i);
-  };
-  if (produce(ring, items, 1, make, copy, copy_own, prefetch)) return;
+  if (produce(ring, items, 1, make, copy, copy_own)) return;
   int wg = warpgroup();
   for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
     Tile t = make(item);
@@ -529,14 +502,7 @@ __device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorM
     t.copy_own(qs, q, bar);
     t.copy_own(dos, d_o, bar);
   };
-  auto prefetch = [&](const Tile& t, int i) {
-    if (i == 0) {
-      t.prefetch_own(q);
-      t.prefetch_own(d_o);
-    }
-    t.prefetch_kv(k, v, i);
-  };
-  if (produce(ring, items, 1, make, copy, copy_own, prefetch)) return;
+  if (produce(ring, items, 1, make, copy, copy_own)) return;
   int wg = warpgroup();
   for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
     Tile t = make(item);
@@ -679,15 +645,7 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
     copy_tile<HD, HOPPER_ROWS>(ks, k, t.kvh, t.k0, t.b, bar);
     copy_tile<HD, HOPPER_ROWS>(vs, v, t.kvh, t.k0, t.b, bar);
   };
-  auto prefetch = [&](const Tile& t, int i) {  // the lse and delta runs are small
-    if (i == 0) {
-      prefetch_tile<HD, HOPPER_ROWS>(k, t.kvh, t.k0, t.b);
-      prefetch_tile<HD, HOPPER_ROWS>(v, t.kvh, t.k0, t.b);
-    }
-    prefetch_tile<HD, QN>(q, t.head(i), t.first_query(i), t.b);
-    prefetch_tile<HD, QN>(d_o, t.head(i), t.first_query(i), t.b);
-  };
-  if (produce(ring, items, SPLIT, make, copy, copy_own, prefetch)) {
+  if (produce(ring, items, SPLIT, make, copy, copy_own)) {
     if (SPLIT > 1) {
       meet_cluster();
       meet_cluster();
