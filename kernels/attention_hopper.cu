@@ -333,7 +333,8 @@ __device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Pr
                                          Accumulate accumulate) {
   static_assert(HOPPER_STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
   int wg = warpgroup();
-  auto buffer = [&](int i) { return (j0 + i) % HOPPER_STAGES; };
+  // Broadcast, like warpgroup(): the products' descriptors are then computed in uniform registers.
+  auto buffer = [&](int i) { return __shfl_sync(0xffffffffu, (j0 + i) % HOPPER_STAGES, 0); };
   auto wait_landed = [&](int i) { barrier_wait(ring.slot(ring.landed, j0 + i), Ring::phase(j0 + i)); };
   auto done_with = [&](int i) { barrier_arrive(ring.slot(ring.read, j0 + i)); };
   auto done_with_own = [&](int i) {
