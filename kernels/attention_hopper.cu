@@ -151,6 +151,20 @@ __device__ __forceinline__ void copy_tile(unsigned tile, const TensorMap& map, i
   for (int p = 0; p < HD / 64; p++) copy_box(tile + p * ROWS * 128, map, 64 * p, head, row0, b, bar);
 }
 
+template <int HD>
+constexpr unsigned OWN_ROWS_BYTES = 64 * HD * 2;
+
+// An item's own tile ([HD/64 panels][HOPPER_ROWS][64], as copy_tile lays it out) is copied a
+// warpgroup's 64 rows at a time, each warpgroup's when it is done with the last item's (its
+// wgmma reads only its own rows): copies warpgroup w's rows, from row0 + 64w of head `head`
+// through `map` (boxes of 64 rows), into tile `tile`, with mbarrier `bar`, which the caller has
+// expect OWN_ROWS_BYTES<HD> for each tensor copied so.
+template <int HD>
+__device__ __forceinline__ void copy_own_rows(unsigned tile, const TensorMap& map, int head, int row0, int b, int w, unsigned bar) {
+#pragma unroll
+  for (int p = 0; p < HD / 64; p++) copy_box(tile + p * HOPPER_ROWS * 128 + w * 64 * 128, map, 64 * p, head, row0 + 64 * w, b, bar);
+}
+
 // Tiles of HOPPER_ROWS rows in a sequence.
 __device__ __forceinline__ int row_tiles(int seq) { return (seq + HOPPER_ROWS - 1) / HOPPER_ROWS; }
 
@@ -184,9 +198,10 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
   __device__ HopperQueryTile(ItemOrder at, int seq, int heads, int kv_heads)
       : QueryBlock<HD, HOPPER_ROWS, KEYS>(row_tiles(seq) - 1 - at.rank, at.unit, seq, heads, kv_heads), first_row(this->q0 + 64 * (threadIdx.x >> 7)) {}
 
-  // Copies the item's own tile of a q-like tensor (Q or dO) to shared address `tile`.
-  __device__ void copy_own(unsigned tile, const TensorMap& map, unsigned bar) const {
-    copy_tile<HD, HOPPER_ROWS>(tile, map, this->h, this->q0, this->b, bar);
+  // Copies warpgroup w's rows of the item's own tile of a q-like tensor (Q or dO) to shared
+  // address `tile`.
+  __device__ void copy_own(unsigned tile, const TensorMap& map, int w, unsigned bar) const {
+    copy_own_rows<HD>(tile, map, this->h, this->q0, this->b, w, bar);
   }
 
   // Where buffer `buf` of `kvs` ([HOPPER_STAGES buffers][K, V]) has its K; its V follows, TILE on.
@@ -204,10 +219,11 @@ struct HopperQueryTile : QueryBlock<HD, HOPPER_ROWS, KEYS> {
 };
 
 // A block's mbarriers: per buffer one that says its tile has landed and one that its consumers
-// are done reading it, and one that they are done reading the item's own tiles (Q, dO; K, V for
-// dK/dV); and per buffer the item whose first tile it holds.
+// are done reading it; per consumer warpgroup one that its rows of the item's own tiles (Q, dO;
+// K, V for dK/dV) have landed and one that it is done reading them; and per buffer the item
+// whose first tile it holds.
 struct Ring {
-  unsigned landed, read, own_read;
+  unsigned landed, read, own_landed, own_read;  // own_*: warpgroup w's at + 8w
   volatile int* item;  // [HOPPER_STAGES]
   __device__ unsigned slot(unsigned bars, int j) const { return bars + 8 * (j % HOPPER_STAGES); }
   // The parity of the j-th streamed tile's phase of its buffer's barriers.
@@ -216,16 +232,19 @@ struct Ring {
 
 // Every thread of the block meets here once, before the warpgroups part.
 __device__ __forceinline__ Ring setup_ring() {
-  __shared__ alignas(8) u64 barriers[2 * HOPPER_STAGES + 1];
+  __shared__ alignas(8) u64 barriers[2 * HOPPER_STAGES + 4];
   __shared__ int item[HOPPER_STAGES];
   unsigned at = shared_address(barriers);
-  Ring ring{at, at + 8 * HOPPER_STAGES, at + 16 * HOPPER_STAGES, item};
+  Ring ring{at, at + 8 * HOPPER_STAGES, at + 16 * HOPPER_STAGES, at + 16 * HOPPER_STAGES + 16, item};
   if (threadIdx.x == 0) {
     for (int j = 0; j < HOPPER_STAGES; j++) {
       barrier_init(ring.slot(ring.landed, j), 1);
       barrier_init(ring.slot(ring.read, j), HOPPER_THREADS);
     }
-    barrier_init(ring.own_read, HOPPER_THREADS);
+    for (int w = 0; w < 2; w++) {
+      barrier_init(ring.own_landed + 8 * w, 1);
+      barrier_init(ring.own_read + 8 * w, HOPPER_THREADS / 2);
+    }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");  // seen by the TMA unit
   }
   __syncthreads();
@@ -259,12 +278,13 @@ struct Items {
 // The producer warpgroup (threads from HOPPER_THREADS) gives its registers to the consumers, and
 // its first thread takes the block's items in turn and issues every copy of their tiles: the
 // block's j-th streamed tile goes to buffer j % STAGES once its consumers are done reading the
-// buffer's last tile, and an item's own tiles land with its first streamed tile, copied once the
-// consumers are done with the previous item's (after its streamed tile, which need not wait).
-// Each item, and then the end (`count`), is published in its first tile's buffer, with its
-// 'landed' barrier. make(item) is the item, with its `tiles`; copy(made, i, buffer, bar) has
-// mbarrier `bar` expect the bytes of the made item's tile i (with the own tiles' for i = 0) and
-// issues the copies of the streamed tile into the buffer; copy_own(made, bar) those of the own
+// buffer's last tile, and a consumer warpgroup's rows of an item's own tiles are copied after its
+// first streamed tile (which need not wait), once that warpgroup is done with the previous
+// item's: the warpgroup that finishes an item first need not wait for the other's rows to land
+// before it starts the next. Each item, and then the end (`count`), is published in its first
+// tile's buffer, with its 'landed' barrier. make(item) is the item, with its `tiles`; copy(made,
+// i, buffer, bar) has mbarrier `bar` expect the bytes of the made item's tile i and issues the
+// copies of it into the buffer; copy_own(made, w, bar) does so for warpgroup w's rows of the own
 // tiles. Returns whether this thread is a producer (the caller's consumers go on).
 template <typename Make, typename Copy, typename CopyOwn>
 __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy, CopyOwn copy_own) {
@@ -279,12 +299,13 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
       auto claim = [&] {
         if (j >= HOPPER_STAGES) barrier_wait(ring.slot(ring.read, j), Ring::phase(j) ^ 1);
       };
-      auto own_free = [&] {
-        if (n > 0) barrier_wait(ring.own_read, (n - 1) & 1);
+      auto own_free = [&](int w) {
+        if (n > 0) barrier_wait(ring.own_read + 8 * w, (n - 1) & 1);
       };
       if (item == items.count) {
         claim();
-        own_free();  // every copy has landed before the producer leaves
+        own_free(0);  // every copy has landed before the producer leaves
+        own_free(1);
         ring.item[j % HOPPER_STAGES] = item;
         barrier_arrive(ring.slot(ring.landed, j));
         break;
@@ -294,10 +315,11 @@ __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, in
         claim();
         if (i == 0) ring.item[j % HOPPER_STAGES] = item;
         copy(t, i, j % HOPPER_STAGES, ring.slot(ring.landed, j));
-        if (i == 0) {
-          own_free();
-          copy_own(t, ring.slot(ring.landed, j));
-        }
+        if (i == 0)
+          for (int w = 0; w < 2; w++) {
+            own_free(w);
+            copy_own(t, w, ring.own_landed + 8 * w);
+          }
       }
     }
   __syncwarp();
@@ -325,12 +347,13 @@ __device__ __forceinline__ int next_item(const Ring& ring, int j, int count) {
 // would not fit a thread's registers together) a pass accumulates tile i, then computes tile
 // i + 1's products.
 // The warpgroups do not wait for each other tile by tile: each arrives at a buffer's 'read'
-// barrier when done with it, and at 'own_read' after the item's last products (the only ones
-// that read the own tiles). They take turns issuing a pass's products (two named barriers), so
-// that one's pointwise step runs under the other's products.
+// barrier when done with it, and at its 'own_read' after the item's last products (the only ones
+// that read the own tiles); the item's own tiles are the block's n-th (`n`, for their barriers'
+// phase). They take turns issuing a pass's products (two named barriers), so that one's
+// pointwise step runs under the other's products.
 template <bool overlap, typename Products, typename Pointwise, typename Retire, typename Pack, typename Accumulate>
-__device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Products products, Pointwise pointwise, Retire retire, Pack pack,
-                                         Accumulate accumulate) {
+__device__ __forceinline__ void pipeline(const Ring& ring, int j0, int n, int tiles, Products products, Pointwise pointwise, Retire retire,
+                                         Pack pack, Accumulate accumulate) {
   static_assert(HOPPER_STAGES >= 3, "tile i accumulates while tile i + 1's products are computed and tile i + 2 lands");
   int wg = warpgroup();
   // Broadcast, like warpgroup(): the products' descriptors are then computed in uniform registers.
@@ -338,7 +361,7 @@ __device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Pr
   auto wait_landed = [&](int i) { barrier_wait(ring.slot(ring.landed, j0 + i), Ring::phase(j0 + i)); };
   auto done_with = [&](int i) { barrier_arrive(ring.slot(ring.read, j0 + i)); };
   auto done_with_own = [&](int i) {
-    if (i + 1 == tiles) barrier_arrive(ring.own_read);
+    if (i + 1 == tiles) barrier_arrive(ring.own_read + 8 * wg);
   };
   // Turns: warpgroup w waits on named barrier 1 + w, which the other's 128 threads arrive at.
   // Warpgroup 0 goes first; warpgroup 1 gives no turn after its last, so that every arrival is
@@ -349,6 +372,7 @@ __device__ __forceinline__ void pipeline(const Ring& ring, int j0, int tiles, Pr
   };
   if (wg == 1 && tiles > 1) asm volatile("bar.arrive 1, 256;" ::: "memory");
   wait_landed(0);
+  barrier_wait(ring.own_landed + 8 * wg, n & 1);
   wgmma_fence();
   products(0, buffer(0));
   wgmma_commit();
@@ -409,19 +433,22 @@ __device__ void hopper_forward(bf16* o, float* lse, const TensorMap& q, const Te
   Items items{counter, row_tiles(seq) * batch * heads};
   auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
-    barrier_expect(bar, 2 * t.TILE + (i == 0 ? HOPPER_ROWS * HD * 2 : 0));
+    barrier_expect(bar, 2 * t.TILE);
     t.copy_kv(kvs, k, v, i, buf, bar);
   };
-  auto copy_own = [&](const Tile& t, unsigned bar) { t.copy_own(qs, q, bar); };
+  auto copy_own = [&](const Tile& t, int w, unsigned bar) {
+    barrier_expect(bar, OWN_ROWS_BYTES<HD>);
+    t.copy_own(qs, q, w, bar);
+  };
   if (produce(ring, items, 1, make, copy, copy_own)) return;
   int wg = warpgroup();
-  for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
+  for (int j = 0, n = 0, item; (item = next_item(ring, j, items.count)) >= 0; n++) {
     Tile t = make(item);
     float sl2 = scale * LOG2E, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, correction[2], acc[HD / 8][4] = {}, s[HOPPER_KEYS / 8][4];
     unsigned p[HOPPER_KEYS / 16][4] = {};
     bool moved;  // whether the last tile's softmax moved the warp's maxima
     pipeline<true>(
-        ring, j, t.tiles, [&](int, int buf) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf)); },
+        ring, j, n, t.tiles, [&](int, int buf) { issue_products<HD, HOPPER_KEYS>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf)); },
         [&](int i, int) {
           int k0 = i * HOPPER_KEYS;
           hold<HOPPER_KEYS>(s);
@@ -496,22 +523,23 @@ __device__ void hopper_backward_dq(bf16* dq, const TensorMap& d_o, const TensorM
   Items items{counter, row_tiles(seq) * batch * heads};
   auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
-    barrier_expect(bar, 2 * t.TILE + (i == 0 ? 2 * HOPPER_ROWS * HD * 2 : 0));
+    barrier_expect(bar, 2 * t.TILE);
     t.copy_kv(kvs, k, v, i, buf, bar);
   };
-  auto copy_own = [&](const Tile& t, unsigned bar) {
-    t.copy_own(qs, q, bar);
-    t.copy_own(dos, d_o, bar);
+  auto copy_own = [&](const Tile& t, int w, unsigned bar) {
+    barrier_expect(bar, 2 * OWN_ROWS_BYTES<HD>);
+    t.copy_own(qs, q, w, bar);
+    t.copy_own(dos, d_o, w, bar);
   };
   if (produce(ring, items, 1, make, copy, copy_own)) return;
   int wg = warpgroup();
-  for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
+  for (int j = 0, n = 0, item; (item = next_item(ring, j, items.count)) >= 0; n++) {
     Tile t = make(item);
     float sl2 = scale * LOG2E, row_lse[2], row_delta[2], acc[HD / 8][4] = {}, s[KN / 8][4], dp[KN / 8][4];
     unsigned ds[KN / 16][4] = {};
     t.row_stats(row_lse, row_delta, lse, delta, seq);
     pipeline<true>(
-        ring, j, t.tiles,
+        ring, j, n, t.tiles,
         [&](int, int buf) {
           issue_products<HD, KN>(s, qs + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf));
           issue_products<HD, KN>(dp, dos + wg * 64 * 128, HOPPER_ROWS, t.key_tile(kvs, buf) + t.TILE);
@@ -636,15 +664,16 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
   auto make = [&](int item) { return Tile(item, batch, seq, heads, kv_heads); };
   auto copy = [&](const Tile& t, int i, int buf, unsigned bar) {
     int h = t.head(i), q0 = t.first_query(i);
-    barrier_expect(bar, 2 * TQ + 2 * RUN * 4 + (i == 0 ? 2 * TK : 0));
+    barrier_expect(bar, 2 * TQ + 2 * RUN * 4);
     copy_tile<HD, QN>(query_tile(buf), q, h, q0, t.b, bar);
     copy_tile<HD, QN>(query_tile(buf) + TQ, d_o, h, q0, t.b, bar);
     copy_run(shared_address(query_rows(buf)), lse, t.stats(i, lse_lead, heads, seq) & ~3, bar);
     copy_run(shared_address(query_rows(buf) + RUN), delta, t.stats(i, delta_lead, heads, seq) & ~3, bar);
   };
-  auto copy_own = [&](const Tile& t, unsigned bar) {
-    copy_tile<HD, HOPPER_ROWS>(ks, k, t.kvh, t.k0, t.b, bar);
-    copy_tile<HD, HOPPER_ROWS>(vs, v, t.kvh, t.k0, t.b, bar);
+  auto copy_own = [&](const Tile& t, int w, unsigned bar) {
+    barrier_expect(bar, 2 * OWN_ROWS_BYTES<HD>);
+    copy_own_rows<HD>(ks, k, t.kvh, t.k0, t.b, w, bar);
+    copy_own_rows<HD>(vs, v, t.kvh, t.k0, t.b, w, bar);
   };
   if (produce(ring, items, SPLIT, make, copy, copy_own)) {
     if (SPLIT > 1) {
@@ -654,7 +683,7 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
     return;
   }
   int wg = warpgroup(), warp = (threadIdx.x >> 5) & 3;
-  for (int j = 0, item; (item = next_item(ring, j, items.count)) >= 0;) {
+  for (int j = 0, n = 0, item; (item = next_item(ring, j, items.count)) >= 0; n++) {
     Tile t = make(item);
     int first_key = t.k0 + 64 * wg, key0 = first_key + 16 * warp;
     // Transposed tiles: rows are keys, columns the QN queries. A query past the sequence's end
@@ -665,7 +694,7 @@ __device__ void hopper_backward_dkdv(bf16* dk, bf16* dv, const TensorMap& d_o, c
     // Serial: overlapped, two tiles' Sᵀ and dPᵀ beside dK and dV spilled 136 bytes a thread and
     // measured 2 % slower.
     pipeline<false>(
-        ring, j, t.tiles,
+        ring, j, n, t.tiles,
         [&](int, int buf) {
           issue_products<HD, QN>(pt, ks + wg * 64 * 128, HOPPER_ROWS, query_tile(buf));
           issue_products<HD, QN>(dst, vs + wg * 64 * 128, HOPPER_ROWS, query_tile(buf) + TQ);

@@ -177,6 +177,10 @@ fn on_hopper(hopper: bool, s: &Shape) -> bool {
     hopper && HOPPER_HEAD_DIMS.contains(&s.head_dim)
 }
 
+/// Rows of an item's own tiles that a Hopper kernel copies at a time: a consumer warpgroup's, each
+/// copied when that warpgroup is done with the last item's.
+const HOPPER_OWN_ROWS: usize = HOPPER_ROWS / 2;
+
 /// The Hopper kernels' maps of a q-like tensor (Q, dO) and a kv-like one (K, V), boxes of `rows`
 /// sequence rows.
 fn q_map(ptr: u64, s: &Shape, rows: usize) -> Result<TensorMap> {
@@ -233,7 +237,7 @@ impl ModelOps<'_> {
         if !on_hopper(self.hopper, &s) {
             return launch!(self, &name, cfg, o, lse, q, k, v, seq, heads, kv_heads, scale);
         }
-        let (q, k, v) = (q_map(q, &s, HOPPER_ROWS)?, kv_map(k, &s, HOPPER_KEYS)?, kv_map(v, &s, HOPPER_KEYS)?);
+        let (q, k, v) = (q_map(q, &s, HOPPER_OWN_ROWS)?, kv_map(k, &s, HOPPER_KEYS)?, kv_map(v, &s, HOPPER_KEYS)?);
         launch!(self, &name, cfg, o, lse, q, k, v, batch, seq, heads, kv_heads, scale)
     }
 
@@ -255,11 +259,12 @@ impl ModelOps<'_> {
         }
         // dQ: its own Q and dO tiles, K and V streamed; dK/dV: its own K and V, Q and dO streamed
         // with their rows' lse and delta.
-        let (own_q, own_do, keys) = (q_map(q, &s, HOPPER_ROWS)?, q_map(d_o, &s, HOPPER_ROWS)?, HOPPER_DQ_KEYS);
+        let (own_q, own_do, keys) = (q_map(q, &s, HOPPER_OWN_ROWS)?, q_map(d_o, &s, HOPPER_OWN_ROWS)?, HOPPER_DQ_KEYS);
         let (k_tiles, v_tiles) = (kv_map(k, &s, keys)?, kv_map(v, &s, keys)?);
         launch!(self, &dq_name, dq_cfg, dq, own_do, own_q, k_tiles, v_tiles, lse, delta, batch, seq, heads, kv_heads, scale)?;
         let (queries, rows) = (HOPPER_DKDV_QUERIES, s.rows());
-        let (q_tiles, do_tiles, own_k, own_v) = (q_map(q, &s, queries)?, q_map(d_o, &s, queries)?, kv_map(k, &s, HOPPER_ROWS)?, kv_map(v, &s, HOPPER_ROWS)?);
+        let (q_tiles, do_tiles, own_k, own_v) =
+            (q_map(q, &s, queries)?, q_map(d_o, &s, queries)?, kv_map(k, &s, HOPPER_OWN_ROWS)?, kv_map(v, &s, HOPPER_OWN_ROWS)?);
         let ((lse, lse_lead), (delta, delta_lead)) = (tensor_map::floats(lse, rows, HOPPER_STATS_RUN)?, tensor_map::floats(delta, rows, HOPPER_STATS_RUN)?);
         launch!(self, &dkdv_name, dkdv_cfg, dk, dv, do_tiles, q_tiles, own_k, own_v, lse, delta, lse_lead, delta_lead, batch, seq, heads, kv_heads, scale)
     }
