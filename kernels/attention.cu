@@ -144,18 +144,45 @@ __device__ void tile_accumulate(float (*acc)[4], float (*w)[4], const bf16* b) {
   }
 }
 
+// Transposes the 4 x 4 words a quad holds a row a lane (lane c: w[i] = W[c][i]) so that lane c
+// holds column c (w[i] = W[i][c]): swaps the off-diagonal 2 x 2 blocks, then within the blocks.
+__device__ __forceinline__ void quad_transpose(unsigned (&w)[4]) {
+  int c = threadIdx.x & 3;
+#pragma unroll
+  for (int b = 2; b > 0; b >>= 1)
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      if (!(i & b)) {
+        bool high = c & b;  // this lane's row is in the upper half of the pair
+        unsigned other = __shfl_xor_sync(0xffffffffu, high ? w[i] : w[i | b], b);
+        if (high) w[i] = other;
+        else w[i | b] = other;
+      }
+}
+
 // Writes a warp's 16 x HD accumulator (rows from row0, `stride` bf16 apart) times the per-row
-// factors `mul` (rows g and g+8), skipping rows past the sequence's end.
+// factors `mul` (rows g and g+8), skipping rows past the sequence's end. Where HD is a multiple
+// of 32, a quad transposes each 4 slices' words so that a thread stores one slice's 16 bytes: a
+// row's stores then fill whole 32-byte sectors (with the fragments' 4 bytes a thread, half).
 template <int HD>
 __device__ void store_rows(bf16* dst, float (*acc)[4], const float* mul, int row0, int seq, int stride) {
 #pragma unroll
   for (int half = 0; half < 2; half++) {
     int row = row0 + frag_row(2 * half);
-    if (row >= seq) continue;
+    bf16* at = dst + (u64)row * stride;
+    auto word = [&](int n) { return pack_bf16(acc[n][2 * half] * mul[half], acc[n][2 * half + 1] * mul[half]); };
+    if constexpr (HD % 32 == 0) {
 #pragma unroll
-    for (int n = 0; n < HD / 8; n++)
-      *reinterpret_cast<unsigned*>(dst + (u64)row * stride + frag_col(n, 0)) =
-          pack_bf16(acc[n][2 * half] * mul[half], acc[n][2 * half + 1] * mul[half]);
+      for (int n0 = 0; n0 < HD / 8; n0 += 4) {
+        unsigned w[4] = {word(n0), word(n0 + 1), word(n0 + 2), word(n0 + 3)};
+        quad_transpose(w);  // every lane of the warp, before the rows past the end drop out
+        int n = n0 + (threadIdx.x & 3);
+        if (row < seq) *reinterpret_cast<uint4*>(at + 8 * n) = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+    } else if (row < seq) {
+#pragma unroll
+      for (int n = 0; n < HD / 8; n++) *reinterpret_cast<unsigned*>(at + frag_col(n, 0)) = word(n);
+    }
   }
 }
 
