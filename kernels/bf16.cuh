@@ -40,10 +40,10 @@ __device__ float block_max(float v) {
   return v;
 }
 
-// Eight consecutive bf16 (16-byte aligned) as floats, and back: one 16-byte access instead of
-// eight 2-byte ones. The element at the lower address is the low half of each 32-bit word.
-__device__ __forceinline__ void load8(float* out, const bf16* p) {
-  uint4 raw = *reinterpret_cast<const uint4*>(p);
+// Eight consecutive bf16 (16-byte aligned; unpack8: as loaded) as floats, and back: one 16-byte
+// access instead of eight 2-byte ones. The element at the lower address is the low half of each
+// 32-bit word.
+__device__ __forceinline__ void unpack8(float* out, uint4 raw) {
   unsigned int w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int k = 0; k < 4; k++) {
@@ -51,6 +51,8 @@ __device__ __forceinline__ void load8(float* out, const bf16* p) {
     out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
   }
 }
+
+__device__ __forceinline__ void load8(float* out, const bf16* p) { unpack8(out, *reinterpret_cast<const uint4*>(p)); }
 
 __device__ __forceinline__ void store8(bf16* p, const float* v) {
   unsigned int w[4];

@@ -39,15 +39,23 @@ pub fn planned_bytes(m: &LlamaConfig, r: &RunConfig, ranks: usize) -> u64 {
 pub fn check(world: &World, gpu: Option<&Gpu>, plan: &SftPlan) -> Result<(), Stop> {
     let m = &plan.model;
     if gpu.is_some() {
-        let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);
-        let supported = if kernels_take.contains(&head_dim) {
-            Ok(())
-        } else {
-            Err(format!("{}: head_dim {head_dim} (dim / heads); the GPU attention kernels take {kernels_take:?}", m.name))
-        };
-        world.agree(supported).map_err(Stop::Agreed)?;
+        world.agree(gpu_kernels_take(m)).map_err(Stop::Agreed)?;
     }
     world.agree(fit(gpu, m, &plan.run, world.size, world.local_size)).map_err(Stop::Agreed)
+}
+
+/// Whether the GPU kernels take model `m`: its head_dim the attention's, its vocabulary a multiple
+/// of what the cross-entropy reads at a time.
+fn gpu_kernels_take(m: &LlamaConfig) -> Result<(), String> {
+    let (head_dim, kernels_take) = (m.head_dim(), cuda::ops::attention::HEAD_DIMS);
+    let vocab_multiple = cuda::ops::cross_entropy::VOCAB_MULTIPLE;
+    if !kernels_take.contains(&head_dim) {
+        Err(format!("{}: head_dim {head_dim} (dim / heads); the GPU attention kernels take {kernels_take:?}", m.name))
+    } else if m.vocab_size % vocab_multiple != 0 {
+        Err(format!("{}: vocab_size {}; the GPU cross-entropy takes multiples of {vocab_multiple}", m.name, m.vocab_size))
+    } else {
+        Ok(())
+    }
 }
 
 /// Whether `r` of model `m` over `ranks` ranks fits this rank's GPU (the planner's bytes
@@ -287,5 +295,20 @@ pub fn run(session: &mut Session, plan: &SftPlan) -> Result<i32, Stop> {
     match diverged {
         Some(step) => Err(Stop::Fatal(anyhow::anyhow!("the loss is not finite from step {step} on"))),
         None => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_kernels_refuse_head_dims_and_vocabularies_they_do_not_take() {
+        let llama = LlamaConfig::load("7b").unwrap();
+        assert_eq!(gpu_kernels_take(&llama), Ok(()));
+        let odd_vocab = LlamaConfig { vocab_size: 32001, ..llama.clone() };
+        assert!(gpu_kernels_take(&odd_vocab).unwrap_err().contains("vocab_size 32001"));
+        let wide_heads = LlamaConfig { n_heads: 16, n_kv_heads: 16, ..llama };
+        assert!(gpu_kernels_take(&wide_heads).unwrap_err().contains("head_dim 256"));
     }
 }

@@ -1,7 +1,7 @@
 //! Masked cross-entropy over the logits, which become their own gradient (kernels/cross_entropy.cu).
 
 use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
-use super::super::kernels::{launch, per_row, ModelOps, OpSource};
+use super::super::kernels::{aligned_16, launch, per_row, ModelOps, OpSource};
 use super::super::view::{lengths, View};
 use crate::backend::cpu::cross_entropy::{self, IGNORE};
 use crate::sweep::pattern::mix;
@@ -13,6 +13,10 @@ pub fn source() -> OpSource {
     OpSource::plain(include_str!("../../../../kernels/cross_entropy.cu"), &["cross_entropy"])
 }
 
+/// The GPU cross-entropy reads rows of logits 8 bf16 (16 bytes) at a time: the vocabulary must be a
+/// multiple.
+pub const VOCAB_MULTIPLE: usize = 8;
+
 impl ModelOps<'_> {
     /// Per-row losses (fp32, 0 where the label is negative); the logits, one row per label,
     /// become d(loss)/d(logits) × `scale`.
@@ -20,8 +24,11 @@ impl ModelOps<'_> {
         let rows = labels.len();
         ensure!(rows > 0 && logits.len() % rows == 0, "cross-entropy: {} logits are not {rows} rows", logits.len());
         lengths("cross-entropy", &[(losses.len(), rows, "losses")])?;
-        let (vocab, scale) = ((logits.len() / rows) as i32, scale as f32);
+        let vocab = logits.len() / rows;
+        ensure!(vocab % VOCAB_MULTIPLE == 0, "cross-entropy: the kernel reads rows {VOCAB_MULTIPLE} logits at a time; vocabulary {vocab} is not a multiple");
+        let (vocab, scale) = (vocab as i32, scale as f32);
         let (logits, losses, labels) = (logits.ptr(), losses.ptr(), labels.ptr());
+        aligned_16(&[logits])?;
         launch!(self, "cross_entropy", per_row(rows, 1024), logits, losses, labels, vocab, scale)
     }
 }

@@ -1,7 +1,7 @@
 //! Rotary position embedding, in place, both directions (kernels/rope.cu).
 
 use super::super::check::{bf16s, compare, Check, Inputs, BF16_TOLERANCE};
-use super::super::kernels::{launch, per_row, ModelOps, OpSource, THREADS};
+use super::super::kernels::{aligned_16, launch, per_row, ModelOps, OpSource, THREADS};
 use super::super::view::View;
 use crate::backend::cpu::rope;
 use anyhow::{ensure, Result};
@@ -16,13 +16,18 @@ impl ModelOps<'_> {
     /// In place on rows of `heads` × `head_dim`, a row's position its index mod `seq`;
     /// `backward` applies the inverse rotation.
     pub fn rope(&self, x: View<bf16>, seq: usize, heads: usize, head_dim: usize, theta: f64, backward: bool) -> Result<()> {
-        let half = head_dim / 2;
-        ensure!(half > 0 && half <= 1024, "head_dim {head_dim} outside the RoPE kernel's 2..2048");
+        let chunks = head_dim / 8; // a head's 16-byte accesses
+        ensure!(
+            head_dim > 0 && head_dim % 8 == 0 && chunks <= THREADS as usize,
+            "head_dim {head_dim}: the RoPE kernel takes multiples of 8 up to {}",
+            8 * THREADS
+        );
         ensure!(x.len() % (heads * head_dim) == 0, "rope: {} elements are not rows of {heads} × {head_dim}", x.len());
         let rows = x.len() / (heads * head_dim);
-        // A multiple of the pairs per head: each thread keeps one pair index.
-        let threads = (half * (THREADS as usize / half).max(1)) as u32;
+        // A multiple of a head's chunks: each thread keeps the four pair indices of one.
+        let threads = (chunks * (THREADS as usize / chunks)) as u32;
         let (x, seq, heads, hd, theta) = (x.ptr(), seq as i32, heads as i32, head_dim as i32, theta as f32);
+        aligned_16(&[x])?;
         let sign = if backward { -1f32 } else { 1f32 };
         launch!(self, "rope", per_row(rows, threads), x, seq, heads, hd, theta, sign)
     }
