@@ -280,12 +280,14 @@ struct Items {
 // block's j-th streamed tile goes to buffer j % STAGES once its consumers are done reading the
 // buffer's last tile, and a consumer warpgroup's rows of an item's own tiles are copied after its
 // first streamed tile (which need not wait), once that warpgroup is done with the previous
-// item's: the warpgroup that finishes an item first need not wait for the other's rows to land
-// before it starts the next. Each item, and then the end (`count`), is published in its first
-// tile's buffer, with its 'landed' barrier. make(item) is the item, with its `tiles`; copy(made,
-// i, buffer, bar) has mbarrier `bar` expect the bytes of the made item's tile i and issues the
-// copies of it into the buffer; copy_own(made, w, bar) does so for warpgroup w's rows of the own
-// tiles. Returns whether this thread is a producer (the caller's consumers go on).
+// item's, warpgroup 0's first (it takes the first turn, so it mostly ends first). A warpgroup
+// that ends an item first thus computes the next item's first products and pointwise step while
+// the other ends the last; their turns meet again after that. Each item, and then the end
+// (`count`), is published in its first tile's buffer, with its 'landed' barrier. make(item) is
+// the item, with its `tiles`; copy(made, i, buffer, bar) has mbarrier `bar` expect the bytes of
+// the made item's tile i and issues the copies of it into the buffer; copy_own(made, w, bar) does
+// so for warpgroup w's rows of the own tiles. Returns whether this thread is a producer (the
+// caller's consumers go on).
 template <typename Make, typename Copy, typename CopyOwn>
 __device__ __forceinline__ bool produce(const Ring& ring, const Items& items, int split, Make make, Copy copy, CopyOwn copy_own) {
   if (threadIdx.x < HOPPER_THREADS) {

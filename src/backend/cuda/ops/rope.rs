@@ -27,7 +27,7 @@ impl ModelOps<'_> {
             "head_dim {head_dim}: the RoPE kernel takes multiples of 8 up to {}",
             8 * THREADS
         );
-        ensure!(x.len() % (heads * head_dim) == 0, "rope: {} elements are not rows of {heads} × {head_dim}", x.len());
+        ensure!(heads > 0 && x.len() % (heads * head_dim) == 0, "rope: {} elements are not rows of {heads} × {head_dim}", x.len());
         let rows = x.len() / (heads * head_dim);
         // A multiple of a head's chunks: each thread keeps the four pair indices of one over a
         // share of the heads.
@@ -39,21 +39,24 @@ impl ModelOps<'_> {
     }
 }
 
-/// A 7B-shaped query block, both directions.
+/// A 7B-shaped query block, and fewer heads than a block turns at once at the tiny model's
+/// head_dim; both directions.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
-    let (seq, heads, hd, theta) = (512, 8, 128, 10000.0);
-    let rows = 2 * seq;
-    let shape = format!("rows {rows} heads {heads} head_dim {hd}");
-    let x = r.take(rows * heads * hd, 1.0);
+    let theta = 10000.0;
     let mut out = Vec::new();
-    for (backward, name) in [(false, "rope forward (bf16)"), (true, "rope backward (bf16)")] {
-        let gx = gpu.upload(&x.bits)?;
-        ops.rope(gx.view(), seq, heads, hd, theta, backward)?;
-        let mut want = x.values.clone();
-        let turn = if backward { rope::backward } else { rope::forward };
-        turn(&mut want, seq, heads, hd, theta);
-        out.push(compare(name, &shape, &bf16s(gpu, &gx)?, &want, BF16_TOLERANCE));
+    for (seq, heads, hd) in [(512, 8, 128), (77, 3, 16)] {
+        let rows = 2 * seq;
+        let shape = format!("rows {rows} heads {heads} head_dim {hd}");
+        let x = r.take(rows * heads * hd, 1.0);
+        for (backward, name) in [(false, "rope forward (bf16)"), (true, "rope backward (bf16)")] {
+            let gx = gpu.upload(&x.bits)?;
+            ops.rope(gx.view(), seq, heads, hd, theta, backward)?;
+            let mut want = x.values.clone();
+            let turn = if backward { rope::backward } else { rope::forward };
+            turn(&mut want, seq, heads, hd, theta);
+            out.push(compare(name, &shape, &bf16s(gpu, &gx)?, &want, BF16_TOLERANCE));
+        }
     }
     Ok(out)
 }
