@@ -161,8 +161,7 @@ constexpr unsigned OWN_ROWS_BYTES = 64 * HD * 2;
 // expect OWN_ROWS_BYTES<HD> for each tensor copied so.
 template <int HD>
 __device__ __forceinline__ void copy_own_rows(unsigned tile, const TensorMap& map, int head, int row0, int b, int w, unsigned bar) {
-#pragma unroll
-  for (int p = 0; p < HD / 64; p++) copy_box(tile + p * HOPPER_ROWS * 128 + w * 64 * 128, map, 64 * p, head, row0 + 64 * w, b, bar);
+  copy_tile<HD, HOPPER_ROWS>(tile + w * 64 * 128, map, head, row0 + 64 * w, b, bar);  // panels HOPPER_ROWS rows apart
 }
 
 // Tiles of HOPPER_ROWS rows in a sequence.

@@ -64,6 +64,9 @@ impl OpSource {
 /// Threads per block of the row kernels (RMSNorm, cross-entropy) and the element-wise ones.
 pub(super) const THREADS: u32 = 256;
 
+/// CUDA's most threads in a block.
+pub(super) const MAX_BLOCK_THREADS: usize = 1024;
+
 impl ModelOps<'_> {
     /// A grid-stride launch over `n` items: enough blocks to fill every SM several times over.
     pub(super) fn elementwise(&self, n: u64) -> LaunchConfig {

@@ -1,7 +1,7 @@
 //! RMSNorm forward and backward (kernels/rmsnorm.cu): rows read 8 bf16 at a time.
 
 use super::super::check::{bf16s, compare, f32s, Check, Inputs, BF16_TOLERANCE, F32_TOLERANCE};
-use super::super::kernels::{aligned_16, launch, per_row, ModelOps, OpSource, THREADS};
+use super::super::kernels::{aligned_16, launch, per_row, ModelOps, OpSource, MAX_BLOCK_THREADS, THREADS};
 use super::super::view::{lengths, View};
 use crate::backend::cpu::rmsnorm;
 use anyhow::{ensure, Result};
@@ -23,7 +23,7 @@ const RMS_COLUMNS_PER_THREAD: usize = 16;
 /// Threads per row for the RMSNorm kernels, which read rows of `d` 8 bf16 at a time.
 fn rms_threads(d: usize) -> Result<u32> {
     ensure!(d % 8 == 0, "the RMSNorm kernels need a width that is a multiple of 8, not {d}");
-    let threads = d.div_ceil(RMS_COLUMNS_PER_THREAD).next_multiple_of(32).clamp(THREADS as usize, 1024);
+    let threads = d.div_ceil(RMS_COLUMNS_PER_THREAD).next_multiple_of(32).clamp(THREADS as usize, MAX_BLOCK_THREADS);
     ensure!(d <= RMS_COLUMNS_PER_THREAD * threads, "row width {d} above the RMSNorm kernels' 16384");
     Ok(threads as u32)
 }
@@ -54,10 +54,12 @@ impl ModelOps<'_> {
     }
 }
 
-/// A little wider than 7B's rows, so the last threads hold part of a row.
+/// A little wider than 7B's rows, so the last threads hold part of a row; more rows than
+/// RMS_BACKWARD_BLOCKS, so a backward block takes several (its next row loaded while it reduces
+/// this one), the last block fewer.
 pub fn checks(ops: &ModelOps, r: &mut Inputs) -> Result<Vec<Check>> {
     let gpu = ops.gpu();
-    let (rows, d, eps) = (128, 4104, 1e-5);
+    let (rows, d, eps) = (1100, 4104, 1e-5);
     let shape = format!("rows {rows} d {d}");
     let (x, w, dy) = (r.take(rows * d, 2.0), r.take(d, 1.0), r.take(rows * d, 1.0));
     let (gx, gw, gdy) = (gpu.upload(&x.bits)?, gpu.upload(&w.bits)?, gpu.upload(&dy.bits)?);

@@ -1,7 +1,7 @@
 //! Rotary position embedding, in place, both directions (kernels/rope.cu).
 
 use super::super::check::{bf16s, compare, Check, Inputs, BF16_TOLERANCE};
-use super::super::kernels::{aligned_16, launch, per_row, ModelOps, OpSource, THREADS};
+use super::super::kernels::{aligned_16, launch, per_row, ModelOps, OpSource, MAX_BLOCK_THREADS};
 use super::super::view::View;
 use crate::backend::cpu::rope;
 use anyhow::{ensure, Result};
@@ -13,7 +13,7 @@ pub fn source() -> OpSource {
 }
 
 /// Heads a RoPE block turns at once. A thread's four sincos serve heads / 4 of them: at 16 (a
-/// block of 256 threads at head_dim 128, two heads a thread) the sincos made rope 14 % slower
+/// block of 256 threads at head_dim 128, two heads a thread) the sincos made rope 14-25 % slower
 /// than the 4-byte kernel before it (one H200, `--profile`, 7B 8 layers micro-batch 4).
 const ROPE_HEADS_AT_ONCE: usize = 4;
 
@@ -23,9 +23,9 @@ impl ModelOps<'_> {
     pub fn rope(&self, x: View<bf16>, seq: usize, heads: usize, head_dim: usize, theta: f64, backward: bool) -> Result<()> {
         let chunks = head_dim / 8; // a head's 16-byte accesses
         ensure!(
-            head_dim > 0 && head_dim % 8 == 0 && chunks <= THREADS as usize,
+            head_dim > 0 && head_dim % 8 == 0 && chunks * ROPE_HEADS_AT_ONCE <= MAX_BLOCK_THREADS,
             "head_dim {head_dim}: the RoPE kernel takes multiples of 8 up to {}",
-            8 * THREADS
+            8 * MAX_BLOCK_THREADS / ROPE_HEADS_AT_ONCE
         );
         ensure!(heads > 0 && x.len() % (heads * head_dim) == 0, "rope: {} elements are not rows of {heads} × {head_dim}", x.len());
         let rows = x.len() / (heads * head_dim);
